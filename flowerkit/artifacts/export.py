@@ -1,0 +1,71 @@
+"""Turn raw evaluation outputs into the run's reviewable artifacts.
+
+Writes ``fiftyone/predictions.jsonl``, ``fiftyone/per_class_metrics.json``, ``metrics.json``,
+``labelmap.json``, the eval row of ``metrics.jsonl`` and TensorBoard scalars, per-class scalars and a
+confusion-matrix image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from flowerkit.artifacts.classification import classification_report
+from flowerkit.artifacts.files import atomic_write_json
+from flowerkit.artifacts.predictions import prediction_rows, write_predictions
+from flowerkit.artifacts.scalars import ScalarLog
+from flowerkit.data.flowers102 import CATEGORY_NAMES, image_relpath, labelmap
+
+OUTPUTS_NAME = "eval/outputs.npz"
+SUMMARY_KEYS = ("num_samples", "loss", "accuracy", "top5_accuracy", "macro_f1", "worst_classes")
+
+
+def save_outputs(path: Path, image_ids: np.ndarray, labels: np.ndarray, logits: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.npz")
+    np.savez(tmp, image_ids=image_ids, labels=labels, logits=logits)
+    tmp.replace(path)
+    return path
+
+
+@dataclass(frozen=True)
+class ExportedFiles:
+    predictions: Path
+    per_class: Path
+    metrics: Path
+    labelmap: Path
+
+    def all(self) -> list[Path]:
+        return [self.predictions, self.per_class, self.metrics, self.labelmap]
+
+
+def export_evaluation(outputs: Path, dataset_root: Path, split: str, run_dir: Path, tb_dir: Path, step: int,
+                      total_steps: int, export_logits: bool) -> tuple[dict, ExportedFiles]:
+    with np.load(outputs, allow_pickle=False) as data:
+        image_ids, labels, logits = data["image_ids"], data["labels"], data["logits"]
+    names = list(CATEGORY_NAMES)
+    report = classification_report(logits, labels, names)
+    files = ExportedFiles(run_dir / "fiftyone" / "predictions.jsonl", run_dir / "fiftyone" / "per_class_metrics.json",
+                          run_dir / "metrics.json", run_dir / "labelmap.json")
+
+    rows = prediction_rows([f"image_{int(i):05d}" for i in image_ids], image_ids,
+                           [Path(dataset_root) / image_relpath(int(i)) for i in image_ids], labels, logits, names,
+                           split, export_logits)
+    write_predictions(files.predictions, rows)
+    atomic_write_json(files.per_class, {"split": split, "accuracy": report["accuracy"],
+                                        "macro_f1": report["macro_f1"], "classes": report["per_class"]})
+    summary = {key: report[key] for key in SUMMARY_KEYS} | {"split": split, "step": step}
+    atomic_write_json(files.metrics, summary)
+    atomic_write_json(files.labelmap, labelmap())
+
+    scalars = ScalarLog(run_dir, tb_dir)
+    try:
+        scalars.log("eval", step, total_steps, {k: report[k] for k in ("loss", "accuracy", "top5_accuracy",
+                                                                       "macro_f1")}, "val")
+        scalars.per_class(step, report["per_class"], "val")
+        scalars.confusion_image(step, report["confusion"], "val/confusion_matrix")
+    finally:
+        scalars.close()
+    return summary, files

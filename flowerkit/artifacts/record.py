@@ -1,0 +1,111 @@
+"""``run_record.json``: the run's status, progress, task states and hashed artifact index.
+
+The file is the source of truth (the dashboard and ``flowerkit runs`` read it from other processes), so
+every change is a locked read-modify-write followed by an atomic replace.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from collections.abc import Callable, Iterable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from flowerkit.artifacts.files import atomic_write_json, read_json, sha256_file, utc_now
+
+RECORD_NAME = "run_record.json"
+SCHEMA_VERSION = 1
+_lock = threading.RLock()
+
+
+def new_run_id(name: str) -> str:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return f"{name}-{stamp}-{secrets.token_hex(3)}"
+
+
+def new_record(name: str, flow: str, config_hash: str, flow_run_id: str | None, total_steps: int) -> dict[str, Any]:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": new_run_id(name),
+        "name": name,
+        "flow": flow,
+        "flow_run_id": flow_run_id,
+        "stage_status": "started",
+        "stage": None,
+        "started_utc": utc_now(),
+        "ended_utc": None,
+        "config_hash": config_hash,
+        "device": None,
+        "progress": {"step": 0, "total_steps": total_steps},
+        "tasks": {},
+        "metrics": {},
+        "determinism": {},
+        "error": None,
+        "artifact_index": [],
+    }
+
+
+def read_record(run_dir: Path) -> dict[str, Any]:
+    return read_json(Path(run_dir) / RECORD_NAME)
+
+
+def write_record(run_dir: Path, record: dict[str, Any]) -> None:
+    with _lock:
+        atomic_write_json(Path(run_dir) / RECORD_NAME, record)
+
+
+def update_record(run_dir: Path, mutate: Callable[[dict[str, Any]], None] | None = None,
+                  **fields: Any) -> dict[str, Any]:
+    """Apply ``fields`` (and ``mutate``) to the record on disk; returns the new record."""
+    with _lock:
+        record = read_record(run_dir)
+        record.update(fields)
+        if mutate:
+            mutate(record)
+        write_record(run_dir, record)
+        return record
+
+
+def set_task_state(run_dir: Path, task: str, state: str, attempt: int) -> None:
+    def mutate(record: dict[str, Any]) -> None:
+        record["tasks"][task] = {"state": state, "attempt": attempt, "updated_utc": utc_now()}
+        if state == "running":
+            record["stage"] = task
+            record["stage_status"] = "running"
+
+    update_record(run_dir, mutate)
+
+
+def set_progress(run_dir: Path, step: int, total_steps: int) -> None:
+    update_record(run_dir, progress={"step": step, "total_steps": total_steps})
+
+
+def artifact_entry(path: Path, output_dir: Path) -> dict[str, Any]:
+    stat = path.stat()
+    return {
+        "relative_path": path.resolve().relative_to(Path(output_dir).resolve()).as_posix(),
+        "sha256": sha256_file(path),
+        "bytes": stat.st_size,
+        "created_utc": datetime.fromtimestamp(stat.st_mtime, timezone.utc).isoformat(timespec="seconds")
+        .replace("+00:00", "Z"),
+    }
+
+
+def index_artifacts(run_dir: Path, output_dir: Path, paths: Iterable[Path]) -> None:
+    """Add (or refresh) the index entries of ``paths``."""
+    entries = [artifact_entry(Path(p), output_dir) for p in paths]
+
+    def mutate(record: dict[str, Any]) -> None:
+        by_path = {e["relative_path"]: e for e in record["artifact_index"]}
+        by_path.update({e["relative_path"]: e for e in entries})
+        record["artifact_index"] = sorted(by_path.values(), key=lambda e: e["relative_path"])
+
+    update_record(run_dir, mutate)
+
+
+def run_files(run_dir: Path, tb_dir: Path) -> list[Path]:
+    """Every file of a run except the record itself and temporary files."""
+    files = [p for root in (run_dir, tb_dir) if root.is_dir() for p in root.rglob("*") if p.is_file()]
+    return sorted(p for p in files if p.name != RECORD_NAME and not p.name.endswith(".tmp"))

@@ -1,0 +1,31 @@
+"""The ``flowerkit`` command line (Typer)."""
+
+from __future__ import annotations
+
+import os
+
+import typer
+
+from flowerkit.cli import data_cmd, run_cmds
+
+
+def _quiet_prefect_defaults() -> None:
+    # Before Prefect is imported: route our library's logs through Prefect's handlers, skip telemetry.
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "flowerkit")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
+app = typer.Typer(
+    name="flowerkit",
+    help="Train and evaluate Vision Transformers on Oxford Flowers-102, with an auditable trail per run.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+run_cmds.register(app)
+app.add_typer(data_cmd.app, name="data")
+
+
+def main() -> None:
+    _quiet_prefect_defaults()
+    app()

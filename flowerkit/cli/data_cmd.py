@@ -1,0 +1,40 @@
+"""``flowerkit data``: make a synthetic Flowers-102 in the official layout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from flowerkit.cli.errors import user_errors
+from flowerkit.errors import RunExistsError
+
+app = typer.Typer(help="Dataset helpers.", no_args_is_help=True)
+
+
+@app.callback()
+def _data() -> None:
+    """Dataset helpers."""
+
+
+@app.command()
+def synth(
+    out: Path = typer.Option(..., "--out", help="Folder to create (must not exist yet)."),
+    images_per_class: int = typer.Option(30, "--images-per-class", "--images_per_class", min=1,
+                                         help="Images per class: the official 10 train and 10 val, the rest test."),
+    size: int = typer.Option(500, "--size", min=16, help="Short side of each JPEG in pixels (the real set: ~500)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed of the generator."),
+) -> None:
+    """Write a synthetic Flowers-102 (jpg/, imagelabels.mat, setid.mat) whose 102 classes a model can learn."""
+    from flowerkit.data.synth import SynthSpec, generate, split_counts
+
+    with user_errors():
+        if out.exists() and any(out.iterdir()):
+            raise RunExistsError(f"--out {out} already exists and is not empty; choose a new folder, so that no "
+                                 "existing data is overwritten.")
+        if out.exists():
+            out.rmdir()
+        generate(out, SynthSpec(images_per_class, size, seed))
+        n_train, n_val, n_test = split_counts(images_per_class)
+        typer.echo(f"Wrote {102 * images_per_class} images ({n_train}/{n_val}/{n_test} train/val/test per class) "
+                   f"to {out}\nUse it with: flowerkit train --dataset flower102 --data_root {out} ...")

@@ -1,0 +1,39 @@
+"""One place that turns exceptions into a clear paragraph and the documented exit code."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import textwrap
+import traceback
+from collections.abc import Iterator
+
+import typer
+
+from flowerkit.errors import FlowerkitError
+
+
+def print_error(message: str) -> None:
+    width = 100
+    body = "\n".join(textwrap.fill(part, width) for part in message.split("\n"))
+    print(f"Error: {body}" if not body.startswith("Error") else body, file=sys.stderr)
+
+
+@contextlib.contextmanager
+def user_errors(debug: bool = False) -> Iterator[None]:
+    """Run a command body: FlowerkitError -> its exit code; anything else -> exit 1; tracebacks with --debug."""
+    try:
+        yield
+    except FlowerkitError as exc:
+        if debug:
+            traceback.print_exc()
+        print_error(exc.message)
+        raise typer.Exit(exc.exit_code) from None
+    except (typer.Exit, typer.Abort, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # noqa: BLE001 - the last line of defence of a CLI
+        if debug:
+            traceback.print_exc()
+        print_error(f"Unexpected error: {type(exc).__name__}: {exc}. Run again with --debug for the traceback, "
+                    "and report it if it persists.")
+        raise typer.Exit(1) from None

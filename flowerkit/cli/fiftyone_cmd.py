@@ -1,0 +1,94 @@
+"""`flowerkit fiftyone ...`: look at a run's predictions in FiftyOne.
+
+Registered by the main CLI as ``app.add_typer(fiftyone_cmd.app, name="fiftyone")``.
+FiftyOne is imported only when a command runs.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import typer
+
+from flowerkit.errors import FlowerkitError
+
+app = typer.Typer(
+    help="Explore a run's predictions in FiftyOne (load them as a dataset, evaluate, open the App).",
+    no_args_is_help=True,
+)
+
+
+@app.callback()
+def _group() -> None:
+    """Explore a run's predictions in FiftyOne."""
+    # A callback keeps `load` a sub-command even while it is the only one (Typer would otherwise
+    # collapse a one-command app into that command).
+
+
+def _fail(err: FlowerkitError) -> typer.Exit:
+    """Print the error's message as one paragraph on stderr and return the Exit to raise.
+
+    Kept tiny on purpose: swap for the CLI's shared error helper when it exists.
+    """
+    typer.echo(f"\nError: {err.message}\n", err=True)
+    return typer.Exit(code=err.exit_code)
+
+
+def _resolve_run_dir(run: str, output_dir: Path) -> Path:
+    """RUN is a run name under OUTPUT_DIR, or a path to a run directory."""
+    as_path = Path(run)
+    if as_path.is_dir() and (as_path / "run_record.json").exists():
+        return as_path
+    return output_dir / run
+
+
+def _has_display() -> bool:
+    if sys.platform == "darwin" or sys.platform.startswith("win"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+@app.command("load")
+def load(
+    run: str = typer.Argument(..., help="Run name under --output-dir, or the path of a run directory."),
+    output_dir: Path = typer.Option(Path("output"), "--output-dir", "--output_dir", help="Folder holding the runs."),
+    dataset_name: str | None = typer.Option(
+        None, "--dataset-name", "--dataset_name", help="FiftyOne dataset name (default: flowerkit-<run name>)."
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the dataset if it exists."),
+    launch: bool = typer.Option(False, "--launch", help="Open the FiftyOne App on the dataset and wait."),
+    port: int = typer.Option(5151, "--port", help="Port of the FiftyOne App (with --launch)."),
+    address: str = typer.Option("127.0.0.1", "--address", help="Address the App listens on (with --launch)."),
+) -> None:
+    """Load RUN's fiftyone/predictions.jsonl into a persistent FiftyOne dataset and print its evaluation."""
+    from flowerkit.fiftyone_load import load_run
+
+    run_dir = _resolve_run_dir(run, output_dir)
+    try:
+        result = load_run(run_dir, dataset_name=dataset_name, overwrite=overwrite)
+    except FlowerkitError as err:
+        raise _fail(err) from None
+
+    typer.echo(f"Per-class report for run {result.run_name} ({', '.join(result.splits) or 'unknown split'}, "
+               f"{result.num_samples} samples):")
+    result.print_report()
+    typer.echo(f"accuracy: {result.accuracy:.4f}")
+    typer.echo(f"FiftyOne dataset: {result.dataset_name} (evaluation key 'eval')")
+
+    if not launch:
+        return
+    from flowerkit.fiftyone_runtime import import_fiftyone
+
+    try:
+        fo = import_fiftyone()
+    except FlowerkitError as err:
+        raise _fail(err) from None
+    remote = not _has_display()
+    session = fo.launch_app(fo.load_dataset(result.dataset_name), port=port, address=address, remote=remote)
+    typer.echo(f"FiftyOne App: http://{address}:{port}/ (Ctrl-C to stop)")
+    try:
+        session.wait(-1 if remote else 3)
+    except KeyboardInterrupt:
+        pass

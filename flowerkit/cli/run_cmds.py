@@ -1,0 +1,104 @@
+"""``flowerkit train`` and ``flowerkit eval``: resolve the config, then run the Prefect flow (or plan it)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from flowerkit.cli.errors import user_errors
+from flowerkit.cli.options import command_from_config
+from flowerkit.config import EvalConfig, RunConfig, TrainConfig, load_config
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train", help="Train a ViT on Flowers-102 (Prefect flow 'train'); writes OUTPUT_DIR/NAME.")(
+        command_from_config(TrainConfig, lambda given, **extra: _run("train", given, **extra)))
+    app.command("eval", help="Evaluate a checkpoint without training (Prefect flow 'eval'); writes "
+                             "OUTPUT_DIR/NAME.")(
+        command_from_config(EvalConfig, lambda given, **extra: _run("eval", given, **extra)))
+
+
+def _run(flow: str, given: dict[str, Any], config_file: Path | None, resume: bool, dry_run: bool,
+         debug: bool) -> None:
+    with user_errors(debug):
+        cls = TrainConfig if flow == "train" else EvalConfig
+        config = load_config(cls, given, config_file)
+        if dry_run:
+            print_plan(flow, config, resume)
+            return
+        logging.getLogger("flowerkit").setLevel(logging.INFO)
+        if flow == "train":
+            from flows.train import train_flow
+
+            result = train_flow(config, resume=resume)
+        else:
+            from flows.eval import eval_flow
+
+            result = eval_flow(config, resume=resume)
+        print_summary(flow, config, result)
+
+
+def print_summary(flow: str, config: RunConfig, result: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    metrics = result["metrics"]
+    table = Table(title=f"flowerkit {flow}: run '{config.name}' complete", show_header=False, title_justify="left")
+    table.add_row("device", f"{result['device']['device']} ({result['device']['name']}; {result['device']['reason']})"
+                  f", {result['precision']}")
+    if "train" in result:
+        trained = result["train"]
+        table.add_row("training", f"steps {trained['start_step']}->{trained['steps']}, final loss "
+                                  f"{trained['final_loss']:.4f}, {trained['images_per_second']:.1f} img/s")
+    table.add_row(f"eval ({metrics['split']}, {metrics['num_samples']} samples)",
+                  f"accuracy {metrics['accuracy']:.4f}, top-5 {metrics['top5_accuracy']:.4f}, macro F1 "
+                  f"{metrics['macro_f1']:.4f}, loss {metrics['loss']:.4f}")
+    worst = ", ".join(f"{w['class_name']} ({w['f1']:.2f})" for w in metrics["worst_classes"][:3])
+    table.add_row("worst classes", worst or "-")
+    run_dir = Path(result["run_dir"])
+    table.add_row("tensorboard", f"{result['tb_dir']}  (tensorboard --logdir {config.output_dir / 'tb'})")
+    for label, rel in (("predictions", "fiftyone/predictions.jsonl"), ("per-class", "fiftyone/per_class_metrics.json"),
+                       ("metrics", "metrics.json"), ("labelmap", "labelmap.json"), ("env stamp", "env_stamp.json"),
+                       ("retention", "RETENTION.txt"), ("record", "run_record.json")):
+        table.add_row(label, str(run_dir / rel))
+    if flow == "train":
+        table.add_row("checkpoint", str(run_dir / "checkpoints" / "ckpt.bin"))
+    Console().print(table)
+
+
+def print_plan(flow: str, config: RunConfig, resume: bool) -> None:
+    """Validate everything a run would need and print what it would do; writes nothing."""
+    from flowerkit.data.selection import select_split, synthetic_root_path
+    from flowerkit.device import detect_device, resolve_precision
+    from flowerkit.rundir import check_claimable
+
+    check_claimable(config, resume)
+    lines = [f"Plan for flowerkit {flow} '{config.name}' (dry run: nothing is written)",
+             f"  config hash    {config.config_hash()}"]
+    if flow == "eval":
+        from flows.eval import resolve_eval_config
+
+        config, step = resolve_eval_config(config)
+        lines.append(f"  checkpoint     {config.checkpoint} ({config.model_type}, img_size {config.img_size}, "
+                     f"step {step})")
+    device = detect_device(config.device, config.prefer_mps)
+    lines.append(f"  device         {device.device} ({device.reason}), {resolve_precision(config.precision, device)}")
+    splits = [("train", getattr(config, "tiny_train_subset", None), getattr(config, "train_batch_size", 0)),
+              ("val", config.tiny_infer_subset, config.eval_batch_size)] if flow == "train" else \
+        [(config.split, config.tiny_infer_subset, config.eval_batch_size)]
+    if config.dataset == "flower102_synthetic" and not (synthetic_root_path() / "setid.mat").is_file():
+        lines.append("  dataset        flower102_synthetic: not generated yet; the run generates it once")
+    else:
+        for split, subset, batch in splits:
+            sel = select_split(config.dataset, config.data_root, split, subset, batch)
+            lines.append(f"  {split:<14} {len(sel.image_ids)} images from {sel.root} ({sel.subset}), ids sha256 "
+                         f"{sel.ids_sha256[:12]}")
+    if flow == "train":
+        lines.append(f"  model          {config.model_type} at {config.img_size}px, {config.num_steps} steps, batch "
+                     f"{config.train_batch_size}, lr {config.learning_rate}, warmup {config.warmup_steps}, "
+                     f"{config.decay_type} decay")
+    lines.append(f"  would write    {config.run_dir} and {config.tb_dir}")
+    typer.echo("\n".join(lines))

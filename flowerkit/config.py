@@ -1,0 +1,214 @@
+"""The one validated configuration of a run.
+
+``TrainConfig`` and ``EvalConfig`` feed the CLI options (``flowerkit/cli``), the Prefect deployment
+parameters (the flows take them as their single parameter, so the Prefect UI renders their schema as a
+form) and the dashboard's launch form. Sources, highest precedence first: explicit arguments (CLI flags,
+Prefect parameters), a YAML file given with ``--config``, ``FLOWERKIT_*`` environment variables, a ``.env``
+file in the working directory, built-in defaults.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
+
+from flowerkit.errors import ConfigError, MissingInputError
+
+_yaml_file: ContextVar[Path | None] = ContextVar("flowerkit_yaml_file", default=None)
+
+DEFAULT_WARMUP_CAP = 500  # the original ViT-pytorch recipe's warmup; shortened for short runs
+
+
+def _opt(description: str, group: str, **kwargs: Any) -> Any:
+    """A config field with the help text and CLI group used by every front end."""
+    return Field(description=description, json_schema_extra={"group": group}, **kwargs)
+
+
+class RunConfig(BaseSettings):
+    """Settings shared by train and eval runs."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FLOWERKIT_", env_file=".env", extra="ignore", validate_default=True, protected_namespaces=()
+    )
+
+    name: str = _opt("Run name: the run's directory is OUTPUT_DIR/NAME and its TensorBoard folder OUTPUT_DIR/tb/NAME.",
+                     "run", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+    dataset: Literal["flower102", "flower102_synthetic"] = _opt(
+        "flower102: the official files under --data_root. flower102_synthetic: a generated look-alike (no download).",
+        "data", default="flower102")
+    data_root: Path | None = _opt(
+        "Folder holding jpg/, imagelabels.mat and setid.mat (or a parent holding flowers-102/).", "data", default=None)
+    eval_batch_size: int = _opt("Evaluation batch size.", "data", default=64, gt=0)
+    tiny_infer_subset: str | None = _opt(
+        "Evaluate a tiny subset: a built-in name (flower102_tiny) or a manifest file; capped at 2 batches.",
+        "data", default=None)
+    data_pipeline: Literal["cached", "pil"] = _opt(
+        "cached: decode each image once into a uint8 cache, augment batched on the device. pil: decode every time.",
+        "data", default="cached")
+    num_workers: int = _opt("DataLoader worker processes (the pil pipeline and cache building).", "data", default=0, ge=0)
+    persistent_workers: bool = _opt("Keep DataLoader workers alive between epochs (needs num_workers > 0).", "data",
+                                    default=False)
+    pretrained_dir: Path | None = _opt(
+        "Google-format .npz checkpoint to fine-tune from (missing file: warning and random init).", "model",
+        default=None)
+    seed: int = _opt("Random seed for Python, NumPy, torch and the data order.", "execution", default=42)
+    device: Literal["auto", "cpu", "cuda", "mps"] = _opt(
+        "auto picks CUDA, then MPS, then CPU; an explicit device that is absent is an error.", "execution",
+        default="auto")
+    prefer_mps: bool = _opt("Try Apple MPS before CUDA when --device is auto.", "execution", default=False)
+    precision: Literal["auto", "fp32", "bf16"] = _opt(
+        "auto: bf16 autocast on CUDA GPUs that support it, fp32 elsewhere (always fp32 on CPU and MPS).",
+        "execution", default="auto")
+    compile: bool = _opt("Compile the model with torch.compile (CUDA).", "execution", default=False)
+    deterministic: bool = _opt("Use torch's deterministic algorithms where the device supports them.", "execution",
+                               default=False)
+    output_dir: Path = _opt("Root folder of all runs.", "output", default=Path("output"))
+    retention_days: int = _opt("How long the run's artifacts are kept (at least 90 days).", "output", default=90,
+                               ge=90)
+    export_logits: bool = _opt("Store every sample's logits in predictions.jsonl.", "output", default=False)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        yaml_file = _yaml_file.get()
+        middle = (YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file),) if yaml_file else ()
+        return (init_settings, *middle, env_settings, dotenv_settings)
+
+    @field_validator("name")
+    @classmethod
+    def _name_not_reserved(cls, value: str) -> str:
+        if value == "tb":
+            raise ValueError("'tb' is reserved for the TensorBoard folder; choose another run name")
+        return value
+
+    @model_validator(mode="after")
+    def _check_workers(self) -> RunConfig:
+        if self.persistent_workers and self.num_workers == 0:
+            raise ValueError("persistent_workers needs num_workers > 0")
+        return self
+
+    @property
+    def run_dir(self) -> Path:
+        return self.output_dir / self.name
+
+    @property
+    def tb_dir(self) -> Path:
+        return self.output_dir / "tb" / self.name
+
+    def resolved_yaml(self) -> str:
+        """Every value after all sources are merged, in declaration order: the same inputs give the same bytes."""
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+    def config_hash(self) -> str:
+        return hashlib.sha256(self.resolved_yaml().encode()).hexdigest()
+
+
+class TrainConfig(RunConfig):
+    """A training run: fine-tune (or train from scratch), then evaluate and export."""
+
+    model_type: str = _opt("Model config: testing, ViT-Ti_16, ViT-S_16, ViT-B_16, ViT-B_32, ViT-L_16, ViT-L_32, "
+                           "ViT-H_14.", "model", default="ViT-B_16")
+    img_size: int = _opt("Input resolution (a multiple of the patch size).", "model", default=224, gt=0)
+    tiny_train_subset: str | None = _opt(
+        "Train on a tiny subset: a built-in name (flower102_tiny) or a manifest file; capped at 2 batches.",
+        "data", default=None)
+    train_batch_size: int = _opt("Effective training batch size (split over accumulation steps).", "training",
+                                 default=512, gt=0)
+    num_steps: int = _opt("Total optimizer steps.", "training", default=10000, gt=0)
+    eval_every: int = _opt("Evaluate (and checkpoint) every N steps.", "training", default=100, gt=0)
+    learning_rate: float = _opt("Peak learning rate of SGD with momentum 0.9.", "training", default=3e-2, gt=0)
+    weight_decay: float = _opt("Weight decay.", "training", default=0.0, ge=0)
+    warmup_steps: int | None = _opt(
+        f"Linear warmup steps (default: num_steps/10, at most {DEFAULT_WARMUP_CAP}).", "training", default=None, ge=0)
+    decay_type: Literal["cosine", "linear"] = _opt("Learning-rate decay after warmup.", "training", default="cosine")
+    max_grad_norm: float = _opt("Gradient clipping norm.", "training", default=1.0, gt=0)
+    gradient_accumulation_steps: int = _opt("Micro-batches accumulated per optimizer step.", "training", default=1,
+                                            gt=0)
+
+    @model_validator(mode="after")
+    def _check_schedule(self) -> TrainConfig:
+        if self.warmup_steps is None:
+            self.warmup_steps = min(DEFAULT_WARMUP_CAP, self.num_steps // 10)
+        if self.warmup_steps >= self.num_steps:
+            raise ValueError(f"warmup_steps ({self.warmup_steps}) must be below num_steps ({self.num_steps})")
+        if self.train_batch_size % self.gradient_accumulation_steps:
+            raise ValueError(
+                f"train_batch_size ({self.train_batch_size}) must be divisible by gradient_accumulation_steps "
+                f"({self.gradient_accumulation_steps})")
+        return self
+
+    @property
+    def micro_batch_size(self) -> int:
+        return self.train_batch_size // self.gradient_accumulation_steps
+
+
+class EvalConfig(RunConfig):
+    """An eval-only run from a checkpoint: never trains."""
+
+    checkpoint: Path = _opt("Checkpoint written by `flowerkit train` (OUTPUT_DIR/RUN/checkpoints/ckpt.bin).", "model")
+    split: Literal["val", "test", "train"] = _opt(
+        "Split to evaluate: val is the official validation split (setid.mat 'valid').", "data", default="val")
+    model_type: str | None = _opt("Model config (default: the checkpoint's; a conflict is an error).", "model",
+                                  default=None)
+    img_size: int | None = _opt("Input resolution (default: the checkpoint's; a conflict is an error).", "model",
+                                default=None, gt=0)
+
+
+CONFIG_CLASSES: dict[str, type[RunConfig]] = {"train": TrainConfig, "eval": EvalConfig}
+
+
+def load_config(cls: type[RunConfig], overrides: dict[str, Any], config_file: Path | None = None) -> RunConfig:
+    """Build a config from explicit overrides, an optional YAML file, the environment and ``.env``.
+
+    Raises ConfigError (exit 2) naming the offending option, or MissingInputError for a missing YAML file.
+    """
+    if config_file is not None:
+        _check_yaml_file(cls, config_file)
+    token = _yaml_file.set(config_file)
+    try:
+        return cls(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc)) from None
+    finally:
+        _yaml_file.reset(token)
+
+
+def _check_yaml_file(cls: type[RunConfig], path: Path) -> None:
+    if not path.is_file():
+        raise MissingInputError(f"The config file {path} does not exist. Pass an existing YAML file to --config.")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"The config file {path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"The config file {path} must hold a mapping of option names to values.")
+    unknown = sorted(set(data) - set(cls.model_fields))
+    if unknown:
+        raise ConfigError(
+            f"The config file {path} has unknown option(s): {', '.join(unknown)}. "
+            f"Known options: {', '.join(cls.model_fields)}.")
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One paragraph naming each bad option in its CLI spelling."""
+    problems = []
+    for err in exc.errors():
+        where = ".".join(str(part) for part in err["loc"])
+        option = f"--{where}" if where else "the configuration"
+        message = err["msg"].removeprefix("Value error, ")
+        given = err.get("input")
+        shown = f" (got {given!r})" if where and not isinstance(given, dict) and given is not None else ""
+        problems.append(f"{option}: {message}{shown}")
+    return "Invalid configuration. " + "; ".join(problems) + ". Fix the option(s) and run again (see --help)."

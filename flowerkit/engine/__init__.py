@@ -1,0 +1,1 @@
+"""The training and evaluation engine: plain PyTorch, no Prefect."""

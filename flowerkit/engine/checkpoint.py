@@ -1,0 +1,66 @@
+"""Checkpoints: written atomically, read back without executing pickled code (``weights_only=True``)."""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from flowerkit.errors import ConfigError, MissingInputError
+
+FORMAT = "flowerkit-checkpoint"
+VERSION = 1
+REQUIRED_KEYS = ("format", "model", "model_type", "img_size", "num_classes", "step", "labelmap")
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> Path:
+    """``payload`` must hold tensors, containers and plain values only (so ``weights_only`` can read it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    torch.save({"format": FORMAT, "version": VERSION, **payload}, buffer)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_bytes(buffer.getvalue())
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load and check a flowerkit checkpoint; every failure names the file and what is wrong with it."""
+    path = Path(path).expanduser()
+    hint = "Pass a checkpoint written by `flowerkit train` (OUTPUT_DIR/RUN/checkpoints/ckpt.bin)."
+    if not path.exists():
+        raise MissingInputError(f"--checkpoint {path} does not exist. {hint}")
+    if not path.is_file():
+        raise MissingInputError(f"--checkpoint {path} is not a file. {hint}")
+    try:
+        data = torch.load(path, map_location=map_location, weights_only=True)
+    except PermissionError:
+        raise MissingInputError(f"--checkpoint {path} cannot be read (permission denied). {hint}") from None
+    except pickle.UnpicklingError as exc:
+        raise ConfigError(
+            f"--checkpoint {path} was refused: it holds objects that would execute code when loaded, and "
+            f"flowerkit only loads plain weights (weights_only). Details: {str(exc).splitlines()[0]} {hint}") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise ConfigError(f"--checkpoint {path} is not a readable checkpoint (truncated or not a torch file: "
+                          f"{str(exc).splitlines()[0]}). {hint}") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT or any(k not in data for k in REQUIRED_KEYS):
+        raise ConfigError(f"--checkpoint {path} is a torch file but not a flowerkit checkpoint (it lacks the "
+                          f"model, model_type, img_size, step and labelmap entries). {hint}")
+    return data
+
+
+def checkpoint_model(state: dict[str, Any], path: Path, model_type: str | None,
+                     img_size: int | None) -> tuple[str, int]:
+    """The checkpoint's model type and image size; an explicitly given, different value is a ConfigError."""
+    for option, given, stored in (("--model_type", model_type, state["model_type"]),
+                                  ("--img_size", img_size, int(state["img_size"]))):
+        if given is not None and given != stored:
+            raise ConfigError(f"{option} {given} conflicts with the checkpoint {path}, which holds a "
+                              f"{state['model_type']} model at img_size {state['img_size']}. Leave {option} out "
+                              "to use the checkpoint's value.")
+    return state["model_type"], int(state["img_size"])

@@ -1,0 +1,193 @@
+"""The training loop: SGD with momentum, warmup + decay, clipping, accumulation, eval and checkpoints.
+
+Resumable by construction: the checkpoint holds model, optimizer, scheduler and RNG state plus the step,
+and the batch plan depends only on ``(seed, batch index)``, so a resumed run sees exactly the batches the
+uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from flowerkit.artifacts.classification import classification_report
+from flowerkit.artifacts.scalars import ScalarLog
+from flowerkit.config import TrainConfig
+from flowerkit.data.flowers102 import CATEGORY_NAMES, NUM_CLASSES, labelmap
+from flowerkit.data.pipeline import BatchPlan, InputPipeline, SampleTable
+from flowerkit.engine.checkpoint import load_checkpoint, save_checkpoint
+from flowerkit.engine.evaluator import autocast, predict
+from flowerkit.engine.schedules import make_scheduler
+from flowerkit.models.npz import load_pretrained
+from flowerkit.models.vit import build_model
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_NAME = "checkpoints/ckpt.bin"
+
+
+def seed_everything(seed: int, deterministic: bool) -> dict:
+    """Seed Python, NumPy and torch; returns the determinism flags actually in force (for the run record)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    os.environ.setdefault("PYTHONHASHSEED", str(seed))  # inherited by spawned DataLoader workers
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    return {
+        "seed": seed,
+        "deterministic": deterministic,
+        "torch_deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
+        "pythonhashseed": os.environ.get("PYTHONHASHSEED"),
+    }
+
+
+@dataclass
+class TrainResult:
+    checkpoint: str
+    start_step: int
+    steps: int
+    final_loss: float
+    images_per_second: float
+    weights: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def make_pipeline(config, table: SampleTable, img_size: int, device: torch.device) -> InputPipeline:
+    return InputPipeline(table, img_size, device, kind=config.data_pipeline, num_workers=config.num_workers,
+                         persistent_workers=config.persistent_workers)
+
+
+def train(config: TrainConfig, device: torch.device, precision: str, train_table: SampleTable,
+          val_table: SampleTable, run_dir: Path, tb_dir: Path,
+          on_progress: Callable[[int, int], None] | None = None) -> TrainResult:
+    """Train to ``config.num_steps``, resuming from ``run_dir``'s checkpoint when one exists."""
+    ckpt_path = run_dir / CHECKPOINT_NAME
+    model = build_model(config.model_type, config.img_size, NUM_CLASSES)
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.learning_rate, momentum=0.9,
+                                weight_decay=config.weight_decay)
+    scheduler = make_scheduler(optimizer, config.warmup_steps, config.num_steps, config.decay_type)
+
+    start_step, weights = 0, ""
+    if ckpt_path.exists():
+        state = load_checkpoint(ckpt_path, map_location="cpu")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"]["torch"])
+        start_step, weights = int(state["step"]), state.get("weights", "")
+        log.info("resuming from %s at step %d of %d", ckpt_path, start_step, config.num_steps)
+        _truncate_metrics(run_dir / "metrics.jsonl", start_step)
+    else:
+        weights = load_pretrained(model, config.pretrained_dir)
+        log.info("weights: %s", weights)
+    model.to(device)
+    _move_optimizer_state(optimizer, device)
+    step_model = torch.compile(model) if config.compile else model
+
+    scalars = ScalarLog(run_dir, tb_dir, purge_step=start_step + 1 if start_step else None)
+    plan = BatchPlan(train_table, config.micro_batch_size, config.seed)
+    train_pipe = make_pipeline(config, train_table, config.img_size, device)
+    val_pipe = make_pipeline(config, val_table, config.img_size, device)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    labels_all = torch.as_tensor(train_table.labels, dtype=torch.long)
+    accumulation = config.gradient_accumulation_steps
+    console_every = max(1, config.num_steps // 20)
+
+    model.train()
+    step, loss_value, images, t0 = start_step, float("nan"), 0, time.perf_counter()
+    batches = iter(train_pipe(plan.batches(start_step * accumulation, config.num_steps * accumulation)))
+    try:
+        while step < config.num_steps:
+            loss_sum, correct, seen = 0.0, 0, 0
+            for _ in range(accumulation):
+                x, positions = next(batches)
+                y = labels_all[positions].to(device, non_blocking=True)
+                with autocast(device, precision):
+                    logits = step_model(x)
+                    loss = loss_fn(logits.float(), y)
+                (loss / accumulation).backward()
+                loss_sum += float(loss.detach()) * len(y)
+                correct += int((logits.detach().argmax(1) == y).sum())
+                seen += len(y)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+            lr = scheduler.get_last_lr()[0]  # the rate this step uses
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            images += seen
+            loss_value = loss_sum / seen
+            scalars.log("train", step, config.num_steps, {"loss": loss_value, "lr": lr, "accuracy": correct / seen},
+                        "train")
+            if step % console_every == 0 or step == config.num_steps:
+                log.info("step %d/%d  loss %.4f  lr %.5f  %.1f img/s", step, config.num_steps, loss_value, lr,
+                         images / (time.perf_counter() - t0))
+            if step % config.eval_every == 0 or step == config.num_steps:
+                if step < config.num_steps:  # the final evaluation is the evaluate task's
+                    _evaluate_during_training(step_model, val_pipe, val_table, config, precision, step, scalars)
+                _save(ckpt_path, model, optimizer, scheduler, step, config, weights)
+            if on_progress:
+                on_progress(step, config.num_steps)
+    finally:
+        scalars.close()
+    elapsed = time.perf_counter() - t0
+    return TrainResult(str(ckpt_path), start_step, step, float(loss_value), images / elapsed if elapsed else 0.0,
+                       weights)
+
+
+def _evaluate_during_training(model, pipe: InputPipeline, table: SampleTable, config: TrainConfig, precision: str,
+                              step: int, scalars: ScalarLog) -> None:
+    logits = predict(model, pipe, config.eval_batch_size, precision)
+    report = classification_report(logits, table.labels, list(CATEGORY_NAMES))
+    scalars.log("eval", step, config.num_steps, {k: report[k] for k in ("loss", "accuracy", "top5_accuracy",
+                                                                        "macro_f1")}, "val")
+    log.info("eval at step %d: accuracy %.4f  loss %.4f (%d samples)", step, report["accuracy"], report["loss"],
+             report["num_samples"])
+
+
+def _save(path: Path, model, optimizer, scheduler, step: int, config: TrainConfig, weights: str) -> None:
+    save_checkpoint(path, {
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "step": step,
+        "model_type": config.model_type,
+        "img_size": config.img_size,
+        "num_classes": NUM_CLASSES,
+        "labelmap": labelmap(),
+        "config": config.model_dump(mode="json"),
+        "config_hash": config.config_hash(),
+        "weights": weights,
+        "rng": {"torch": torch.get_rng_state()},
+    })
+
+
+def _move_optimizer_state(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
+    for state in optimizer.state.values():
+        for key, value in state.items():
+            if torch.is_tensor(value):
+                state[key] = value.to(device)
+
+
+def _truncate_metrics(path: Path, last_step: int) -> None:
+    """Drop rows past the checkpoint: the resumed run logs those steps again."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text().splitlines(keepends=True)
+            if line.strip() and json.loads(line).get("step", 0) <= last_step]
+    path.write_text("".join(kept))

@@ -1,0 +1,40 @@
+"""Errors a user can act on, each mapped to the CLI's documented exit code.
+
+0 success; 1 unexpected; 2 invalid configuration or input; 3 a required input is missing;
+4 the run directory already exists (and --resume was not given).
+"""
+
+from __future__ import annotations
+
+
+class FlowerkitError(Exception):
+    """An error whose message is a complete, user-facing paragraph."""
+
+    exit_code: int = 1
+
+    def __init__(self, message: str, exit_code: int | None = None) -> None:
+        super().__init__(message)
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0])
+
+
+class ConfigError(FlowerkitError):
+    """Invalid configuration or input: a bad value, an unknown model, a malformed file."""
+
+    exit_code = 2
+
+
+class MissingInputError(FlowerkitError):
+    """A required input is absent: data root, checkpoint, subset manifest, a runtime dependency."""
+
+    exit_code = 3
+
+
+class RunExistsError(FlowerkitError):
+    """The run directory exists; runs are never overwritten."""
+
+    exit_code = 4

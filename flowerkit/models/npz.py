@@ -1,0 +1,108 @@
+"""Load Google's ViT ``.npz`` checkpoints (the ``jax``/``flax`` layout) into torchvision's VisionTransformer.
+
+Kept apart from the model, as timm and torchvision do. The classification head is always re-initialised
+(Flowers-102 has its own 102 classes); position embeddings are resized when the resolution differs.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torchvision.models.vision_transformer import VisionTransformer
+
+from flowerkit.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+BLOCK = "Transformer/encoderblock_{i}"
+ATTN = BLOCK + "/MultiHeadDotProductAttention_1"
+
+
+def read_npz(path: Path) -> dict[str, np.ndarray]:
+    """All arrays of a Google checkpoint; an unreadable file is a ConfigError naming it."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {key: data[key] for key in data.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise ConfigError(f"--pretrained_dir {path} could not be read as a Google .npz checkpoint ({exc}). "
+                          "Pass a ViT .npz file such as ViT-B_16.npz, or leave the option out to train from "
+                          "scratch.") from None
+
+
+def npz_to_state_dict(weights: dict[str, np.ndarray], model: VisionTransformer) -> dict[str, torch.Tensor]:
+    """Map Google's names and layouts onto ``model``'s state-dict keys (everything but the head)."""
+    def t(key: str) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(weights[key])).float()
+
+    hidden = model.hidden_dim
+    state = {
+        "conv_proj.weight": t("embedding/kernel").permute(3, 2, 0, 1),  # HWIO -> OIHW
+        "conv_proj.bias": t("embedding/bias"),
+        "class_token": t("cls").reshape(1, 1, hidden),
+        "encoder.pos_embedding": resize_pos_embedding(
+            t("Transformer/posembed_input/pos_embedding"), model.encoder.pos_embedding.shape[1]),
+        "encoder.ln.weight": t("Transformer/encoder_norm/scale"),
+        "encoder.ln.bias": t("Transformer/encoder_norm/bias"),
+    }
+    for i in range(len(model.encoder.layers)):
+        ours, block, attn = f"encoder.layers.encoder_layer_{i}", BLOCK.format(i=i), ATTN.format(i=i)
+        q, k, v = (t(f"{attn}/{name}/kernel").reshape(hidden, hidden).T for name in ("query", "key", "value"))
+        qb, kb, vb = (t(f"{attn}/{name}/bias").reshape(hidden) for name in ("query", "key", "value"))
+        state.update({
+            f"{ours}.ln_1.weight": t(f"{block}/LayerNorm_0/scale"),
+            f"{ours}.ln_1.bias": t(f"{block}/LayerNorm_0/bias"),
+            f"{ours}.self_attention.in_proj_weight": torch.cat([q, k, v]),
+            f"{ours}.self_attention.in_proj_bias": torch.cat([qb, kb, vb]),
+            f"{ours}.self_attention.out_proj.weight": t(f"{attn}/out/kernel").reshape(hidden, hidden).T,
+            f"{ours}.self_attention.out_proj.bias": t(f"{attn}/out/bias"),
+            f"{ours}.ln_2.weight": t(f"{block}/LayerNorm_2/scale"),
+            f"{ours}.ln_2.bias": t(f"{block}/LayerNorm_2/bias"),
+            f"{ours}.mlp.0.weight": t(f"{block}/MlpBlock_3/Dense_0/kernel").T,
+            f"{ours}.mlp.0.bias": t(f"{block}/MlpBlock_3/Dense_0/bias"),
+            f"{ours}.mlp.3.weight": t(f"{block}/MlpBlock_3/Dense_1/kernel").T,
+            f"{ours}.mlp.3.bias": t(f"{block}/MlpBlock_3/Dense_1/bias"),
+        })
+    return state
+
+
+def resize_pos_embedding(pos: torch.Tensor, target_tokens: int) -> torch.Tensor:
+    """Bilinearly resize the patch-grid part of a (1, 1 + g*g, D) position embedding; the class token stays."""
+    if pos.shape[1] == target_tokens:
+        return pos
+    cls_pos, grid = pos[:, :1], pos[:, 1:]
+    old, new = int(math.isqrt(grid.shape[1])), int(math.isqrt(target_tokens - 1))
+    log.info("resizing position embeddings from %dx%d to %dx%d patches", old, old, new, new)
+    grid = grid.reshape(1, old, old, -1).permute(0, 3, 1, 2)
+    grid = F.interpolate(grid, size=(new, new), mode="bilinear", align_corners=False)
+    return torch.cat([cls_pos, grid.permute(0, 2, 3, 1).reshape(1, new * new, -1)], dim=1)
+
+
+def load_pretrained(model: VisionTransformer, path: Path | None) -> str:
+    """Load ``path`` into ``model`` if it exists; returns what happened, for the logs and the run record.
+
+    A missing file means training from scratch (a warning, never a crash); an unreadable or mismatched
+    file is a ConfigError, since silently ignoring it would train the wrong thing.
+    """
+    if path is None:
+        return "random init (no --pretrained_dir)"
+    path = Path(path).expanduser()
+    if not path.is_file():
+        log.warning("pretrained weights %s not found: training from random initialisation", path)
+        return f"random init ({path} not found)"
+    weights = read_npz(path)
+    try:
+        state = npz_to_state_dict(weights, model)
+        model.load_state_dict(state, strict=False)
+    except (KeyError, RuntimeError) as exc:
+        raise ConfigError(f"--pretrained_dir {path} does not match the chosen --model_type ({exc}). "
+                          "Pick the model type the checkpoint was trained as (e.g. ViT-B_16 for ViT-B_16.npz).") \
+            from None
+    log.info("loaded pretrained weights from %s (head re-initialised for %d classes)", path,
+             model.heads.head.out_features)
+    return f"pretrained from {path}"

@@ -1,0 +1,1 @@
+"""Prefect flows composed from ``tasks``: ``train_flow`` and ``eval_flow``."""

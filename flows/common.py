@@ -1,0 +1,64 @@
+"""The run lifecycle shared by the train and eval flows: claim, log to run.log, finish or fail."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+from flowerkit.artifacts.files import utc_now
+from flowerkit.artifacts.record import index_artifacts, run_files, update_record
+from flowerkit.config import RunConfig
+from flowerkit.rundir import claim_run_dir
+
+LOGGERS = ("flowerkit", "prefect.flow_runs", "prefect.task_runs")
+
+
+def flow_run_id() -> str | None:
+    from prefect.runtime import flow_run
+
+    return str(flow_run.id) if flow_run.id else None
+
+
+@contextlib.contextmanager
+def _log_to_file(path: Path) -> Iterator[None]:
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    loggers = [logging.getLogger(name) for name in LOGGERS]
+    for logger in loggers:
+        logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
+        handler.close()
+
+
+@contextlib.contextmanager
+def run_lifecycle(config: RunConfig, flow: str, resume: bool, total_steps: int, device: str,
+                  completed_tasks: list[str], determinism: dict) -> Iterator[dict]:
+    """Claim the run directory, keep the record current, and always leave it ``complete`` or ``failed``."""
+    record = claim_run_dir(config, flow, resume, flow_run_id(), total_steps)
+    run_dir = config.run_dir
+
+    def mark_done(rec: dict) -> None:
+        for name in completed_tasks:
+            rec["tasks"].setdefault(name, {"state": "completed", "attempt": 1, "updated_utc": utc_now()})
+
+    update_record(run_dir, mark_done, device=device, determinism=determinism)
+    with _log_to_file(run_dir / "run.log"):
+        try:
+            yield record
+        except BaseException as exc:
+            logging.getLogger("flowerkit").error("run %s failed: %s", config.name, exc)
+            _finish(config, "failed", {"type": type(exc).__name__, "message": str(exc)})
+            raise
+    _finish(config, "complete", None)
+
+
+def _finish(config: RunConfig, status: str, error: dict | None) -> None:
+    """Index every file of the run (TensorBoard events included), then set the final status."""
+    index_artifacts(config.run_dir, config.output_dir, run_files(config.run_dir, config.tb_dir))
+    update_record(config.run_dir, stage_status=status, ended_utc=utc_now(), error=error)

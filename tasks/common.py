@@ -1,0 +1,58 @@
+"""What every flowerkit task shares: when to retry, and keeping the run record's task states current."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from flowerkit.artifacts.record import set_task_state
+from flowerkit.errors import ConfigError, MissingInputError, RunExistsError
+
+# A user's mistake does not heal by retrying; only unexpected failures (I/O, a killed step) are retried.
+NOT_RETRIED = (ConfigError, MissingInputError, RunExistsError)
+
+
+def retry_unless_user_error(task, task_run, state) -> bool:
+    """Prefect ``retry_condition_fn`` (must be a plain function: partials are taken as 'never retry')."""
+    try:
+        state.result(raise_on_failure=True)
+    except NOT_RETRIED:
+        return False
+    except BaseException:
+        return True
+    return False
+
+
+def _attempt() -> int:
+    from prefect.runtime import task_run
+
+    return int(task_run.run_count or 1)
+
+
+def tracked(name: str, retries: int) -> Callable:
+    """Record running / retrying / completed / failed in ``run_dir``'s run record around the task body.
+
+    The task must take ``run_dir`` as a keyword argument; another process (the dashboard) reads these states
+    because it cannot reach this process's ephemeral Prefect server.
+    """
+    def decorate(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, run_dir: Path, **kwargs: Any) -> Any:
+            attempt = _attempt()
+            set_task_state(run_dir, name, "running", attempt)
+            try:
+                result = fn(*args, run_dir=run_dir, **kwargs)
+            except NOT_RETRIED:
+                set_task_state(run_dir, name, "failed", attempt)
+                raise
+            except BaseException:
+                set_task_state(run_dir, name, "retrying" if attempt <= retries else "failed", attempt)
+                raise
+            set_task_state(run_dir, name, "completed", attempt)
+            return result
+
+        return wrapper
+
+    return decorate

@@ -1,0 +1,28 @@
+"""The ``train`` task: a retry resumes from the last checkpoint instead of starting over."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from prefect import task
+
+from flowerkit.artifacts.record import set_progress
+from flowerkit.config import TrainConfig
+from flowerkit.data.selection import Selection
+from flowerkit.engine import trainer
+from tasks.common import retry_unless_user_error, tracked
+
+TRAIN_RETRIES = 2
+
+
+@task(name="train", retries=TRAIN_RETRIES, retry_delay_seconds=1, retry_condition_fn=retry_unless_user_error,
+      persist_result=True)
+@tracked("train", TRAIN_RETRIES)
+def train(config: TrainConfig, device: str, precision: str, train_selection: dict, val_selection: dict, *,
+          run_dir: Path) -> dict:
+    result = trainer.train(
+        config, torch.device(device), precision, Selection.from_dict(train_selection).table(),
+        Selection.from_dict(val_selection).table(), run_dir, config.tb_dir,
+        on_progress=lambda step, total: set_progress(run_dir, step, total))
+    return result.to_dict()

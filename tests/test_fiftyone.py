@@ -1,0 +1,295 @@
+"""FiftyOne runtime and `flowerkit fiftyone load`, checked through FiftyOne's own API.
+
+Only the `run_dir` fixture knows how the run was made (today: by hand, in the documented artifact
+format). To test against a real tiny training run, replace that fixture and nothing else: every
+expectation below is read back from the run's own files (predictions.jsonl, per_class_metrics.json,
+labelmap.json, run_record.json).
+
+The database is a private mongod on a temporary folder (FIFTYONE_DATABASE_DIR), stopped at the end
+of the session; ~/.fiftyone and any FiftyOne database already running are never touched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.fiftyone
+
+pytest.importorskip("fiftyone", reason="FiftyOne is not installed (make setup)")
+
+from flowerkit.errors import FlowerkitError  # noqa: E402
+from flowerkit.fiftyone_load import DatasetExistsError, load_run  # noqa: E402
+from flowerkit.fiftyone_runtime import (  # noqa: E402
+    import_fiftyone,
+    libssl_dirs,
+    prepare_fiftyone_environment,
+    private_database,
+)
+
+# --------------------------------------------------------------------------------------------------
+# Fixtures
+
+
+@pytest.fixture(scope="session")
+def fo(tmp_path_factory):
+    """FiftyOne, connected to a private database in a temporary folder for this test session."""
+    home = tmp_path_factory.mktemp("fiftyone")
+    saved = {k: os.environ.get(k) for k in ("FIFTYONE_DATABASE_DIR", "FIFTYONE_DO_NOT_TRACK")}
+    os.environ["FIFTYONE_DATABASE_DIR"] = str(home / "db")
+    os.environ["FIFTYONE_DO_NOT_TRACK"] = "true"
+    with private_database(home / "db"):
+        module = import_fiftyone()
+        assert Path(module.config.database_dir) == home / "db"
+        yield module
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+CLASSES = ["pink primrose", "hard-leaved pocket orchid", "canterbury bells", "sweet pea", "english marigold"]
+# (label, prediction) per evaluated sample: 12 samples, 8 correct; class 4 is never predicted.
+PAIRS = [(0, 0), (0, 0), (0, 1), (1, 1), (1, 1), (1, 2), (2, 2), (2, 2), (3, 3), (3, 0), (4, 4), (4, 3)]
+
+
+def _write_per_class_metrics(path: Path, labels: list[int], preds: list[int], names: list[str]) -> None:
+    rows = []
+    for cid, name in enumerate(names):
+        tp = sum(1 for y, p in zip(labels, preds) if y == cid and p == cid)
+        n_pred = sum(1 for p in preds if p == cid)
+        support = sum(1 for y in labels if y == cid)
+        precision = tp / n_pred if n_pred else 0.0
+        recall = tp / support if support else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        rows.append({"class_id": cid, "class_name": name, "precision": precision, "recall": recall,
+                     "f1": f1, "support": support})
+    accuracy = sum(y == p for y, p in zip(labels, preds)) / len(labels)
+    macro_f1 = sum(r["f1"] for r in rows) / len(rows)
+    path.write_text(json.dumps({"classes": rows, "accuracy": accuracy, "macro_f1": macro_f1}, indent=2))
+
+
+@pytest.fixture(scope="session")
+def run_dir(tmp_path_factory) -> Path:
+    """A finished run directory (hand-made, in the format of docs/artifacts.md). Swap for a real run."""
+    from PIL import Image
+
+    output = tmp_path_factory.mktemp("output")
+    data = tmp_path_factory.mktemp("jpg")
+    run = output / "tiny-run"
+    (run / "fiftyone").mkdir(parents=True)
+    config = "run_name: tiny-run\nmodel: vit_tiny\nimage_size: 64\nseed: 0\n"
+    (run / "config_resolved.yaml").write_text(config)
+    (run / "labelmap.json").write_text(json.dumps({str(i): n for i, n in enumerate(CLASSES)}))
+    (run / "run_record.json").write_text(json.dumps({
+        "schema_version": 1, "run_id": "tiny-run-20250101T000000Z-abcdef", "name": "tiny-run", "flow": "eval",
+        "stage_status": "complete", "config_hash": hashlib.sha256(config.encode()).hexdigest(),
+    }))
+    with (run / "fiftyone" / "predictions.jsonl").open("w") as fh:
+        for i, (y, p) in enumerate(PAIRS):
+            image_id = 100 + i
+            path = data / f"image_{image_id:05d}.jpg"
+            Image.new("RGB", (24, 16), (20 * i, 255 - 20 * i, 90)).save(path, "JPEG")
+            logits = [0.1 * k for k in range(len(CLASSES))]
+            logits[p] = 3.0
+            exps = [math.exp(v) for v in logits]
+            top5 = sorted(range(len(CLASSES)), key=lambda k: -logits[k])[:5]
+            fh.write(json.dumps({
+                "sample_id": f"image_{image_id:05d}", "image_id": image_id, "filepath": str(path), "split": "test",
+                "label": y, "label_name": CLASSES[y], "prediction": p, "prediction_name": CLASSES[p],
+                "confidence": exps[p] / sum(exps), "top5": top5, "logits": logits,
+            }) + "\n")
+    _write_per_class_metrics(run / "fiftyone" / "per_class_metrics.json",
+                             [y for y, _ in PAIRS], [p for _, p in PAIRS], CLASSES)
+    return run
+
+
+# --------------------------------------------------------------------------------------------------
+# Helpers reading the run's own files
+
+
+def _rows(run: Path) -> list[dict]:
+    lines = (run / "fiftyone" / "predictions.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def _labelmap(run: Path) -> list[str]:
+    raw = json.loads((run / "labelmap.json").read_text())
+    return [raw[str(i)] for i in range(len(raw))]
+
+
+@pytest.fixture()
+def broken_run(run_dir, tmp_path) -> Path:
+    """A writable copy of the run, for tests that damage it."""
+    copy = tmp_path / run_dir.name
+    shutil.copytree(run_dir, copy)
+    return copy
+
+
+# --------------------------------------------------------------------------------------------------
+# Runtime
+
+
+def test_prepare_environment_sets_library_path_and_tracking(monkeypatch):
+    monkeypatch.delenv("FIFTYONE_DO_NOT_TRACK", raising=False)
+    monkeypatch.setenv("LD_LIBRARY_PATH", "/some/where")
+    dirs = prepare_fiftyone_environment()
+    assert os.environ["FIFTYONE_DO_NOT_TRACK"] == "true"
+    assert dirs == libssl_dirs()
+    parts = os.environ["LD_LIBRARY_PATH"].split(os.pathsep)
+    assert parts[-1] == "/some/where"
+    for d in dirs:
+        assert parts.count(str(d)) == 1
+    prepare_fiftyone_environment()  # idempotent
+    assert os.environ["LD_LIBRARY_PATH"].split(os.pathsep) == parts
+
+
+# --------------------------------------------------------------------------------------------------
+# load_run
+
+
+def test_load_run_builds_dataset_that_matches_the_run(fo, run_dir):
+    rows = _rows(run_dir)
+    classes = _labelmap(run_dir)
+    per_class = json.loads((run_dir / "fiftyone" / "per_class_metrics.json").read_text())
+    record = json.loads((run_dir / "run_record.json").read_text())
+
+    result = load_run(run_dir, dataset_name="fk-test-match", overwrite=True)
+    assert result.dataset_name == "fk-test-match"
+
+    dataset = fo.load_dataset("fk-test-match")
+    assert dataset.persistent
+    assert len(dataset) == len(rows) == result.num_samples
+    assert dataset.info["flowerkit_run_name"] == record["name"]
+    assert dataset.info["config_hash"] == record["config_hash"]
+    assert dataset.info["split"] == ",".join(sorted({r["split"] for r in rows}))
+
+    by_id = {s["sample_id"]: s for s in dataset.select_fields(["sample_id", "image_id", "split", "ground_truth",
+                                                                "predictions", "eval"])}
+    assert set(by_id) == {r["sample_id"] for r in rows}
+    for row in rows:
+        sample = by_id[row["sample_id"]]
+        assert Path(sample.filepath).is_file()
+        assert sample.filepath == row["filepath"]
+        assert sample["image_id"] == row["image_id"]
+        assert sample["split"] == row["split"]
+        assert sample.ground_truth.label == classes[row["label"]] == row["label_name"]
+        assert sample.predictions.label == classes[row["prediction"]] == row["prediction_name"]
+        assert sample.predictions.confidence == pytest.approx(row["confidence"])
+        if "logits" in row:
+            assert list(sample.predictions.logits) == pytest.approx(row["logits"])
+        assert sample["eval"] == (row["label"] == row["prediction"])
+
+    # FiftyOne's evaluation against the rows and against the run's own per-class metrics.
+    row_accuracy = sum(r["label"] == r["prediction"] for r in rows) / len(rows)
+    assert result.accuracy == pytest.approx(row_accuracy)
+    assert result.accuracy == pytest.approx(per_class["accuracy"])
+    assert dataset.get_evaluation_info("eval").key == "eval"
+    stored = dataset.load_evaluation_results("eval")
+    assert stored.metrics()["accuracy"] == pytest.approx(row_accuracy)
+    for c in per_class["classes"]:
+        fo_row = result.report[c["class_name"]]
+        assert fo_row["support"] == c["support"], c["class_name"]
+        assert fo_row["precision"] == pytest.approx(c["precision"], abs=1e-6), c["class_name"]
+        assert fo_row["recall"] == pytest.approx(c["recall"], abs=1e-6), c["class_name"]
+        assert fo_row["f1-score"] == pytest.approx(c["f1"], abs=1e-6), c["class_name"]
+    assert result.report["macro avg"]["f1-score"] == pytest.approx(per_class["macro_f1"], abs=1e-6)
+
+
+def test_existing_dataset_is_kept_unless_overwrite(fo, run_dir):
+    first = load_run(run_dir, dataset_name="fk-test-exists", overwrite=True)
+    first_id = fo.load_dataset(first.dataset_name)._doc.id
+    with pytest.raises(DatasetExistsError, match="--overwrite") as err:
+        load_run(run_dir, dataset_name="fk-test-exists", overwrite=False)
+    assert err.value.exit_code == 4
+    assert fo.load_dataset("fk-test-exists")._doc.id == first_id
+    again = load_run(run_dir, dataset_name="fk-test-exists", overwrite=True)
+    assert again.num_samples == len(_rows(run_dir))
+    assert fo.load_dataset("fk-test-exists")._doc.id != first_id
+
+
+def test_default_dataset_name_is_flowerkit_run_name(fo, run_dir):
+    name = "flowerkit-" + json.loads((run_dir / "run_record.json").read_text())["name"]
+    if fo.dataset_exists(name):
+        fo.delete_dataset(name)
+    assert load_run(run_dir, None, False).dataset_name == name
+    assert fo.dataset_exists(name)
+
+
+@pytest.mark.parametrize(
+    "damage, exit_code, fragment",
+    [
+        ("no_run", 3, "does not exist"),
+        ("no_predictions", 3, "predictions.jsonl"),
+        ("malformed_line", 2, "line 2"),
+        ("missing_key", 2, "lacks confidence"),
+        ("missing_image", 3, "do not exist"),
+        ("labelmap_mismatch", 2, "different runs"),
+    ],
+)
+def test_bad_input_gives_one_clear_error_and_no_dataset(fo, broken_run, damage, exit_code, fragment):
+    pred = broken_run / "fiftyone" / "predictions.jsonl"
+    lines = pred.read_text().splitlines()
+    target = broken_run
+    if damage == "no_run":
+        target = broken_run.parent / "no-such-run"
+    elif damage == "no_predictions":
+        pred.unlink()
+    elif damage == "malformed_line":
+        lines[1] = lines[1][:-5]
+        pred.write_text("\n".join(lines) + "\n")
+    elif damage == "missing_key":
+        row = json.loads(lines[0])
+        del row["confidence"]
+        lines[0] = json.dumps(row)
+        pred.write_text("\n".join(lines) + "\n")
+    elif damage == "missing_image":
+        row = json.loads(lines[0])
+        row["filepath"] = str(broken_run / "gone.jpg")
+        lines[0] = json.dumps(row)
+        pred.write_text("\n".join(lines) + "\n")
+    elif damage == "labelmap_mismatch":
+        labelmap = json.loads((broken_run / "labelmap.json").read_text())
+        labelmap["0"], labelmap["1"] = labelmap["1"], labelmap["0"]
+        (broken_run / "labelmap.json").write_text(json.dumps(labelmap))
+    name = f"fk-test-bad-{damage}"
+    with pytest.raises(FlowerkitError) as err:
+        load_run(target, dataset_name=name, overwrite=True)
+    assert err.value.exit_code == exit_code
+    assert fragment in err.value.message
+    assert "\n" not in err.value.message
+    assert not fo.dataset_exists(name)
+
+
+# --------------------------------------------------------------------------------------------------
+# CLI
+
+
+def test_cli_load_prints_report_and_dataset_name(fo, run_dir):
+    from typer.testing import CliRunner
+
+    from flowerkit.cli.fiftyone_cmd import app
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["load", run_dir.name, "--output-dir", str(run_dir.parent),
+                                 "--dataset-name", "fk-test-cli", "--overwrite"])
+    assert result.exit_code == 0, result.output
+    assert "FiftyOne dataset: fk-test-cli" in result.output
+    for name in _labelmap(run_dir):
+        assert name in result.output
+    assert fo.dataset_exists("fk-test-cli")
+
+    again = runner.invoke(app, ["load", str(run_dir), "--dataset-name", "fk-test-cli"])
+    assert again.exit_code == 4
+    assert "--overwrite" in again.output
+
+    missing = runner.invoke(app, ["load", "no-such-run", "--output-dir", str(run_dir.parent)])
+    assert missing.exit_code == 3
+    assert "does not exist" in missing.output
