@@ -19,6 +19,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
 from flowerkit.errors import ConfigError, MissingInputError
+from flowerkit.models.configs import MODEL_CONFIGS
 
 _yaml_file: ContextVar[Path | None] = ContextVar("flowerkit_yaml_file", default=None)
 
@@ -138,6 +139,11 @@ class TrainConfig(RunConfig):
                                             gt=0)
 
     @model_validator(mode="after")
+    def _check_model(self) -> TrainConfig:
+        check_model(self.model_type, self.img_size)
+        return self
+
+    @model_validator(mode="after")
     def _check_schedule(self) -> TrainConfig:
         if self.warmup_steps is None:
             self.warmup_steps = min(DEFAULT_WARMUP_CAP, self.num_steps // 10)
@@ -164,6 +170,22 @@ class EvalConfig(RunConfig):
                                   default=None)
     img_size: int | None = _opt("Input resolution (default: the checkpoint's; a conflict is an error).", "model",
                                 default=None, gt=0)
+
+
+    @model_validator(mode="after")
+    def _check_model(self) -> EvalConfig:
+        if self.model_type is not None:
+            check_model(self.model_type, self.img_size)
+        return self
+
+
+def check_model(model_type: str, img_size: int | None) -> None:
+    """Raise ValueError (reported as ``--model_type``/``--img_size``) for an unknown or ill-fitting model."""
+    if model_type not in MODEL_CONFIGS:
+        raise ValueError(f"--model_type: unknown model type '{model_type}'; choose one of {', '.join(MODEL_CONFIGS)}")
+    patch = MODEL_CONFIGS[model_type].patch_size
+    if img_size is not None and img_size % patch:
+        raise ValueError(f"--img_size {img_size} is not a multiple of {model_type}'s patch size ({patch})")
 
 
 CONFIG_CLASSES: dict[str, type[RunConfig]] = {"train": TrainConfig, "eval": EvalConfig}
@@ -206,9 +228,8 @@ def describe_validation_error(exc: ValidationError) -> str:
     problems = []
     for err in exc.errors():
         where = ".".join(str(part) for part in err["loc"])
-        option = f"--{where}" if where else "the configuration"
         message = err["msg"].removeprefix("Value error, ")
         given = err.get("input")
         shown = f" (got {given!r})" if where and not isinstance(given, dict) and given is not None else ""
-        problems.append(f"{option}: {message}{shown}")
+        problems.append(f"--{where}: {message}{shown}" if where else message)
     return "Invalid configuration. " + "; ".join(problems) + ". Fix the option(s) and run again (see --help)."

@@ -9,29 +9,28 @@ from prefect import flow
 from flowerkit.artifacts.record import update_record
 from flowerkit.config import EvalConfig
 from flowerkit.device import DeviceChoice, resolve_precision
-from flowerkit.engine.checkpoint import checkpoint_model, load_checkpoint
 from flowerkit.engine.trainer import seed_everything
+from flowerkit.preflight import resolve_eval_config
 from flowerkit.rundir import check_claimable
 from flows.common import run_lifecycle
-from tasks import detect_device, evaluate, export_predictions, load_subset, write_retention, write_stamp
+from tasks import (detect_device, evaluate, export_predictions, load_subset, publish_results, write_retention,
+                   write_stamp)
 
 log = logging.getLogger("flowerkit.flows.eval")
 
 
-def resolve_eval_config(config: EvalConfig) -> tuple[EvalConfig, int]:
-    """Check the checkpoint (before anything is written) and fill model type and image size from it."""
-    state = load_checkpoint(config.checkpoint, map_location="cpu")
-    model_type, img_size = checkpoint_model(state, config.checkpoint, config.model_type, config.img_size)
-    if config.pretrained_dir is not None:
-        log.info("--pretrained_dir %s is ignored: the checkpoint holds the weights", config.pretrained_dir)
-    return config.model_copy(update={"model_type": model_type, "img_size": img_size}), int(state["step"])
-
-
 @flow(name="eval", persist_result=True)
 def eval_flow(config: EvalConfig, resume: bool = False) -> dict:
-    """Evaluate OUTPUT_DIR/RUN/checkpoints/ckpt.bin-style checkpoints; never trains."""
+    """Evaluate OUTPUT_DIR/RUN/checkpoints/ckpt.bin-style checkpoints; never trains.
+
+    Args:
+        config: Every option of `flowerkit eval` (same names, defaults and validation).
+        resume: Continue an incomplete eval run of the same name (same configuration).
+    """
     check_claimable(config, resume)
-    config, step = resolve_eval_config(config)
+    config, step = resolve_eval_config(config)  # checks the checkpoint before anything is written
+    if config.pretrained_dir is not None:
+        log.info("--pretrained_dir %s is ignored: the checkpoint holds the weights", config.pretrained_dir)
     device = detect_device(config.device, config.prefer_mps)
     precision = resolve_precision(config.precision, DeviceChoice(**device))
     selection = load_subset(config.dataset, config.data_root, config.split, config.tiny_infer_subset,
@@ -49,5 +48,7 @@ def eval_flow(config: EvalConfig, resume: bool = False) -> dict:
         write_stamp(config, record["run_id"], device["device"], precision, "not used (eval-only run)",
                     selection["subset"], run_dir=run_dir)
         write_retention(config, record["run_id"], run_dir=run_dir)
+        publish_results(config, "eval", record["run_id"], device["device"], precision, exported["metrics"],
+                        run_dir=run_dir)
     return {"run_dir": str(run_dir), "tb_dir": str(config.tb_dir), "device": device, "precision": precision,
             "metrics": exported["metrics"], "files": exported["files"]}

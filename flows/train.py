@@ -10,13 +10,18 @@ from flowerkit.device import DeviceChoice, resolve_precision
 from flowerkit.engine.trainer import seed_everything
 from flowerkit.rundir import check_claimable
 from flows.common import run_lifecycle
-from tasks import (detect_device, evaluate, export_predictions, load_subset, train, write_retention,
-                   write_stamp)
+from tasks import (detect_device, evaluate, export_predictions, load_subset, publish_results, train,
+                   write_retention, write_stamp)
 
 
 @flow(name="train", persist_result=True)
 def train_flow(config: TrainConfig, resume: bool = False) -> dict:
-    """Train a ViT on Flowers-102 and leave every artifact of the run under OUTPUT_DIR/NAME."""
+    """Train a ViT on Flowers-102 and leave every artifact of the run under OUTPUT_DIR/NAME.
+
+    Args:
+        config: Every option of `flowerkit train` (same names, defaults and validation).
+        resume: Continue an incomplete run of the same name (same configuration) from its last checkpoint.
+    """
     check_claimable(config, resume)  # exit 4 before any work when the run exists
     device = detect_device(config.device, config.prefer_mps)
     precision = resolve_precision(config.precision, DeviceChoice(**device))
@@ -37,5 +42,7 @@ def train_flow(config: TrainConfig, resume: bool = False) -> dict:
         write_stamp(config, record["run_id"], device["device"], precision, train_sel["subset"], val_sel["subset"],
                     run_dir=run_dir)
         write_retention(config, record["run_id"], run_dir=run_dir)
+        publish_results(config, "train", record["run_id"], device["device"], precision, exported["metrics"],
+                        trained, run_dir=run_dir)
     return {"run_dir": str(run_dir), "tb_dir": str(config.tb_dir), "device": device, "precision": precision,
             "train": trained, "metrics": exported["metrics"], "files": exported["files"]}

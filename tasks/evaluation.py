@@ -14,13 +14,14 @@ from flowerkit.data.selection import Selection
 from flowerkit.engine.checkpoint import load_checkpoint
 from flowerkit.engine.evaluator import evaluate_checkpoint
 from flowerkit.engine.trainer import make_pipeline
+from tasks.caching import evaluate_cache_key, export_cache_key
 from tasks.common import retry_unless_user_error, tracked
 
 RETRIES = 2
 
 
 @task(name="evaluate", retries=RETRIES, retry_delay_seconds=1, retry_condition_fn=retry_unless_user_error,
-      persist_result=True)
+      persist_result=True, cache_key_fn=evaluate_cache_key)
 @tracked("evaluate", RETRIES)
 def evaluate(config: RunConfig, checkpoint: str, selection: dict, device: str, precision: str, *,
              run_dir: Path) -> dict:
@@ -36,7 +37,7 @@ def evaluate(config: RunConfig, checkpoint: str, selection: dict, device: str, p
 
 
 @task(name="export_predictions", retries=RETRIES, retry_delay_seconds=1, retry_condition_fn=retry_unless_user_error,
-      persist_result=True)
+      persist_result=True, cache_key_fn=export_cache_key)
 @tracked("export_predictions", RETRIES)
 def export_predictions(config: RunConfig, evaluation: dict, selection: dict, total_steps: int, *,
                        run_dir: Path) -> dict:

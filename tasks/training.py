@@ -11,18 +11,27 @@ from flowerkit.artifacts.record import set_progress
 from flowerkit.config import TrainConfig
 from flowerkit.data.selection import Selection
 from flowerkit.engine import trainer
+from flowerkit.prefect_artifacts import ProgressArtifact
+from tasks.caching import train_cache_key
 from tasks.common import retry_unless_user_error, tracked
 
 TRAIN_RETRIES = 2
 
 
+# A retry (an exception part-way) and a --resume after a killed process both continue from
+# run_dir/checkpoints/ckpt.bin: trainer.train resumes from it when it exists.
 @task(name="train", retries=TRAIN_RETRIES, retry_delay_seconds=1, retry_condition_fn=retry_unless_user_error,
-      persist_result=True)
+      persist_result=True, cache_key_fn=train_cache_key)
 @tracked("train", TRAIN_RETRIES)
 def train(config: TrainConfig, device: str, precision: str, train_selection: dict, val_selection: dict, *,
           run_dir: Path) -> dict:
+    progress = ProgressArtifact("train", config.name)
+
+    def on_progress(step: int, total: int) -> None:
+        set_progress(run_dir, step, total)
+        progress(step, total)
+
     result = trainer.train(
         config, torch.device(device), precision, Selection.from_dict(train_selection).table(),
-        Selection.from_dict(val_selection).table(), run_dir, config.tb_dir,
-        on_progress=lambda step, total: set_progress(run_dir, step, total))
+        Selection.from_dict(val_selection).table(), run_dir, config.tb_dir, on_progress=on_progress)
     return result.to_dict()

@@ -6,13 +6,14 @@ import os
 
 import typer
 
-from flowerkit.cli import data_cmd, run_cmds
+from flowerkit.cli import data_cmd, fiftyone_cmd, run_cmds, runs_cmd
 
 
 def _quiet_prefect_defaults() -> None:
     # Before Prefect is imported: route our library's logs through Prefect's handlers, skip telemetry.
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "flowerkit")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 
 
 app = typer.Typer(
@@ -24,6 +25,8 @@ app = typer.Typer(
 )
 run_cmds.register(app)
 app.add_typer(data_cmd.app, name="data")
+app.add_typer(fiftyone_cmd.app, name="fiftyone")
+app.add_typer(runs_cmd.app, name="runs")
 
 
 def main() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import sys
 import textwrap
 import traceback
@@ -17,6 +18,20 @@ def print_error(message: str) -> None:
     width = 100
     body = "\n".join(textwrap.fill(part, width) for part in message.split("\n"))
     print(f"Error: {body}" if not body.startswith("Error") else body, file=sys.stderr)
+
+
+class _HideUserErrorTracebacks(logging.Filter):
+    """Prefect logs a failed flow's traceback; for a user's mistake, the one paragraph we print is enough."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], FlowerkitError):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def hide_user_error_tracebacks() -> None:
+    for name in ("prefect.flow_runs", "prefect.task_runs"):
+        logging.getLogger(name).addFilter(_HideUserErrorTracebacks())
 
 
 @contextlib.contextmanager

@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from flowerkit.cli.errors import user_errors
+from flowerkit.cli.errors import hide_user_error_tracebacks, user_errors
 from flowerkit.cli.options import command_from_config
 from flowerkit.config import EvalConfig, RunConfig, TrainConfig, load_config
 
@@ -26,10 +26,15 @@ def _run(flow: str, given: dict[str, Any], config_file: Path | None, resume: boo
     with user_errors(debug):
         cls = TrainConfig if flow == "train" else EvalConfig
         config = load_config(cls, given, config_file)
+        from flowerkit.preflight import preflight
+
+        plan = preflight(flow, config, resume)  # fails fast, before Prefect starts or anything is written
         if dry_run:
-            print_plan(flow, config, resume)
+            typer.echo(plan.describe())
             return
         logging.getLogger("flowerkit").setLevel(logging.INFO)
+        if not debug:
+            hide_user_error_tracebacks()
         if flow == "train":
             from flows.train import train_flow
 
@@ -67,38 +72,3 @@ def print_summary(flow: str, config: RunConfig, result: dict) -> None:
     if flow == "train":
         table.add_row("checkpoint", str(run_dir / "checkpoints" / "ckpt.bin"))
     Console().print(table)
-
-
-def print_plan(flow: str, config: RunConfig, resume: bool) -> None:
-    """Validate everything a run would need and print what it would do; writes nothing."""
-    from flowerkit.data.selection import select_split, synthetic_root_path
-    from flowerkit.device import detect_device, resolve_precision
-    from flowerkit.rundir import check_claimable
-
-    check_claimable(config, resume)
-    lines = [f"Plan for flowerkit {flow} '{config.name}' (dry run: nothing is written)",
-             f"  config hash    {config.config_hash()}"]
-    if flow == "eval":
-        from flows.eval import resolve_eval_config
-
-        config, step = resolve_eval_config(config)
-        lines.append(f"  checkpoint     {config.checkpoint} ({config.model_type}, img_size {config.img_size}, "
-                     f"step {step})")
-    device = detect_device(config.device, config.prefer_mps)
-    lines.append(f"  device         {device.device} ({device.reason}), {resolve_precision(config.precision, device)}")
-    splits = [("train", getattr(config, "tiny_train_subset", None), getattr(config, "train_batch_size", 0)),
-              ("val", config.tiny_infer_subset, config.eval_batch_size)] if flow == "train" else \
-        [(config.split, config.tiny_infer_subset, config.eval_batch_size)]
-    if config.dataset == "flower102_synthetic" and not (synthetic_root_path() / "setid.mat").is_file():
-        lines.append("  dataset        flower102_synthetic: not generated yet; the run generates it once")
-    else:
-        for split, subset, batch in splits:
-            sel = select_split(config.dataset, config.data_root, split, subset, batch)
-            lines.append(f"  {split:<14} {len(sel.image_ids)} images from {sel.root} ({sel.subset}), ids sha256 "
-                         f"{sel.ids_sha256[:12]}")
-    if flow == "train":
-        lines.append(f"  model          {config.model_type} at {config.img_size}px, {config.num_steps} steps, batch "
-                     f"{config.train_batch_size}, lr {config.learning_rate}, warmup {config.warmup_steps}, "
-                     f"{config.decay_type} decay")
-    lines.append(f"  would write    {config.run_dir} and {config.tb_dir}")
-    typer.echo("\n".join(lines))

@@ -89,13 +89,14 @@ def locate_root(data_root: Path | None) -> Path:
 def open_flowers102(data_root: Path | None) -> Flowers102:
     """Read and check the label and split files; image files are checked for the ids a run uses."""
     from scipy.io import loadmat  # scipy is slow to import; only readers of real files pay for it
+    from scipy.io.matlab import MatReadError
 
     root = locate_root(data_root)
     try:
         labels = np.asarray(loadmat(root / "imagelabels.mat", squeeze_me=True)["labels"], dtype=np.int64).ravel()
         setid = loadmat(root / "setid.mat", squeeze_me=True)
         splits = {split: np.sort(np.asarray(setid[key], dtype=np.int64).ravel()) for split, key in SPLIT_KEYS.items()}
-    except (KeyError, ValueError, OSError, TypeError) as exc:
+    except (KeyError, ValueError, OSError, TypeError, MatReadError) as exc:
         raise ConfigError(
             f"{root} holds imagelabels.mat and setid.mat but they could not be read as Flowers-102 files ({exc}). "
             "imagelabels.mat must hold 'labels' (1..102 per image) and setid.mat 'trnid', 'valid' and 'tstid'. "

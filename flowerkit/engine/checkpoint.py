@@ -42,12 +42,15 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     except PermissionError:
         raise MissingInputError(f"--checkpoint {path} cannot be read (permission denied). {hint}") from None
     except pickle.UnpicklingError as exc:
-        raise ConfigError(
-            f"--checkpoint {path} was refused: it holds objects that would execute code when loaded, and "
-            f"flowerkit only loads plain weights (weights_only). Details: {str(exc).splitlines()[0]} {hint}") from None
+        blocked = next((line.strip() for line in str(exc).splitlines() if "GLOBAL" in line), None)
+        if blocked:
+            raise ConfigError(
+                f"--checkpoint {path} was refused: loading it would execute code ({blocked}). flowerkit loads "
+                f"checkpoints with weights_only=True and never runs pickled code. {hint}") from None
+        raise ConfigError(f"--checkpoint {path} is not a torch checkpoint (unreadable pickle data). {hint}") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise ConfigError(f"--checkpoint {path} is not a readable checkpoint (truncated or not a torch file: "
-                          f"{str(exc).splitlines()[0]}). {hint}") from None
+        raise ConfigError(f"--checkpoint {path} is not a readable checkpoint: it is truncated, corrupted or not a "
+                          f"torch file ({str(exc).splitlines()[0].split('. ')[0]}). {hint}") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT or any(k not in data for k in REQUIRED_KEYS):
         raise ConfigError(f"--checkpoint {path} is a torch file but not a flowerkit checkpoint (it lacks the "
                           f"model, model_type, img_size, step and labelmap entries). {hint}")

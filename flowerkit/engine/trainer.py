@@ -7,12 +7,13 @@ uninterrupted run would have seen.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from flowerkit.config import TrainConfig
 from flowerkit.data.flowers102 import CATEGORY_NAMES, NUM_CLASSES, labelmap
 from flowerkit.data.pipeline import BatchPlan, InputPipeline, SampleTable
 from flowerkit.engine.checkpoint import load_checkpoint, save_checkpoint
-from flowerkit.engine.evaluator import autocast, predict
+from flowerkit.engine.evaluator import autocast, predict, prepare_input, prepare_model
 from flowerkit.engine.schedules import make_scheduler
 from flowerkit.models.npz import load_pretrained
 from flowerkit.models.vit import build_model
@@ -72,6 +73,51 @@ def make_pipeline(config, table: SampleTable, img_size: int, device: torch.devic
                          persistent_workers=config.persistent_workers)
 
 
+@dataclass(frozen=True)
+class StepStats:
+    loss: float
+    accuracy: float
+    seen: int
+    lr: float
+
+
+class TrainStep:
+    """One optimizer step over its micro-batches: forward (autocast), backward, clip, SGD, schedule.
+
+    ``train`` and ``flowerkit bench`` share it, so the benchmark's compute-only and end-to-end rates time
+    exactly the step a run takes. Loss and accuracy stay on the device until one transfer per step.
+    """
+
+    def __init__(self, model: torch.nn.Module, step_model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                 scheduler, labels: torch.Tensor, precision: str, max_grad_norm: float,
+                 accumulation: int = 1) -> None:
+        self.model, self.step_model, self.optimizer, self.scheduler = model, step_model, optimizer, scheduler
+        self.labels = labels  # every sample's label, on the model's device
+        self.precision, self.max_grad_norm, self.accumulation = precision, max_grad_norm, accumulation
+        self.loss_fn = torch.nn.CrossEntropyLoss()
+
+    def __call__(self, micro_batches: Iterable[tuple[torch.Tensor, np.ndarray]]) -> StepStats:
+        """Consume ``accumulation`` micro-batches one at a time (the pipeline keeps producing meanwhile)."""
+        device = self.labels.device
+        totals = torch.zeros(2, device=device)  # summed loss, correct predictions
+        seen = 0
+        for x, positions in micro_batches:
+            y = self.labels[torch.as_tensor(positions).to(device, non_blocking=True)]
+            with autocast(device, self.precision):
+                logits = self.step_model(prepare_input(x))
+                loss = self.loss_fn(logits.float(), y)
+            (loss / self.accumulation).backward()
+            totals += torch.stack([loss.detach().float() * len(y), (logits.detach().argmax(1) == y).sum().float()])
+            seen += len(y)
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
+        lr = self.scheduler.get_last_lr()[0]  # the rate this step uses
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss_sum, correct = totals.tolist()  # the step's one device-to-host sync
+        return StepStats(loss_sum / seen, correct / seen, seen, lr)
+
+
 def train(config: TrainConfig, device: torch.device, precision: str, train_table: SampleTable,
           val_table: SampleTable, run_dir: Path, tb_dir: Path,
           on_progress: Callable[[int, int], None] | None = None) -> TrainResult:
@@ -93,9 +139,9 @@ def train(config: TrainConfig, device: torch.device, precision: str, train_table
         log.info("resuming from %s at step %d of %d", ckpt_path, start_step, config.num_steps)
         _truncate_metrics(run_dir / "metrics.jsonl", start_step)
     else:
-        weights = load_pretrained(model, config.pretrained_dir)
+        weights = load_pretrained(model, config.pretrained_dir, config.model_type)
         log.info("weights: %s", weights)
-    model.to(device)
+    model = prepare_model(model, device)  # in place: the optimizer's parameters stay the same objects
     _move_optimizer_state(optimizer, device)
     step_model = torch.compile(model) if config.compile else model
 
@@ -103,9 +149,10 @@ def train(config: TrainConfig, device: torch.device, precision: str, train_table
     plan = BatchPlan(train_table, config.micro_batch_size, config.seed)
     train_pipe = make_pipeline(config, train_table, config.img_size, device)
     val_pipe = make_pipeline(config, val_table, config.img_size, device)
-    loss_fn = torch.nn.CrossEntropyLoss()
-    labels_all = torch.as_tensor(train_table.labels, dtype=torch.long)
+    labels = torch.as_tensor(train_table.labels, dtype=torch.long).to(device)
     accumulation = config.gradient_accumulation_steps
+    train_step = TrainStep(model, step_model, optimizer, scheduler, labels, precision, config.max_grad_norm,
+                           accumulation)
     console_every = max(1, config.num_steps // 20)
 
     model.train()
@@ -113,26 +160,11 @@ def train(config: TrainConfig, device: torch.device, precision: str, train_table
     batches = iter(train_pipe(plan.batches(start_step * accumulation, config.num_steps * accumulation)))
     try:
         while step < config.num_steps:
-            loss_sum, correct, seen = 0.0, 0, 0
-            for _ in range(accumulation):
-                x, positions = next(batches)
-                y = labels_all[positions].to(device, non_blocking=True)
-                with autocast(device, precision):
-                    logits = step_model(x)
-                    loss = loss_fn(logits.float(), y)
-                (loss / accumulation).backward()
-                loss_sum += float(loss.detach()) * len(y)
-                correct += int((logits.detach().argmax(1) == y).sum())
-                seen += len(y)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-            lr = scheduler.get_last_lr()[0]  # the rate this step uses
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            stats = train_step(itertools.islice(batches, accumulation))
             step += 1
-            images += seen
-            loss_value = loss_sum / seen
-            scalars.log("train", step, config.num_steps, {"loss": loss_value, "lr": lr, "accuracy": correct / seen},
+            images += stats.seen
+            loss_value, lr = stats.loss, stats.lr
+            scalars.log("train", step, config.num_steps, {"loss": loss_value, "lr": lr, "accuracy": stats.accuracy},
                         "train")
             if step % console_every == 0 or step == config.num_steps:
                 log.info("step %d/%d  loss %.4f  lr %.5f  %.1f img/s", step, config.num_steps, loss_value, lr,

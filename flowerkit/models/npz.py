@@ -30,9 +30,26 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as data:
             return {key: data[key] for key in data.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise ConfigError(f"--pretrained_dir {path} could not be read as a Google .npz checkpoint ({exc}). "
+        reason = str(exc).split(". ")[0]
+        raise ConfigError(f"--pretrained_dir {path} could not be read as a Google .npz checkpoint ({reason}). "
                           "Pass a ViT .npz file such as ViT-B_16.npz, or leave the option out to train from "
                           "scratch.") from None
+
+
+def check_npz_matches(weights: dict[str, np.ndarray], path: Path, model_type: str) -> None:
+    """Compare the checkpoint's patch size, width and depth with ``model_type`` before any work starts."""
+    from flowerkit.models.configs import get_config
+
+    config = get_config(model_type)
+    kernel = weights.get("embedding/kernel")
+    depth = sum(1 for key in weights if key.endswith("/LayerNorm_0/scale"))
+    found = (kernel.shape[0], kernel.shape[-1], depth) if kernel is not None and kernel.ndim == 4 else None
+    wanted = (config.patch_size, config.hidden_size, config.num_layers)
+    if found != wanted:
+        described = f"patch {found[0]}, width {found[1]}, {found[2]} layers" if found else "no ViT embedding"
+        raise ConfigError(f"--pretrained_dir {path} does not match --model_type {model_type}: the file holds "
+                          f"{described}, the model needs patch {wanted[0]}, width {wanted[1]}, {wanted[2]} layers. "
+                          "Pick the model type the checkpoint was trained as (e.g. ViT-B_16 for ViT-B_16.npz).")
 
 
 def npz_to_state_dict(weights: dict[str, np.ndarray], model: VisionTransformer) -> dict[str, torch.Tensor]:
@@ -83,7 +100,7 @@ def resize_pos_embedding(pos: torch.Tensor, target_tokens: int) -> torch.Tensor:
     return torch.cat([cls_pos, grid.permute(0, 2, 3, 1).reshape(1, new * new, -1)], dim=1)
 
 
-def load_pretrained(model: VisionTransformer, path: Path | None) -> str:
+def load_pretrained(model: VisionTransformer, path: Path | None, model_type: str | None = None) -> str:
     """Load ``path`` into ``model`` if it exists; returns what happened, for the logs and the run record.
 
     A missing file means training from scratch (a warning, never a crash); an unreadable or mismatched
@@ -96,6 +113,8 @@ def load_pretrained(model: VisionTransformer, path: Path | None) -> str:
         log.warning("pretrained weights %s not found: training from random initialisation", path)
         return f"random init ({path} not found)"
     weights = read_npz(path)
+    if model_type is not None:
+        check_npz_matches(weights, path, model_type)
     try:
         state = npz_to_state_dict(weights, model)
         model.load_state_dict(state, strict=False)

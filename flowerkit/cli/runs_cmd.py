@@ -1,0 +1,96 @@
+"""``flowerkit runs``: list, show, verify and prune the runs under an output directory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from flowerkit.cli.errors import user_errors
+
+app = typer.Typer(help="List, inspect, verify and prune runs.", no_args_is_help=True)
+OUTPUT = typer.Option(Path("output"), "--output-dir", "--output_dir", help="Root folder of the runs.")
+
+
+@app.command("list")
+def list_runs(output_dir: Path = OUTPUT) -> None:
+    """Every run: name, flow, status, device, accuracy, started, age."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from flowerkit.runs import find_runs
+
+    with user_errors():
+        runs = find_runs(output_dir)
+        if not runs:
+            typer.echo(f"No runs under {output_dir}.")
+            return
+        table = Table("name", "flow", "status", "device", "step", "accuracy", "started (UTC)", "age")
+        for run in runs:
+            accuracy = "-" if run.accuracy is None else f"{run.accuracy:.4f}"
+            table.add_row(run.name, run.flow, run.status, run.device, f"{run.step}/{run.total_steps}", accuracy,
+                          run.started_utc, run.age())
+        Console(width=max(120, Console().width)).print(table)
+
+
+@app.command("show")
+def show(name: str = typer.Argument(..., help="Run name."), output_dir: Path = OUTPUT) -> None:
+    """The run record (without the artifact index) and the resolved configuration."""
+    from flowerkit.artifacts.record import read_record
+    from flowerkit.runs import run_dir_of
+
+    with user_errors():
+        run_dir = run_dir_of(output_dir, name)
+        record = read_record(run_dir)
+        index = record.pop("artifact_index", [])
+        typer.echo(json.dumps(record, indent=2))
+        typer.echo(f"\nartifacts: {len(index)} files indexed (see {run_dir / 'run_record.json'})")
+        config = run_dir / "config_resolved.yaml"
+        if config.is_file():
+            typer.echo(f"\n# {config}\n{config.read_text()}")
+
+
+@app.command("verify")
+def verify(name: str = typer.Argument(..., help="Run name."), output_dir: Path = OUTPUT) -> None:
+    """Recompute every sha256 in the artifact index; exit 2 if any file is missing, changed or unlisted."""
+    from flowerkit.runs import verify_run
+
+    with user_errors():
+        report = verify_run(output_dir, name)
+        for label, items in (("missing", report.missing), ("changed", report.changed),
+                             ("unlisted", report.unlisted)):
+            for item in items:
+                typer.echo(f"{label:<9} {item}")
+        if not report.ok:
+            typer.echo(f"Run '{name}' does NOT match its record: {len(report.missing)} missing, "
+                       f"{len(report.changed)} changed, {len(report.unlisted)} unlisted of {report.checked} "
+                       "indexed files.", err=True)
+            raise typer.Exit(2)
+        typer.echo(f"Run '{name}' verified: all {report.checked} indexed files match their sha256.")
+
+
+@app.command("prune")
+def prune(
+    older_than_retention: bool = typer.Option(False, "--older-than-retention", "--older_than_retention",
+                                              help="Delete runs whose retention period (RETENTION.txt) has expired."),
+    dry_run: bool = typer.Option(False, "--dry-run", "--dry_run", help="Only say what would be deleted."),
+    output_dir: Path = OUTPUT,
+) -> None:
+    """Delete only runs past their retention expiry; nothing else is ever removed."""
+    from flowerkit.runs import delete_run, expired_runs
+
+    with user_errors():
+        if not older_than_retention:
+            typer.echo("Nothing to do: pass --older-than-retention (with --dry-run first to see what it deletes).",
+                       err=True)
+            raise typer.Exit(2)
+        candidates = expired_runs(output_dir)
+        if not candidates:
+            typer.echo(f"No run under {output_dir} is past its retention period.")
+        for candidate in candidates:
+            verb = "would delete" if dry_run else "deleting"
+            typer.echo(f"{verb} {candidate.name} (expired {candidate.expires_utc:%Y-%m-%d}): "
+                       f"{', '.join(map(str, candidate.paths))}")
+            if not dry_run:
+                delete_run(candidate)

@@ -1,0 +1,98 @@
+"""What a flow run shows in the Prefect UI: a run summary, per-class metrics and live training progress.
+
+Prefect artifacts mirror files the run already wrote (docs/artifacts.md), so the UI shows a run's results
+without opening its directory. They must be created inside a flow or task run.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from uuid import UUID
+
+from prefect.artifacts import (create_markdown_artifact, create_progress_artifact, create_table_artifact,
+                               update_progress_artifact)
+
+from flowerkit.artifacts.files import read_json
+
+log = logging.getLogger(__name__)
+
+PER_CLASS_NAME = "fiftyone/per_class_metrics.json"
+PER_CLASS_COLUMNS = ("class_id", "class_name", "precision", "recall", "f1", "support")
+METRIC_NAMES = ("accuracy", "top5_accuracy", "macro_f1", "loss", "num_samples")
+
+
+def artifact_key(flow: str, run_name: str, kind: str) -> str:
+    """A Prefect artifact key (lowercase letters, digits, dashes); one key per run keeps its versions together."""
+    slug = re.sub(r"[^a-z0-9-]+", "-", run_name.lower()).strip("-")
+    return f"flowerkit-{flow}-{slug}-{kind}"
+
+
+def summary_markdown(flow: str, run_name: str, run_id: str, device: str, precision: str, config_hash: str,
+                     metrics: dict, paths: Iterable[Path], training: dict | None = None) -> str:
+    """The run summary: where it ran, which configuration, how well it did, and where its files are."""
+    lines = [f"# flowerkit {flow}: `{run_name}`", "",
+             f"- run id: `{run_id}`",
+             f"- device: `{device}` ({precision})",
+             f"- config hash: `{config_hash}`"]
+    if training:
+        lines.append(f"- training: steps {training['start_step']} -> {training['steps']}, final loss "
+                     f"{training['final_loss']:.4f}, {training['images_per_second']:.1f} img/s")
+    lines += ["", f"## Metrics ({metrics.get('split', '?')} split)", "", "| metric | value |", "| --- | --- |"]
+    lines += [f"| {name} | {_number(metrics[name])} |" for name in METRIC_NAMES if name in metrics]
+    worst = ", ".join(f"{w['class_name']} ({w['f1']:.2f})" for w in metrics.get("worst_classes", [])[:5])
+    lines += ["", f"Worst classes: {worst or '-'}", "", "## Files", ""]
+    lines += [f"- `{path}`" for path in paths]
+    return "\n".join(lines) + "\n"
+
+
+def per_class_rows(run_dir: Path) -> list[dict]:
+    """One row per class from the run's ``fiftyone/per_class_metrics.json``."""
+    classes = read_json(run_dir / PER_CLASS_NAME)["classes"]
+    return [{column: _number(row[column]) for column in PER_CLASS_COLUMNS} for row in classes]
+
+
+def publish_summary(flow: str, run_name: str, markdown: str, run_dir: Path) -> tuple[UUID, UUID]:
+    """Create the markdown summary and the per-class table of a finished evaluation."""
+    summary = create_markdown_artifact(markdown, key=artifact_key(flow, run_name, "summary"),
+                                       description=f"flowerkit {flow} run '{run_name}': summary")
+    table = create_table_artifact(per_class_rows(run_dir), key=artifact_key(flow, run_name, "per-class"),
+                                  description=f"flowerkit {flow} run '{run_name}': per-class metrics")
+    return summary, table
+
+
+class ProgressArtifact:
+    """Training progress as a Prefect progress artifact, updated at most every ``min_interval_s`` seconds.
+
+    Training calls back after every step; one API call per step would slow short steps down and flood the
+    server, so intermediate updates are throttled. The last step is always sent. A failed update is logged,
+    never raised: the UI's progress bar must not stop a training run.
+    """
+
+    def __init__(self, flow: str, run_name: str, min_interval_s: float = 2.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.min_interval_s = min_interval_s
+        self._clock = clock
+        self._last_sent = clock()
+        self.updates = 0
+        self.artifact_id = create_progress_artifact(
+            0.0, key=artifact_key(flow, run_name, "progress"),
+            description=f"flowerkit {flow} run '{run_name}': training steps done (%)")
+
+    def __call__(self, step: int, total: int) -> None:
+        now = self._clock()
+        if step < total and now - self._last_sent < self.min_interval_s:
+            return
+        self._last_sent = now
+        try:
+            update_progress_artifact(self.artifact_id, 100.0 * step / total)
+            self.updates += 1
+        except Exception as exc:  # noqa: BLE001 - see the class docstring
+            log.warning("could not update the Prefect progress artifact at step %d: %s", step, exc)
+
+
+def _number(value):
+    return round(value, 4) if isinstance(value, float) else value

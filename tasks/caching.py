@@ -1,0 +1,63 @@
+"""Cache keys that let a re-run of a crashed flow (``--resume``) reuse the task results it already has.
+
+Prefect persists each keyed task result in its result storage: ``PREFECT_LOCAL_STORAGE_PATH``, by default
+``$PREFECT_HOME/storage`` (docs/prefect.md). A later task run with the same key returns the stored result
+instead of running.
+
+Every key starts with the run's ``run_id`` (from run_record.json): it is kept by ``--resume`` but new for
+every fresh run, so a deleted and re-created run of the same name never reuses another run's results
+(those results name files in the old run directory). The rest of each key is what the result depends on,
+by content: the checkpoint's sha256, the selection's ids_sha256, the settings that change the numbers.
+Keys are computed from paths, hashes and small JSON-able values only; pickled tensors are not stable across
+processes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from flowerkit.artifacts.files import sha256_file
+from flowerkit.artifacts.record import RECORD_NAME, read_record
+
+
+def _run_scoped_key(task: str, run_dir: Path, *parts: Any) -> str | None:
+    """sha256 of (task, run_id, parts); None (no caching) outside a claimed run directory."""
+    if not (Path(run_dir) / RECORD_NAME).is_file():
+        return None
+    run_id = read_record(Path(run_dir))["run_id"]
+    payload = json.dumps([task, run_id, *parts], sort_keys=True, default=str)
+    return f"flowerkit-{task}-{hashlib.sha256(payload.encode()).hexdigest()}"
+
+
+def _selection_key(selection: dict) -> list:
+    return [selection["root"], selection["split"], selection["ids_sha256"]]
+
+
+def train_cache_key(context: Any, parameters: dict[str, Any]) -> str | None:
+    """Configuration (hash), device, precision and both selections of this run."""
+    config = parameters["config"]
+    return _run_scoped_key("train", parameters["run_dir"], config.config_hash(), parameters["device"],
+                           parameters["precision"], _selection_key(parameters["train_selection"]),
+                           _selection_key(parameters["val_selection"]))
+
+
+def evaluate_cache_key(context: Any, parameters: dict[str, Any]) -> str | None:
+    """The checkpoint's content, the selection's ids and the settings that change the logits."""
+    config = parameters["config"]
+    checkpoint = Path(parameters["checkpoint"])
+    if not checkpoint.is_file():
+        return None  # let the task raise its clear error
+    return _run_scoped_key("evaluate", parameters["run_dir"], sha256_file(checkpoint),
+                           _selection_key(parameters["selection"]), parameters["device"], parameters["precision"],
+                           config.data_pipeline, config.eval_batch_size)
+
+
+def export_cache_key(context: Any, parameters: dict[str, Any]) -> str | None:
+    """The evaluation it exports (which carries checkpoint and ids hashes) and the export settings."""
+    config = parameters["config"]
+    return _run_scoped_key("export_predictions", parameters["run_dir"], parameters["evaluation"],
+                           _selection_key(parameters["selection"]), parameters["total_steps"], config.export_logits,
+                           str(config.tb_dir))

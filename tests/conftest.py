@@ -1,0 +1,72 @@
+"""Shared fixtures: a generated Flowers-102 in the official layout, an isolated cache, one Prefect harness.
+
+Everything a test writes lives under pytest's tmp folders; nothing touches the user's ~/.cache, ~/.prefect
+or ~/.fiftyone.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Before Prefect is imported anywhere: our logs through Prefect's handlers, no telemetry.
+os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "flowerkit")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
+
+SEED_FLAGS = ["--model_type", "testing", "--img_size", "64", "--num_steps", "10", "--eval_every", "5",
+              "--train_batch_size", "4", "--eval_batch_size", "2", "--tiny_train_subset", "flower102_tiny",
+              "--tiny_infer_subset", "flower102_tiny", "--prefer_mps"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Point every cache and state folder of the session at a temporary directory."""
+    home = tmp_path_factory.mktemp("home")
+    os.environ["FLOWERKIT_CACHE_DIR"] = str(home / "flowerkit-cache")
+    os.environ["PREFECT_HOME"] = str(home / "prefect")
+    os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
+    for key in [k for k in os.environ if k.startswith("FLOWERKIT_") and k != "FLOWERKIT_CACHE_DIR"]:
+        del os.environ[key]  # a developer's own settings must not leak into tests
+    return home
+
+
+@pytest.fixture(scope="session")
+def flowers_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic Flowers-102 (3 images per class, 96 px): official files, keys, dtypes and shapes."""
+    from flowerkit.data.synth import SynthSpec, generate
+
+    return generate(tmp_path_factory.mktemp("data") / "flower102", SynthSpec(images_per_class=3, size=96, seed=1))
+
+
+@pytest.fixture(scope="session")
+def prefect_harness(isolated_home: Path):
+    """One Prefect test server (SQLite in a temp folder) for the whole session: starting one costs ~10 s."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=60):
+        yield
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run in an empty folder, so a stray .env or output/ of the repo never interferes."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture(scope="session")
+def tiny_run(prefect_harness, flowers_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The seed training command's run, made once per session through the real train flow; returns its dir."""
+    from flowerkit.config import TrainConfig, load_config
+    from flows.train import train_flow
+
+    out = tmp_path_factory.mktemp("tiny-run-output")
+    config = load_config(TrainConfig, dict(
+        name="flower_mps", dataset="flower102", data_root=flowers_root, model_type="testing", img_size=64,
+        num_steps=10, eval_every=5, train_batch_size=4, eval_batch_size=2, tiny_train_subset="flower102_tiny",
+        tiny_infer_subset="flower102_tiny", output_dir=out, prefer_mps=True))
+    train_flow(config)
+    return config.run_dir

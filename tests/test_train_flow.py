@@ -1,0 +1,154 @@
+"""The train flow end to end on the tiny subset, every artifact read back, and the CLI's failure paths."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from flowerkit.artifacts.stamp import STAMP_FIELDS, missing_fields
+from flowerkit.cli import app
+from tests.conftest import SEED_FLAGS
+
+runner = CliRunner()
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def scalars(tb_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tb_dir), size_guidance={"scalars": 0, "images": 0})
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]} | {
+        "_images": acc.Tags()["images"]}
+
+
+def test_tensorboard_scalars_are_readable_by_tensorboard(tiny_run: Path) -> None:
+    tb = scalars(tiny_run.parent / "tb" / "flower_mps")
+    assert [step for step, _ in tb["train/loss"]] == list(range(1, 11))
+    assert len(tb["train/lr"]) == 10 and len(tb["train/accuracy"]) == 10
+    assert [step for step, _ in tb["val/accuracy"]] == [5, 10]  # eval_every 5, then the final evaluation
+    assert {"val/loss", "val/top5_accuracy", "val/macro_f1"} <= set(tb)
+    assert "val_per_class/f1/000_pink primrose" in tb
+    assert "val/confusion_matrix" in tb["_images"]
+
+
+def test_predictions_have_one_row_per_evaluated_sample(tiny_run: Path) -> None:
+    rows = read_jsonl(tiny_run / "fiftyone" / "predictions.jsonl")
+    assert len(rows) == 4  # two eval batches of two
+    assert len({r["sample_id"] for r in rows}) == 4
+    required = {"sample_id", "filepath", "label", "label_name", "prediction", "prediction_name", "confidence"}
+    labelmap = json.loads((tiny_run / "labelmap.json").read_text())
+    for row in rows:
+        assert required <= set(row)
+        assert Path(row["filepath"]).is_file()
+        assert labelmap[str(row["label"])] == row["label_name"]
+        assert labelmap[str(row["prediction"])] == row["prediction_name"]
+        assert 0 < row["confidence"] <= 1
+
+
+def test_per_class_metrics_and_summary(tiny_run: Path) -> None:
+    per_class = json.loads((tiny_run / "fiftyone" / "per_class_metrics.json").read_text())
+    assert len(per_class["classes"]) == 102
+    assert sum(c["support"] for c in per_class["classes"]) == 4
+    assert set(per_class["classes"][0]) == {"class_id", "class_name", "precision", "recall", "f1", "support"}
+    summary = json.loads((tiny_run / "metrics.json").read_text())
+    assert summary["num_samples"] == 4 and summary["accuracy"] == per_class["accuracy"]
+
+
+def test_env_stamp_has_every_field_non_empty(tiny_run: Path) -> None:
+    stamp = json.loads((tiny_run / "env_stamp.json").read_text())
+    assert missing_fields(stamp) == []
+    assert set(STAMP_FIELDS) <= set(stamp)
+    assert stamp["fp16"] is False and stamp["seed"] == 42
+    assert stamp["tiny_train_subset_path"].endswith("flower102_tiny.yaml")
+    record = json.loads((tiny_run / "run_record.json").read_text())
+    assert stamp["run_id"] == record["run_id"] and stamp["config_hash"] == record["config_hash"]
+
+
+def test_retention_declares_90_days_and_storage_locations(tiny_run: Path) -> None:
+    text = (tiny_run / "RETENTION.txt").read_text()
+    assert "retention_days: 90" in text and "expires_utc:" in text
+    assert "tensorboard: " in text and str(Path("tb") / "flower_mps") in text
+    assert "fiftyone: " in text and str(Path("flower_mps") / "fiftyone") in text
+
+
+def test_checkpoint_holds_model_optimizer_step_config_and_labelmap(tiny_run: Path) -> None:
+    from flowerkit.engine.checkpoint import load_checkpoint
+
+    state = load_checkpoint(tiny_run / "checkpoints" / "ckpt.bin", map_location="cpu")
+    assert state["step"] == 10 and state["model_type"] == "testing" and state["img_size"] == 64
+    assert state["optimizer"]["param_groups"][0]["momentum"] == 0.9
+    assert state["config"]["name"] == "flower_mps" and state["labelmap"]["0"] == "pink primrose"
+
+
+def test_run_record_indexes_every_artifact(tiny_run: Path) -> None:
+    record = json.loads((tiny_run / "run_record.json").read_text())
+    assert record["stage_status"] == "complete" and record["flow"] == "train" and record["flow_run_id"]
+    assert record["progress"] == {"step": 10, "total_steps": 10}
+    paths = {e["relative_path"] for e in record["artifact_index"]}
+    for rel in ("fiftyone/predictions.jsonl", "labelmap.json", "env_stamp.json", "RETENTION.txt",
+                "checkpoints/ckpt.bin", "config_resolved.yaml", "metrics.jsonl"):
+        assert f"flower_mps/{rel}" in paths
+    assert any(p.startswith("tb/flower_mps/events.out.tfevents") for p in paths)
+    assert all(task["state"] == "completed" for task in record["tasks"].values())
+    assert len(record["tasks"]) == 7
+
+
+def test_metrics_jsonl_streams_train_and_eval_rows(tiny_run: Path) -> None:
+    rows = read_jsonl(tiny_run / "metrics.jsonl")
+    assert [r["step"] for r in rows if r["kind"] == "train"] == list(range(1, 11))
+    assert [r["step"] for r in rows if r["kind"] == "eval"] == [5, 10]
+
+
+def test_seed_command_through_the_cli(prefect_harness, flowers_root: Path, workdir: Path) -> None:
+    result = runner.invoke(app, ["train", "--name", "flower_mps", "--dataset", "flower102", "--data_root",
+                                 str(flowers_root), "--output_dir", "output", *SEED_FLAGS])
+    assert result.exit_code == 0, result.output
+    assert "complete" in result.output and "predictions" in result.output
+    assert len((workdir / "output/flower_mps/fiftyone/predictions.jsonl").read_text().splitlines()) == 4
+    resolved = yaml.safe_load((workdir / "output/flower_mps/config_resolved.yaml").read_text())
+    assert resolved["num_steps"] == 10 and resolved["warmup_steps"] == 1
+
+
+@pytest.mark.parametrize("args, code, words", [
+    (["--data_root", "nowhere"], 3, "does not exist"),
+    ([], 3, "needs the dataset's location"),
+    (["--model_type", "ViT-Z_9"], 2, "unknown model type"),
+    (["--tiny_train_subset", "flower102_giant"], 2, "Unknown subset"),
+    (["--pretrained_dir", "{bad_npz}"], 2, "could not be read as a Google .npz"),
+    (["--device", "cuda"], 3, "no CUDA device"),
+    (["--learning_rate", "-1"], 2, "--learning_rate"),
+])
+def test_bad_input_is_one_paragraph_and_writes_nothing(flowers_root: Path, workdir: Path, args: list[str],
+                                                       code: int, words: str) -> None:
+    bad_npz = workdir / "bad.npz"
+    bad_npz.write_bytes(b"not an npz")
+    data = [] if args and args[0] == "--data_root" or args == [] else ["--data_root", str(flowers_root)]
+    args = [a.replace("{bad_npz}", str(bad_npz)) for a in args]
+    flags = [f for f in SEED_FLAGS if f != "--prefer_mps"]
+    if "--model_type" in args or "--tiny_train_subset" in args:
+        flags = _without(flags, args)
+    result = runner.invoke(app, ["train", "--name", "bad", "--dataset", "flower102", *data, *flags, *args])
+    assert result.exit_code == code, result.output
+    assert words in " ".join(result.output.split()) and "Traceback" not in result.output
+    assert not (workdir / "output").exists()
+
+
+def _without(flags: list[str], overrides: list[str]) -> list[str]:
+    out, skip = [], False
+    for i, f in enumerate(flags):
+        if skip:
+            skip = False
+            continue
+        if f in overrides:
+            skip = True
+            continue
+        out.append(f)
+    return out

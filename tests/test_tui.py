@@ -1,0 +1,296 @@
+"""The dashboard (``tui/``), driven headlessly with Textual's pilot, on run directories in the documented format.
+
+Fixture runs are written by ``write_run`` (fixed timestamps and values, so snapshots are stable); one test
+launches a real tiny training run from the form through the real CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from tests.conftest import SEED_FLAGS
+from tui.app import DashboardApp
+from tui.runs_reader import MetricsTail, RunsIndex
+
+STARTED = "2026-01-15T09:30:00Z"
+CLASSES = ["pink primrose", "hard-leaved pocket orchid", "canterbury bells", "sweet pea"]
+TRAIN_TASKS = ["detect_device", "load_subset", "train", "evaluate", "export_predictions", "write_stamp",
+               "write_retention"]
+
+
+def train_rows(steps: int, total: int, loss0: float = 4.6) -> list[dict[str, Any]]:
+    rows = []
+    for step in range(1, steps + 1):
+        rows.append({"kind": "train", "step": step, "total_steps": total, "loss": round(loss0 - 0.05 * step, 4),
+                     "lr": round(0.03 * (1 - step / total), 5), "time_utc": STARTED, "elapsed_s": step * 0.1})
+        if step % 5 == 0:
+            rows.append({"kind": "eval", "step": step, "total_steps": total, "loss": round(loss0 - 0.04 * step, 4),
+                         "accuracy": 0.05 * step, "top5_accuracy": 0.1 * step, "macro_f1": 0.03 * step,
+                         "time_utc": STARTED, "elapsed_s": step * 0.1})
+    return rows
+
+
+def write_run(output: Path, name: str, *, status: str = "complete", step: int = 10, total: int = 10,
+              tasks_done: int = 7, retrying: str | None = None, evaluated: bool = True,
+              device: str = "cpu", loss0: float = 4.6) -> Path:
+    """A run directory as the flows leave it (docs/artifacts.md), with fixed timestamps."""
+    run = output / name
+    (run / "fiftyone").mkdir(parents=True)
+    tasks = {t: {"state": "completed", "attempt": 1, "updated_utc": STARTED} for t in TRAIN_TASKS[:tasks_done]}
+    if retrying:
+        tasks[retrying] = {"state": "retrying", "attempt": 2, "updated_utc": STARTED}
+    rows = train_rows(step, total, loss0)
+    final = [r for r in rows if r["kind"] == "eval"][-1] if evaluated else {}
+    metrics = {k: final[k] for k in ("loss", "accuracy", "top5_accuracy", "macro_f1")} if evaluated else {}
+    record = {"schema_version": 1, "run_id": f"{name}-20260115T093000Z-abc123", "name": name, "flow": "train",
+              "flow_run_id": None, "stage_status": status, "stage": "train", "started_utc": STARTED,
+              "ended_utc": STARTED if status in ("complete", "failed") else None, "config_hash": "0" * 64,
+              "device": device, "progress": {"step": step, "total_steps": total}, "tasks": tasks,
+              "metrics": metrics, "determinism": {}, "error": None, "artifact_index": []}
+    (run / "run_record.json").write_text(json.dumps(record))
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (run / "run.log").write_text("".join(f"2026-01-15 09:30:0{i} INFO flowerkit: line {i}\n" for i in range(5)))
+    if evaluated:
+        f1s = [0.8, 0.1, 0.5, 0.3]
+        per_class = {"classes": [{"class_id": i, "class_name": c, "precision": f, "recall": f, "f1": f, "support": 2}
+                                 for i, (c, f) in enumerate(zip(CLASSES, f1s))], "accuracy": 0.5, "macro_f1": 0.425}
+        (run / "fiftyone" / "per_class_metrics.json").write_text(json.dumps(per_class))
+        predictions = [(0, 0, 0.9), (1, 2, 0.7), (2, 3, 0.95), (3, 1, 0.4)]
+        (run / "fiftyone" / "predictions.jsonl").write_text("".join(json.dumps(
+            {"sample_id": f"image_{i:05d}", "image_id": i, "label": label, "label_name": CLASSES[label],
+             "prediction": pred, "prediction_name": CLASSES[pred], "confidence": conf}) + "\n"
+            for i, (label, pred, conf) in enumerate(predictions, start=1)))
+    return run
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"  # Textual runs on asyncio
+
+
+@pytest.fixture
+def output(workdir: Path) -> Path:
+    """Three runs: a finished one, one still training (torn last metrics line) with a retrying task, another."""
+    out = Path("output")  # relative, so the header (and the snapshots) do not show a tmp path
+    write_run(out, "alpha")
+    beta = write_run(out, "beta", status="running", step=7, total=20, tasks_done=2, retrying="train",
+                     evaluated=False)
+    with open(beta / "metrics.jsonl", "a") as fh:
+        fh.write('{"kind": "train", "step": 8, "tot')  # the writer is mid-append
+    write_run(out, "gamma", device="cuda:0", loss0=4.8)
+    (out / "tb" / "alpha").mkdir(parents=True)  # TensorBoard's folder is not a run
+    return out
+
+
+async def wait_for(pilot, condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Let the app run (its workers and timers) until ``condition`` holds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the dashboard did not reach the expected state in time"
+        await pilot.pause(0.1)
+
+
+def table_rows(app: DashboardApp) -> dict[str, list[str]]:
+    table = app.screen.query_one("RunsTable")
+    return {str(key.value): [str(c) for c in table.get_row(key)] for key in table.rows}
+
+
+def test_reader_keeps_last_row_per_step_and_waits_for_torn_line(tmp_path: Path) -> None:
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"kind": "train", "step": 1, "loss": 2.0}\n{"kind": "train", "step": 2, "loss": 1.5}\n'
+                    '{"kind": "train", "step": 2, "loss": 1.4}\n{"kind": "train", "st')
+    tail = MetricsTail(path)
+    assert tail.poll()
+    assert [(r["step"], r["loss"]) for r in tail.rows("train")] == [(1, 2.0), (2, 1.4)]
+    with open(path, "a") as fh:
+        fh.write('ep": 3, "loss": 1.0}\n')
+    assert tail.poll()
+    assert [r["step"] for r in tail.rows("train")] == [1, 2, 3]
+    assert not tail.poll()
+
+
+def test_index_lists_runs_with_status(output: Path) -> None:
+    runs = {r.name: r for r in RunsIndex(output).scan()}
+    assert sorted(runs) == ["alpha", "beta", "gamma"]
+    assert (runs["alpha"].status, runs["alpha"].accuracy, runs["alpha"].loss) == ("complete", 0.5, 4.1)
+    assert (runs["beta"].status, runs["beta"].step, runs["beta"].total_steps) == ("retrying", 7, 20)
+    assert runs["gamma"].device == "cuda:0"
+
+
+@pytest.mark.anyio
+async def test_list_shows_runs_and_follows_them_live(output: Path) -> None:
+    app = DashboardApp(output, refresh_s=0.1)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: len(table_rows(app)) == 3)
+        rows = table_rows(app)
+        assert rows["alpha"][1:] == ["alpha", "train", "complete", "cpu", "10/10", "4.1000", "0.500", "01-15 09:30"]
+        assert rows["beta"][3:6] == ["retrying", "cpu", "7/20"]
+
+        # The torn line is completed and a step appended by "another process": no key press needed.
+        with open(output / "beta" / "metrics.jsonl", "a") as fh:
+            fh.write('al_steps": 20, "loss": 4.2, "lr": 0.01}\n')
+            fh.write(json.dumps({"kind": "train", "step": 9, "total_steps": 20, "loss": 4.15, "lr": 0.01}) + "\n")
+        await wait_for(pilot, lambda: table_rows(app)["beta"][5] == "9/20")
+        assert table_rows(app)["beta"][6] == "4.1500"
+
+        # A run started elsewhere after the dashboard opened appears; one that is deleted goes, without a crash.
+        write_run(output, "delta")
+        await wait_for(pilot, lambda: "delta" in table_rows(app))
+        import shutil
+
+        shutil.rmtree(output / "gamma")
+        await wait_for(pilot, lambda: "gamma" not in table_rows(app))
+
+
+@pytest.mark.anyio
+async def test_enter_opens_run_view_with_its_numbers(output: Path) -> None:
+    app = DashboardApp(output, refresh_s=0.1)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: len(table_rows(app)) == 3)
+        await pilot.press("enter")  # the cursor starts on the first run, alpha
+        await wait_for(pilot, lambda: getattr(app.screen, "detail", None) is not None)
+        screen = app.screen
+        summary = str(screen.query_one("#summary").render())
+        assert "alpha" in summary and "step 10/10" in summary and "loss 4.1000" in summary
+        assert "eval acc 0.500 @ 10" in summary
+        bar = screen.query_one("ProgressBar")
+        assert (bar.progress, bar.total) == (10, 10)
+        tasks = screen.query_one("TasksTable")
+        assert [str(tasks.get_row_at(i)[1]) for i in range(tasks.row_count)] == ["completed"] * 7
+        per_class = screen.query_one("PerClassTable")
+        assert [per_class.get_row_at(i)[3] for i in range(4)] == ["0.100", "0.300", "0.500", "0.800"]
+        await pilot.press("s")
+        assert per_class.get_row_at(0)[0] == "0 pink primrose"
+        worst = screen.query_one("WorstTable")
+        assert [worst.get_row_at(i)[0] for i in range(worst.row_count)] == ["image_00003", "image_00002",
+                                                                            "image_00004"]
+        assert worst.get_row_at(0)[1:] == ["canterbury bells", "sweet pea", "0.950"]
+        await pilot.press("escape")
+        assert type(app.screen).__name__ == "RunsScreen"
+
+
+@pytest.mark.anyio
+async def test_run_view_shows_retrying_task_with_attempt(output: Path) -> None:
+    app = DashboardApp(output, refresh_s=0.1)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: len(table_rows(app)) == 3)
+        await pilot.press("down", "enter")
+        await wait_for(pilot, lambda: getattr(app.screen, "detail", None) is not None)
+        tasks = app.screen.query_one("TasksTable")
+        states = {tasks.get_row_at(i)[0]: (str(tasks.get_row_at(i)[1]), tasks.get_row_at(i)[2])
+                  for i in range(tasks.row_count)}
+        assert states["train"] == ("retrying", "2")
+        assert states["evaluate"] == ("pending", "-")
+        assert "No evaluation yet." in str(app.screen.query_one("#classes-empty").render())
+
+
+@pytest.mark.anyio
+async def test_compare_shows_marked_runs_side_by_side(output: Path) -> None:
+    app = DashboardApp(output, refresh_s=0.1)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: len(table_rows(app)) == 3)
+        await pilot.press("c")
+        assert type(app.screen).__name__ == "RunsScreen"  # fewer than two marked: a warning, no screen
+        await pilot.press("space", "down", "space", "c")
+        await wait_for(pilot, lambda: app.screen.query_one("DataTable").row_count > 0)
+        table = app.screen.query_one("DataTable")
+        assert [str(c.label) for c in table.columns.values()] == ["metric", "alpha", "beta"]
+        rows = {table.get_row_at(i)[0]: table.get_row_at(i)[1:] for i in range(table.row_count)}
+        assert rows["accuracy"] == ["0.5000", "0.2500"]
+        assert rows["steps"] == ["10/10", "7/20"]
+
+
+async def fill(pilot, screen, values: dict[str, str]) -> None:
+    for name, text in values.items():
+        await pilot.click(f"#train-{name}")
+        screen.query_one(f"#train-{name}").value = ""
+        await pilot.press(*text)
+
+
+@pytest.mark.anyio
+async def test_launch_form_rejects_negative_steps_with_the_cli_message(output: Path) -> None:
+    from flowerkit.cli import app as cli
+
+    result = CliRunner().invoke(cli, ["train", "--name", "neg", "--num_steps", "-3", "--output_dir", str(output)])
+    assert result.exit_code == 2
+    app = DashboardApp(output, refresh_s=0.1)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("n")
+        await fill(pilot, app.screen, {"name": "neg", "num_steps": "-3"})
+        await pilot.press("ctrl+s")
+        message = str(app.screen.query_one("#error").render())
+        assert "--num_steps: Input should be greater than 0 (got -3)" in message
+        assert " ".join(message.split()) in " ".join(result.output.split())
+        assert type(app.screen).__name__ == "LaunchScreen" and not (output / "neg").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.anyio
+async def test_launch_starts_a_real_run_that_completes(output: Path, flowers_root: Path) -> None:
+    flags = dict(zip(SEED_FLAGS[0::2], SEED_FLAGS[1::2]))  # all but the trailing --prefer_mps switch
+    app = DashboardApp(output, refresh_s=0.3)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("n")
+        form = app.screen
+        for option, value in [("name", "launched"), ("data_root", str(flowers_root))] + list(flags.items()):
+            form.query_one(f"#train-{option.removeprefix('--')}").value = value
+        form.query_one("#train-prefer_mps").value = True
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "RunsScreen")
+        await wait_for(pilot, lambda: "launched" in table_rows(app), timeout=5)  # at once, before its record
+        launched = app.launched["launched"]
+        try:
+            await wait_for(pilot, lambda: table_rows(app)["launched"][3] in ("complete", "failed"), timeout=90)
+        finally:
+            if launched.process.poll() is None:
+                launched.process.kill()
+        assert table_rows(app)["launched"][3] == "complete", launched.log_path.read_text()[-2000:]
+        assert table_rows(app)["launched"][5] == "10/10"
+    assert "--prefer_mps" in launched.process.args and "--num_steps" in launched.process.args
+
+
+def snapshot_app(output: Path) -> DashboardApp:
+    return DashboardApp(output, refresh_s=30)  # one read on open; the fixture does not change
+
+
+async def open_list(pilot) -> None:
+    await wait_for(pilot, lambda: len(table_rows(pilot.app)) == 3)
+
+
+async def open_run_view(pilot) -> None:
+    await open_list(pilot)
+    await pilot.press("enter")
+    await wait_for(pilot, lambda: getattr(pilot.app.screen, "detail", None) is not None)
+    await pilot.pause(0.2)
+
+
+async def open_compare(pilot) -> None:
+    await open_list(pilot)
+    await pilot.press("space", "down", "down", "space", "c")
+    await wait_for(pilot, lambda: pilot.app.screen.query_one("DataTable").row_count > 0)
+    await pilot.pause(0.2)
+
+
+SIZES = [(80, 24), (120, 40)]
+
+
+@pytest.mark.parametrize("size", SIZES, ids=["80x24", "120x40"])
+def test_snapshot_list(snap_compare, output: Path, size: tuple[int, int]) -> None:
+    assert snap_compare(snapshot_app(output), terminal_size=size, run_before=open_list)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=["80x24", "120x40"])
+def test_snapshot_run_view(snap_compare, output: Path, size: tuple[int, int]) -> None:
+    assert snap_compare(snapshot_app(output), terminal_size=size, run_before=open_run_view)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=["80x24", "120x40"])
+def test_snapshot_compare(snap_compare, output: Path, size: tuple[int, int]) -> None:
+    assert snap_compare(snapshot_app(output), terminal_size=size, run_before=open_compare)

@@ -1,0 +1,175 @@
+"""One run: progress, live plots, Prefect task states, log tail, per-class table and worst samples."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Log, ProgressBar, Static, TabbedContent, TabPane
+
+from tui import prefect_states
+from tui.formatting import full_time, number, status_text, steps
+from tui.plots import MetricPlot
+from tui.runs_reader import METRICS, MetricsTail, RunDetail, flow_run_id, read_detail
+
+
+def summary_line(detail: RunDetail) -> str:
+    run = detail.summary
+    train, evals = detail.train_rows, detail.eval_rows
+    parts = [f"[b]{run.name}[/b] {run.flow} {status_text(run.status).markup} on {run.device}",
+             f"step {steps(run.step, run.total_steps)}"]
+    if train:
+        parts.append(f"loss {number(train[-1].get('loss'))} lr {number(train[-1].get('lr'), 5)}")
+    if evals:
+        parts.append(f"eval acc {number(evals[-1].get('accuracy'), 3)} @ {evals[-1]['step']}")
+    return "  ".join(parts) + f"\nstarted {full_time(run.started_utc)}"
+
+
+class TasksTable(DataTable):
+    """The flow's tasks with their state and attempt count (attempt > 1 means Prefect retried it)."""
+
+    def on_mount(self) -> None:
+        self.cursor_type = "none"
+        self.add_columns("task", "state", "attempt")
+
+    def show(self, tasks: list[tuple[str, str, int]]) -> None:
+        self.clear()
+        for name, state, attempt in tasks:
+            self.add_row(name, status_text(state), str(attempt) if attempt else "-")
+
+
+class PerClassTable(DataTable):
+    """Per-class precision, recall, F1 and support; sorted by F1 (press s to flip the order)."""
+
+    def on_mount(self) -> None:
+        self.cursor_type = "row"
+        for key in ("class", "precision", "recall", "f1", "support"):
+            self.add_column(key, key=key)
+        self.f1_descending = False  # worst classes first: those are the ones to look at
+
+    def show(self, classes: list[dict]) -> None:
+        self.clear()
+        for row in classes:
+            self.add_row(f"{row.get('class_id', '?')} {row.get('class_name', '')}", number(row.get("precision"), 3),
+                         number(row.get("recall"), 3), number(row.get("f1"), 3), str(row.get("support", "-")))
+        self.sort_f1()
+
+    def sort_f1(self) -> None:
+        self.sort("f1", "class", reverse=self.f1_descending)
+
+
+class WorstTable(DataTable):
+    """Wrong predictions, the most confident first."""
+
+    def on_mount(self) -> None:
+        self.cursor_type = "row"
+        self.add_columns("sample", "true", "predicted", "conf")
+
+    def show(self, worst: list[dict]) -> None:
+        self.clear()
+        for row in worst:
+            self.add_row(str(row.get("sample_id")), str(row.get("label_name", row.get("label"))),
+                         str(row.get("prediction_name", row.get("prediction"))), number(row.get("confidence"), 3))
+
+
+class RunScreen(Screen):
+    """Re-read every refresh period in a worker; a run that disappears leaves the last view, marked as gone."""
+
+    CSS_PATH = "run_view.tcss"
+    BINDINGS = [Binding("escape", "app.pop_screen", "Back"), Binding("s", "sort_f1", "Sort F1"),
+                Binding("r", "refresh", "Refresh")]
+
+    def __init__(self, run_dir: Path) -> None:
+        super().__init__()
+        self.run_dir = Path(run_dir)
+        self._tail = MetricsTail(self.run_dir / METRICS)
+        self._log_lines: list[str] = []
+        self._shown_classes: list[dict] = []
+        self.detail: RunDetail | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static(id="summary")
+        yield ProgressBar(id="progress", show_eta=False)
+        with TabbedContent():
+            with TabPane("Plots", id="plots"):
+                with Horizontal():
+                    yield MetricPlot("train loss", id="loss-plot")
+                    with Vertical():
+                        yield MetricPlot("learning rate", id="lr-plot")
+                        yield MetricPlot("eval accuracy", id="acc-plot")
+            with TabPane("Tasks", id="tasks"):
+                yield Static(id="tasks-source")
+                yield TasksTable()
+            with TabPane("Log", id="log"):
+                yield Log(id="log-view", auto_scroll=True)
+            with TabPane("Classes", id="classes"):
+                yield Static("No evaluation yet.", id="classes-empty")
+                yield PerClassTable()
+            with TabPane("Worst", id="worst"):
+                yield Static("No evaluation yet.", id="worst-empty")
+                yield WorstTable()
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = self.run_dir.name
+        self.action_refresh()
+        self.set_interval(self.app.refresh_s, self.action_refresh)
+
+    def action_refresh(self) -> None:
+        self._read()
+
+    @work(thread=True, exclusive=True, group="run-view")
+    def _read(self) -> None:
+        if not self.run_dir.is_dir():
+            self.app.call_from_thread(self._gone)
+            return
+        detail = read_detail(self.run_dir, self._tail)
+        source = "run_record.json"
+        run_id = flow_run_id(self.run_dir) if prefect_states.api_configured() else None
+        if run_id:
+            from_api = prefect_states.fetch_task_states(run_id)
+            if from_api:
+                detail.tasks, source = from_api, "Prefect API"
+        self.app.call_from_thread(self._show, detail, source)
+
+    def _gone(self) -> None:
+        self.query_one("#summary", Static).update(f"{self.run_dir.name}: the run directory is gone.")
+
+    def _show(self, detail: RunDetail, task_source: str) -> None:
+        self.detail = detail
+        run = detail.summary
+        self.query_one("#summary", Static).update(summary_line(detail))
+        self.query_one(ProgressBar).update(total=max(run.total_steps, 1), progress=run.step)
+        self._plot(detail)
+        self.query_one("#tasks-source", Static).update(f"task states from {task_source}" + (
+            f"; error: {detail.error.get('type')}: {detail.error.get('message')}" if detail.error else ""))
+        self.query_one(TasksTable).show(detail.tasks)
+        if detail.log_tail != self._log_lines:
+            self._log_lines = detail.log_tail
+            log = self.query_one(Log)
+            log.clear()
+            log.write_lines(detail.log_tail)
+        if detail.per_class != self._shown_classes:
+            self._shown_classes = detail.per_class
+            self.query_one(PerClassTable).show(detail.per_class)
+            self.query_one(WorstTable).show(detail.worst)
+        self.query_one("#classes-empty").display = not detail.per_class
+        self.query_one("#worst-empty").display = not detail.per_class
+
+    def _plot(self, detail: RunDetail) -> None:
+        train, evals = detail.train_rows, detail.eval_rows
+        xs = [row["step"] for row in train]
+        self.query_one("#loss-plot", MetricPlot).set_series([("loss", xs, [row.get("loss", 0.0) for row in train])])
+        self.query_one("#lr-plot", MetricPlot).set_series([("lr", xs, [row.get("lr", 0.0) for row in train])])
+        self.query_one("#acc-plot", MetricPlot).set_series(
+            [("accuracy", [row["step"] for row in evals], [row.get("accuracy", 0.0) for row in evals])])
+
+    def action_sort_f1(self) -> None:
+        table = self.query_one(PerClassTable)
+        table.f1_descending = not table.f1_descending
+        table.sort_f1()
