@@ -13,7 +13,8 @@ from flowerkit.bench import BenchSpec, format_result, run_bench
 from flowerkit.cli.bench_cmd import bench
 
 PHASES = ("compute_only", "pipeline_only", "end_to_end")
-SMALL = ["--model_type", "testing", "--img_size", "32", "--batch_size", "4", "--steps", "2", "--warmup", "1"]
+SMALL = ["--model_type", "testing", "--img_size", "32", "--batch_size", "4", "--steps", "2", "--warmup", "1",
+         "--repeats", "1"]
 
 
 @pytest.fixture
@@ -26,7 +27,7 @@ def cli() -> typer.Typer:
 
 def test_run_bench_measures_every_phase(flowers_root: Path, tmp_path: Path) -> None:
     spec = BenchSpec(model_type="testing", img_size=32, batch_size=4, eval_batch_size=8, steps=2, warmup=1,
-                     dataset="flower102", data_root=flowers_root)
+                     repeats=2, dataset="flower102", data_root=flowers_root)
     result = run_bench(spec, cache_dir=tmp_path)
     assert result["precision"] == "fp32" and result["machine"]["device"] == "cpu"
     for name, per_step in (("train", 4), ("eval", 8)):
@@ -35,6 +36,8 @@ def test_run_bench_measures_every_phase(flowers_root: Path, tmp_path: Path) -> N
             assert part[phase]["images"] == 2 * per_step
             assert part[phase]["seconds"] > 0 and part[phase]["images_per_second"] > 0
             assert part[phase]["peak_memory_mb"] > 0
+            assert len(part[phase]["all_rates"]) == 2 and part[phase]["images_per_second"] == pytest.approx(
+                max(part[phase]["all_rates"]), abs=0.01)
         ratio = part["end_to_end"]["images_per_second"] / part["compute_only"]["images_per_second"]
         assert part["end_to_end_over_compute"] == pytest.approx(ratio, rel=1e-3)
     assert json.loads(json.dumps(result)) == result  # JSON-able as written

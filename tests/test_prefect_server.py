@@ -159,13 +159,15 @@ def _wait_final(run_ids: list[UUID]) -> dict[UUID, object]:
 
 
 def _artifacts(run_id: UUID) -> dict[str, object]:
+    """The run's flowerkit artifacts by kind (Prefect links others of its own, such as results)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
     with get_client(sync_client=True) as client:
         found = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(
             any_=[run_id])))
-    return {artifact.type: artifact for artifact in found}
+    return {kind: artifact for artifact in found for kind in ("summary", "per-class", "progress")
+            if (artifact.key or "").endswith(f"-{kind}")}
 
 
 def _assert_intact(run_dir: Path) -> dict:
@@ -192,10 +194,10 @@ def test_train_then_eval_through_the_worker(worker, flowers_root: Path, tmp_path
     assert checkpoint.is_file() and (tmp_path / "tb" / "srv-train").is_dir()
 
     shown = _artifacts(train_id)
-    assert set(shown) == {"markdown", "table", "progress"}
-    assert record["config_hash"] in shown["markdown"].data and str(checkpoint) in shown["markdown"].data
-    assert f"| accuracy | {round(record['metrics']['accuracy'], 4)} |" in shown["markdown"].data
-    rows = json.loads(shown["table"].data) if isinstance(shown["table"].data, str) else shown["table"].data
+    assert set(shown) == {"summary", "per-class", "progress"}
+    assert record["config_hash"] in shown["summary"].data and str(checkpoint) in shown["summary"].data
+    assert f"| accuracy | {round(record['metrics']['accuracy'], 4)} |" in shown["summary"].data
+    rows = json.loads(shown["per-class"].data) if isinstance(shown["per-class"].data, str) else shown["per-class"].data
     assert len(rows) == 102 and {"class_name", "precision", "recall", "f1", "support"} <= set(rows[0])
     assert float(shown["progress"].data) == 100.0
 
@@ -206,7 +208,7 @@ def test_train_then_eval_through_the_worker(worker, flowers_root: Path, tmp_path
     eval_record = _assert_intact(tmp_path / "srv-eval")
     assert eval_record["flow"] == "eval" and eval_record["flow_run_id"] == str(eval_id)
     assert (tmp_path / "srv-eval" / "fiftyone" / "predictions.jsonl").is_file()
-    assert set(_artifacts(eval_id)) == {"markdown", "table"}
+    assert set(_artifacts(eval_id)) == {"summary", "per-class"}
 
 
 @pytest.mark.prefect_server

@@ -233,7 +233,10 @@ async def test_launch_form_rejects_negative_steps_with_the_cli_message(output: P
 
 @pytest.mark.slow
 @pytest.mark.anyio
-async def test_launch_starts_a_real_run_that_completes(output: Path, flowers_root: Path) -> None:
+async def test_launch_starts_a_real_run_that_completes(output: Path, flowers_root: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    # The run's own ephemeral Prefect server gets longer than Prefect's 20 s to start on a busy 2-core machine.
+    monkeypatch.setenv("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "75")
     flags = dict(zip(SEED_FLAGS[0::2], SEED_FLAGS[1::2]))  # all but the trailing --prefer_mps switch
     app = DashboardApp(output, refresh_s=0.3)
     async with app.run_test(size=(100, 30)) as pilot:

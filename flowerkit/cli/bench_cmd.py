@@ -18,6 +18,7 @@ def bench(
                                                help="Evaluation batch size (default: the training batch size)."),
     steps: int = typer.Option(20, "--steps", help="Timed iterations per measurement."),
     warmup: int = typer.Option(3, "--warmup", help="Untimed iterations before each measurement."),
+    repeats: int = typer.Option(3, "--repeats", help="Runs of each measurement, interleaved; the best one counts."),
     pipeline: str = typer.Option("cached", "--pipeline", "--data_pipeline", "--data-pipeline",
                                  help="Input pipeline: cached (default) or pil (the reference)."),
     num_workers: int = typer.Option(0, "--num_workers", "--num-workers",
@@ -37,8 +38,9 @@ def bench(
 
     with user_errors(debug):
         spec = BenchSpec(model_type=model_type, img_size=img_size, batch_size=batch_size,
-                         eval_batch_size=eval_batch_size, steps=steps, warmup=warmup, pipeline=pipeline,
-                         num_workers=num_workers, device=device, precision=precision, compile=compile_model,
+                         eval_batch_size=eval_batch_size, steps=steps, warmup=warmup, repeats=repeats,
+                         pipeline=pipeline, num_workers=num_workers, device=device, precision=precision,
+                         compile=compile_model,
                          dataset="flower102" if data_root is not None else dataset, data_root=data_root)
         result = run_bench(spec, log=lambda line: typer.echo(line, err=True))
         device_slug = result["machine"]["device"].replace(":", "")

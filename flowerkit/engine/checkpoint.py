@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import pickletools
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,31 @@ from flowerkit.errors import ConfigError, MissingInputError
 FORMAT = "flowerkit-checkpoint"
 VERSION = 1
 REQUIRED_KEYS = ("format", "model", "model_type", "img_size", "num_classes", "step", "labelmap")
+
+
+SAFE_PREFIXES = ("torch.", "collections.OrderedDict", "builtins.set", "builtins.slice")
+
+
+def foreign_imports(path: Path) -> list[str]:
+    """Callables a torch file's pickle would import, other than torch's own; read with pickletools, never run."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            member = next(n for n in archive.namelist() if n.endswith("data.pkl"))
+            data = archive.read(member)
+    except (zipfile.BadZipFile, StopIteration, OSError):
+        data = Path(path).read_bytes()
+    names, strings = [], []
+    try:
+        for op, arg, _ in pickletools.genops(data):
+            if op.name == "GLOBAL":
+                names.append(str(arg).replace(" ", "."))
+            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                names.append(".".join(strings[-2:]))
+            elif isinstance(arg, str):
+                strings.append(arg)
+    except Exception:  # noqa: BLE001 - a damaged pickle: report what was found so far
+        pass
+    return [n for n in names if not n.startswith(SAFE_PREFIXES)]
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> Path:
@@ -41,12 +67,13 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
         data = torch.load(path, map_location=map_location, weights_only=True)
     except PermissionError:
         raise MissingInputError(f"--checkpoint {path} cannot be read (permission denied). {hint}") from None
-    except pickle.UnpicklingError as exc:
-        blocked = next((line.strip() for line in str(exc).splitlines() if "GLOBAL" in line), None)
-        if blocked:
+    except pickle.UnpicklingError:
+        foreign = foreign_imports(path)
+        if foreign:
             raise ConfigError(
-                f"--checkpoint {path} was refused: loading it would execute code ({blocked}). flowerkit loads "
-                f"checkpoints with weights_only=True and never runs pickled code. {hint}") from None
+                f"--checkpoint {path} was refused: loading it would execute code (it imports "
+                f"{', '.join(foreign[:3])}). flowerkit loads checkpoints with weights_only=True and never runs "
+                f"pickled code. {hint}") from None
         raise ConfigError(f"--checkpoint {path} is not a torch checkpoint (unreadable pickle data). {hint}") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
         raise ConfigError(f"--checkpoint {path} is not a readable checkpoint: it is truncated, corrupted or not a "

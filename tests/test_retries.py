@@ -1,0 +1,143 @@
+"""Retries that resume, retries only for what can heal, and result reuse when a crashed run is resumed.
+
+Faults are injected in-process by wrapping library functions the tasks call (no fault hooks in production
+code); the flows, tasks, Prefect retries and result storage are the real ones, on the session's Prefect
+test server.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flowerkit.artifacts.record import read_record
+from flowerkit.errors import ConfigError, MissingInputError
+
+SEED_CONFIG = dict(dataset="flower102", model_type="testing", img_size=64, num_steps=10, eval_every=5,
+                   train_batch_size=4, eval_batch_size=2, tiny_train_subset="flower102_tiny",
+                   tiny_infer_subset="flower102_tiny", prefer_mps=True)
+
+
+class Calls:
+    """Wraps ``fn``: counts calls and raises ``fail_with(call_number)`` when that returns an exception."""
+
+    def __init__(self, fn: Callable, fail_with: Callable[[int], BaseException | None] = lambda n: None,
+                 after: bool = False) -> None:
+        self.fn, self.fail_with, self.after, self.count = fn, fail_with, after, 0
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self.count += 1
+        error = self.fail_with(self.count)
+        if error is not None and not self.after:
+            raise error
+        result = self.fn(*args, **kwargs)
+        if error is not None:
+            raise error  # after the real call: e.g. the checkpoint is on disk, then the step fails
+        return result
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def interrupted_run(prefect_harness, flowers_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The seed training run, interrupted twice, then resumed.
+
+    1st flow run: the train task fails right after its first checkpoint (step 5) and is retried; then
+    export_predictions keeps failing with an I/O error until its retries are spent, so the flow fails.
+    2nd flow run (``resume=True``, no faults): continues the run.
+    """
+    from flowerkit.config import TrainConfig, load_config
+    from flowerkit.engine import trainer
+    from flows.train import train_flow
+    import tasks.evaluation
+
+    config = load_config(TrainConfig, SEED_CONFIG | dict(
+        name="interrupted", data_root=flowers_root, output_dir=tmp_path_factory.mktemp("interrupted")))
+    with pytest.MonkeyPatch.context() as patch:
+        save = Calls(trainer.save_checkpoint, lambda n: OSError("disk hiccup") if n == 1 else None, after=True)
+        export = Calls(tasks.evaluation.export_evaluation, lambda n: OSError("storage unavailable"))
+        patch.setattr(trainer, "save_checkpoint", save)
+        patch.setattr(tasks.evaluation, "export_evaluation", export)
+        with pytest.raises(OSError, match="storage unavailable"):
+            train_flow(config)
+        after_crash = read_record(config.run_dir)
+    with pytest.MonkeyPatch.context() as patch:
+        trains = Calls(trainer.train)
+        evaluations = Calls(tasks.evaluation.evaluate_checkpoint)
+        patch.setattr(trainer, "train", trains)
+        patch.setattr(tasks.evaluation, "evaluate_checkpoint", evaluations)
+        result = train_flow(config, resume=True)
+    return {"run_dir": config.run_dir, "result": result, "after_crash": after_crash, "saves": save.count,
+            "exports": export.count, "trains_on_resume": trains.count,
+            "evaluations_on_resume": evaluations.count}
+
+
+def test_train_retry_resumes_from_the_last_checkpoint(interrupted_run: dict) -> None:
+    run_dir = interrupted_run["run_dir"]
+    trained = interrupted_run["result"]["train"]
+    assert (trained["start_step"], trained["steps"]) == (5, 10)
+    assert interrupted_run["after_crash"]["tasks"]["train"]["state"] == "completed"
+    assert interrupted_run["after_crash"]["tasks"]["train"]["attempt"] == 2
+    assert interrupted_run["saves"] == 2  # step 5 (then the failure), and step 10 in the retry
+    assert "resuming from" in (run_dir / "run.log").read_text()
+    assert "at step 5 of 10" in (run_dir / "run.log").read_text()
+
+
+def test_resumed_run_equals_an_uninterrupted_one(interrupted_run: dict, tiny_run: Path) -> None:
+    run_dir = interrupted_run["run_dir"]
+    assert read_record(run_dir)["stage_status"] == "complete"
+    rows, reference = read_jsonl(run_dir / "metrics.jsonl"), read_jsonl(tiny_run / "metrics.jsonl")
+    assert [(r["kind"], r["step"]) for r in rows] == [(r["kind"], r["step"]) for r in reference]
+    assert [r["loss"] for r in rows] == pytest.approx([r["loss"] for r in reference])
+
+    def files(root: Path) -> list[str]:
+        return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+    assert files(run_dir) == files(tiny_run)
+    assert json.loads((run_dir / "metrics.json").read_text()) == pytest.approx(
+        json.loads((tiny_run / "metrics.json").read_text()))
+
+
+def test_a_resumed_flow_reuses_completed_task_results(interrupted_run: dict) -> None:
+    assert interrupted_run["after_crash"]["stage_status"] == "failed"
+    export = interrupted_run["after_crash"]["tasks"]["export_predictions"]
+    assert (export["state"], export["attempt"]) == ("failed", 3)
+    assert interrupted_run["exports"] == 3  # the first try and both retries
+    # Training and evaluation had completed: the resumed flow took their persisted results.
+    assert interrupted_run["trains_on_resume"] == 0
+    assert interrupted_run["evaluations_on_resume"] == 0
+    assert read_record(interrupted_run["run_dir"])["tasks"]["export_predictions"]["state"] == "completed"
+
+
+def test_transient_io_error_in_load_subset_is_retried(prefect_harness, flowers_root: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import tasks.setup
+
+    flaky = Calls(tasks.setup.select_split, lambda n: OSError("NFS timeout") if n == 1 else None)
+    monkeypatch.setattr(tasks.setup, "select_split", flaky)
+    selection = tasks.setup.load_subset("flower102", flowers_root, "val", "flower102_tiny", 2)
+    assert flaky.count == 2
+    assert selection["split"] == "val" and len(selection["image_ids"]) == 4
+
+
+@pytest.mark.parametrize("data_root, subset, error", [
+    ("missing", None, MissingInputError),
+    (None, "no_such_subset", ConfigError),
+])
+def test_user_errors_are_not_retried(prefect_harness, flowers_root: Path, tmp_path: Path,
+                                     monkeypatch: pytest.MonkeyPatch, data_root: str | None, subset: str | None,
+                                     error: type[Exception]) -> None:
+    import tasks.setup
+
+    calls = Calls(tasks.setup.select_split)
+    monkeypatch.setattr(tasks.setup, "select_split", calls)
+    root = tmp_path / data_root if data_root else flowers_root
+    with pytest.raises(error):
+        tasks.setup.load_subset("flower102", root, "val", subset, 2)
+    assert calls.count == 1
