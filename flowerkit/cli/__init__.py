@@ -7,6 +7,7 @@ import os
 import typer
 
 from flowerkit.cli import data_cmd, fiftyone_cmd, run_cmds, runs_cmd
+from flowerkit.cli.dashboard_cmd import dashboard
 
 
 def _quiet_prefect_defaults() -> None:
@@ -27,6 +28,7 @@ run_cmds.register(app)
 app.add_typer(data_cmd.app, name="data")
 app.add_typer(fiftyone_cmd.app, name="fiftyone")
 app.add_typer(runs_cmd.app, name="runs")
+app.command("dashboard")(dashboard)
 
 
 def main() -> None:

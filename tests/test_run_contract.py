@@ -1,0 +1,209 @@
+"""The run contract: precedence, validation, immutable run dirs, resume, records, verify, prune, determinism."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from flowerkit.artifacts.retention import write_retention
+from flowerkit.cli import app
+from flowerkit.config import TrainConfig, load_config
+from tests.conftest import SEED_FLAGS
+
+runner = CliRunner()
+
+
+def flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+def seed_args(flowers_root: Path, name: str = "run", *extra: str) -> list[str]:
+    return ["train", "--name", name, "--dataset", "flower102", "--data_root", str(flowers_root), *SEED_FLAGS, *extra]
+
+
+def tree_digest(*roots: Path) -> dict[str, str]:
+    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for root in roots for p in sorted(root.rglob("*"))
+            if p.is_file()}
+
+
+def test_precedence_cli_over_yaml_over_env_over_dotenv_over_defaults(workdir: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    def steps(**cli) -> int:
+        config_file = workdir / "run.yaml" if (workdir / "run.yaml").exists() else None
+        return load_config(TrainConfig, {"name": "p", **cli}, config_file).num_steps
+
+    assert steps() == 10000
+    (workdir / ".env").write_text("FLOWERKIT_NUM_STEPS=20\n")
+    assert steps() == 20
+    monkeypatch.setenv("FLOWERKIT_NUM_STEPS", "30")
+    assert steps() == 30
+    (workdir / "run.yaml").write_text("num_steps: 40\n")
+    assert steps() == 40
+    assert steps(num_steps=50) == 50
+
+
+def test_precedence_through_the_cli(flowers_root: Path, workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLOWERKIT_LEARNING_RATE", "0.5")
+    (workdir / "c.yaml").write_text("learning_rate: 0.25\nseed: 7\n")
+    result = runner.invoke(app, [*seed_args(flowers_root), "--config", "c.yaml", "--dry_run"])
+    assert result.exit_code == 0, result.output
+    assert "lr 0.25" in result.output  # YAML beats the environment
+    result = runner.invoke(app, [*seed_args(flowers_root), "--config", "c.yaml", "--learning_rate", "0.125",
+                                 "--dry_run"])
+    assert "lr 0.125" in result.output  # the flag beats YAML
+    assert not (workdir / "output").exists()  # a dry run writes nothing
+
+
+@pytest.mark.parametrize("flag, value, words", [
+    ("--device", "tpu", "--device"),
+    ("--learning_rate", "0", "--learning_rate"),
+    ("--num_workers", "-1", "--num_workers"),
+    ("--gradient_accumulation_steps", "0", "--gradient_accumulation_steps"),
+    ("--train_batch_size", "0", "--train_batch_size"),
+    ("--eval_batch_size", "-2", "--eval_batch_size"),
+    ("--persistent_workers", None, "persistent_workers needs num_workers > 0"),
+    ("--warmup_steps", "10", "warmup_steps (10) must be below num_steps (10)"),
+    ("--num_steps", "-5", "--num_steps"),
+    ("--retention_days", "30", "--retention_days"),
+    ("--name", "../escape", "--name"),
+])
+def test_each_bad_setting_exits_2_naming_the_option(flowers_root: Path, workdir: Path, flag: str,
+                                                    value: str | None, words: str) -> None:
+    args = seed_args(flowers_root, "bad") + ([flag] if value is None else [flag, value])
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert words in flat(result.output)
+    assert not (workdir / "output").exists()
+
+
+def test_bad_yaml_config_file(flowers_root: Path, workdir: Path) -> None:
+    (workdir / "c.yaml").write_text("num_stepz: 3\n")
+    result = runner.invoke(app, [*seed_args(flowers_root), "--config", "c.yaml"])
+    assert result.exit_code == 2 and "unknown option(s): num_stepz" in flat(result.output)
+    result = runner.invoke(app, [*seed_args(flowers_root), "--config", "missing.yaml"])
+    assert result.exit_code == 3
+
+
+def test_resolved_config_is_byte_identical_for_the_same_inputs(flowers_root: Path) -> None:
+    a = load_config(TrainConfig, {"name": "x", "data_root": flowers_root, "num_steps": 7})
+    b = load_config(TrainConfig, {"name": "x", "data_root": flowers_root, "num_steps": 7})
+    assert a.resolved_yaml() == b.resolved_yaml() and a.config_hash() == b.config_hash()
+    assert "warmup_steps: 0" in a.resolved_yaml()  # defaults are resolved, not left out
+
+
+def test_existing_run_is_never_overwritten(tiny_run: Path, flowers_root: Path) -> None:
+    output = tiny_run.parent
+    before = tree_digest(tiny_run, output / "tb" / "flower_mps")
+    result = runner.invoke(app, [*seed_args(flowers_root, "flower_mps"), "--output_dir", str(output)])
+    assert result.exit_code == 4
+    assert "--resume" in result.output and "another --name" in flat(result.output)
+    assert tree_digest(tiny_run, output / "tb" / "flower_mps") == before
+    complete = runner.invoke(app, [*seed_args(flowers_root, "flower_mps"), "--output_dir", str(output), "--resume"])
+    assert complete.exit_code == 4 and "already complete" in flat(complete.output)
+
+
+def test_runs_verify_catches_a_modified_predictions_file(tiny_run: Path, tmp_path: Path) -> None:
+    output = tmp_path / "out"
+    shutil.copytree(tiny_run, output / "flower_mps")
+    shutil.copytree(tiny_run.parent / "tb" / "flower_mps", output / "tb" / "flower_mps")
+    ok = runner.invoke(app, ["runs", "verify", "flower_mps", "--output-dir", str(output)])
+    assert ok.exit_code == 0, ok.output
+    predictions = output / "flower_mps" / "fiftyone" / "predictions.jsonl"
+    predictions.write_text(predictions.read_text().replace('"label": 0', '"label": 1', 1))
+    (output / "flower_mps" / "extra.txt").write_text("not part of the run")
+    bad = runner.invoke(app, ["runs", "verify", "flower_mps", "--output-dir", str(output)])
+    assert bad.exit_code == 2
+    assert "changed   flower_mps/fiftyone/predictions.jsonl" in bad.output
+    assert "unlisted  flower_mps/extra.txt" in bad.output
+
+
+def test_runs_list_and_show(tiny_run: Path) -> None:
+    listed = runner.invoke(app, ["runs", "list", "--output-dir", str(tiny_run.parent)])
+    assert listed.exit_code == 0 and "flower_mps" in listed.output and "complete" in listed.output
+    shown = runner.invoke(app, ["runs", "show", "flower_mps", "--output-dir", str(tiny_run.parent)])
+    assert shown.exit_code == 0 and '"stage_status": "complete"' in shown.output
+    missing = runner.invoke(app, ["runs", "show", "nope", "--output-dir", str(tiny_run.parent)])
+    assert missing.exit_code == 3
+
+
+def test_prune_deletes_only_expired_runs(tiny_run: Path, tmp_path: Path) -> None:
+    output = tmp_path / "out"
+    for name in ("old", "fresh"):
+        shutil.copytree(tiny_run, output / name)
+        record = json.loads((output / name / "run_record.json").read_text()) | {"name": name}
+        (output / name / "run_record.json").write_text(json.dumps(record))
+    shutil.copytree(tiny_run.parent / "tb" / "flower_mps", output / "tb" / "old")
+    write_retention(output / "old" / "RETENTION.txt", "old", "old-id", 90, output / "old", output / "tb" / "old",
+                    created=datetime.now(timezone.utc) - timedelta(days=91))
+    dry = runner.invoke(app, ["runs", "prune", "--older-than-retention", "--dry-run", "--output-dir", str(output)])
+    assert dry.exit_code == 0 and "would delete old" in dry.output and "fresh" not in dry.output
+    assert (output / "old").exists()
+    real = runner.invoke(app, ["runs", "prune", "--older-than-retention", "--output-dir", str(output)])
+    assert real.exit_code == 0
+    assert not (output / "old").exists() and not (output / "tb" / "old").exists() and (output / "fresh").exists()
+
+
+def test_two_identical_runs_give_identical_predictions(prefect_harness, flowers_root: Path, workdir: Path) -> None:
+    from flows.train import train_flow
+
+    results = []
+    for name in ("same-a", "same-b"):
+        config = load_config(TrainConfig, dict(name=name, dataset="flower102", data_root=flowers_root,
+                                               model_type="ViT-Ti_16", img_size=32, num_steps=6, eval_every=3,
+                                               train_batch_size=4, eval_batch_size=2, deterministic=True,
+                                               tiny_train_subset="flower102_tiny", tiny_infer_subset="flower102_tiny"))
+        results.append(train_flow(config))
+    a, b = (Path(r["run_dir"]) / "fiftyone" / "predictions.jsonl" for r in results)
+    assert a.read_bytes() == b.read_bytes()
+    assert results[0]["train"]["final_loss"] == results[1]["train"]["final_loss"]
+    record = json.loads((Path(results[0]["run_dir"]) / "run_record.json").read_text())
+    assert record["determinism"]["torch_deterministic_algorithms"] is True
+    assert set(record["determinism"]["sample_ids_sha256"]) == {"train", "val"}
+
+
+def test_resume_after_the_process_is_killed(prefect_harness, flowers_root: Path, workdir: Path) -> None:
+    """Kill a real CLI run after its first checkpoint; --resume finishes it exactly as an uninterrupted run."""
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.train import train_flow
+
+    flags = ["--dataset", "flower102", "--data_root", str(flowers_root), "--model_type", "testing", "--img_size",
+             "32", "--num_steps", "400", "--eval_every", "40", "--train_batch_size", "4", "--eval_batch_size", "2",
+             "--tiny_train_subset", "flower102_tiny", "--tiny_infer_subset", "flower102_tiny"]
+    env = os.environ | {"PREFECT_API_URL": PREFECT_API_URL.value()}  # the session's server: no ephemeral start-up
+    cmd = [sys.executable, "-m", "flowerkit", "train", "--name", "killed", *flags]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=workdir)
+    ckpt = workdir / "output" / "killed" / "checkpoints" / "ckpt.bin"
+    deadline = time.monotonic() + 60
+    while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    record = json.loads((workdir / "output" / "killed" / "run_record.json").read_text())
+    assert record["stage_status"] != "complete", "the run finished before it could be killed"
+
+    resumed = subprocess.run([*cmd, "--resume"], env=env, capture_output=True, text=True, cwd=workdir)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    record = json.loads((workdir / "output" / "killed" / "run_record.json").read_text())
+    assert record["stage_status"] == "complete" and record["progress"]["step"] == 400 and record["resumed"] == 1
+    assert "resuming from" in (workdir / "output" / "killed" / "run.log").read_text()
+
+    straight = train_flow(load_config(TrainConfig, dict(name="straight", **_as_kwargs(flags))))
+    assert straight["train"]["steps"] == 400
+    killed_rows = (workdir / "output" / "killed" / "fiftyone" / "predictions.jsonl").read_bytes()
+    assert killed_rows == (Path(straight["run_dir"]) / "fiftyone" / "predictions.jsonl").read_bytes()
+
+
+def _as_kwargs(flags: list[str]) -> dict[str, str]:
+    return {flags[i].lstrip("-"): flags[i + 1] for i in range(0, len(flags), 2)}
