@@ -284,6 +284,10 @@ def load_run(run_dir: Path, dataset_name: str | None = None, overwrite: bool = F
             fo.delete_dataset(name)
         raise
 
+    # Report the classes that occur (as truth or prediction), as sklearn does: a tiny subset would
+    # otherwise drown its handful of classes in rows of zeros, and macro averages would disagree with the run.
+    seen = {r.label for r in rows} | {r.prediction for r in rows}
+    report_classes = [c for i, c in enumerate(classes) if i in seen]
     return LoadResult(
         dataset_name=name,
         run_name=run_name,
@@ -291,9 +295,9 @@ def load_run(run_dir: Path, dataset_name: str | None = None, overwrite: bool = F
         num_samples=len(dataset),
         splits=splits,
         config_hash=config_hash,
-        classes=list(classes),
-        metrics=dict(results.metrics(classes=list(classes))),
-        report=results.report(classes=list(classes)),
+        classes=report_classes,
+        metrics=dict(results.metrics(classes=report_classes)),
+        report=results.report(classes=report_classes),
         results=results,
     )
 

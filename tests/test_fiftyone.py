@@ -1,8 +1,7 @@
 """FiftyOne runtime and `flowerkit fiftyone load`, checked through FiftyOne's own API.
 
-Only the `run_dir` fixture knows how the run was made (today: by hand, in the documented artifact
-format). To test against a real tiny training run, replace that fixture and nothing else: every
-expectation below is read back from the run's own files (predictions.jsonl, per_class_metrics.json,
+The `run_dir` fixture is a real tiny training run made by the train flow; every expectation below is
+read back from the run's own files (predictions.jsonl, per_class_metrics.json,
 labelmap.json, run_record.json).
 
 The database is a private mongod on a temporary folder (FIFTYONE_DATABASE_DIR), stopped at the end
@@ -55,60 +54,17 @@ def fo(tmp_path_factory):
             os.environ[k] = v
 
 
-CLASSES = ["pink primrose", "hard-leaved pocket orchid", "canterbury bells", "sweet pea", "english marigold"]
-# (label, prediction) per evaluated sample: 12 samples, 8 correct; class 4 is never predicted.
-PAIRS = [(0, 0), (0, 0), (0, 1), (1, 1), (1, 1), (1, 2), (2, 2), (2, 2), (3, 3), (3, 0), (4, 4), (4, 3)]
-
-
-def _write_per_class_metrics(path: Path, labels: list[int], preds: list[int], names: list[str]) -> None:
-    rows = []
-    for cid, name in enumerate(names):
-        tp = sum(1 for y, p in zip(labels, preds) if y == cid and p == cid)
-        n_pred = sum(1 for p in preds if p == cid)
-        support = sum(1 for y in labels if y == cid)
-        precision = tp / n_pred if n_pred else 0.0
-        recall = tp / support if support else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        rows.append({"class_id": cid, "class_name": name, "precision": precision, "recall": recall,
-                     "f1": f1, "support": support})
-    accuracy = sum(y == p for y, p in zip(labels, preds)) / len(labels)
-    macro_f1 = sum(r["f1"] for r in rows) / len(rows)
-    path.write_text(json.dumps({"classes": rows, "accuracy": accuracy, "macro_f1": macro_f1}, indent=2))
-
-
 @pytest.fixture(scope="session")
-def run_dir(tmp_path_factory) -> Path:
-    """A finished run directory (hand-made, in the format of docs/artifacts.md). Swap for a real run."""
-    from PIL import Image
+def run_dir(prefect_harness, flowers_root: Path, tmp_path_factory) -> Path:
+    """A real finished run: the train flow on the tiny subset (12 evaluated samples, logits exported)."""
+    from flowerkit.config import TrainConfig, load_config
+    from flows.train import train_flow
 
-    output = tmp_path_factory.mktemp("output")
-    data = tmp_path_factory.mktemp("jpg")
-    run = output / "tiny-run"
-    (run / "fiftyone").mkdir(parents=True)
-    config = "run_name: tiny-run\nmodel: vit_tiny\nimage_size: 64\nseed: 0\n"
-    (run / "config_resolved.yaml").write_text(config)
-    (run / "labelmap.json").write_text(json.dumps({str(i): n for i, n in enumerate(CLASSES)}))
-    (run / "run_record.json").write_text(json.dumps({
-        "schema_version": 1, "run_id": "tiny-run-20250101T000000Z-abcdef", "name": "tiny-run", "flow": "eval",
-        "stage_status": "complete", "config_hash": hashlib.sha256(config.encode()).hexdigest(),
-    }))
-    with (run / "fiftyone" / "predictions.jsonl").open("w") as fh:
-        for i, (y, p) in enumerate(PAIRS):
-            image_id = 100 + i
-            path = data / f"image_{image_id:05d}.jpg"
-            Image.new("RGB", (24, 16), (20 * i, 255 - 20 * i, 90)).save(path, "JPEG")
-            logits = [0.1 * k for k in range(len(CLASSES))]
-            logits[p] = 3.0
-            exps = [math.exp(v) for v in logits]
-            top5 = sorted(range(len(CLASSES)), key=lambda k: -logits[k])[:5]
-            fh.write(json.dumps({
-                "sample_id": f"image_{image_id:05d}", "image_id": image_id, "filepath": str(path), "split": "test",
-                "label": y, "label_name": CLASSES[y], "prediction": p, "prediction_name": CLASSES[p],
-                "confidence": exps[p] / sum(exps), "top5": top5, "logits": logits,
-            }) + "\n")
-    _write_per_class_metrics(run / "fiftyone" / "per_class_metrics.json",
-                             [y for y, _ in PAIRS], [p for _, p in PAIRS], CLASSES)
-    return run
+    config = load_config(TrainConfig, dict(
+        name="tiny-run", dataset="flower102", data_root=flowers_root, model_type="testing", img_size=32,
+        num_steps=20, eval_every=10, train_batch_size=8, eval_batch_size=6, tiny_train_subset="flower102_tiny",
+        tiny_infer_subset="flower102_tiny", export_logits=True, output_dir=tmp_path_factory.mktemp("output")))
+    return Path(train_flow(config)["run_dir"])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -190,11 +146,13 @@ def test_load_run_builds_dataset_that_matches_the_run(fo, run_dir):
     # FiftyOne's evaluation against the rows and against the run's own per-class metrics.
     row_accuracy = sum(r["label"] == r["prediction"] for r in rows) / len(rows)
     assert result.accuracy == pytest.approx(row_accuracy)
-    assert result.accuracy == pytest.approx(per_class["accuracy"])
+    assert result.accuracy == pytest.approx(per_class["accuracy"], abs=1e-6)  # the run rounds to 6 places
     assert dataset.get_evaluation_info("eval").key == "eval"
     stored = dataset.load_evaluation_results("eval")
     assert stored.metrics()["accuracy"] == pytest.approx(row_accuracy)
-    for c in per_class["classes"]:
+    occurring = [c for c in per_class["classes"] if c["class_name"] in result.classes]
+    assert {c["class_name"] for c in per_class["classes"] if c["support"]} <= set(result.classes)
+    for c in occurring:
         fo_row = result.report[c["class_name"]]
         assert fo_row["support"] == c["support"], c["class_name"]
         assert fo_row["precision"] == pytest.approx(c["precision"], abs=1e-6), c["class_name"]
@@ -282,8 +240,8 @@ def test_cli_load_prints_report_and_dataset_name(fo, run_dir):
                                  "--dataset-name", "fk-test-cli", "--overwrite"])
     assert result.exit_code == 0, result.output
     assert "FiftyOne dataset: fk-test-cli" in result.output
-    for name in _labelmap(run_dir):
-        assert name in result.output
+    for row in _rows(run_dir):  # every class that occurs is in the printed report
+        assert row["label_name"] in result.output and row["prediction_name"] in result.output
     assert fo.dataset_exists("fk-test-cli")
 
     again = runner.invoke(app, ["load", str(run_dir), "--dataset-name", "fk-test-cli"])
