@@ -32,12 +32,15 @@ def artifact_key(flow: str, run_name: str, kind: str) -> str:
 
 
 def summary_markdown(flow: str, run_name: str, run_id: str, device: str, precision: str, config_hash: str,
-                     metrics: dict, paths: Iterable[Path], training: dict | None = None) -> str:
+                     metrics: dict, paths: Iterable[Path], training: dict | None = None,
+                     checkpoint: str | None = None) -> str:
     """The run summary: where it ran, which configuration, how well it did, and where its files are."""
     lines = [f"# flowerkit {flow}: `{run_name}`", "",
              f"- run id: `{run_id}`",
              f"- device: `{device}` ({precision})",
              f"- config hash: `{config_hash}`"]
+    if checkpoint:
+        lines.append(f"- evaluated checkpoint: `{checkpoint}`")
     if training:
         lines.append(f"- training: steps {training['start_step']} -> {training['steps']}, final loss "
                      f"{training['final_loss']:.4f}, {training['images_per_second']:.1f} img/s")

@@ -26,6 +26,11 @@ def _log_to_file(path: Path) -> Iterator[None]:
     handler = logging.FileHandler(path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     loggers = [logging.getLogger(name) for name in LOGGERS]
+    ours, level = loggers[0], loggers[0].level
+    # The CLI sets INFO; a deployment's flow run does not go through the CLI, and run.log needs our INFO
+    # lines (steps, evaluations, "resuming from ... at step N") there too.
+    if ours.getEffectiveLevel() > logging.INFO:
+        ours.setLevel(logging.INFO)
     for logger in loggers:
         logger.addHandler(handler)
     try:
@@ -33,6 +38,7 @@ def _log_to_file(path: Path) -> Iterator[None]:
     finally:
         for logger in loggers:
             logger.removeHandler(handler)
+        ours.setLevel(level)
         handler.close()
 
 

@@ -49,6 +49,6 @@ def eval_flow(config: EvalConfig, resume: bool = False) -> dict:
                     selection["subset"], run_dir=run_dir)
         write_retention(config, record["run_id"], run_dir=run_dir)
         publish_results(config, "eval", record["run_id"], device["device"], precision, exported["metrics"],
-                        run_dir=run_dir)
+                        checkpoint=str(config.checkpoint), run_dir=run_dir)
     return {"run_dir": str(run_dir), "tb_dir": str(config.tb_dir), "device": device, "precision": precision,
             "metrics": exported["metrics"], "files": exported["files"]}

@@ -18,10 +18,10 @@ KEY_FILES = ("run_record.json", "config_resolved.yaml", "metrics.json", "metrics
 
 @task(name="publish_results", retries=2, retry_delay_seconds=1, retry_condition_fn=retry_unless_user_error)
 def publish_results(config: RunConfig, flow: str, run_id: str, device: str, precision: str, metrics: dict,
-                    training: dict | None = None, *, run_dir: Path) -> dict:
+                    training: dict | None = None, checkpoint: str | None = None, *, run_dir: Path) -> dict:
     """Markdown summary (device, config hash, metrics, file paths) and a per-class metrics table."""
     paths = [run_dir / rel for rel in KEY_FILES if (run_dir / rel).exists()] + [config.tb_dir]
     markdown = summary_markdown(flow, config.name, run_id, device, precision, config.config_hash(), metrics,
-                                paths, training)
+                                paths, training, checkpoint)
     summary_id, table_id = publish_summary(flow, config.name, markdown, run_dir)
     return {"summary": str(summary_id), "per_class": str(table_id)}

@@ -107,3 +107,16 @@ def test_unknown_subset_name_and_missing_manifest() -> None:
         resolve_subset("flower102_huge")
     with pytest.raises(MissingInputError, match="does not exist"):
         resolve_subset("subsets/nothing.yaml")
+
+
+def test_synthetic_dataset_is_generated_once_and_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from flowerkit.data import selection
+    from flowerkit.data.synth import SynthSpec
+
+    monkeypatch.setenv("FLOWERKIT_CACHE_DIR", str(tmp_path / "cache"))
+    spec = SynthSpec(images_per_class=2, size=32, seed=3)
+    root = selection.synthetic_root(spec)
+    assert open_flowers102(root).labels.size == 204
+    stamp = (root / "setid.mat").stat().st_mtime_ns
+    assert selection.synthetic_root(spec) == root and (root / "setid.mat").stat().st_mtime_ns == stamp
+    assert not list(root.parent.glob(".*partial*"))  # generated into a staging folder, then renamed

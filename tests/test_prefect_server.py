@@ -2,8 +2,8 @@
 
 One server (its own PREFECT_HOME and SQLite database under tmp), one `prefect deploy --all` and one worker
 serve the whole module: each costs seconds to start. Each flow run is a fresh worker subprocess that
-imports torch (~5 s here), so the module starts as few runs as the checks need: train, eval, and three
-concurrent runs.
+imports torch (~5 s here), so the module starts few runs, and at once where it can: three concurrent
+train runs (two of them with the same run name), then one eval run.
 """
 
 from __future__ import annotations
@@ -16,12 +16,13 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
-import httpx
 import pytest
 
 from flowerkit.artifacts.record import read_record
@@ -34,6 +35,7 @@ SEED_PARAMS = dict(dataset="flower102", model_type="testing", img_size=64, num_s
                    train_batch_size=4, eval_batch_size=2, tiny_train_subset="flower102_tiny",
                    tiny_infer_subset="flower102_tiny", prefer_mps=True)
 RUN_TIMEOUT_S = 180
+DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # 127.0.0.1 never through a proxy
 
 
 @dataclass
@@ -75,9 +77,10 @@ def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout_s: float 
         if proc.poll() is not None:
             pytest.fail(f"prefect server exited with {proc.returncode}:\n{_tail(log)}")
         try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
+            with DIRECT.open(f"{url}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:  # not listening yet
             pass
         time.sleep(0.3)
     pytest.fail(f"prefect server not healthy after {timeout_s} s:\n{_tail(log)}")
@@ -142,7 +145,7 @@ def _start_run(deployment: str, config: dict) -> UUID:
     return run_deployment(deployment, parameters={"config": config}, timeout=0).id
 
 
-def _wait_final(run_ids: list[UUID]) -> dict[UUID, object]:
+def _wait_final(run_ids: list[UUID]) -> dict[UUID, Any]:
     """The final state of each flow run (Completed, Failed, Crashed ...)."""
     from prefect.client.orchestration import get_client
 
@@ -158,7 +161,7 @@ def _wait_final(run_ids: list[UUID]) -> dict[UUID, object]:
     return final
 
 
-def _artifacts(run_id: UUID) -> dict[str, object]:
+def _artifacts(run_id: UUID) -> dict[str, Any]:
     """The run's flowerkit artifacts by kind (Prefect links others of its own, such as results)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
@@ -180,53 +183,102 @@ def _assert_intact(run_dir: Path) -> dict:
     return record
 
 
-@pytest.mark.prefect_server
-def test_train_then_eval_through_the_worker(worker, flowers_root: Path, tmp_path: Path) -> None:
-    common = SEED_PARAMS | {"data_root": str(flowers_root), "output_dir": str(tmp_path)}
-    train_id = _start_run(TRAIN, common | {"name": "srv-train"})
-    assert _wait_final([train_id])[train_id].is_completed()
+def test_progress_updates_are_throttled(prefect_harness) -> None:
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterId
 
-    run_dir = tmp_path / "srv-train"
+    from flowerkit.prefect_artifacts import ProgressArtifact
+
+    @flow
+    def ten_steps() -> tuple[list[int], UUID]:
+        now, sent = [0.0], []
+        progress = ProgressArtifact("train", "throttled", min_interval_s=2.0, clock=lambda: now[0])
+        for step in range(1, 11):
+            now[0] += 0.5
+            before = progress.updates
+            progress(step, 10)
+            sent += [step] if progress.updates > before else []
+        return sent, progress.artifact_id
+
+    sent, artifact_id = ten_steps()
+    assert sent == [4, 8, 10]  # two seconds apart, and the last step always
+    with get_client(sync_client=True) as client:
+        (artifact,) = client.read_artifacts(artifact_filter=ArtifactFilter(id=ArtifactFilterId(any_=[artifact_id])))
+    assert artifact.key == "flowerkit-train-throttled-progress" and float(artifact.data) == 100.0
+
+
+@dataclass
+class TrainRuns:
+    output_dir: Path
+    ids: dict[str, list[UUID]]  # run name -> flow-run ids started with it
+    states: dict[UUID, Any]
+
+
+@pytest.fixture(scope="module")
+def train_runs(worker, flowers_root: Path, tmp_path_factory: pytest.TempPathFactory) -> TrainRuns:
+    """Three train runs started at once: 'trained' and twice 'twin' (the same run name)."""
+    output_dir = tmp_path_factory.mktemp("server-runs")
+    config = SEED_PARAMS | {"data_root": str(flowers_root), "output_dir": str(output_dir)}
+    ids = {name: [_start_run(TRAIN, config | {"name": name}) for _ in range(count)]
+           for name, count in (("trained", 1), ("twin", 2))}
+    return TrainRuns(output_dir, ids, _wait_final([i for run_ids in ids.values() for i in run_ids]))
+
+
+@pytest.mark.prefect_server
+def test_train_run_leaves_its_files_and_prefect_artifacts(train_runs: TrainRuns) -> None:
+    (run_id,) = train_runs.ids["trained"]
+    assert train_runs.states[run_id].is_completed()
+    run_dir = train_runs.output_dir / "trained"
     record = _assert_intact(run_dir)
-    assert record["flow_run_id"] == str(train_id)
+    assert record["flow_run_id"] == str(run_id)
     assert record["progress"] == {"step": 10, "total_steps": 10}
     checkpoint = run_dir / "checkpoints" / "ckpt.bin"
-    assert checkpoint.is_file() and (tmp_path / "tb" / "srv-train").is_dir()
+    assert checkpoint.is_file() and (train_runs.output_dir / "tb" / "trained").is_dir()
 
-    shown = _artifacts(train_id)
+    shown = _artifacts(run_id)
     assert set(shown) == {"summary", "per-class", "progress"}
-    assert record["config_hash"] in shown["summary"].data and str(checkpoint) in shown["summary"].data
-    assert f"| accuracy | {round(record['metrics']['accuracy'], 4)} |" in shown["summary"].data
-    rows = json.loads(shown["per-class"].data) if isinstance(shown["per-class"].data, str) else shown["per-class"].data
+    summary = shown["summary"].data
+    assert record["config_hash"] in summary and str(checkpoint) in summary and "- device: `cpu`" in summary
+    assert f"| accuracy | {round(record['metrics']['accuracy'], 4)} |" in summary
+    rows = json.loads(shown["per-class"].data)
     assert len(rows) == 102 and {"class_name", "precision", "recall", "f1", "support"} <= set(rows[0])
+    assert sum(row["support"] for row in rows) == record["metrics"]["num_samples"]
     assert float(shown["progress"].data) == 100.0
-
-    eval_params = {k: v for k, v in common.items() if k in ("dataset", "data_root", "output_dir",
-                                                            "tiny_infer_subset", "eval_batch_size")}
-    eval_id = _start_run(EVAL, eval_params | {"name": "srv-eval", "checkpoint": str(checkpoint)})
-    assert _wait_final([eval_id])[eval_id].is_completed()
-    eval_record = _assert_intact(tmp_path / "srv-eval")
-    assert eval_record["flow"] == "eval" and eval_record["flow_run_id"] == str(eval_id)
-    assert (tmp_path / "srv-eval" / "fiftyone" / "predictions.jsonl").is_file()
-    assert set(_artifacts(eval_id)) == {"summary", "per-class"}
 
 
 @pytest.mark.prefect_server
-def test_concurrent_runs_get_their_own_directory_or_a_refusal(worker, flowers_root: Path, tmp_path: Path) -> None:
-    common = SEED_PARAMS | {"data_root": str(flowers_root), "output_dir": str(tmp_path)}
-    names = ["par-a", "par-b", "par-b"]
-    ids = [_start_run(TRAIN, common | {"name": name}) for name in names]
-    states = _wait_final(ids)
+def test_eval_run_of_the_trained_checkpoint(train_runs: TrainRuns, flowers_root: Path) -> None:
+    checkpoint = train_runs.output_dir / "trained" / "checkpoints" / "ckpt.bin"
+    assert checkpoint.is_file()
+    run_id = _start_run(EVAL, {"name": "evaluated", "checkpoint": str(checkpoint), "dataset": "flower102",
+                               "data_root": str(flowers_root), "tiny_infer_subset": "flower102_tiny",
+                               "eval_batch_size": 2, "output_dir": str(train_runs.output_dir)})
+    assert _wait_final([run_id])[run_id].is_completed()
+    run_dir = train_runs.output_dir / "evaluated"
+    record = _assert_intact(run_dir)
+    assert record["flow"] == "eval" and record["flow_run_id"] == str(run_id)
+    assert len((run_dir / "fiftyone" / "predictions.jsonl").read_text().splitlines()) == 4
+    shown = _artifacts(run_id)
+    assert set(shown) == {"summary", "per-class"}
+    assert f"evaluated checkpoint: `{checkpoint}`" in shown["summary"].data
+    assert record["config_hash"] in shown["summary"].data
 
-    assert states[ids[0]].is_completed()
-    same_name = [states[i] for i in ids[1:]]
-    assert sorted(s.type.value for s in same_name) == ["COMPLETED", "FAILED"]
-    refused = next(s for s in same_name if s.is_failed())
+
+@pytest.mark.prefect_server
+def test_concurrent_runs_get_their_own_directory_or_a_refusal(train_runs: TrainRuns) -> None:
+    """Different names: both complete. The same name: one runs, the other is refused (exit 4's error)."""
+    (trained,) = train_runs.ids["trained"]
+    assert train_runs.states[trained].is_completed()
+    twins = {i: train_runs.states[i] for i in train_runs.ids["twin"]}
+    assert sorted(state.type.value for state in twins.values()) == ["COMPLETED", "FAILED"]
+    winner = next(i for i, state in twins.items() if state.is_completed())
+    refused = next(state for state in twins.values() if state.is_failed())
     assert "RunExistsError" in refused.message
-    winner = next(i for i in ids[1:] if states[i].is_completed())
-    assert _assert_intact(tmp_path / "par-a")["flow_run_id"] == str(ids[0])
-    assert _assert_intact(tmp_path / "par-b")["flow_run_id"] == str(winner)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["par-a", "par-b", "tb"]
+    # Neither damaged the other's files: each record names its own flow run, every indexed file is intact.
+    assert _assert_intact(train_runs.output_dir / "twin")["flow_run_id"] == str(winner)
+    assert _assert_intact(train_runs.output_dir / "trained")["flow_run_id"] == str(trained)
+    assert {p.name for p in (train_runs.output_dir / "tb").iterdir()} >= {"trained", "twin"}
 
 
 @pytest.mark.prefect_server
@@ -239,7 +291,7 @@ def test_served_deployments_take_the_same_parameters(worker) -> None:
     with get_client(sync_client=True) as client:
         for served in served_deployments():
             deployed = client.read_deployment_by_name(f"{served.flow_name}/{served.name}")
-            assert deployed.parameter_openapi_schema == served._parameter_openapi_schema
+            assert deployed.parameter_openapi_schema == served._parameter_openapi_schema.model_dump_for_openapi()
             assert deployed.pull_steps == [{"prefect.deployments.steps.set_working_directory": {
                 "directory": str(REPO)}}]
 

@@ -62,12 +62,14 @@ def help_text(field: FieldInfo) -> str:
 def _option(name: str, field: FieldInfo) -> tuple[Any, Any]:
     kind = _base_type(field.annotation)
     under, dash = f"--{name}", f"--{name.replace('_', '-')}"
-    spellings = [under] if under == dash else [under, dash]
+    panel = (field.json_schema_extra or {}).get("group", "options").title()
     if kind is bool:
-        flags = [f"{s}/--no{s[1:]}" for s in spellings]
-        return bool | None, typer.Option(None, *flags, help=help_text(field), show_default=False)
+        flags = [f"{under}/--no_{name}"] + ([] if under == dash else [f"{dash}/--no-{name.replace('_', '-')}"])
+        return bool | None, typer.Option(None, *flags, help=help_text(field), show_default=False,
+                                         rich_help_panel=panel)
+    spellings = [under] if under == dash else [under, dash]
     return kind | None, typer.Option(None, *spellings, help=help_text(field), show_default=False,
-                                     rich_help_panel=(field.json_schema_extra or {}).get("group", "options").title())
+                                     rich_help_panel=panel)
 
 
 def command_from_config(cls: type[RunConfig], run: Callable[..., None]) -> Callable[..., None]:
