@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from flowerkit.artifacts.files import utc_now
-from flowerkit.artifacts.record import index_artifacts, run_files, update_record
+from flowerkit.artifacts.record import refresh_artifact_index, update_record
 from flowerkit.config import RunConfig
 from flowerkit.rundir import claim_run_dir
 
@@ -66,5 +66,5 @@ def run_lifecycle(config: RunConfig, flow: str, resume: bool, total_steps: int, 
 
 def _finish(config: RunConfig, status: str, error: dict | None) -> None:
     """Index every file of the run (TensorBoard events included), then set the final status."""
-    index_artifacts(config.run_dir, config.output_dir, run_files(config.run_dir, config.tb_dir))
+    refresh_artifact_index(config.run_dir, config.output_dir)
     update_record(config.run_dir, stage_status=status, ended_utc=utc_now(), error=error)

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from flowerkit.artifacts.record import set_task_state
+from flowerkit.artifacts.record import refresh_artifact_index, set_task_state
 from flowerkit.errors import ConfigError, MissingInputError, RunExistsError
 
 # A user's mistake does not heal by retrying; only unexpected failures (I/O, a killed step) are retried.
@@ -50,6 +50,7 @@ def tracked(name: str, retries: int) -> Callable:
             except BaseException:
                 set_task_state(run_dir, name, "retrying" if attempt <= retries else "failed", attempt)
                 raise
+            refresh_artifact_index(run_dir, Path(run_dir).parent)  # the record follows each artifact as written
             set_task_state(run_dir, name, "completed", attempt)
             return result
 

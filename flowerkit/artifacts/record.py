@@ -90,6 +90,7 @@ def artifact_entry(path: Path, output_dir: Path) -> dict[str, Any]:
         "bytes": stat.st_size,
         "created_utc": datetime.fromtimestamp(stat.st_mtime, timezone.utc).isoformat(timespec="seconds")
         .replace("+00:00", "Z"),
+        "mtime_ns": stat.st_mtime_ns,  # lets a refresh skip re-hashing unchanged files
     }
 
 
@@ -103,6 +104,21 @@ def index_artifacts(run_dir: Path, output_dir: Path, paths: Iterable[Path]) -> N
         record["artifact_index"] = sorted(by_path.values(), key=lambda e: e["relative_path"])
 
     update_record(run_dir, mutate)
+
+
+def refresh_artifact_index(run_dir: Path, output_dir: Path) -> None:
+    """Index every file of the run that is new or changed since it was last indexed."""
+    run_dir = Path(run_dir)
+    known = {e["relative_path"]: e for e in read_record(run_dir)["artifact_index"]}
+    root = Path(output_dir).resolve()
+    changed = []
+    for path in run_files(run_dir, Path(output_dir) / "tb" / run_dir.name):
+        entry = known.get(path.resolve().relative_to(root).as_posix())
+        stat = path.stat()
+        if entry is None or entry["bytes"] != stat.st_size or entry.get("mtime_ns") != stat.st_mtime_ns:
+            changed.append(path)
+    if changed:
+        index_artifacts(run_dir, output_dir, changed)
 
 
 def run_files(run_dir: Path, tb_dir: Path) -> list[Path]:
