@@ -1,0 +1,66 @@
+"""Artifact writers: metrics agree with scikit-learn, the stamp never has an empty field, atomic records."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from flowerkit.artifacts.classification import classification_report
+from flowerkit.artifacts.files import atomic_write_json, read_json
+from flowerkit.artifacts.retention import read_expiry, retention_text
+from flowerkit.artifacts.stamp import STAMP_FIELDS, build_stamp, missing_fields, package_version
+
+
+def test_classification_report_agrees_with_scikit_learn() -> None:
+    from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support, top_k_accuracy_score
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, size=200)
+    logits = rng.normal(size=(200, 10)) + 2.0 * np.eye(10)[labels]
+    report = classification_report(logits, labels, [f"c{i}" for i in range(10)])
+    predictions = logits.argmax(1)
+    precision, recall, f1, support = precision_recall_fscore_support(labels, predictions, labels=range(10),
+                                                                     zero_division=0)
+    assert report["accuracy"] == pytest.approx(accuracy_score(labels, predictions), abs=1e-6)
+    assert report["top5_accuracy"] == pytest.approx(top_k_accuracy_score(labels, logits, k=5), abs=1e-6)
+    assert report["macro_f1"] == pytest.approx(f1_score(labels, predictions, average="macro"), abs=1e-6)
+    for c, row in enumerate(report["per_class"]):
+        assert (row["precision"], row["recall"], row["f1"]) == pytest.approx((precision[c], recall[c], f1[c]),
+                                                                             abs=1e-6)
+        assert row["support"] == support[c]
+    assert report["confusion"].sum() == 200
+
+
+def test_absent_package_is_recorded_as_missing_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        assert package_version("surely-not-an-installed-package") == "missing"
+    assert "not installed" in caplog.text
+
+
+def test_stamp_fields_are_never_empty_on_a_cpu_machine() -> None:
+    stamp = build_stamp("run-1", "abc", 42, "cpu", "fp32", "not used (eval-only run)", "flower102_tiny.yaml")
+    assert missing_fields(stamp) == [] and set(STAMP_FIELDS) <= set(stamp)
+    assert stamp["fp16"] is False and stamp["precision"] == "fp32"
+    if stamp["gpu_count"] == 0:
+        assert stamp["gpu_name"] == "none (CPU only)" and "not applicable" in stamp["driver_version"]
+
+
+def test_retention_must_be_at_least_90_days(tmp_path: Path) -> None:
+    from datetime import datetime, timezone
+
+    created = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    text = retention_text("r", "r-1", created, 90, tmp_path / "r", tmp_path / "tb" / "r")
+    (tmp_path / "RETENTION.txt").write_text(text)
+    assert read_expiry(tmp_path / "RETENTION.txt") == datetime(2026, 4, 1, tzinfo=timezone.utc)
+    with pytest.raises(ValueError):
+        retention_text("r", "r-1", created, 30, tmp_path / "r", tmp_path / "tb" / "r")
+
+
+def test_atomic_json_write_leaves_no_temporary_files(tmp_path: Path) -> None:
+    atomic_write_json(tmp_path / "a.json", {"x": 1})
+    atomic_write_json(tmp_path / "a.json", {"x": 2})
+    assert read_json(tmp_path / "a.json") == {"x": 2}
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
