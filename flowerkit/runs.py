@@ -12,20 +12,28 @@ from typing import Any
 from flowerkit.artifacts.files import sha256_file
 from flowerkit.artifacts.record import RECORD_NAME, read_record, run_files
 from flowerkit.artifacts.retention import read_expiry
-from flowerkit.errors import MissingInputError
+from flowerkit.errors import ConfigError, MissingInputError
+
+
+STAMP_NAME = "env_stamp.json"
+SKIPPED_DIRS = {"tb"}  # the TensorBoard root; dot-folders (the dashboard's launch logs) are skipped too
 
 
 @dataclass(frozen=True)
 class RunSummary:
+    """One run as its files describe it: a row of ``flowerkit runs list`` and of the dashboard."""
+
     name: str
-    flow: str
-    status: str
-    device: str
-    step: int
-    total_steps: int
-    accuracy: float | None
-    started_utc: str
-    run_dir: Path
+    path: Path
+    flow: str = "?"
+    status: str = "unknown"
+    device: str = "-"
+    step: int = 0
+    total_steps: int = 0
+    loss: float | None = None  # the latest train loss: only readers that tail metrics.jsonl (the dashboard) set it
+    accuracy: float | None = None
+    started_utc: str = ""
+    metrics: dict[str, Any] = field(default_factory=dict)
 
     def age(self, now: datetime | None = None) -> str:
         try:
@@ -39,25 +47,62 @@ class RunSummary:
         return f"{max(seconds, 0)}s"
 
 
-def summarize(record: dict[str, Any], run_dir: Path) -> RunSummary:
+def read_json_or_none(path: Path) -> Any:
+    """The parsed file, or None when it is absent, unreadable or half-written (another process writes runs)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def run_status(record: dict[str, Any]) -> str:
+    """running / retrying / complete / failed, from the record's stage status and task states."""
+    stage = record.get("stage_status")
+    if stage in ("complete", "failed"):
+        return str(stage)
+    tasks = record.get("tasks") or {}
+    if any(isinstance(t, dict) and t.get("state") == "retrying" for t in tasks.values()):
+        return "retrying"
+    return "running"
+
+
+def find_run_dirs(output_dir: Path) -> list[Path]:
+    """Folders of ``output_dir`` holding a run record or an env stamp, by name."""
+    try:
+        entries = list(Path(output_dir).iterdir())
+    except OSError:
+        return []
+    found = [p for p in entries if p.name not in SKIPPED_DIRS and not p.name.startswith(".")
+             and ((p / RECORD_NAME).is_file() or (p / STAMP_NAME).is_file())]
+    return sorted(found, key=lambda p: p.name)
+
+
+def summarize(run_dir: Path) -> RunSummary:
+    """A run from its files: record first, env stamp for what the record lacks; a vanished run reads as unknown."""
+    record = read_json_or_none(run_dir / RECORD_NAME) or {}
+    stamp = read_json_or_none(run_dir / STAMP_NAME) or {}
     progress = record.get("progress") or {}
+    metrics = record.get("metrics") or {}
     return RunSummary(
-        name=record.get("name", run_dir.name), flow=record.get("flow", "?"),
-        status=record.get("stage_status", "?"), device=record.get("device") or "-",
-        step=int(progress.get("step", 0)), total_steps=int(progress.get("total_steps", 0)),
-        accuracy=(record.get("metrics") or {}).get("accuracy"), started_utc=record.get("started_utc") or "",
-        run_dir=run_dir)
+        name=run_dir.name, path=run_dir, flow=str(record.get("flow") or "?"),
+        status=run_status(record) if record else ("complete" if stamp else "unknown"),
+        device=str(record.get("device") or stamp.get("device") or "-"),
+        step=int(progress.get("step") or 0), total_steps=int(progress.get("total_steps") or 0),
+        accuracy=as_float(metrics.get("accuracy")), metrics=metrics,
+        started_utc=str(record.get("started_utc") or stamp.get("timestamp") or ""))
 
 
 def find_runs(output_dir: Path) -> list[RunSummary]:
-    """Every run directory under ``output_dir`` with a readable record, oldest first."""
-    runs = []
-    for record_path in sorted(Path(output_dir).glob(f"*/{RECORD_NAME}")):
-        try:
-            runs.append(summarize(read_record(record_path.parent), record_path.parent))
-        except (OSError, json.JSONDecodeError):
-            continue  # a run being created or removed right now
+    """Every run under ``output_dir``, oldest first."""
+    runs = [summarize(run_dir) for run_dir in find_run_dirs(output_dir)]
     return sorted(runs, key=lambda r: (r.started_utc, r.name))
+
+
+def as_float(value: Any) -> float | None:
+    try:
+        return None if value is None else float(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def run_dir_of(output_dir: Path, name: str) -> Path:
@@ -66,6 +111,9 @@ def run_dir_of(output_dir: Path, name: str) -> Path:
         known = ", ".join(r.name for r in find_runs(output_dir)) or "none"
         raise MissingInputError(f"No run named '{name}' under {output_dir} (no {run_dir / RECORD_NAME}). "
                                 f"Runs there: {known}. Pass --output-dir if the runs live elsewhere.")
+    if read_json_or_none(run_dir / RECORD_NAME) is None:
+        raise ConfigError(f"{run_dir / RECORD_NAME} is not valid JSON. Records are written atomically, so the file "
+                          "was damaged after the run; restore it from a backup before verifying this run.")
     return run_dir
 
 
@@ -114,11 +162,11 @@ def expired_runs(output_dir: Path, now: datetime | None = None) -> list[PruneCan
     now = now or datetime.now(timezone.utc)
     candidates = []
     for run in find_runs(output_dir):
-        retention = run.run_dir / "RETENTION.txt"
+        retention = run.path / "RETENTION.txt"
         expires = read_expiry(retention) if retention.is_file() else None
         if expires is not None and expires <= now:
             tb_dir = Path(output_dir) / "tb" / run.name
-            paths = (run.run_dir, tb_dir) if tb_dir.exists() else (run.run_dir,)
+            paths = (run.path, tb_dir) if tb_dir.exists() else (run.path,)
             candidates.append(PruneCandidate(run.name, expires, paths))
     return candidates
 

@@ -124,6 +124,21 @@ def test_index_lists_runs_with_status(output: Path) -> None:
     assert runs["gamma"].device == "cuda:0"
 
 
+def test_runs_list_cli_reads_runs_as_the_dashboard_does(output: Path) -> None:
+    from flowerkit.cli import app as cli
+    from flowerkit.runs import find_runs
+
+    (output / ".launch").mkdir()
+    (output / ".launch" / "run_record.json").write_text("{}")  # the dashboard's launch logs are not a run
+    (output / "delta").mkdir()
+    (output / "delta" / "run_record.json").write_text('{"name": "del')  # a record mid-write reads as unknown
+    expected = {"alpha": "complete", "beta": "retrying", "gamma": "complete", "delta": "unknown"}
+    assert {r.name: r.status for r in find_runs(output)} == expected
+    assert {r.name: r.status for r in RunsIndex(output).scan()} == expected
+    listed = CliRunner().invoke(cli, ["runs", "list", "--output-dir", str(output)])
+    assert listed.exit_code == 0 and "retrying" in listed.output, listed.output
+
+
 @pytest.mark.anyio
 async def test_list_shows_runs_and_follows_them_live(output: Path) -> None:
     app = DashboardApp(output, refresh_s=0.1)

@@ -1,7 +1,9 @@
 """Plain-Python reader of run directories (no Textual): what the dashboard shows, read defensively.
 
-Runs are written by other processes while we read them, so every reader here tolerates a missing file, a
-run directory that vanishes, and a torn last line of ``metrics.jsonl`` (formats: docs/artifacts.md).
+Finding runs and summarising them from their files is ``flowerkit.runs``' job; this module adds the live parts
+(a metrics tail for progress and loss, the run view's detail). Runs are written by other processes while we read
+them, so every reader here tolerates a missing file, a run directory that vanishes, and a torn last line of
+``metrics.jsonl`` (formats: docs/artifacts.md).
 """
 
 from __future__ import annotations
@@ -9,14 +11,15 @@ from __future__ import annotations
 import json
 import os
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-RECORD = "run_record.json"
-STAMP = "env_stamp.json"
+from flowerkit.artifacts.record import RECORD_NAME
+from flowerkit.runs import RunSummary, as_float, find_run_dirs, read_json_or_none
+from flowerkit.runs import summarize as summarize_files
+
 METRICS = "metrics.jsonl"
-SKIPPED_DIRS = {"tb"}  # the TensorBoard root; dot-folders (the dashboard's launch logs) are skipped too
 
 # The tasks each flow runs, in order: the ones a run has not reached yet are shown as pending.
 FLOW_TASKS = {
@@ -24,14 +27,6 @@ FLOW_TASKS = {
               "write_retention"],
     "eval": ["detect_device", "load_subset", "evaluate", "export_predictions", "write_stamp", "write_retention"],
 }
-
-
-def read_json_or_none(path: Path) -> Any:
-    """The parsed file, or None when it is absent, unreadable or half-written."""
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
 
 
 class MetricsTail:
@@ -84,68 +79,19 @@ class MetricsTail:
         return [row for (k, _), row in sorted(self._rows.items(), key=lambda item: item[0][1]) if k == kind]
 
 
-@dataclass
-class RunSummary:
-    """One row of the runs list."""
-
-    name: str
-    path: Path
-    flow: str = "?"
-    status: str = "unknown"
-    device: str = "-"
-    step: int = 0
-    total_steps: int = 0
-    loss: float | None = None
-    accuracy: float | None = None
-    started_utc: str = ""
-    metrics: dict[str, Any] = field(default_factory=dict)
-
-
-def run_status(record: dict[str, Any]) -> str:
-    """running / retrying / complete / failed, from the record's stage status and task states."""
-    stage = record.get("stage_status")
-    if stage in ("complete", "failed"):
-        return str(stage)
-    tasks = record.get("tasks") or {}
-    if any(isinstance(t, dict) and t.get("state") == "retrying" for t in tasks.values()):
-        return "retrying"
-    return "running"
-
-
-def find_run_dirs(output_dir: Path) -> list[Path]:
-    """Folders of OUTPUT_DIR holding a run record or an env stamp, by name."""
-    try:
-        entries = list(Path(output_dir).iterdir())
-    except OSError:
-        return []
-    found = [p for p in entries if p.name not in SKIPPED_DIRS and not p.name.startswith(".")
-             and ((p / RECORD).is_file() or (p / STAMP).is_file())]
-    return sorted(found, key=lambda p: p.name)
-
-
 def summarize(run_dir: Path, tail: MetricsTail) -> RunSummary:
-    """The list row of one run: record first, env stamp for what the record lacks, metrics rows for progress."""
-    record = read_json_or_none(run_dir / RECORD) or {}
-    stamp = read_json_or_none(run_dir / STAMP) or {}
-    summary = RunSummary(name=run_dir.name, path=run_dir)
-    summary.flow = str(record.get("flow") or "?")
-    summary.status = run_status(record) if record else ("complete" if stamp else "unknown")
-    summary.device = str(record.get("device") or stamp.get("device") or "-")
-    summary.started_utc = str(record.get("started_utc") or stamp.get("timestamp") or "")
-    summary.metrics = record.get("metrics") or {}
-    progress = record.get("progress") or {}
-    summary.step, summary.total_steps = int(progress.get("step") or 0), int(progress.get("total_steps") or 0)
+    """The list row of one run: its files' summary, with progress, loss and accuracy from the metrics rows."""
+    summary = summarize_files(run_dir)
     tail.poll()
     train_rows, eval_rows = tail.rows("train"), tail.rows("eval")
+    step, total_steps, loss, accuracy = summary.step, summary.total_steps, None, summary.accuracy
     if train_rows:
         last = train_rows[-1]
-        summary.step = max(summary.step, int(last["step"]))
-        summary.total_steps = summary.total_steps or int(last.get("total_steps") or 0)
-        summary.loss = _float(last.get("loss"))
-    accuracy = summary.metrics.get("accuracy")
-    summary.accuracy = _float(accuracy) if accuracy is not None else (
-        _float(eval_rows[-1].get("accuracy")) if eval_rows else None)
-    return summary
+        step, loss = max(step, int(last["step"])), as_float(last.get("loss"))
+        total_steps = total_steps or int(last.get("total_steps") or 0)
+    if accuracy is None and eval_rows:  # the record has no final metrics until the run evaluates
+        accuracy = as_float(eval_rows[-1].get("accuracy"))
+    return replace(summary, step=step, total_steps=total_steps, loss=loss, accuracy=accuracy)
 
 
 class RunsIndex:
@@ -221,7 +167,7 @@ def worst_predictions(run_dir: Path, limit: int = 50) -> list[dict[str, Any]]:
 
 def read_detail(run_dir: Path, tail: MetricsTail) -> RunDetail:
     """The run view's data; files that do not exist yet give empty sections."""
-    record = read_json_or_none(run_dir / RECORD) or {}
+    record = read_json_or_none(run_dir / RECORD_NAME) or {}
     summary = summarize(run_dir, tail)
     return RunDetail(summary=summary, train_rows=tail.rows("train"), eval_rows=tail.rows("eval"),
                      tasks=task_states(record), log_tail=log_tail(run_dir / "run.log"),
@@ -230,12 +176,5 @@ def read_detail(run_dir: Path, tail: MetricsTail) -> RunDetail:
 
 
 def flow_run_id(run_dir: Path) -> str | None:
-    record = read_json_or_none(Path(run_dir) / RECORD) or {}
+    record = read_json_or_none(Path(run_dir) / RECORD_NAME) or {}
     return record.get("flow_run_id")
-
-
-def _float(value: Any) -> float | None:
-    try:
-        return None if value is None else float(value)
-    except (TypeError, ValueError):
-        return None
