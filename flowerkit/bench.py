@@ -273,6 +273,7 @@ def run_bench(spec: BenchSpec, cache_dir: Path | None = None, log: Callable[[str
     choice = detect_device(spec.device)
     device = torch.device(choice.device)
     precision = resolve_precision(spec.precision, choice)
+    machine = machine_info(choice)  # before the work: its load average is the other load on the machine
     if spec.compile and device.type == "cpu":
         log("note: --compile on CPU compiles with the C++ inductor backend: slow to start, rarely faster")
     torch.manual_seed(spec.seed)
@@ -293,7 +294,7 @@ def run_bench(spec: BenchSpec, cache_dir: Path | None = None, log: Callable[[str
         "format": RESULT_FORMAT, "version": RESULT_VERSION,
         "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "spec": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(spec).items()},
-        "precision": precision, "machine": machine_info(choice), "memory": memory_kind(device),
+        "precision": precision, "machine": machine, "memory": memory_kind(device),
         "setup": {"dataset_s": round(dataset_s, 3), "pipeline_setup_s": round(pipeline_setup_s, 3),
                   "train_images": len(train_table), "val_images": len(val_table)},
         "train": train, "eval": evaluation,

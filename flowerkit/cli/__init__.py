@@ -6,7 +6,7 @@ import os
 
 import typer
 
-from flowerkit.cli import data_cmd, fiftyone_cmd, run_cmds, runs_cmd, serve_cmd
+from flowerkit.cli import bench_cmd, data_cmd, fiftyone_cmd, run_cmds, runs_cmd, serve_cmd
 from flowerkit.cli.dashboard_cmd import dashboard
 
 
@@ -29,6 +29,8 @@ app.add_typer(data_cmd.app, name="data")
 app.add_typer(fiftyone_cmd.app, name="fiftyone")
 app.add_typer(runs_cmd.app, name="runs")
 app.command("dashboard")(dashboard)
+app.command("bench", help="Time training and evaluation: compute only, input pipeline only, end to end; writes "
+                          "JSON.")(bench_cmd.bench)
 app.command("serve", help="Serve the train and eval flows as Prefect deployments (needs PREFECT_API_URL); see "
                           "docs/prefect.md.")(serve_cmd.serve)
 

@@ -18,8 +18,8 @@ def autocast(device: torch.device, precision: str):
 
 
 def channels_last(device: torch.device) -> bool:
-    """Channels-last only on CUDA: cuDNN's patch-embedding convolution runs natively in NHWC there (and under
-    bf16 autocast it avoids a layout transpose); on CPU and MPS it measured no gain, so inputs stay NCHW."""
+    """Channels-last only on CUDA, where cuDNN runs the patch-embedding convolution natively in NHWC. On the
+    CPU it measured no gain (docs/performance.md); MPS is untested, so both stay NCHW."""
     return device.type == "cuda"
 
 
