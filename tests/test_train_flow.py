@@ -152,3 +152,21 @@ def _without(flags: list[str], overrides: list[str]) -> list[str]:
             continue
         out.append(f)
     return out
+
+
+def test_fine_tunes_from_a_google_npz(prefect_harness, flowers_root: Path, workdir: Path) -> None:
+    import numpy as np
+
+    from flowerkit.config import TrainConfig, load_config
+    from flowerkit.models.configs import get_config
+    from flows.train import train_flow
+    from tests.test_models import google_npz
+
+    npz = workdir / "ViT-testing.npz"
+    np.savez(npz, **google_npz(get_config("testing"), grid=2, rng=np.random.default_rng(0)))  # 32 px grid
+    config = load_config(TrainConfig, dict(name="finetune", dataset="flower102", data_root=flowers_root,
+                                           model_type="testing", img_size=64, num_steps=2, eval_every=2,
+                                           train_batch_size=4, eval_batch_size=2, pretrained_dir=npz,
+                                           tiny_train_subset="flower102_tiny", tiny_infer_subset="flower102_tiny"))
+    result = train_flow(config)
+    assert result["train"]["weights"] == f"pretrained from {npz}"  # position embeddings resized 2x2 -> 4x4
