@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from flowerkit.artifacts.files import atomic_write_text
-from flowerkit.artifacts.record import RECORD_NAME, new_record, read_record, write_record
+from flowerkit.artifacts.record import RECORD_NAME, new_record, owner, read_record, write_record
 from flowerkit.config import RunConfig
 from flowerkit.errors import ConfigError, RunExistsError
 
@@ -43,7 +43,7 @@ def claim_run_dir(config: RunConfig, flow: str, resume: bool, flow_run_id: str |
     run_dir = config.run_dir
     if resume and run_dir.exists():
         record = read_record(run_dir)
-        record.update(stage_status="started", ended_utc=None, error=None, flow_run_id=flow_run_id)
+        record.update(stage_status="started", ended_utc=None, error=None, flow_run_id=flow_run_id, owner=owner())
         record.setdefault("resumed", 0)
         record["resumed"] += 1
         write_record(run_dir, record)

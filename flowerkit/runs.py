@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import socket
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -56,14 +58,32 @@ def read_json_or_none(path: Path) -> Any:
 
 
 def run_status(record: dict[str, Any]) -> str:
-    """running / retrying / complete / failed, from the record's stage status and task states."""
+    """running / retrying / complete / failed / crashed, from the record's stage status and task states.
+
+    ``crashed``: the record says running, but the process that owns it (on this host) is gone, e.g. killed;
+    ``flowerkit train --resume`` continues such a run.
+    """
     stage = record.get("stage_status")
     if stage in ("complete", "failed"):
         return str(stage)
+    if _owner_is_gone(record.get("owner") or {}):
+        return "crashed"
     tasks = record.get("tasks") or {}
     if any(isinstance(t, dict) and t.get("state") == "retrying" for t in tasks.values()):
         return "retrying"
     return "running"
+
+
+def _owner_is_gone(owner: dict[str, Any]) -> bool:
+    if owner.get("host") != socket.gethostname() or not isinstance(owner.get("pid"), int):
+        return False  # another machine's run (a Prefect worker): its process cannot be checked from here
+    try:
+        os.kill(owner["pid"], 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 def find_run_dirs(output_dir: Path) -> list[Path]:

@@ -192,6 +192,8 @@ def test_resume_after_the_process_is_killed(prefect_harness, flowers_root: Path,
     proc.wait()
     record = json.loads((workdir / "output" / "killed" / "run_record.json").read_text())
     assert record["stage_status"] != "complete", "the run finished before it could be killed"
+    listed = runner.invoke(app, ["runs", "list", "--output-dir", str(workdir / "output")])
+    assert "crashed" in listed.output  # its process is gone: not shown as running forever
 
     resumed = subprocess.run([*cmd, "--resume"], env=env, capture_output=True, text=True, cwd=workdir)
     assert resumed.returncode == 0, resumed.stderr[-2000:]

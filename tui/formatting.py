@@ -5,7 +5,8 @@ from __future__ import annotations
 from rich.text import Text
 
 STATUS_STYLES = {"running": "bold cyan", "retrying": "bold yellow", "complete": "green", "failed": "bold red",
-                 "starting": "cyan", "completed": "green", "pending": "dim", "unknown": "dim"}
+                 "crashed": "bold magenta", "starting": "cyan", "completed": "green", "pending": "dim",
+                 "unknown": "dim"}
 
 
 def status_text(status: str) -> Text:

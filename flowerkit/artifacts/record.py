@@ -6,7 +6,9 @@ every change is a locked read-modify-write followed by an atomic replace.
 
 from __future__ import annotations
 
+import os
 import secrets
+import socket
 import threading
 from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
@@ -25,6 +27,11 @@ def new_run_id(name: str) -> str:
     return f"{name}-{stamp}-{secrets.token_hex(3)}"
 
 
+def owner() -> dict[str, Any]:
+    """Which process runs the flow: lets readers tell a run in progress from one whose process died."""
+    return {"host": socket.gethostname(), "pid": os.getpid()}
+
+
 def new_record(name: str, flow: str, config_hash: str, flow_run_id: str | None, total_steps: int) -> dict[str, Any]:
     return {
         "schema_version": SCHEMA_VERSION,
@@ -32,6 +39,7 @@ def new_record(name: str, flow: str, config_hash: str, flow_run_id: str | None, 
         "name": name,
         "flow": flow,
         "flow_run_id": flow_run_id,
+        "owner": owner(),
         "stage_status": "started",
         "stage": None,
         "started_utc": utc_now(),
