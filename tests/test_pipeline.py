@@ -82,3 +82,14 @@ def test_a_batch_range_is_the_same_batches_in_order(pipelines) -> None:
     for (images, positions), (single_images, single_positions) in zip(streamed, singles, strict=True):
         np.testing.assert_array_equal(positions, single_positions)
         assert torch.equal(images, single_images)
+
+
+def test_pil_evaluations_reuse_one_loader_with_persistent_workers(flowers_root) -> None:
+    flowers = open_flowers102(flowers_root)
+    table = build_table(flowers, flowers.splits["val"][:10])
+    pipe = InputPipeline(table, 32, torch.device("cpu"), kind="pil", num_workers=1, persistent_workers=True)
+    first = [x for x, _ in pipe(eval_batches(table, 4))]
+    second = [x for x, _ in pipe(eval_batches(table, 4))]
+    assert len(pipe._loaders) == 1  # the second evaluation used the same DataLoader and its live worker
+    assert [x.shape[0] for x in first] == [4, 4, 2]
+    assert all(torch.equal(a, b) for a, b in zip(first, second))

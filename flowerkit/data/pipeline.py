@@ -17,7 +17,7 @@ import math
 import queue
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -134,9 +134,28 @@ class BatchRange(Sequence):
         return self.plan.batch(self.start + i)
 
 
-def eval_batches(table: SampleTable, batch_size: int) -> list[Batch]:
-    return [Batch(np.arange(i, min(i + batch_size, len(table))), None, None)
-            for i in range(0, len(table), batch_size)]
+@dataclass(frozen=True)
+class EvalRange(Sequence):
+    """Evaluation batches: the table in order, in batches of ``batch_size``. Equal ranges compare equal, so
+    a pipeline can keep one DataLoader (and its persistent workers) for every evaluation of a run."""
+
+    size: int
+    batch_size: int
+
+    def __len__(self) -> int:
+        return math.ceil(self.size / self.batch_size)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        start = i * self.batch_size
+        return Batch(np.arange(start, min(start + self.batch_size, self.size)), None, None)
+
+
+def eval_batches(table: SampleTable, batch_size: int) -> EvalRange:
+    return EvalRange(len(table), batch_size)
 
 
 def normalize(pixels_uint8: torch.Tensor) -> torch.Tensor:
@@ -235,6 +254,7 @@ class InputPipeline:
     persistent_workers: bool = False
     cache_dir: Path | None = None
     _cache: np.ndarray | None = None
+    _loaders: dict = field(default_factory=dict)  # EvalRange -> DataLoader with persistent workers
 
     def __post_init__(self) -> None:
         if self.kind == "cached":
@@ -259,9 +279,13 @@ class InputPipeline:
             yield x.div_(127.5).sub_(1.0), batch.positions
 
     def _pil(self, batches: Sequence[Batch]) -> Iterator[tuple[torch.Tensor, np.ndarray]]:
-        loader = torch.utils.data.DataLoader(
-            PilBatches(self.table, batches, self.img_size), batch_size=None, shuffle=False,
-            num_workers=self.num_workers, persistent_workers=self.persistent_workers and self.num_workers > 0,
-            pin_memory=self.device.type == "cuda")
+        persistent = self.persistent_workers and self.num_workers > 0
+        loader = self._loaders.get(batches) if persistent and isinstance(batches, EvalRange) else None
+        if loader is None:
+            loader = torch.utils.data.DataLoader(
+                PilBatches(self.table, batches, self.img_size), batch_size=None, shuffle=False,
+                num_workers=self.num_workers, persistent_workers=persistent, pin_memory=self.device.type == "cuda")
+            if persistent and isinstance(batches, EvalRange):
+                self._loaders[batches] = loader  # later evaluations reuse its live workers
         for pixels, positions in loader:
             yield normalize(pixels.to(self.device, non_blocking=True)), positions.numpy()
