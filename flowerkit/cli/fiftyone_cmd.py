@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-from flowerkit.errors import FlowerkitError
+from flowerkit.cli.errors import user_errors
 
 app = typer.Typer(
     help="Explore a run's predictions in FiftyOne (load them as a dataset, evaluate, open the App).",
@@ -25,15 +25,6 @@ def _group() -> None:
     """Explore a run's predictions in FiftyOne."""
     # A callback keeps `load` a sub-command even while it is the only one (Typer would otherwise
     # collapse a one-command app into that command).
-
-
-def _fail(err: FlowerkitError) -> typer.Exit:
-    """Print the error's message as one paragraph on stderr and return the Exit to raise.
-
-    Kept tiny on purpose: swap for the CLI's shared error helper when it exists.
-    """
-    typer.echo(f"\nError: {err.message}\n", err=True)
-    return typer.Exit(code=err.exit_code)
 
 
 def _resolve_run_dir(run: str, output_dir: Path) -> Path:
@@ -65,11 +56,8 @@ def load(
     """Load RUN's fiftyone/predictions.jsonl into a persistent FiftyOne dataset and print its evaluation."""
     from flowerkit.fiftyone_load import load_run
 
-    run_dir = _resolve_run_dir(run, output_dir)
-    try:
-        result = load_run(run_dir, dataset_name=dataset_name, overwrite=overwrite)
-    except FlowerkitError as err:
-        raise _fail(err) from None
+    with user_errors():
+        result = load_run(_resolve_run_dir(run, output_dir), dataset_name=dataset_name, overwrite=overwrite)
 
     typer.echo(f"Per-class report for run {result.run_name} ({', '.join(result.splits) or 'unknown split'}, "
                f"{result.num_samples} samples):")
@@ -81,10 +69,8 @@ def load(
         return
     from flowerkit.fiftyone_runtime import import_fiftyone
 
-    try:
+    with user_errors():
         fo = import_fiftyone()
-    except FlowerkitError as err:
-        raise _fail(err) from None
     remote = not _has_display()
     session = fo.launch_app(fo.load_dataset(result.dataset_name), port=port, address=address, remote=remote)
     typer.echo(f"FiftyOne App: http://{address}:{port}/ (Ctrl-C to stop)")
