@@ -39,20 +39,6 @@ def test_tensorboard_scalars_are_readable_by_tensorboard(tiny_run: Path) -> None
     assert "val/confusion_matrix" in tb["_images"]
 
 
-def test_predictions_have_one_row_per_evaluated_sample(tiny_run: Path) -> None:
-    rows = read_jsonl(tiny_run / "fiftyone" / "predictions.jsonl")
-    assert len(rows) == 4  # two eval batches of two
-    assert len({r["sample_id"] for r in rows}) == 4
-    required = {"sample_id", "filepath", "label", "label_name", "prediction", "prediction_name", "confidence"}
-    labelmap = json.loads((tiny_run / "labelmap.json").read_text())
-    for row in rows:
-        assert required <= set(row)
-        assert Path(row["filepath"]).is_file()
-        assert labelmap[str(row["label"])] == row["label_name"]
-        assert labelmap[str(row["prediction"])] == row["prediction_name"]
-        assert 0 < row["confidence"] <= 1
-
-
 def test_per_class_metrics_and_summary(tiny_run: Path) -> None:
     per_class = json.loads((tiny_run / "fiftyone" / "per_class_metrics.json").read_text())
     assert len(per_class["classes"]) == 102
