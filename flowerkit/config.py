@@ -52,7 +52,8 @@ class RunConfig(BaseSettings):
     data_pipeline: Literal["cached", "pil"] = _opt(
         "cached: decode each image once into a uint8 cache, augment batched on the device. pil: decode every time.",
         "data", default="cached")
-    num_workers: int = _opt("DataLoader worker processes (the pil pipeline and cache building).", "data", default=0, ge=0)
+    num_workers: int = _opt("DataLoader worker processes (the pil pipeline and cache building).", "data", default=0,
+                            ge=0)
     persistent_workers: bool = _opt("Keep DataLoader workers alive between epochs (needs num_workers > 0).", "data",
                                     default=False)
     pretrained_dir: Path | None = _opt(

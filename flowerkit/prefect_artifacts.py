@@ -13,8 +13,12 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from uuid import UUID
 
-from prefect.artifacts import (create_markdown_artifact, create_progress_artifact, create_table_artifact,
-                               update_progress_artifact)
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
 
 from flowerkit.artifacts.files import read_json
 

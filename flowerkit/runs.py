@@ -16,7 +16,6 @@ from flowerkit.artifacts.record import RECORD_NAME, read_record, run_files
 from flowerkit.artifacts.retention import read_expiry
 from flowerkit.errors import ConfigError, MissingInputError
 
-
 STAMP_NAME = "env_stamp.json"
 SKIPPED_DIRS = {"tb"}  # the TensorBoard root; dot-folders (the dashboard's launch logs) are skipped too
 

@@ -13,8 +13,15 @@ from flowerkit.engine.trainer import seed_everything
 from flowerkit.preflight import resolve_eval_config
 from flowerkit.rundir import check_claimable
 from flows.common import run_lifecycle
-from tasks import (detect_device, evaluate, export_predictions, load_subset, publish_results, write_retention,
-                   write_stamp)
+from tasks import (
+    detect_device,
+    evaluate,
+    export_predictions,
+    load_subset,
+    publish_results,
+    write_retention,
+    write_stamp,
+)
 
 log = logging.getLogger("flowerkit.flows.eval")
 

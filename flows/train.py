@@ -10,8 +10,16 @@ from flowerkit.device import DeviceChoice, resolve_precision
 from flowerkit.engine.trainer import seed_everything
 from flowerkit.rundir import check_claimable
 from flows.common import run_lifecycle
-from tasks import (detect_device, evaluate, export_predictions, load_subset, publish_results, train,
-                   write_retention, write_stamp)
+from tasks import (
+    detect_device,
+    evaluate,
+    export_predictions,
+    load_subset,
+    publish_results,
+    train,
+    write_retention,
+    write_stamp,
+)
 
 
 @flow(name="train", persist_result=True)

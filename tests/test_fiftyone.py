@@ -10,9 +10,7 @@ of the session; ~/.fiftyone and any FiftyOne database already running are never 
 
 from __future__ import annotations
 
-import hashlib
 import json
-import math
 import os
 import shutil
 from pathlib import Path

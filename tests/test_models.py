@@ -29,7 +29,8 @@ def google_npz(config: ViTConfig, grid: int, rng: np.random.Generator) -> dict[s
     d, h, hd, p = config.hidden_size, config.num_heads, config.hidden_size // config.num_heads, config.patch_size
     w = {
         "embedding/kernel": rng.normal(size=(p, p, 3, d)), "embedding/bias": rng.normal(size=d),
-        "cls": rng.normal(size=(1, 1, d)), "Transformer/posembed_input/pos_embedding": rng.normal(size=(1, grid**2 + 1, d)),
+        "cls": rng.normal(size=(1, 1, d)),
+        "Transformer/posembed_input/pos_embedding": rng.normal(size=(1, grid**2 + 1, d)),
         "Transformer/encoder_norm/scale": rng.normal(size=d), "Transformer/encoder_norm/bias": rng.normal(size=d),
         "head/kernel": rng.normal(size=(d, 1000)), "head/bias": rng.normal(size=1000),
     }

@@ -298,10 +298,10 @@ def test_served_deployments_take_the_same_parameters(worker) -> None:
 
 def test_serve_refuses_without_a_server() -> None:
     import typer
+    from prefect.settings import PREFECT_API_URL, temporary_settings
     from typer.testing import CliRunner
 
     from flowerkit.cli.serve_cmd import serve
-    from prefect.settings import PREFECT_API_URL, temporary_settings
 
     app = typer.Typer()
     app.command()(serve)

@@ -52,10 +52,10 @@ def interrupted_run(prefect_harness, flowers_root: Path, tmp_path_factory: pytes
     export_predictions keeps failing with an I/O error until its retries are spent, so the flow fails.
     2nd flow run (``resume=True``, no faults): continues the run.
     """
+    import tasks.evaluation
     from flowerkit.config import TrainConfig, load_config
     from flowerkit.engine import trainer
     from flows.train import train_flow
-    import tasks.evaluation
 
     config = load_config(TrainConfig, SEED_CONFIG | dict(
         name="interrupted", data_root=flowers_root, output_dir=tmp_path_factory.mktemp("interrupted")))

@@ -38,6 +38,7 @@ def get_config(model_type: str, img_size: int | None = None) -> ViTConfig:
                           f"Choose one of: {', '.join(MODEL_CONFIGS)}.")
     config = MODEL_CONFIGS[model_type]
     if img_size is not None and img_size % config.patch_size:
+        nearest = max(1, img_size // config.patch_size) * config.patch_size
         raise ConfigError(f"--img_size {img_size} is not a multiple of {model_type}'s patch size "
-                          f"({config.patch_size}); use e.g. {max(1, img_size // config.patch_size) * config.patch_size}.")
+                          f"({config.patch_size}); use e.g. {nearest}.")
     return config
