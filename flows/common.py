@@ -58,10 +58,17 @@ def run_lifecycle(config: RunConfig, flow: str, resume: bool, total_steps: int, 
         try:
             yield record
         except BaseException as exc:
-            logging.getLogger("flowerkit").error("run %s failed: %s", config.name, exc)
-            _finish(config, "failed", {"type": type(exc).__name__, "message": str(exc)})
+            message = describe_failure(exc)
+            logging.getLogger("flowerkit").error("run %s failed: %s", config.name, message)
+            _finish(config, "failed", {"type": type(exc).__name__, "message": message})
             raise
     _finish(config, "complete", None)
+
+
+def describe_failure(exc: BaseException) -> str:
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted (Ctrl-C or SIGINT); `--resume` continues from the last checkpoint"
+    return str(exc) or type(exc).__name__
 
 
 def _finish(config: RunConfig, status: str, error: dict | None) -> None:

@@ -44,7 +44,7 @@ def tracked(name: str, retries: int) -> Callable:
             set_task_state(run_dir, name, "running", attempt)
             try:
                 result = fn(*args, run_dir=run_dir, **kwargs)
-            except NOT_RETRIED:
+            except (*NOT_RETRIED, KeyboardInterrupt, SystemExit):  # a user's mistake, or the user stopping it
                 set_task_state(run_dir, name, "failed", attempt)
                 raise
             except BaseException:

@@ -28,3 +28,19 @@ def test_loss_falls(flowers_root: Path, tmp_path: Path) -> None:
               if json.loads(line)["kind"] == "train"]
     assert len(losses) == 40
     assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5]), losses
+
+
+def test_a_retry_before_the_first_checkpoint_relogs_from_step_0(flowers_root: Path, tmp_path: Path) -> None:
+    """Rows an interrupted attempt logged (even a torn last line) are replaced, not duplicated."""
+    config = load_config(TrainConfig, dict(name="again", data_root=flowers_root, model_type="testing", img_size=32,
+                                           num_steps=4, eval_every=4, train_batch_size=4, eval_batch_size=4,
+                                           output_dir=tmp_path))
+    flowers = open_flowers102(flowers_root)
+    table = build_table(flowers, flowers.splits["train"][:8])
+    config.run_dir.mkdir(parents=True)
+    earlier = [json.dumps({"kind": "train", "step": s, "loss": 9.0}) + "\n" for s in (1, 2, 3)]
+    (config.run_dir / "metrics.jsonl").write_text("".join(earlier) + '{"kind": "train", "st')
+    trainer.train(config, torch.device("cpu"), "fp32", table, table, config.run_dir, config.tb_dir)
+    rows = [json.loads(line) for line in (config.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if r["kind"] == "train"] == [1, 2, 3, 4]
+    assert all(r["loss"] != 9.0 for r in rows)

@@ -44,7 +44,11 @@ def user_errors(debug: bool = False) -> Iterator[None]:
             traceback.print_exc()
         print_error(exc.message)
         raise typer.Exit(exc.exit_code) from None
-    except (typer.Exit, typer.Abort, KeyboardInterrupt):
+    except KeyboardInterrupt:
+        print_error("Interrupted. A run that had started is marked failed in its run_record.json; run the same "
+                    "command with --resume to continue it from its last checkpoint.")
+        raise typer.Exit(130) from None
+    except (typer.Exit, typer.Abort):
         raise
     except Exception as exc:  # noqa: BLE001 - the last line of defence of a CLI
         if debug:

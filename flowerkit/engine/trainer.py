@@ -137,15 +137,19 @@ def train(config: TrainConfig, device: torch.device, precision: str, train_table
         torch.set_rng_state(state["rng"]["torch"])
         start_step, weights = int(state["step"]), state.get("weights", "")
         log.info("resuming from %s at step %d of %d", ckpt_path, start_step, config.num_steps)
-        _truncate_metrics(run_dir / "metrics.jsonl", start_step)
     else:
         weights = load_pretrained(model, config.pretrained_dir, config.model_type)
         log.info("weights: %s", weights)
+    # An earlier attempt may have logged steps past its last checkpoint (or before its first): they are
+    # logged again, so drop them from metrics.jsonl and have TensorBoard purge them too.
+    retried = _truncate_metrics(run_dir / "metrics.jsonl", start_step)
+    if retried and not start_step:
+        log.info("an earlier attempt stopped before its first checkpoint: starting again from step 0")
     model = prepare_model(model, device)  # in place: the optimizer's parameters stay the same objects
     _move_optimizer_state(optimizer, device)
     step_model = torch.compile(model) if config.compile else model
 
-    scalars = ScalarLog(run_dir, tb_dir, purge_step=start_step + 1 if start_step else None)
+    scalars = ScalarLog(run_dir, tb_dir, purge_step=start_step + 1 if retried else None)
     plan = BatchPlan(train_table, config.micro_batch_size, config.seed)
     train_pipe = make_pipeline(config, train_table, config.img_size, device)
     val_pipe = make_pipeline(config, val_table, config.img_size, device)
@@ -216,10 +220,18 @@ def _move_optimizer_state(optimizer: torch.optim.Optimizer, device: torch.device
                 state[key] = value.to(device)
 
 
-def _truncate_metrics(path: Path, last_step: int) -> None:
-    """Drop rows past the checkpoint: the resumed run logs those steps again."""
+def _truncate_metrics(path: Path, last_step: int) -> bool:
+    """Drop rows past ``last_step``; returns whether an earlier attempt had logged anything."""
     if not path.exists():
-        return
-    kept = [line for line in path.read_text().splitlines(keepends=True)
-            if line.strip() and json.loads(line).get("step", 0) <= last_step]
+        return False
+    kept = [line for line in path.read_text().splitlines(keepends=True) if _row_step(line) <= last_step]
     path.write_text("".join(kept))
+    return True
+
+
+def _row_step(line: str) -> float:
+    """A row's step; a line torn by a killed process counts as past every checkpoint, so it is dropped."""
+    try:
+        return json.loads(line)["step"] if line.endswith("\n") else float("inf")
+    except (ValueError, KeyError, TypeError):
+        return float("inf")
