@@ -64,7 +64,9 @@ def _option(name: str, field: FieldInfo) -> tuple[Any, Any]:
     under, dash = f"--{name}", f"--{name.replace('_', '-')}"
     panel = (field.json_schema_extra or {}).get("group", "options").title()
     if kind is bool:
-        flags = [f"{under}/--no_{name}"] + ([] if under == dash else [f"{dash}/--no-{name.replace('_', '-')}"])
+        # Both spellings switch it on; the negation (to override a YAML/env value) keeps one spelling,
+        # so the help's left column stays narrow.
+        flags = [f"{under}/--no_{name}"] + ([] if under == dash else [dash])
         return bool | None, typer.Option(None, *flags, help=help_text(field), show_default=False,
                                          rich_help_panel=panel)
     spellings = [under] if under == dash else [under, dash]
