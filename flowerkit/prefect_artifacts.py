@@ -21,6 +21,7 @@ from prefect.artifacts import (
 )
 
 from flowerkit.artifacts.files import read_json
+from flowerkit.throttle import Throttle
 
 log = logging.getLogger(__name__)
 
@@ -81,19 +82,15 @@ class ProgressArtifact:
 
     def __init__(self, flow: str, run_name: str, min_interval_s: float = 2.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self.min_interval_s = min_interval_s
-        self._clock = clock
-        self._last_sent = clock()
+        self._throttle = Throttle(min_interval_s, clock)
         self.updates = 0
         self.artifact_id = create_progress_artifact(
             0.0, key=artifact_key(flow, run_name, "progress"),
             description=f"flowerkit {flow} run '{run_name}': training steps done (%)")
 
     def __call__(self, step: int, total: int) -> None:
-        now = self._clock()
-        if step < total and now - self._last_sent < self.min_interval_s:
+        if not self._throttle.ready(step, total):
             return
-        self._last_sent = now
         try:
             update_progress_artifact(self.artifact_id, 100.0 * step / total)
             self.updates += 1

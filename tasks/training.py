@@ -12,10 +12,12 @@ from flowerkit.config import TrainConfig
 from flowerkit.data.selection import Selection
 from flowerkit.engine import trainer
 from flowerkit.prefect_artifacts import ProgressArtifact
+from flowerkit.throttle import Throttle
 from tasks.caching import train_cache_key
 from tasks.common import retry_unless_user_error, tracked
 
 TRAIN_RETRIES = 2
+RECORD_PROGRESS_INTERVAL_S = 0.5  # a read-modify-write of run_record.json per step is needless I/O
 
 
 # A retry (an exception part-way) and a --resume after a killed process both continue from
@@ -26,9 +28,11 @@ TRAIN_RETRIES = 2
 def train(config: TrainConfig, device: str, precision: str, train_selection: dict, val_selection: dict, *,
           run_dir: Path) -> dict:
     progress = ProgressArtifact("train", config.name)
+    record_progress = Throttle(RECORD_PROGRESS_INTERVAL_S)
 
     def on_progress(step: int, total: int) -> None:
-        set_progress(run_dir, step, total)
+        if record_progress.ready(step, total):  # readers follow steps live through metrics.jsonl
+            set_progress(run_dir, step, total)
         progress(step, total)
 
     result = trainer.train(
