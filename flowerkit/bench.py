@@ -31,7 +31,13 @@ import numpy as np
 import torch
 
 from flowerkit.data.flowers102 import NUM_CLASSES
-from flowerkit.data.pipeline import Batch, BatchPlan, InputPipeline, SampleTable, eval_batches
+from flowerkit.data.pipeline import (
+    Batch,
+    BatchPlan,
+    InputPipeline,
+    SampleTable,
+    eval_batches,
+)
 from flowerkit.device import DeviceChoice, detect_device, resolve_precision
 from flowerkit.engine.evaluator import predict, prepare_model
 from flowerkit.engine.schedules import make_scheduler

@@ -6,7 +6,13 @@ import os
 from pathlib import Path
 
 from flowerkit.artifacts.files import atomic_write_text
-from flowerkit.artifacts.record import RECORD_NAME, new_record, owner, read_record, write_record
+from flowerkit.artifacts.record import (
+    RECORD_NAME,
+    new_record,
+    owner,
+    read_record,
+    write_record,
+)
 from flowerkit.config import RunConfig
 from flowerkit.errors import ConfigError, RunExistsError
 

@@ -315,3 +315,17 @@ def test_snapshot_run_view(snap_compare, output: Path, size: tuple[int, int]) ->
 @pytest.mark.parametrize("size", SIZES, ids=["80x24", "120x40"])
 def test_snapshot_compare(snap_compare, output: Path, size: tuple[int, int]) -> None:
     assert snap_compare(snapshot_app(output), terminal_size=size, run_before=open_compare)
+
+
+def test_launcher_command_lines_parse_with_the_real_cli(tmp_path: Path) -> None:
+    """Every switch the form can send (on or off) is a spelling the CLI accepts."""
+    from typer.testing import CliRunner
+
+    from flowerkit.cli import app
+    from tui.launcher import cli_args
+
+    values = {"name": "parsed", "dataset": "flower102_synthetic", "prefer_mps": False, "num_steps": 3}
+    args = cli_args("train", values, tmp_path / "out")[3:]  # drop `python -m flowerkit`
+    result = CliRunner().invoke(app, [*args, "--dry_run"])
+    assert result.exit_code == 0, result.output
+    assert "Plan for flowerkit train 'parsed'" in result.output

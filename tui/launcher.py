@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import typing
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic.fields import FieldInfo
 
+from flowerkit.cli.options import option_type
 from flowerkit.config import CONFIG_CLASSES, RunConfig, load_config
 from flowerkit.rundir import check_claimable
 
@@ -48,12 +48,8 @@ def form_fields(flow: str) -> list[tuple[str, FieldInfo]]:
 
 
 def field_kind(field: FieldInfo) -> Any:
-    """int, float, bool, str or Path, ignoring ``| None``; a Literal is a str (the form offers its choices)."""
-    annotation = field.annotation
-    if typing.get_origin(annotation) is Literal:
-        return str
-    args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    return field_kind(FieldInfo(annotation=args[0])) if args else annotation
+    """int, float, bool, str or Path, as the CLI types the option (a Literal is a str)."""
+    return option_type(field.annotation)
 
 
 def coerce(field: FieldInfo, text: str) -> Any:
@@ -93,7 +89,7 @@ def cli_args(flow: str, values: dict[str, Any], output_dir: Path) -> list[str]:
     args = [sys.executable, "-m", "flowerkit", flow]
     for name, value in values.items():
         if isinstance(value, bool):
-            args.append(f"--{name}" if value else f"--no-{name.replace('_', '-')}")
+            args.append(f"--{name}" if value else f"--no_{name}")
         else:
             args += [f"--{name}", str(value)]
     return args + ["--output_dir", str(output_dir)]

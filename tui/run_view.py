@@ -9,7 +9,16 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Log, ProgressBar, Static, TabbedContent, TabPane
+from textual.widgets import (
+    DataTable,
+    Footer,
+    Header,
+    Log,
+    ProgressBar,
+    Static,
+    TabbedContent,
+    TabPane,
+)
 
 from tui import prefect_states
 from tui.formatting import full_time, number, status_text, steps

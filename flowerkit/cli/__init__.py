@@ -6,7 +6,14 @@ import os
 
 import typer
 
-from flowerkit.cli import bench_cmd, data_cmd, fiftyone_cmd, run_cmds, runs_cmd, serve_cmd
+from flowerkit.cli import (
+    bench_cmd,
+    data_cmd,
+    fiftyone_cmd,
+    run_cmds,
+    runs_cmd,
+    serve_cmd,
+)
 from flowerkit.cli.dashboard_cmd import dashboard
 
 

@@ -29,13 +29,13 @@ EXTRA_OPTIONS = {
 }
 
 
-def _base_type(annotation: Any) -> Any:
+def option_type(annotation: Any) -> Any:
     """``Path | None`` -> Path; ``Literal[...]`` -> str (pydantic validates and names the choices)."""
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
     if typing.get_origin(annotation) is Literal:
         return str
     if args and typing.get_origin(annotation) is not Literal:
-        return _base_type(args[0])
+        return option_type(args[0])
     return annotation
 
 
@@ -60,7 +60,7 @@ def help_text(field: FieldInfo) -> str:
 
 
 def _option(name: str, field: FieldInfo) -> tuple[Any, Any]:
-    kind = _base_type(field.annotation)
+    kind = option_type(field.annotation)
     under, dash = f"--{name}", f"--{name.replace('_', '-')}"
     panel = (field.json_schema_extra or {}).get("group", "options").title()
     if kind is bool:

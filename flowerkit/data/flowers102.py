@@ -88,7 +88,9 @@ def locate_root(data_root: Path | None) -> Path:
 
 def open_flowers102(data_root: Path | None) -> Flowers102:
     """Read and check the label and split files; image files are checked for the ids a run uses."""
-    from scipy.io import loadmat  # scipy is slow to import; only readers of real files pay for it
+    from scipy.io import (
+        loadmat,  # scipy is slow to import; only readers of real files pay for it
+    )
     from scipy.io.matlab import MatReadError
 
     root = locate_root(data_root)
