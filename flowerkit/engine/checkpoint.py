@@ -76,8 +76,10 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
                 f"pickled code. {hint}") from None
         raise ConfigError(f"--checkpoint {path} is not a torch checkpoint (unreadable pickle data). {hint}") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        detail = str(exc).splitlines()[0].split(". ")[0]
+        detail = "" if detail.startswith("[") else f" ({detail})"  # torch's C++ assertion text helps no user
         raise ConfigError(f"--checkpoint {path} is not a readable checkpoint: it is truncated, corrupted or not a "
-                          f"torch file ({str(exc).splitlines()[0].split('. ')[0]}). {hint}") from None
+                          f"torch file{detail}. {hint}") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT or any(k not in data for k in REQUIRED_KEYS):
         raise ConfigError(f"--checkpoint {path} is a torch file but not a flowerkit checkpoint (it lacks the "
                           f"model, model_type, img_size, step and labelmap entries). {hint}")

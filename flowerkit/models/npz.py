@@ -30,7 +30,8 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as data:
             return {key: data[key] for key in data.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        reason = str(exc).split(". ")[0]
+        # numpy reports a non-zip file as "pickled data"; say what is actually wrong.
+        reason = "not a .npz (zip) archive" if not zipfile.is_zipfile(path) else str(exc).split(". ")[0]
         raise ConfigError(f"--pretrained_dir {path} could not be read as a Google .npz checkpoint ({reason}). "
                           "Pass a ViT .npz file such as ViT-B_16.npz, or leave the option out to train from "
                           "scratch.") from None
