@@ -24,6 +24,7 @@ from pydantic_settings import (
 )
 
 from flowerkit.errors import ConfigError, MissingInputError
+from flowerkit.layout import TB_ROOT, RunLayout
 from flowerkit.models.configs import MODEL_CONFIGS
 
 _yaml_file: ContextVar[Path | None] = ContextVar("flowerkit_yaml_file", default=None)
@@ -79,6 +80,9 @@ class RunConfig(BaseSettings):
     retention_days: int = _opt("How long the run's artifacts are kept (at least 90 days).", "output", default=90,
                                ge=90)
     export_logits: bool = _opt("Store every sample's logits in predictions.jsonl.", "output", default=False)
+    tb_dir: Path | None = _opt("TensorBoard folder of the run (default: OUTPUT_DIR/tb/NAME).", "output", default=None)
+    fiftyone_dir: Path | None = _opt("FiftyOne output folder of the run (default: OUTPUT_DIR/NAME/fiftyone).",
+                                     "output", default=None)
 
     @classmethod
     def settings_customise_sources(
@@ -96,8 +100,8 @@ class RunConfig(BaseSettings):
     @field_validator("name")
     @classmethod
     def _name_not_reserved(cls, value: str) -> str:
-        if value == "tb":
-            raise ValueError("'tb' is reserved for the TensorBoard folder; choose another run name")
+        if value == TB_ROOT:
+            raise ValueError(f"'{TB_ROOT}' is reserved for the TensorBoard folder; choose another run name")
         return value
 
     @model_validator(mode="after")
@@ -107,12 +111,9 @@ class RunConfig(BaseSettings):
         return self
 
     @property
-    def run_dir(self) -> Path:
-        return self.output_dir / self.name
-
-    @property
-    def tb_dir(self) -> Path:
-        return self.output_dir / "tb" / self.name
+    def layout(self) -> RunLayout:
+        """Every path this run writes (``flowerkit.layout``)."""
+        return RunLayout.for_config(self)
 
     def resolved_yaml(self) -> str:
         """Every value after all sources are merged, in declaration order: the same inputs give the same bytes."""

@@ -38,3 +38,15 @@ class RunExistsError(FlowerkitError):
     """The run directory exists; runs are never overwritten."""
 
     exit_code = 4
+
+
+class DiskFullError(FlowerkitError):
+    """No space left on the device while writing a run's file."""
+
+    exit_code = 3
+
+    def __init__(self, path: object) -> None:
+        super().__init__(f"disk full at {path}: no space left on the device while writing it. Free space (or "
+                         "point --output_dir at a disk with room), then run the same command with --resume; the "
+                         "run continues from its last checkpoint.")
+        self.path = path

@@ -80,5 +80,5 @@ def preflight(flow: str, config: RunConfig, resume: bool) -> Plan:
         plan.lines.append(f"{'model':<14} {config.model_type} at {config.img_size} px; {config.num_steps} steps of "
                           f"batch {config.train_batch_size}, lr {config.learning_rate}, warmup "
                           f"{config.warmup_steps}, {config.decay_type} decay")
-    plan.lines.append(f"{'writes':<14} {config.run_dir} and {config.tb_dir}")
+    plan.lines.append(f"{'writes':<14} {config.layout.run_dir} and {config.layout.tb_dir}")
     return plan

@@ -16,12 +16,10 @@ from flowerkit.artifacts.record import (
 from flowerkit.config import RunConfig
 from flowerkit.errors import ConfigError, RunExistsError
 
-CONFIG_NAME = "config_resolved.yaml"
-
 
 def check_claimable(config: RunConfig, resume: bool) -> None:
     """Raise (touching nothing) unless the run can start: a new name, or ``--resume`` of an incomplete run."""
-    run_dir, tb_dir = config.run_dir, config.tb_dir
+    run_dir, tb_dir = config.layout.run_dir, config.layout.tb_dir
     exists = run_dir.exists() or tb_dir.exists()
     if not exists:
         return
@@ -39,14 +37,14 @@ def check_claimable(config: RunConfig, resume: bool) -> None:
                              "new run with another --name.")
     if record.get("config_hash") != config.config_hash():
         raise ConfigError(f"--resume: the configuration differs from the one '{config.name}' was started with "
-                          f"(see {run_dir / CONFIG_NAME}). Resume with the same options, or start a new run with "
+                          f"(see {config.layout.config}). Resume with the same options, or start a new run with "
                           "another --name.")
 
 
 def claim_run_dir(config: RunConfig, flow: str, resume: bool, flow_run_id: str | None, total_steps: int) -> dict:
     """Create (or reopen for resume) the run directory; returns the run record."""
     check_claimable(config, resume)
-    run_dir = config.run_dir
+    run_dir = config.layout.run_dir
     if resume and run_dir.exists():
         record = read_record(run_dir)
         record.update(stage_status="started", ended_utc=None, error=None, flow_run_id=flow_run_id, owner=owner())
@@ -60,8 +58,9 @@ def claim_run_dir(config: RunConfig, flow: str, resume: bool, flow_run_id: str |
     except FileExistsError:
         raise RunExistsError(f"The run '{config.name}' was created by another process just now; runs are never "
                              "overwritten. Start this one with another --name.") from None
-    atomic_write_text(run_dir / CONFIG_NAME, config.resolved_yaml())
+    atomic_write_text(config.layout.config, config.resolved_yaml())
     record = new_record(config.name, flow, config.config_hash(), flow_run_id, total_steps)
+    record.update(layout=config.layout.to_record(), retention_days=config.retention_days)
     write_record(run_dir, record)
     return record
 

@@ -11,13 +11,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from flowerkit.artifacts.files import sha256_file
-from flowerkit.artifacts.record import RECORD_NAME, read_record, run_files
-from flowerkit.artifacts.retention import read_expiry
+from flowerkit.artifacts.record import read_record
+from flowerkit.artifacts.retention import expiry_of
+from flowerkit.layout import RECORD_NAME, STAMP_NAME, TB_ROOT, RunLayout
 from flowerkit.errors import ConfigError, MissingInputError
 
-STAMP_NAME = "env_stamp.json"
-SKIPPED_DIRS = {"tb"}  # the TensorBoard root; dot-folders (the dashboard's launch logs) are skipped too
+SKIPPED_DIRS = {TB_ROOT}  # the TensorBoard root; dot-folders (the dashboard's launch logs) are skipped too
 
 
 @dataclass(frozen=True)
@@ -147,6 +149,10 @@ class VerifyReport:
     def ok(self) -> bool:
         return not (self.missing or self.changed or self.unlisted)
 
+    def describe(self) -> str:
+        return (f"{len(self.missing)} missing, {len(self.changed)} changed, {len(self.unlisted)} unlisted of "
+                f"{self.checked} indexed files")
+
 
 def verify_run(output_dir: Path, name: str) -> VerifyReport:
     """Recompute every sha256 of the artifact index; report files missing, changed or not in the index."""
@@ -162,31 +168,60 @@ def verify_run(output_dir: Path, name: str) -> VerifyReport:
             report.missing.append(entry["relative_path"])
         elif path.stat().st_size != entry["bytes"] or sha256_file(path) != entry["sha256"]:
             report.changed.append(entry["relative_path"])
-    tb_dir = Path(output_dir) / "tb" / name
-    for path in run_files(run_dir, tb_dir):
+    layout = RunLayout.for_run(run_dir, record)
+    for path in layout.files():
         if path.resolve() not in listed:
-            report.unlisted.append(path.resolve().relative_to(Path(output_dir).resolve()).as_posix())
+            report.unlisted.append(layout.relative(path))
     return report
 
 
 @dataclass(frozen=True)
 class PruneCandidate:
+    """A run past its retention expiry; ``problem`` says why it is not safe to delete (None: it is)."""
+
     name: str
-    expires_utc: datetime
+    expires_utc: datetime | None
     paths: tuple[Path, ...]
+    problem: str | None = None
+
+
+def retention_expiry(layout: RunLayout, record: dict[str, Any]) -> datetime:
+    """created time + retention days from the run record (runs recorded before the record held retention_days
+    take it from config_resolved.yaml, which the artifact index hashes). ValueError when neither says."""
+    if "retention_days" not in record and layout.config.is_file():
+        config = yaml.safe_load(layout.config.read_text(encoding="utf-8")) or {}
+        record = {**record, "retention_days": config.get("retention_days")}
+    return expiry_of(record)
 
 
 def expired_runs(output_dir: Path, now: datetime | None = None) -> list[PruneCandidate]:
-    """Runs whose RETENTION.txt expiry has passed; a run without one is never pruned."""
+    """Runs whose record-derived expiry has passed, each verified; RETENTION.txt is never trusted for this.
+
+    A run whose record is damaged or states no usable expiry is reported (never deleted); one whose files fail
+    verification is reported with what failed and is deleted only by an explicit ``--force``.
+    """
     now = now or datetime.now(timezone.utc)
     candidates = []
-    for run in find_runs(output_dir):
-        retention = run.path / "RETENTION.txt"
-        expires = read_expiry(retention) if retention.is_file() else None
-        if expires is not None and expires <= now:
-            tb_dir = Path(output_dir) / "tb" / run.name
-            paths = (run.path, tb_dir) if tb_dir.exists() else (run.path,)
-            candidates.append(PruneCandidate(run.name, expires, paths))
+    for run_dir in find_run_dirs(output_dir):
+        record = read_json_or_none(run_dir / RECORD_NAME)
+        layout = RunLayout.for_run(run_dir, record if isinstance(record, dict) else None)
+        paths = tuple(p for p in layout.roots() if p.exists())
+        if not isinstance(record, dict):
+            candidates.append(PruneCandidate(run_dir.name, None, paths, "its run_record.json is missing or damaged, "
+                                             "so its expiry is unknown; it is kept"))
+            continue
+        try:
+            expires = retention_expiry(layout, record)
+        except (ValueError, OSError, yaml.YAMLError) as exc:
+            candidates.append(PruneCandidate(run_dir.name, None, paths, f"its record states no usable expiry "
+                                             f"({exc}); it is kept"))
+            continue
+        if expires > now:
+            continue
+        report = verify_run(output_dir, run_dir.name)
+        problem = None if report.ok else (f"its files do not match its record ({report.describe()}); deleting it "
+                                          "needs --force")
+        candidates.append(PruneCandidate(run_dir.name, expires, paths, problem))
     return candidates
 
 

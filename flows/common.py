@@ -47,14 +47,14 @@ def run_lifecycle(config: RunConfig, flow: str, resume: bool, total_steps: int, 
                   completed_tasks: list[str], determinism: dict) -> Iterator[dict]:
     """Claim the run directory, keep the record current, and always leave it ``complete`` or ``failed``."""
     record = claim_run_dir(config, flow, resume, flow_run_id(), total_steps)
-    run_dir = config.run_dir
+    run_dir = config.layout.run_dir
 
     def mark_done(rec: dict) -> None:
         for name in completed_tasks:
             rec["tasks"].setdefault(name, {"state": "completed", "attempt": 1, "updated_utc": utc_now()})
 
     update_record(run_dir, mark_done, device=device, determinism=determinism)
-    with _log_to_file(run_dir / "run.log"):
+    with _log_to_file(config.layout.run_log):
         try:
             yield record
         except BaseException as exc:
@@ -73,5 +73,5 @@ def describe_failure(exc: BaseException) -> str:
 
 def _finish(config: RunConfig, status: str, error: dict | None) -> None:
     """Index every file of the run (TensorBoard events included), then set the final status."""
-    refresh_artifact_index(config.run_dir, config.output_dir)
-    update_record(config.run_dir, stage_status=status, ended_utc=utc_now(), error=error)
+    refresh_artifact_index(config.layout.run_dir)
+    update_record(config.layout.run_dir, stage_status=status, ended_utc=utc_now(), error=error)

@@ -12,8 +12,8 @@ from flowerkit.device import DeviceChoice, resolve_precision
 from flowerkit.engine.trainer import seed_everything
 from flowerkit.preflight import resolve_eval_config
 from flowerkit.rundir import check_claimable
-from flows.common import run_lifecycle
-from tasks import (
+from flowerkit.flows.common import run_lifecycle
+from flowerkit.tasks import (
     detect_device,
     evaluate,
     export_predictions,
@@ -47,7 +47,7 @@ def eval_flow(config: EvalConfig, resume: bool = False) -> dict:
 
     with run_lifecycle(config, "eval", resume, step, device["device"], ["detect_device", "load_subset"],
                        determinism) as record:
-        run_dir = config.run_dir
+        run_dir = config.layout.run_dir
         evaluation = evaluate(config, str(config.checkpoint), selection, device["device"], precision,
                               run_dir=run_dir)
         exported = export_predictions(config, evaluation, selection, step, run_dir=run_dir)
@@ -57,5 +57,5 @@ def eval_flow(config: EvalConfig, resume: bool = False) -> dict:
         write_retention(config, record["run_id"], run_dir=run_dir)
         publish_results(config, "eval", record["run_id"], device["device"], precision, exported["metrics"],
                         checkpoint=str(config.checkpoint), run_dir=run_dir)
-    return {"run_dir": str(run_dir), "tb_dir": str(config.tb_dir), "device": device, "precision": precision,
+    return {"run_dir": str(run_dir), "tb_dir": str(config.layout.tb_dir), "device": device, "precision": precision,
             "metrics": exported["metrics"], "files": exported["files"]}

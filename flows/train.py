@@ -9,8 +9,8 @@ from flowerkit.config import TrainConfig
 from flowerkit.device import DeviceChoice, resolve_precision
 from flowerkit.engine.trainer import seed_everything
 from flowerkit.rundir import check_claimable
-from flows.common import run_lifecycle
-from tasks import (
+from flowerkit.flows.common import run_lifecycle
+from flowerkit.tasks import (
     detect_device,
     evaluate,
     export_predictions,
@@ -42,7 +42,7 @@ def train_flow(config: TrainConfig, resume: bool = False) -> dict:
 
     with run_lifecycle(config, "train", resume, config.num_steps, device["device"],
                        ["detect_device", "load_subset"], determinism) as record:
-        run_dir = config.run_dir
+        run_dir = config.layout.run_dir
         trained = train(config, device["device"], precision, train_sel, val_sel, run_dir=run_dir)
         evaluation = evaluate(config, trained["checkpoint"], val_sel, device["device"], precision, run_dir=run_dir)
         exported = export_predictions(config, evaluation, val_sel, config.num_steps, run_dir=run_dir)
@@ -52,5 +52,5 @@ def train_flow(config: TrainConfig, resume: bool = False) -> dict:
         write_retention(config, record["run_id"], run_dir=run_dir)
         publish_results(config, "train", record["run_id"], device["device"], precision, exported["metrics"],
                         trained, run_dir=run_dir)
-    return {"run_dir": str(run_dir), "tb_dir": str(config.tb_dir), "device": device, "precision": precision,
+    return {"run_dir": str(run_dir), "tb_dir": str(config.layout.tb_dir), "device": device, "precision": precision,
             "train": trained, "metrics": exported["metrics"], "files": exported["files"]}

@@ -60,4 +60,4 @@ def export_cache_key(context: Any, parameters: dict[str, Any]) -> str | None:
     config = parameters["config"]
     return _run_scoped_key("export_predictions", parameters["run_dir"], parameters["evaluation"],
                            _selection_key(parameters["selection"]), parameters["total_steps"], config.export_logits,
-                           str(config.tb_dir))
+                           str(config.layout.tb_dir))

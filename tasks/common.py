@@ -50,7 +50,7 @@ def tracked(name: str, retries: int) -> Callable:
             except BaseException:
                 set_task_state(run_dir, name, "retrying" if attempt <= retries else "failed", attempt)
                 raise
-            refresh_artifact_index(run_dir, Path(run_dir).parent)  # the record follows each artifact as written
+            refresh_artifact_index(run_dir)  # the record follows each artifact as written
             set_task_state(run_dir, name, "completed", attempt)
             return result
 

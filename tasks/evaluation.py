@@ -7,15 +7,15 @@ from pathlib import Path
 import torch
 from prefect import task
 
-from flowerkit.artifacts.export import OUTPUTS_NAME, export_evaluation, save_outputs
+from flowerkit.artifacts.export import export_evaluation, save_outputs
 from flowerkit.artifacts.files import sha256_file
 from flowerkit.config import RunConfig
 from flowerkit.data.selection import Selection
 from flowerkit.engine.checkpoint import load_checkpoint
 from flowerkit.engine.evaluator import evaluate_checkpoint
 from flowerkit.engine.trainer import make_pipeline
-from tasks.caching import evaluate_cache_key, export_cache_key
-from tasks.common import retry_unless_user_error, tracked
+from flowerkit.tasks.caching import evaluate_cache_key, export_cache_key
+from flowerkit.tasks.common import retry_unless_user_error, tracked
 
 RETRIES = 2
 
@@ -31,7 +31,7 @@ def evaluate(config: RunConfig, checkpoint: str, selection: dict, device: str, p
     table = chosen.table()
     pipeline = make_pipeline(config, table, int(state["img_size"]), torch.device(device))
     logits = evaluate_checkpoint(state, pipeline, config.eval_batch_size, precision)
-    outputs = save_outputs(run_dir / OUTPUTS_NAME, table.image_ids, table.labels, logits)
+    outputs = save_outputs(config.layout.eval_outputs, table.image_ids, table.labels, logits)
     return {"outputs": str(outputs), "step": int(state["step"]), "num_samples": len(table),
             "checkpoint_sha256": sha256_file(Path(checkpoint)), "ids_sha256": chosen.ids_sha256}
 
@@ -43,6 +43,6 @@ def export_predictions(config: RunConfig, evaluation: dict, selection: dict, tot
                        run_dir: Path) -> dict:
     """predictions.jsonl, per-class metrics, metrics.json, labelmap.json and TensorBoard eval scalars."""
     chosen = Selection.from_dict(selection)
-    summary, files = export_evaluation(Path(evaluation["outputs"]), Path(chosen.root), chosen.split, run_dir,
-                                       config.tb_dir, evaluation["step"], total_steps, config.export_logits)
+    summary, files = export_evaluation(Path(evaluation["outputs"]), Path(chosen.root), chosen.split, config.layout,
+                                       evaluation["step"], total_steps, config.export_logits)
     return {"metrics": summary, "files": [str(p) for p in files.all()]}

@@ -7,10 +7,12 @@ from pathlib import Path
 from prefect import task
 
 from flowerkit.artifacts.files import atomic_write_json
+from flowerkit.artifacts.record import read_record
+from flowerkit.artifacts.retention import parse_utc
 from flowerkit.artifacts.retention import write_retention as _write_retention
 from flowerkit.artifacts.stamp import build_stamp
 from flowerkit.config import RunConfig
-from tasks.common import retry_unless_user_error, tracked
+from flowerkit.tasks.common import retry_unless_user_error, tracked
 
 RETRIES = 2
 
@@ -20,14 +22,11 @@ RETRIES = 2
 def write_stamp(config: RunConfig, run_id: str, device: str, precision: str, train_subset: str,
                 infer_subset: str, *, run_dir: Path) -> str:
     stamp = build_stamp(run_id, config.config_hash(), config.seed, device, precision, train_subset, infer_subset)
-    path = run_dir / "env_stamp.json"
-    atomic_write_json(path, stamp)
-    return str(path)
+    return str(atomic_write_json(config.layout.stamp, stamp))
 
 
 @task(name="write_retention", retries=RETRIES, retry_delay_seconds=1, retry_condition_fn=retry_unless_user_error)
 @tracked("write_retention", RETRIES)
 def write_retention(config: RunConfig, run_id: str, *, run_dir: Path) -> str:
-    path = _write_retention(run_dir / "RETENTION.txt", config.name, run_id, config.retention_days, run_dir,
-                            config.tb_dir)
-    return str(path)
+    created = parse_utc(read_record(run_dir)["started_utc"])
+    return str(_write_retention(config.layout, run_id, config.retention_days, created))

@@ -7,21 +7,15 @@ from pathlib import Path
 from prefect import task
 
 from flowerkit.config import RunConfig
-from flowerkit.prefect_artifacts import publish_summary, summary_markdown
-from tasks.common import retry_unless_user_error
-
-# The files a reviewer opens first, relative to the run directory (docs/artifacts.md).
-KEY_FILES = ("run_record.json", "config_resolved.yaml", "metrics.json", "metrics.jsonl", "labelmap.json",
-             "env_stamp.json", "RETENTION.txt", "run.log", "checkpoints/ckpt.bin", "eval/outputs.npz",
-             "fiftyone/predictions.jsonl", "fiftyone/per_class_metrics.json")
-
+from flowerkit.tasks.prefect_artifacts import publish_summary, summary_markdown
+from flowerkit.tasks.common import retry_unless_user_error
 
 @task(name="publish_results", retries=2, retry_delay_seconds=1, retry_condition_fn=retry_unless_user_error)
 def publish_results(config: RunConfig, flow: str, run_id: str, device: str, precision: str, metrics: dict,
                     training: dict | None = None, checkpoint: str | None = None, *, run_dir: Path) -> dict:
     """Markdown summary (device, config hash, metrics, file paths) and a per-class metrics table."""
-    paths = [run_dir / rel for rel in KEY_FILES if (run_dir / rel).exists()] + [config.tb_dir]
+    paths = [*config.layout.key_files(), config.layout.tb_dir]
     markdown = summary_markdown(flow, config.name, run_id, device, precision, config.config_hash(), metrics,
                                 paths, training, checkpoint)
-    summary_id, table_id = publish_summary(flow, config.name, markdown, run_dir)
+    summary_id, table_id = publish_summary(flow, config.name, markdown, config.layout.per_class)
     return {"summary": str(summary_id), "per_class": str(table_id)}

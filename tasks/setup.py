@@ -8,7 +8,7 @@ from prefect import task
 
 from flowerkit.data.selection import select_split
 from flowerkit.device import detect_device as _detect_device
-from tasks.common import retry_unless_user_error
+from flowerkit.tasks.common import retry_unless_user_error
 
 
 @task(name="detect_device", persist_result=True)

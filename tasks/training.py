@@ -11,10 +11,10 @@ from flowerkit.artifacts.record import set_progress
 from flowerkit.config import TrainConfig
 from flowerkit.data.selection import Selection
 from flowerkit.engine import trainer
-from flowerkit.prefect_artifacts import ProgressArtifact
+from flowerkit.tasks.prefect_artifacts import ProgressArtifact
 from flowerkit.throttle import Throttle
-from tasks.caching import train_cache_key
-from tasks.common import retry_unless_user_error, tracked
+from flowerkit.tasks.caching import train_cache_key
+from flowerkit.tasks.common import retry_unless_user_error, tracked
 
 TRAIN_RETRIES = 2
 RECORD_PROGRESS_INTERVAL_S = 0.5  # a read-modify-write of run_record.json per step is needless I/O
@@ -37,5 +37,5 @@ def train(config: TrainConfig, device: str, precision: str, train_selection: dic
 
     result = trainer.train(
         config, torch.device(device), precision, Selection.from_dict(train_selection).table(),
-        Selection.from_dict(val_selection).table(), run_dir, config.tb_dir, on_progress=on_progress)
+        Selection.from_dict(val_selection).table(), config.layout, on_progress=on_progress)
     return result.to_dict()

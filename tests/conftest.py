@@ -61,7 +61,7 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def tiny_run(prefect_harness, flowers_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The seed training command's run, made once per session through the real train flow; returns its dir."""
     from flowerkit.config import TrainConfig, load_config
-    from flows.train import train_flow
+    from flowerkit.flows.train import train_flow
 
     out = tmp_path_factory.mktemp("tiny-run-output")
     config = load_config(TrainConfig, dict(
@@ -69,4 +69,4 @@ def tiny_run(prefect_harness, flowers_root: Path, tmp_path_factory: pytest.TempP
         num_steps=10, eval_every=5, train_batch_size=4, eval_batch_size=2, tiny_train_subset="flower102_tiny",
         tiny_infer_subset="flower102_tiny", output_dir=out, prefer_mps=True))
     train_flow(config)
-    return config.run_dir
+    return config.layout.run_dir

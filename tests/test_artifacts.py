@@ -11,6 +11,7 @@ import pytest
 from flowerkit.artifacts.classification import classification_report
 from flowerkit.artifacts.files import atomic_write_json, read_json
 from flowerkit.artifacts.retention import read_expiry, retention_text
+from flowerkit.layout import RunLayout
 from flowerkit.artifacts.stamp import STAMP_FIELDS, build_stamp, missing_fields, package_version
 
 
@@ -52,11 +53,11 @@ def test_retention_must_be_at_least_90_days(tmp_path: Path) -> None:
     from datetime import datetime, timezone
 
     created = datetime(2026, 1, 1, tzinfo=timezone.utc)
-    text = retention_text("r", "r-1", created, 90, tmp_path / "r", tmp_path / "tb" / "r")
+    text = retention_text("r", "r-1", created, 90, RunLayout.default(tmp_path, "r"))
     (tmp_path / "RETENTION.txt").write_text(text)
     assert read_expiry(tmp_path / "RETENTION.txt") == datetime(2026, 4, 1, tzinfo=timezone.utc)
     with pytest.raises(ValueError):
-        retention_text("r", "r-1", created, 30, tmp_path / "r", tmp_path / "tb" / "r")
+        retention_text("r", "r-1", created, 30, RunLayout.default(tmp_path, "r"))
 
 
 def test_atomic_json_write_leaves_no_temporary_files(tmp_path: Path) -> None:

@@ -92,7 +92,7 @@ def test_predictions_agree_with_a_direct_forward_pass(eval_run: Path, tiny_run: 
 
 
 def test_full_split_evaluation(prefect_harness, tiny_run: Path, flowers_root: Path, workdir: Path) -> None:
-    from flows.eval import eval_flow
+    from flowerkit.flows.eval import eval_flow
 
     config = load_config(EvalConfig, dict(name="full", dataset="flower102", data_root=flowers_root,
                                           checkpoint=tiny_run / "checkpoints" / "ckpt.bin", split="test",

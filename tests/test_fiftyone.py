@@ -56,7 +56,7 @@ def fo(tmp_path_factory):
 def run_dir(prefect_harness, flowers_root: Path, tmp_path_factory) -> Path:
     """A real finished run: the train flow on the tiny subset (12 evaluated samples, logits exported)."""
     from flowerkit.config import TrainConfig, load_config
-    from flows.train import train_flow
+    from flowerkit.flows.train import train_flow
 
     config = load_config(TrainConfig, dict(
         name="tiny-run", dataset="flower102", data_root=flowers_root, model_type="testing", img_size=32,

@@ -21,10 +21,10 @@ def test_loss_falls(flowers_root: Path, tmp_path: Path) -> None:
     flowers = open_flowers102(flowers_root)
     ids = flowers.splits["train"][np.isin(flowers.label_of(flowers.splits["train"]), range(8))]  # 8 classes
     table = build_table(flowers, ids)
-    config.run_dir.mkdir(parents=True)
+    config.layout.run_dir.mkdir(parents=True)
     torch.manual_seed(0)
-    trainer.train(config, torch.device("cpu"), "fp32", table, table, config.run_dir, config.tb_dir)
-    losses = [json.loads(line)["loss"] for line in (config.run_dir / "metrics.jsonl").read_text().splitlines()
+    trainer.train(config, torch.device("cpu"), "fp32", table, table, config.layout)
+    losses = [json.loads(line)["loss"] for line in (config.layout.run_dir / "metrics.jsonl").read_text().splitlines()
               if json.loads(line)["kind"] == "train"]
     assert len(losses) == 40
     assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5]), losses
@@ -37,10 +37,10 @@ def test_a_retry_before_the_first_checkpoint_relogs_from_step_0(flowers_root: Pa
                                            output_dir=tmp_path))
     flowers = open_flowers102(flowers_root)
     table = build_table(flowers, flowers.splits["train"][:8])
-    config.run_dir.mkdir(parents=True)
+    config.layout.run_dir.mkdir(parents=True)
     earlier = [json.dumps({"kind": "train", "step": s, "loss": 9.0}) + "\n" for s in (1, 2, 3)]
-    (config.run_dir / "metrics.jsonl").write_text("".join(earlier) + '{"kind": "train", "st')
-    trainer.train(config, torch.device("cpu"), "fp32", table, table, config.run_dir, config.tb_dir)
-    rows = [json.loads(line) for line in (config.run_dir / "metrics.jsonl").read_text().splitlines()]
+    (config.layout.run_dir / "metrics.jsonl").write_text("".join(earlier) + '{"kind": "train", "st')
+    trainer.train(config, torch.device("cpu"), "fp32", table, table, config.layout)
+    rows = [json.loads(line) for line in (config.layout.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if r["kind"] == "train"] == [1, 2, 3, 4]
     assert all(r["loss"] != 9.0 for r in rows)

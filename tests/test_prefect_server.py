@@ -188,7 +188,7 @@ def test_progress_updates_are_throttled(prefect_harness) -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterId
 
-    from flowerkit.prefect_artifacts import ProgressArtifact
+    from flowerkit.tasks.prefect_artifacts import ProgressArtifact
 
     @flow
     def ten_steps() -> tuple[list[int], UUID]:

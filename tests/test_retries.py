@@ -52,28 +52,28 @@ def interrupted_run(prefect_harness, flowers_root: Path, tmp_path_factory: pytes
     export_predictions keeps failing with an I/O error until its retries are spent, so the flow fails.
     2nd flow run (``resume=True``, no faults): continues the run.
     """
-    import tasks.evaluation
+    from flowerkit.tasks import evaluation as tasks_evaluation
     from flowerkit.config import TrainConfig, load_config
     from flowerkit.engine import trainer
-    from flows.train import train_flow
+    from flowerkit.flows.train import train_flow
 
     config = load_config(TrainConfig, SEED_CONFIG | dict(
         name="interrupted", data_root=flowers_root, output_dir=tmp_path_factory.mktemp("interrupted")))
     with pytest.MonkeyPatch.context() as patch:
         save = Calls(trainer.save_checkpoint, lambda n: OSError("disk hiccup") if n == 1 else None, after=True)
-        export = Calls(tasks.evaluation.export_evaluation, lambda n: OSError("storage unavailable"))
+        export = Calls(tasks_evaluation.export_evaluation, lambda n: OSError("storage unavailable"))
         patch.setattr(trainer, "save_checkpoint", save)
-        patch.setattr(tasks.evaluation, "export_evaluation", export)
+        patch.setattr(tasks_evaluation, "export_evaluation", export)
         with pytest.raises(OSError, match="storage unavailable"):
             train_flow(config)
-        after_crash = read_record(config.run_dir)
+        after_crash = read_record(config.layout.run_dir)
     with pytest.MonkeyPatch.context() as patch:
         trains = Calls(trainer.train)
-        evaluations = Calls(tasks.evaluation.evaluate_checkpoint)
+        evaluations = Calls(tasks_evaluation.evaluate_checkpoint)
         patch.setattr(trainer, "train", trains)
-        patch.setattr(tasks.evaluation, "evaluate_checkpoint", evaluations)
+        patch.setattr(tasks_evaluation, "evaluate_checkpoint", evaluations)
         result = train_flow(config, resume=True)
-    return {"run_dir": config.run_dir, "result": result, "after_crash": after_crash, "saves": save.count,
+    return {"run_dir": config.layout.run_dir, "result": result, "after_crash": after_crash, "saves": save.count,
             "exports": export.count, "trains_on_resume": trains.count,
             "evaluations_on_resume": evaluations.count}
 
@@ -117,11 +117,11 @@ def test_a_resumed_flow_reuses_completed_task_results(interrupted_run: dict) -> 
 
 def test_transient_io_error_in_load_subset_is_retried(prefect_harness, flowers_root: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    import tasks.setup
+    from flowerkit.tasks import setup as tasks_setup
 
-    flaky = Calls(tasks.setup.select_split, lambda n: OSError("NFS timeout") if n == 1 else None)
-    monkeypatch.setattr(tasks.setup, "select_split", flaky)
-    selection = tasks.setup.load_subset("flower102", flowers_root, "val", "flower102_tiny", 2)
+    flaky = Calls(tasks_setup.select_split, lambda n: OSError("NFS timeout") if n == 1 else None)
+    monkeypatch.setattr(tasks_setup, "select_split", flaky)
+    selection = tasks_setup.load_subset("flower102", flowers_root, "val", "flower102_tiny", 2)
     assert flaky.count == 2
     assert selection["split"] == "val" and len(selection["image_ids"]) == 4
 
@@ -133,11 +133,11 @@ def test_transient_io_error_in_load_subset_is_retried(prefect_harness, flowers_r
 def test_user_errors_are_not_retried(prefect_harness, flowers_root: Path, tmp_path: Path,
                                      monkeypatch: pytest.MonkeyPatch, data_root: str | None, subset: str | None,
                                      error: type[Exception]) -> None:
-    import tasks.setup
+    from flowerkit.tasks import setup as tasks_setup
 
-    calls = Calls(tasks.setup.select_split)
-    monkeypatch.setattr(tasks.setup, "select_split", calls)
+    calls = Calls(tasks_setup.select_split)
+    monkeypatch.setattr(tasks_setup, "select_split", calls)
     root = tmp_path / data_root if data_root else flowers_root
     with pytest.raises(error):
-        tasks.setup.load_subset("flower102", root, "val", subset, 2)
+        tasks_setup.load_subset("flower102", root, "val", subset, 2)
     assert calls.count == 1

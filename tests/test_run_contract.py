@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from flowerkit.artifacts.retention import write_retention
+from flowerkit.artifacts.retention import TIME_FORMAT
 from flowerkit.cli import app
 from flowerkit.config import TrainConfig, load_config
 from tests.conftest import SEED_FLAGS
@@ -137,15 +137,52 @@ def test_runs_list_and_show(tiny_run: Path) -> None:
     assert missing.exit_code == 3
 
 
+def copy_run(source: Path, output: Path, name: str, started: datetime) -> None:
+    """A copy of a finished run under another name, as if it had started at ``started``."""
+    shutil.copytree(source, output / name)
+    shutil.copytree(source.parent / "tb" / source.name, output / "tb" / name)
+    record = json.loads((output / name / "run_record.json").read_text())
+    for entry in record["artifact_index"]:
+        head, _, rest = entry["relative_path"].partition("/")
+        entry["relative_path"] = f"{name}/{rest}" if head == source.name else f"tb/{name}/{rest.partition('/')[2]}"
+    record.update(name=name, started_utc=started.strftime(TIME_FORMAT), retention_days=90)
+    (output / name / "run_record.json").write_text(json.dumps(record))
+
+
+def test_prune_decides_from_the_record_not_from_an_edited_retention_file(tiny_run: Path, tmp_path: Path) -> None:
+    output = tmp_path / "out"
+    copy_run(tiny_run, output, "young", started=datetime.now(timezone.utc) - timedelta(hours=1))
+    retention = output / "young" / "RETENTION.txt"
+    retention.write_text(retention.read_text().replace("expires_utc: 20", "expires_utc: 19"))
+    result = runner.invoke(app, ["runs", "prune", "--older-than-retention", "--output-dir", str(output)])
+    assert result.exit_code == 0 and "No run" in result.output and (output / "young").exists()
+
+
+def test_prune_keeps_an_expired_run_that_fails_verification_unless_forced(tiny_run: Path, tmp_path: Path) -> None:
+    output = tmp_path / "out"
+    copy_run(tiny_run, output, "old", started=datetime.now(timezone.utc) - timedelta(days=91))
+    (output / "old" / "labelmap.json").write_text("{}")
+    kept = runner.invoke(app, ["runs", "prune", "--older-than-retention", "--output-dir", str(output)])
+    assert kept.exit_code == 2 and "keeping old" in flat(kept.output) and "1 changed" in flat(kept.output)
+    assert (output / "old").exists()
+    forced = runner.invoke(app, ["runs", "prune", "--older-than-retention", "--force", "--output-dir", str(output)])
+    assert forced.exit_code == 0 and not (output / "old").exists() and not (output / "tb" / "old").exists()
+
+
+def test_prune_survives_a_damaged_record_and_reports_it(tiny_run: Path, tmp_path: Path) -> None:
+    output = tmp_path / "out"
+    copy_run(tiny_run, output, "old", started=datetime.now(timezone.utc) - timedelta(days=91))
+    copy_run(tiny_run, output, "broken", started=datetime.now(timezone.utc) - timedelta(days=91))
+    (output / "broken" / "run_record.json").write_text('{"started_utc": "not a time", "retention_days": 90}')
+    result = runner.invoke(app, ["runs", "prune", "--older-than-retention", "--output-dir", str(output)])
+    assert result.exit_code == 2 and "keeping broken" in flat(result.output)
+    assert not (output / "old").exists() and (output / "broken").exists()
+
+
 def test_prune_deletes_only_expired_runs(tiny_run: Path, tmp_path: Path) -> None:
     output = tmp_path / "out"
-    for name in ("old", "fresh"):
-        shutil.copytree(tiny_run, output / name)
-        record = json.loads((output / name / "run_record.json").read_text()) | {"name": name}
-        (output / name / "run_record.json").write_text(json.dumps(record))
-    shutil.copytree(tiny_run.parent / "tb" / "flower_mps", output / "tb" / "old")
-    write_retention(output / "old" / "RETENTION.txt", "old", "old-id", 90, output / "old", output / "tb" / "old",
-                    created=datetime.now(timezone.utc) - timedelta(days=91))
+    copy_run(tiny_run, output, "old", started=datetime.now(timezone.utc) - timedelta(days=91))
+    copy_run(tiny_run, output, "fresh", started=datetime.now(timezone.utc) - timedelta(hours=1))
     dry = runner.invoke(app, ["runs", "prune", "--older-than-retention", "--dry-run", "--output-dir", str(output)])
     assert dry.exit_code == 0 and "would delete old" in dry.output and "fresh" not in dry.output
     assert (output / "old").exists()
@@ -155,7 +192,7 @@ def test_prune_deletes_only_expired_runs(tiny_run: Path, tmp_path: Path) -> None
 
 
 def test_two_identical_runs_give_identical_predictions(prefect_harness, flowers_root: Path, workdir: Path) -> None:
-    from flows.train import train_flow
+    from flowerkit.flows.train import train_flow
 
     results = []
     for name in ("same-a", "same-b"):
@@ -176,7 +213,7 @@ def test_resume_after_the_process_is_killed(prefect_harness, flowers_root: Path,
     """Kill a real CLI run after its first checkpoint; --resume finishes it exactly as an uninterrupted run."""
     from prefect.settings import PREFECT_API_URL
 
-    from flows.train import train_flow
+    from flowerkit.flows.train import train_flow
 
     flags = ["--dataset", "flower102", "--data_root", str(flowers_root), "--model_type", "testing", "--img_size",
              "32", "--num_steps", "200", "--eval_every", "20", "--train_batch_size", "4", "--eval_batch_size", "2",

@@ -145,7 +145,7 @@ def test_fine_tunes_from_a_google_npz(prefect_harness, flowers_root: Path, workd
 
     from flowerkit.config import TrainConfig, load_config
     from flowerkit.models.configs import get_config
-    from flows.train import train_flow
+    from flowerkit.flows.train import train_flow
     from tests.test_models import google_npz
 
     npz = workdir / "ViT-testing.npz"

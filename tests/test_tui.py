@@ -16,8 +16,8 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.conftest import SEED_FLAGS
-from tui.app import DashboardApp
-from tui.runs_reader import MetricsTail, RunsIndex
+from flowerkit.tui.app import DashboardApp
+from flowerkit.tui.runs_reader import MetricsTail, RunsIndex
 
 STARTED = "2026-01-15T09:30:00Z"
 CLASSES = ["pink primrose", "hard-leaved pocket orchid", "canterbury bells", "sweet pea"]
@@ -322,7 +322,7 @@ def test_launcher_command_lines_parse_with_the_real_cli(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
     from flowerkit.cli import app
-    from tui.launcher import cli_args
+    from flowerkit.tui.launcher import cli_args
 
     values = {"name": "parsed", "dataset": "flower102_synthetic", "prefer_mps": False, "num_steps": 3}
     args = cli_args("train", values, tmp_path / "out")[3:]  # drop `python -m flowerkit`

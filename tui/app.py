@@ -7,9 +7,9 @@ from pathlib import Path
 from textual.app import App
 from textual.binding import Binding
 
-from tui.launcher import LaunchedRun
-from tui.runs_list import RunsScreen
-from tui.runs_reader import RunSummary
+from flowerkit.tui.launcher import LaunchedRun
+from flowerkit.tui.runs_list import RunsScreen
+from flowerkit.tui.runs_reader import RunSummary
 
 
 class DashboardApp(App):

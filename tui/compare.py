@@ -10,9 +10,9 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header
 
-from tui.formatting import number, steps
-from tui.plots import MetricPlot
-from tui.runs_reader import METRICS, MetricsTail, RunDetail, read_detail
+from flowerkit.tui.formatting import number, steps
+from flowerkit.tui.plots import MetricPlot
+from flowerkit.tui.runs_reader import METRICS, MetricsTail, RunDetail, read_detail
 
 # (row label, how to read it from a run); final metrics come from the record, else the last logged rows.
 METRIC_ROWS = [

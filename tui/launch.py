@@ -22,7 +22,7 @@ from textual.widgets import (
 
 from flowerkit.cli.options import choices, default_text
 from flowerkit.errors import FlowerkitError
-from tui.launcher import field_kind, form_fields, form_values, launch
+from flowerkit.tui.launcher import field_kind, form_fields, form_values, launch
 
 FLOWS = ("train", "eval")
 

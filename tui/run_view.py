@@ -20,10 +20,10 @@ from textual.widgets import (
     TabPane,
 )
 
-from tui import prefect_states
-from tui.formatting import full_time, number, status_text, steps
-from tui.plots import MetricPlot
-from tui.runs_reader import METRICS, MetricsTail, RunDetail, flow_run_id, read_detail
+from flowerkit.tui import prefect_states
+from flowerkit.tui.formatting import full_time, number, status_text, steps
+from flowerkit.tui.plots import MetricPlot
+from flowerkit.tui.runs_reader import METRICS, MetricsTail, RunDetail, flow_run_id, read_detail
 
 
 def summary_line(detail: RunDetail) -> str:

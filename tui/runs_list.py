@@ -8,8 +8,8 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
-from tui.formatting import number, short_time, status_text, steps
-from tui.runs_reader import RunsIndex, RunSummary
+from flowerkit.tui.formatting import number, short_time, status_text, steps
+from flowerkit.tui.runs_reader import RunsIndex, RunSummary
 
 COLUMNS = [("mark", " "), ("name", "name"), ("flow", "flow"), ("status", "status"), ("device", "device"),
            ("step", "step"), ("loss", "loss"), ("acc", "acc"), ("started", "started UTC")]
@@ -107,7 +107,7 @@ class RunsScreen(Screen):
         return next((run for run in self.runs if run.name == name), None)
 
     def action_open_run(self) -> None:
-        from tui.run_view import RunScreen
+        from flowerkit.tui.run_view import RunScreen
 
         run = self._selected()
         if run is None:
@@ -131,7 +131,7 @@ class RunsScreen(Screen):
         self.action_open_run()
 
     def action_compare(self) -> None:
-        from tui.compare import CompareScreen
+        from flowerkit.tui.compare import CompareScreen
 
         chosen = [run.path for run in self.runs if run.name in self.marked]
         if len(chosen) < 2:
@@ -140,6 +140,6 @@ class RunsScreen(Screen):
         self.app.push_screen(CompareScreen(chosen))
 
     def action_launch(self) -> None:
-        from tui.launch import LaunchScreen
+        from flowerkit.tui.launch import LaunchScreen
 
         self.app.push_screen(LaunchScreen(), callback=lambda _: self.action_refresh())

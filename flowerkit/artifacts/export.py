@@ -13,21 +13,17 @@ from pathlib import Path
 import numpy as np
 
 from flowerkit.artifacts.classification import classification_report
-from flowerkit.artifacts.files import atomic_write_json
+from flowerkit.artifacts.files import atomic_write, atomic_write_json
 from flowerkit.artifacts.predictions import prediction_rows, write_predictions
 from flowerkit.artifacts.scalars import ScalarLog
+from flowerkit.layout import RunLayout
 from flowerkit.data.flowers102 import CATEGORY_NAMES, image_relpath, labelmap
 
-OUTPUTS_NAME = "eval/outputs.npz"
 SUMMARY_KEYS = ("num_samples", "loss", "accuracy", "top5_accuracy", "macro_f1", "worst_classes")
 
 
 def save_outputs(path: Path, image_ids: np.ndarray, labels: np.ndarray, logits: np.ndarray) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.npz")
-    np.savez(tmp, image_ids=image_ids, labels=labels, logits=logits)
-    tmp.replace(path)
-    return path
+    return atomic_write(path, lambda fh: np.savez(fh, image_ids=image_ids, labels=labels, logits=logits))
 
 
 @dataclass(frozen=True)
@@ -41,14 +37,13 @@ class ExportedFiles:
         return [self.predictions, self.per_class, self.metrics, self.labelmap]
 
 
-def export_evaluation(outputs: Path, dataset_root: Path, split: str, run_dir: Path, tb_dir: Path, step: int,
+def export_evaluation(outputs: Path, dataset_root: Path, split: str, layout: RunLayout, step: int,
                       total_steps: int, export_logits: bool) -> tuple[dict, ExportedFiles]:
     with np.load(outputs, allow_pickle=False) as data:
         image_ids, labels, logits = data["image_ids"], data["labels"], data["logits"]
     names = list(CATEGORY_NAMES)
     report = classification_report(logits, labels, names)
-    files = ExportedFiles(run_dir / "fiftyone" / "predictions.jsonl", run_dir / "fiftyone" / "per_class_metrics.json",
-                          run_dir / "metrics.json", run_dir / "labelmap.json")
+    files = ExportedFiles(layout.predictions, layout.per_class, layout.metrics, layout.labelmap)
 
     rows = prediction_rows([f"image_{int(i):05d}" for i in image_ids], image_ids,
                            [Path(dataset_root) / image_relpath(int(i)) for i in image_ids], labels, logits, names,
@@ -60,7 +55,7 @@ def export_evaluation(outputs: Path, dataset_root: Path, split: str, run_dir: Pa
     atomic_write_json(files.metrics, summary)
     atomic_write_json(files.labelmap, labelmap())
 
-    scalars = ScalarLog(run_dir, tb_dir)
+    scalars = ScalarLog(layout.metrics_jsonl, layout.tb_dir)
     try:
         scalars.log("eval", step, total_steps, {k: report[k] for k in ("loss", "accuracy", "top5_accuracy",
                                                                        "macro_f1")}, "val")

@@ -1,38 +1,63 @@
-"""Atomic writes and content hashes, shared by every artifact writer."""
+"""The one atomic writer and the content hashes, shared by every artifact writer.
+
+Every file flowerkit writes goes through ``atomic_write`` (bytes, text, JSON, or a callback that writes to
+a file object): the data goes to a temporary sibling named by ``flowerkit.layout.temp_name`` and is renamed
+into place, so readers see the old file or the new one, never a torn one. The file gets the usual mode for
+the process's umask (not mkstemp's 0600). A full disk raises ``DiskFullError`` naming the path.
+"""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
-import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
+
+from flowerkit.errors import DiskFullError
+from flowerkit.layout import temp_name
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write then rename: readers see the old file or the new one, never a torn one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> Path:
+    """Call ``write(fh)`` on a temporary sibling of ``path``, then rename it over ``path``."""
+    path = Path(path)
+    tmp = temp_name(path)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # os.open applies the umask to 0o666, as open() does; mkstemp would force 0600.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            write(fh)
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFullError(path) from None
         raise
+    return path
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
+def atomic_write_bytes(path: Path, data: bytes) -> Path:
+    return atomic_write(path, lambda fh: fh.write(data))
 
 
-def atomic_write_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+def atomic_write_text(path: Path, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode())
+
+
+def to_json(data: Any) -> str:
+    """Strict JSON (no NaN or Infinity tokens, which other readers reject); pretty, key order kept."""
+    return json.dumps(data, indent=2, sort_keys=False, allow_nan=False) + "\n"
+
+
+def atomic_write_json(path: Path, data: Any) -> Path:
+    return atomic_write_text(path, to_json(data))
 
 
 def read_json(path: Path) -> Any:
-    return json.loads(Path(path).read_text())
+    return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
 def sha256_file(path: Path) -> str:

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from flowerkit.artifacts.files import atomic_write_json, read_json, sha256_file, utc_now
+from flowerkit.layout import RECORD_NAME, RunLayout
 
-RECORD_NAME = "run_record.json"
 SCHEMA_VERSION = 1
 _lock = threading.RLock()
 
@@ -90,10 +90,10 @@ def set_progress(run_dir: Path, step: int, total_steps: int) -> None:
     update_record(run_dir, progress={"step": step, "total_steps": total_steps})
 
 
-def artifact_entry(path: Path, output_dir: Path) -> dict[str, Any]:
+def artifact_entry(path: Path, layout: RunLayout) -> dict[str, Any]:
     stat = path.stat()
     return {
-        "relative_path": path.resolve().relative_to(Path(output_dir).resolve()).as_posix(),
+        "relative_path": layout.relative(path),
         "sha256": sha256_file(path),
         "bytes": stat.st_size,
         "created_utc": datetime.fromtimestamp(stat.st_mtime, timezone.utc).isoformat(timespec="seconds")
@@ -102,34 +102,28 @@ def artifact_entry(path: Path, output_dir: Path) -> dict[str, Any]:
     }
 
 
-def index_artifacts(run_dir: Path, output_dir: Path, paths: Iterable[Path]) -> None:
+def index_artifacts(layout: RunLayout, paths: Iterable[Path]) -> None:
     """Add (or refresh) the index entries of ``paths``."""
-    entries = [artifact_entry(Path(p), output_dir) for p in paths]
+    entries = [artifact_entry(Path(p), layout) for p in paths]
 
     def mutate(record: dict[str, Any]) -> None:
         by_path = {e["relative_path"]: e for e in record["artifact_index"]}
         by_path.update({e["relative_path"]: e for e in entries})
         record["artifact_index"] = sorted(by_path.values(), key=lambda e: e["relative_path"])
 
-    update_record(run_dir, mutate)
+    update_record(layout.run_dir, mutate)
 
 
-def refresh_artifact_index(run_dir: Path, output_dir: Path) -> None:
-    """Index every file of the run that is new or changed since it was last indexed."""
-    run_dir = Path(run_dir)
-    known = {e["relative_path"]: e for e in read_record(run_dir)["artifact_index"]}
-    root = Path(output_dir).resolve()
+def refresh_artifact_index(run_dir: Path) -> None:
+    """Index every file of the run that is new or changed since it was last indexed (never temporary files)."""
+    record = read_record(run_dir)
+    layout = RunLayout.for_run(run_dir, record)
+    known = {e["relative_path"]: e for e in record["artifact_index"]}
     changed = []
-    for path in run_files(run_dir, Path(output_dir) / "tb" / run_dir.name):
-        entry = known.get(path.resolve().relative_to(root).as_posix())
+    for path in layout.files():
+        entry = known.get(layout.relative(path))
         stat = path.stat()
         if entry is None or entry["bytes"] != stat.st_size or entry.get("mtime_ns") != stat.st_mtime_ns:
             changed.append(path)
     if changed:
-        index_artifacts(run_dir, output_dir, changed)
-
-
-def run_files(run_dir: Path, tb_dir: Path) -> list[Path]:
-    """Every file of a run except the record itself and temporary files."""
-    files = [p for root in (run_dir, tb_dir) if root.is_dir() for p in root.rglob("*") if p.is_file()]
-    return sorted(p for p in files if p.name != RECORD_NAME and not p.name.endswith(".tmp"))
+        index_artifacts(layout, changed)

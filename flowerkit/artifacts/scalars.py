@@ -15,8 +15,8 @@ from flowerkit.artifacts.files import utc_now
 class ScalarLog:
     """One writer per run; TensorBoard's writer is imported on first use (it is slow to import)."""
 
-    def __init__(self, run_dir: Path, tb_dir: Path, purge_step: int | None = None) -> None:
-        self.jsonl_path = Path(run_dir) / "metrics.jsonl"
+    def __init__(self, jsonl_path: Path, tb_dir: Path, purge_step: int | None = None) -> None:
+        self.jsonl_path = Path(jsonl_path)
         self.tb_dir = Path(tb_dir)
         self.purge_step = purge_step  # a resumed run replaces TensorBoard events from this step on
         self._writer = None
@@ -36,7 +36,7 @@ class ScalarLog:
         row.update({k: float(v) for k, v in values.items()})
         row.update(time_utc=utc_now(), elapsed_s=round(time.monotonic() - self._t0, 3))
         with open(self.jsonl_path, "a") as fh:
-            fh.write(json.dumps(row) + "\n")
+            fh.write(json.dumps(row, allow_nan=False) + "\n")
         for key, value in values.items():
             self.writer.add_scalar(f"{tb_prefix}/{key}", float(value), step)
 

@@ -13,6 +13,6 @@ def dashboard(
     refresh: float = typer.Option(1.0, "--refresh", min=0.2, help="Seconds between re-reads of the run files."),
 ) -> None:
     """Follow, compare and launch runs in a terminal UI (keys in the footer; q quits)."""
-    from tui.app import DashboardApp  # Textual is imported only for this command
+    from flowerkit.tui.app import DashboardApp  # Textual is imported only for this command
 
     DashboardApp(output_dir, refresh_s=refresh).run()

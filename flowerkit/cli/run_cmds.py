@@ -36,11 +36,11 @@ def _run(flow: str, given: dict[str, Any], config_file: Path | None, resume: boo
         if not debug:
             hide_user_error_tracebacks()
         if flow == "train":
-            from flows.train import train_flow
+            from flowerkit.flows.train import train_flow
 
             result = train_flow(config, resume=resume)
         else:
-            from flows.eval import eval_flow
+            from flowerkit.flows.eval import eval_flow
 
             result = eval_flow(config, resume=resume)
         print_summary(flow, config, result)

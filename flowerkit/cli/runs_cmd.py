@@ -73,11 +73,13 @@ def verify(name: str = typer.Argument(..., help="Run name."), output_dir: Path =
 @app.command("prune")
 def prune(
     older_than_retention: bool = typer.Option(False, "--older-than-retention", "--older_than_retention",
-                                              help="Delete runs whose retention period (RETENTION.txt) has expired."),
+                                              help="Delete runs whose retention period (from the run record) has "
+                                                   "expired."),
     dry_run: bool = typer.Option(False, "--dry-run", "--dry_run", help="Only say what would be deleted."),
+    force: bool = typer.Option(False, "--force", help="Also delete expired runs whose files fail verification."),
     output_dir: Path = OUTPUT,
 ) -> None:
-    """Delete only runs past their retention expiry; nothing else is ever removed."""
+    """Delete only verified runs past their retention expiry; anything else is reported and kept."""
     from flowerkit.runs import delete_run, expired_runs
 
     with user_errors():
@@ -88,9 +90,18 @@ def prune(
         candidates = expired_runs(output_dir)
         if not candidates:
             typer.echo(f"No run under {output_dir} is past its retention period.")
+        kept = 0
         for candidate in candidates:
+            expired = f"expired {candidate.expires_utc:%Y-%m-%d}" if candidate.expires_utc else "expiry unknown"
+            if candidate.problem and not (force and candidate.expires_utc):
+                kept += 1
+                typer.echo(f"keeping {candidate.name} ({expired}): {candidate.problem}.", err=True)
+                continue
             verb = "would delete" if dry_run else "deleting"
-            typer.echo(f"{verb} {candidate.name} (expired {candidate.expires_utc:%Y-%m-%d}): "
-                       f"{', '.join(map(str, candidate.paths))}")
+            typer.echo(f"{verb} {candidate.name} ({expired}): {', '.join(map(str, candidate.paths))}")
             if not dry_run:
                 delete_run(candidate)
+        if kept:
+            typer.echo(f"{kept} run(s) kept: see above. `flowerkit runs verify NAME` shows what differs; "
+                       "--force deletes expired runs that fail verification.", err=True)
+            raise typer.Exit(2)

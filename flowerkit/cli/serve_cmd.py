@@ -33,8 +33,8 @@ def require_server() -> str:
 
 def served_deployments() -> list[Any]:
     """The two deployments this process serves, with the flows' typed ``config`` parameter."""
-    from flows.eval import eval_flow
-    from flows.train import train_flow
+    from flowerkit.flows.eval import eval_flow
+    from flowerkit.flows.train import train_flow
 
     return [
         train_flow.to_deployment(name=TRAIN_DEPLOYMENT, tags=["flowerkit", "train"], enforce_parameter_schema=True),

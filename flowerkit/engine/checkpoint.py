@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-import os
 import pickle
 import pickletools
 import zipfile
@@ -12,6 +10,7 @@ from typing import Any
 
 import torch
 
+from flowerkit.artifacts.files import atomic_write
 from flowerkit.errors import ConfigError, MissingInputError
 
 FORMAT = "flowerkit-checkpoint"
@@ -46,13 +45,7 @@ def foreign_imports(path: Path) -> list[str]:
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> Path:
     """``payload`` must hold tensors, containers and plain values only (so ``weights_only`` can read it)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    buffer = io.BytesIO()
-    torch.save({"format": FORMAT, "version": VERSION, **payload}, buffer)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(buffer.getvalue())
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda fh: torch.save({"format": FORMAT, "version": VERSION, **payload}, fh))
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -28,12 +28,11 @@ from flowerkit.data.pipeline import BatchPlan, InputPipeline, SampleTable
 from flowerkit.engine.checkpoint import load_checkpoint, save_checkpoint
 from flowerkit.engine.evaluator import autocast, predict, prepare_input, prepare_model
 from flowerkit.engine.schedules import make_scheduler
+from flowerkit.layout import RunLayout
 from flowerkit.models.npz import load_pretrained
 from flowerkit.models.vit import build_model
 
 log = logging.getLogger(__name__)
-
-CHECKPOINT_NAME = "checkpoints/ckpt.bin"
 
 
 def seed_everything(seed: int, deterministic: bool) -> dict:
@@ -119,10 +118,10 @@ class TrainStep:
 
 
 def train(config: TrainConfig, device: torch.device, precision: str, train_table: SampleTable,
-          val_table: SampleTable, run_dir: Path, tb_dir: Path,
+          val_table: SampleTable, layout: RunLayout,
           on_progress: Callable[[int, int], None] | None = None) -> TrainResult:
-    """Train to ``config.num_steps``, resuming from ``run_dir``'s checkpoint when one exists."""
-    ckpt_path = run_dir / CHECKPOINT_NAME
+    """Train to ``config.num_steps``, resuming from the run's latest checkpoint when one exists."""
+    ckpt_path = layout.checkpoint
     model = build_model(config.model_type, config.img_size, NUM_CLASSES)
     optimizer = torch.optim.SGD(model.parameters(), lr=config.learning_rate, momentum=0.9,
                                 weight_decay=config.weight_decay)
@@ -142,14 +141,14 @@ def train(config: TrainConfig, device: torch.device, precision: str, train_table
         log.info("weights: %s", weights)
     # An earlier attempt may have logged steps past its last checkpoint (or before its first): they are
     # logged again, so drop them from metrics.jsonl and have TensorBoard purge them too.
-    retried = _truncate_metrics(run_dir / "metrics.jsonl", start_step)
+    retried = _truncate_metrics(layout.metrics_jsonl, start_step)
     if retried and not start_step:
         log.info("an earlier attempt stopped before its first checkpoint: starting again from step 0")
     model = prepare_model(model, device)  # in place: the optimizer's parameters stay the same objects
     _move_optimizer_state(optimizer, device)
     step_model = torch.compile(model) if config.compile else model
 
-    scalars = ScalarLog(run_dir, tb_dir, purge_step=start_step + 1 if retried else None)
+    scalars = ScalarLog(layout.metrics_jsonl, layout.tb_dir, purge_step=start_step + 1 if retried else None)
     plan = BatchPlan(train_table, config.micro_batch_size, config.seed)
     train_pipe = make_pipeline(config, train_table, config.img_size, device)
     val_pipe = make_pipeline(config, val_table, config.img_size, device)

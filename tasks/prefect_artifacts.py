@@ -25,7 +25,6 @@ from flowerkit.throttle import Throttle
 
 log = logging.getLogger(__name__)
 
-PER_CLASS_NAME = "fiftyone/per_class_metrics.json"
 PER_CLASS_COLUMNS = ("class_id", "class_name", "precision", "recall", "f1", "support")
 METRIC_NAMES = ("accuracy", "top5_accuracy", "macro_f1", "loss", "num_samples")
 
@@ -57,17 +56,17 @@ def summary_markdown(flow: str, run_name: str, run_id: str, device: str, precisi
     return "\n".join(lines) + "\n"
 
 
-def per_class_rows(run_dir: Path) -> list[dict]:
-    """One row per class from the run's ``fiftyone/per_class_metrics.json``."""
-    classes = read_json(run_dir / PER_CLASS_NAME)["classes"]
+def per_class_rows(per_class: Path) -> list[dict]:
+    """One row per class from the run's per-class metrics file."""
+    classes = read_json(per_class)["classes"]
     return [{column: _number(row[column]) for column in PER_CLASS_COLUMNS} for row in classes]
 
 
-def publish_summary(flow: str, run_name: str, markdown: str, run_dir: Path) -> tuple[UUID, UUID]:
+def publish_summary(flow: str, run_name: str, markdown: str, per_class: Path) -> tuple[UUID, UUID]:
     """Create the markdown summary and the per-class table of a finished evaluation."""
     summary = create_markdown_artifact(markdown, key=artifact_key(flow, run_name, "summary"),
                                        description=f"flowerkit {flow} run '{run_name}': summary")
-    table = create_table_artifact(per_class_rows(run_dir), key=artifact_key(flow, run_name, "per-class"),
+    table = create_table_artifact(per_class_rows(per_class), key=artifact_key(flow, run_name, "per-class"),
                                   description=f"flowerkit {flow} run '{run_name}': per-class metrics")
     return summary, table
 
