@@ -32,7 +32,8 @@ def temp_name(path: Path) -> Path:
 
 
 def is_temp(path: Path) -> bool:
-    return path.name.startswith(".") and TEMP_MARK in path.name
+    """A temporary file, or anything inside a temporary folder."""
+    return any(part.startswith(".") and TEMP_MARK in part for part in Path(path).parts)
 
 
 @dataclass(frozen=True)
@@ -146,6 +147,12 @@ class RunLayout:
     def per_class(self) -> Path:
         return self.fiftyone_dir / "per_class_metrics.json"
 
+    @staticmethod
+    def final_events_name(step: int) -> str:
+        """The TensorBoard events file of the final evaluation at ``step``: a fixed name (TensorBoard reads any
+        file whose name holds 'tfevents'; 'final' sorts after the timestamped files), so a retry replaces it."""
+        return f"events.out.tfevents.final-{step:08d}"
+
     # --- whole-run views ----------------------------------------------------------------------------
     def roots(self) -> list[Path]:
         """The folders that hold the run's files (the fiftyone folder only when it lies outside the run's)."""
@@ -156,12 +163,29 @@ class RunLayout:
 
     def files(self) -> list[Path]:
         """Every file of the run except the record itself, the lock and temporary files, sorted."""
-        found = {p for root in self.roots() if root.is_dir() for p in _walk(root)}
-        return sorted(p for p in found if p != self.record and p != self.lock and not is_temp(p))
+        found = {path for path, rel in self._walk() if not is_temp(rel)}
+        return sorted(p for p in found if p not in (self.record, self.lock))
 
     def temp_files(self) -> list[Path]:
-        """Temporary files a killed writer left behind."""
-        return sorted(p for root in self.roots() if root.is_dir() for p in _walk(root) if is_temp(p))
+        """Temporary files and folders a killed writer left behind (the outermost temporary path of each)."""
+        stale = set()
+        for root in self._existing_roots():
+            for path in root.rglob("*"):
+                rel = path.relative_to(root)
+                if is_temp(rel):
+                    first = next(i for i, part in enumerate(rel.parts) if is_temp(Path(part)))
+                    stale.add(root.joinpath(*rel.parts[:first + 1]))
+        return sorted(stale)
+
+    def _existing_roots(self) -> list[Path]:
+        return [root for root in self.roots() if root.is_dir()]
+
+    def _walk(self) -> Iterator[tuple[Path, Path]]:
+        """(file, its path relative to the root it was found under) for every file of the run's folders."""
+        for root in self._existing_roots():
+            for path in root.rglob("*"):
+                if path.is_file():
+                    yield path, path.relative_to(root)
 
     def key_files(self) -> list[Path]:
         """The files a reviewer opens first, in that order (those that exist)."""
@@ -182,6 +206,3 @@ def _inside(path: Path, parent: Path) -> bool:
         return False
     return True
 
-
-def _walk(root: Path) -> Iterator[Path]:
-    return (p for p in root.rglob("*") if p.is_file())

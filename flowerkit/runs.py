@@ -100,8 +100,13 @@ def find_run_dirs(output_dir: Path) -> list[Path]:
 
 def summarize(run_dir: Path) -> RunSummary:
     """A run from its files: record first, env stamp for what the record lacks; a vanished run reads as unknown."""
-    record = read_json_or_none(run_dir / RECORD_NAME) or {}
+    record = read_json_or_none(run_dir / RECORD_NAME)
     stamp = read_json_or_none(run_dir / STAMP_NAME) or {}
+    if (run_dir / RECORD_NAME).is_file() and not isinstance(record, dict):
+        return RunSummary(name=run_dir.name, path=run_dir, status="damaged",
+                          started_utc=str(stamp.get("timestamp") or "") if isinstance(stamp, dict) else "")
+    record = record or {}
+    stamp = stamp if isinstance(stamp, dict) else {}
     progress = record.get("progress") or {}
     metrics = record.get("metrics") or {}
     return RunSummary(

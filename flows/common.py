@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,7 +11,8 @@ from pathlib import Path
 from flowerkit.artifacts.files import utc_now
 from flowerkit.artifacts.record import refresh_artifact_index, update_record
 from flowerkit.config import RunConfig
-from flowerkit.rundir import claim_run_dir
+from flowerkit.errors import DiskFullError, FlowerkitError
+from flowerkit.rundir import RunLock, claim_run_dir
 
 LOGGERS = ("flowerkit", "prefect.flow_runs", "prefect.task_runs")
 
@@ -46,23 +48,32 @@ def _log_to_file(path: Path) -> Iterator[None]:
 def run_lifecycle(config: RunConfig, flow: str, resume: bool, total_steps: int, device: str,
                   completed_tasks: list[str], determinism: dict) -> Iterator[dict]:
     """Claim the run directory, keep the record current, and always leave it ``complete`` or ``failed``."""
-    record = claim_run_dir(config, flow, resume, flow_run_id(), total_steps)
+    lock = RunLock(config.layout)
+    record = claim_run_dir(config, flow, resume, flow_run_id(), total_steps, lock)
     run_dir = config.layout.run_dir
 
     def mark_done(rec: dict) -> None:
         for name in completed_tasks:
             rec["tasks"].setdefault(name, {"state": "completed", "attempt": 1, "updated_utc": utc_now()})
 
-    update_record(run_dir, mark_done, device=device, determinism=determinism)
-    with _log_to_file(config.layout.run_log):
-        try:
-            yield record
-        except BaseException as exc:
-            message = describe_failure(exc)
-            logging.getLogger("flowerkit").error("run %s failed: %s", config.name, message)
-            _finish(config, "failed", {"type": type(exc).__name__, "message": message})
-            raise
-    _finish(config, "complete", None)
+    try:
+        update_record(run_dir, mark_done, device=device, determinism=determinism)
+        with _log_to_file(config.layout.run_log):
+            try:
+                yield record
+            except BaseException as exc:
+                if isinstance(exc, DiskFullError) or getattr(exc, "errno", None) == errno.ENOSPC:
+                    lock.free_reserve()  # room to record the failure
+                message = describe_failure(exc)
+                logging.getLogger("flowerkit").error("run %s failed: %s", config.name, message)
+                try:
+                    _finish(config, "failed", {"type": type(exc).__name__, "message": message})
+                except (OSError, FlowerkitError) as also:  # e.g. the disk is still full: keep the first error
+                    logging.getLogger("flowerkit").error("could not mark run %s failed: %s", config.name, also)
+                raise
+        _finish(config, "complete", None)
+    finally:
+        lock.release()
 
 
 def describe_failure(exc: BaseException) -> str:
@@ -73,5 +84,10 @@ def describe_failure(exc: BaseException) -> str:
 
 def _finish(config: RunConfig, status: str, error: dict | None) -> None:
     """Index every file of the run (TensorBoard events included), then set the final status."""
+    def settle_tasks(record: dict) -> None:  # a task that could not record its own failure
+        for state in record["tasks"].values():
+            if status == "failed" and state.get("state") in ("running", "retrying"):
+                state.update(state="failed", updated_utc=utc_now())
+
     refresh_artifact_index(config.layout.run_dir)
-    update_record(config.layout.run_dir, stage_status=status, ended_utc=utc_now(), error=error)
+    update_record(config.layout.run_dir, settle_tasks, stage_status=status, ended_utc=utc_now(), error=error)

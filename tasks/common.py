@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from flowerkit.artifacts.record import refresh_artifact_index, set_task_state
-from flowerkit.errors import ConfigError, MissingInputError, RunExistsError
+from flowerkit.errors import ConfigError, DiskFullError, FlowerkitError, MissingInputError, RunExistsError
 
-# A user's mistake does not heal by retrying; only unexpected failures (I/O, a killed step) are retried.
-NOT_RETRIED = (ConfigError, MissingInputError, RunExistsError)
+log = logging.getLogger(__name__)
+
+# A user's mistake (or a full disk) does not heal by retrying a second later; only unexpected failures (a
+# flaky mount, a killed step) are retried.
+NOT_RETRIED = (ConfigError, MissingInputError, RunExistsError, DiskFullError)
 
 
 def retry_unless_user_error(task, task_run, state) -> bool:
@@ -45,10 +49,10 @@ def tracked(name: str, retries: int) -> Callable:
             try:
                 result = fn(*args, run_dir=run_dir, **kwargs)
             except (*NOT_RETRIED, KeyboardInterrupt, SystemExit):  # a user's mistake, or the user stopping it
-                set_task_state(run_dir, name, "failed", attempt)
+                _note_state(run_dir, name, "failed", attempt)
                 raise
             except BaseException:
-                set_task_state(run_dir, name, "retrying" if attempt <= retries else "failed", attempt)
+                _note_state(run_dir, name, "retrying" if attempt <= retries else "failed", attempt)
                 raise
             refresh_artifact_index(run_dir)  # the record follows each artifact as written
             set_task_state(run_dir, name, "completed", attempt)
@@ -57,3 +61,11 @@ def tracked(name: str, retries: int) -> Callable:
         return wrapper
 
     return decorate
+
+
+def _note_state(run_dir: Path, name: str, state: str, attempt: int) -> None:
+    """Record a failing task's state without masking its error (the disk may be the thing that failed)."""
+    try:
+        set_task_state(run_dir, name, state, attempt)
+    except (OSError, FlowerkitError) as exc:
+        log.warning("could not record task %s as %s: %s", name, state, exc)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +12,8 @@ import pytest
 from flowerkit.artifacts.classification import classification_report
 from flowerkit.artifacts.files import atomic_write_json, read_json
 from flowerkit.artifacts.retention import read_expiry, retention_text
-from flowerkit.layout import RunLayout
 from flowerkit.artifacts.stamp import STAMP_FIELDS, build_stamp, missing_fields, package_version
+from flowerkit.layout import RunLayout
 
 
 def test_classification_report_agrees_with_scikit_learn() -> None:
@@ -65,3 +66,24 @@ def test_atomic_json_write_leaves_no_temporary_files(tmp_path: Path) -> None:
     atomic_write_json(tmp_path / "a.json", {"x": 2})
     assert read_json(tmp_path / "a.json") == {"x": 2}
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_atomic_writes_honour_the_umask(tmp_path: Path, umask: int) -> None:
+    from flowerkit.artifacts.files import atomic_write_json
+
+    old = os.umask(umask)
+    try:
+        path = atomic_write_json(tmp_path / "x.json", {"a": 1})
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+    assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
+
+
+def test_json_artifacts_are_strict_json(tmp_path: Path) -> None:
+    from flowerkit.artifacts.files import atomic_write_json
+
+    with pytest.raises(ValueError):
+        atomic_write_json(tmp_path / "x.json", {"loss": float("nan")})
+    assert not any(tmp_path.iterdir())

@@ -8,6 +8,7 @@ test server.
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -141,3 +142,116 @@ def test_user_errors_are_not_retried(prefect_harness, flowers_root: Path, tmp_pa
     with pytest.raises(error):
         tasks_setup.load_subset("flower102", root, "val", subset, 2)
     assert calls.count == 1
+
+
+class Killed(BaseException):
+    """Stands for the process being killed at that point: not an Exception, so nothing retries or handles it."""
+
+
+def scalars_of(tb_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tb_dir), size_guidance={"scalars": 0})
+    acc.Reload()
+    return {tag: [(e.step, round(e.value, 5)) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def _kill_after_jsonl_row(patch: pytest.MonkeyPatch) -> None:
+    from flowerkit.artifacts.scalars import ScalarLog
+
+    patch.setattr(ScalarLog, "per_class", Calls(ScalarLog.per_class, lambda n: Killed()))
+
+
+def _kill_after_events_published(patch: pytest.MonkeyPatch) -> None:
+    from flowerkit.artifacts import export
+
+    def close_then_die(self) -> None:
+        real_close(self)
+        raise Killed()
+
+    real_close = export.ScalarLog.close
+    patch.setattr(export.ScalarLog, "close", close_then_die)
+
+
+def _kill_between_export_and_stamp(patch: pytest.MonkeyPatch) -> None:
+    from flowerkit.tasks import provenance
+
+    patch.setattr(provenance, "build_stamp", Calls(provenance.build_stamp, lambda n: Killed()))
+
+
+@pytest.mark.parametrize("kill", [_kill_after_jsonl_row, _kill_after_events_published,
+                                  _kill_between_export_and_stamp])
+def test_a_run_killed_in_or_after_export_resumes_exactly(kill: Callable, prefect_harness, flowers_root: Path,
+                                                         tiny_run: Path, tmp_path: Path) -> None:
+    """Wherever the final stage dies, --resume gives the uninterrupted run's rows, scalars and predictions."""
+    from flowerkit.config import TrainConfig, load_config
+    from flowerkit.flows.train import train_flow
+    from flowerkit.runs import verify_run
+
+    config = load_config(TrainConfig, SEED_CONFIG | dict(name="killed", data_root=flowers_root, output_dir=tmp_path))
+    with pytest.MonkeyPatch.context() as patch:
+        kill(patch)
+        with pytest.raises(Killed):
+            train_flow(config)
+    train_flow(config, resume=True)
+    run_dir = config.layout.run_dir
+    rows, reference = read_jsonl(run_dir / "metrics.jsonl"), read_jsonl(tiny_run / "metrics.jsonl")
+    assert [(r["kind"], r["step"]) for r in rows] == [(r["kind"], r["step"]) for r in reference]
+    assert scalars_of(config.layout.tb_dir) == scalars_of(tiny_run.parent / "tb" / tiny_run.name)
+    assert (run_dir / "fiftyone" / "predictions.jsonl").read_text().replace(str(run_dir), "") == \
+        (tiny_run / "fiftyone" / "predictions.jsonl").read_text().replace(str(tiny_run), "")
+    assert verify_run(tmp_path, "killed").ok
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A 4 MiB tmpfs: a real filesystem that can be filled up. Needs the right to mount (root on Linux)."""
+    mount_point = tmp_path / "small-disk"
+    mount_point.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount_point)],
+                          capture_output=True, check=False)
+    if made.returncode:
+        pytest.skip(f"cannot mount a tmpfs here ({made.stderr.decode().strip()}): needs root on Linux")
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def fill(folder: Path) -> Path:
+    """Write zeros into ``folder`` until the filesystem has no room left; returns the filler file."""
+    filler = folder / "filler"
+    with open(filler, "wb") as fh:
+        try:
+            while True:
+                fh.write(b"\0" * 65536)
+                fh.flush()
+        except OSError:
+            pass
+    return filler
+
+
+def test_a_full_disk_fails_the_run_cleanly_and_resume_finishes_it(prefect_harness, flowers_root: Path,
+                                                                   small_disk: Path) -> None:
+    """The disk fills up just before the first checkpoint: the run is marked failed with 'disk full at <path>',
+    no temporary file is left or indexed, and --resume after freeing space completes a verifiable run."""
+    from flowerkit.config import TrainConfig, load_config
+    from flowerkit.engine import trainer
+    from flowerkit.errors import DiskFullError
+    from flowerkit.flows.train import train_flow
+    from flowerkit.runs import verify_run
+
+    output = small_disk / "output"
+    config = load_config(TrainConfig, SEED_CONFIG | dict(name="full", data_root=flowers_root, output_dir=output))
+    fillers: list[Path] = []
+    with pytest.MonkeyPatch.context() as patch:
+        real_save = trainer.save_checkpoint
+        patch.setattr(trainer, "save_checkpoint", lambda *a, **k: (fillers.append(fill(small_disk)),
+                                                                   real_save(*a, **k))[1])
+        with pytest.raises(DiskFullError, match="disk full at .*ckpt.bin"):
+            train_flow(config)
+    record = read_record(config.layout.run_dir)
+    assert record["stage_status"] == "failed" and "disk full at" in record["error"]["message"]
+    assert config.layout.temp_files() == [] and not config.layout.checkpoint.exists()
+    fillers[0].unlink()
+    train_flow(config, resume=True)
+    assert read_record(config.layout.run_dir)["stage_status"] == "complete"
+    assert verify_run(output, "full").ok

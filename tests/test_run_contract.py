@@ -113,6 +113,51 @@ def test_existing_run_is_never_overwritten(tiny_run: Path, flowers_root: Path) -
     assert complete.exit_code == 4 and "already complete" in flat(complete.output)
 
 
+def hold_run_lock(run_dir: Path) -> subprocess.Popen:
+    """Another process that holds the run's lock (as a live run does) until it is killed."""
+    script = ("import sys, time; from flowerkit.layout import RunLayout; from flowerkit.rundir import RunLock; "
+              "lock = RunLock(RunLayout.for_run(sys.argv[1])); lock.acquire(); print('locked', flush=True); time.sleep(120)")
+    holder = subprocess.Popen([sys.executable, "-c", script, str(run_dir)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+    return holder
+
+
+def test_a_run_has_one_writer_at_a_time(tiny_run: Path, flowers_root: Path, tmp_path: Path) -> None:
+    """--resume of a run another live process writes is refused with exit 4 naming the owner; once that
+    process is gone (its lock file stays behind), the lock no longer blocks."""
+    from flowerkit.layout import RunLayout
+    from flowerkit.rundir import RunLock
+
+    output = tmp_path / "out"
+    copy_run(tiny_run, output, "flower_mps", started=datetime.now(timezone.utc))
+    record_path = output / "flower_mps" / "run_record.json"
+    record_path.write_text(json.dumps(json.loads(record_path.read_text()) | {"stage_status": "failed"}))
+    holder = hold_run_lock(output / "flower_mps")
+    try:
+        result = runner.invoke(app, [*seed_args(flowers_root, "flower_mps"), "--output_dir", str(output), "--resume"])
+        assert result.exit_code == 4, result.output
+        assert f"pid {holder.pid} on host" in flat(result.output) and "one writer at a time" in flat(result.output)
+    finally:
+        holder.kill()
+        holder.wait()
+    layout = RunLayout.for_run(output / "flower_mps")
+    assert layout.lock.exists() and not RunLock(layout).is_held_elsewhere()
+    lock = RunLock(layout)
+    lock.acquire()  # a dead owner's lock file does not block
+    lock.release()
+
+
+def test_a_damaged_record_shows_as_damaged_and_cannot_be_resumed(tiny_run: Path, flowers_root: Path,
+                                                                 tmp_path: Path) -> None:
+    output = tmp_path / "out"
+    copy_run(tiny_run, output, "flower_mps", started=datetime.now(timezone.utc))
+    (output / "flower_mps" / "run_record.json").write_text('{"stage_status": "comple')
+    listed = runner.invoke(app, ["runs", "list", "--output-dir", str(output)])
+    assert listed.exit_code == 0 and "damaged" in listed.output and "complete" not in listed.output
+    resumed = runner.invoke(app, [*seed_args(flowers_root, "flower_mps"), "--output_dir", str(output), "--resume"])
+    assert resumed.exit_code == 2 and "is damaged" in flat(resumed.output) and "Traceback" not in resumed.output
+
+
 def test_runs_verify_catches_a_modified_predictions_file(tiny_run: Path, tmp_path: Path) -> None:
     output = tmp_path / "out"
     shutil.copytree(tiny_run, output / "flower_mps")

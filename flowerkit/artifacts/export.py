@@ -55,7 +55,7 @@ def export_evaluation(outputs: Path, dataset_root: Path, split: str, layout: Run
     atomic_write_json(files.metrics, summary)
     atomic_write_json(files.labelmap, labelmap())
 
-    scalars = ScalarLog(layout.metrics_jsonl, layout.tb_dir)
+    scalars = ScalarLog(layout.metrics_jsonl, layout.tb_dir, final_events=layout.final_events_name(step))
     try:
         scalars.log("eval", step, total_steps, {k: report[k] for k in ("loss", "accuracy", "top5_accuracy",
                                                                        "macro_f1")}, "val")

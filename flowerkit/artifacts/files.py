@@ -19,6 +19,8 @@ from typing import IO, Any
 from flowerkit.errors import DiskFullError
 from flowerkit.layout import temp_name
 
+NEARLY_FULL_BYTES = 64 * 1024  # a write that fails with less room than this left failed for lack of room
+
 
 def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> Path:
     """Call ``write(fh)`` on a temporary sibling of ``path``, then rename it over ``path``."""
@@ -32,11 +34,25 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> Path:
             write(fh)
         os.replace(tmp, path)
     except BaseException as exc:
+        full = _out_of_space(exc, path.parent)  # asked before the partial file is removed
         tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        if full:
             raise DiskFullError(path) from None
         raise
     return path
+
+
+def _out_of_space(exc: BaseException, folder: Path) -> bool:
+    """ENOSPC, or a writer library's own error (torch.save raises RuntimeError) on a device with no room left."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if not isinstance(exc, Exception):
+        return False
+    try:
+        stats = os.statvfs(folder)
+    except OSError:
+        return False
+    return stats.f_bavail * stats.f_frsize < NEARLY_FULL_BYTES
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> Path:

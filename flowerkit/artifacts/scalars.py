@@ -3,23 +3,35 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from flowerkit.artifacts.files import utc_now
+from flowerkit.artifacts.files import atomic_write_text, utc_now
+from flowerkit.layout import temp_name
 
 
 class ScalarLog:
-    """One writer per run; TensorBoard's writer is imported on first use (it is slow to import)."""
+    """One writer per run; TensorBoard's writer is imported on first use (it is slow to import).
 
-    def __init__(self, jsonl_path: Path, tb_dir: Path, purge_step: int | None = None) -> None:
+    ``final_events`` makes the log idempotent, for the final evaluation that a retried or resumed task may write
+    twice: its ``metrics.jsonl`` rows replace earlier rows of the same kind and step, and its TensorBoard events
+    go to a private folder and are published on ``close`` as ``OUTPUT/tb/<run>/<final_events>`` by an atomic
+    rename, replacing an earlier attempt's file instead of adding to it.
+    """
+
+    def __init__(self, jsonl_path: Path, tb_dir: Path, purge_step: int | None = None,
+                 final_events: str | None = None) -> None:
         self.jsonl_path = Path(jsonl_path)
         self.tb_dir = Path(tb_dir)
         self.purge_step = purge_step  # a resumed run replaces TensorBoard events from this step on
+        self.final_events = final_events
         self._writer = None
+        self._staging: Path | None = None
         self._t0 = time.monotonic()
 
     @property
@@ -27,7 +39,11 @@ class ScalarLog:
         if self._writer is None:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._writer = SummaryWriter(log_dir=str(self.tb_dir), purge_step=self.purge_step)
+            log_dir = self.tb_dir
+            if self.final_events:
+                self._staging = temp_name(self.tb_dir / self.final_events)
+                log_dir = self._staging
+            self._writer = SummaryWriter(log_dir=str(log_dir), purge_step=self.purge_step)
         return self._writer
 
     def log(self, kind: str, step: int, total_steps: int, values: dict[str, float], tb_prefix: str) -> None:
@@ -35,10 +51,19 @@ class ScalarLog:
         row: dict[str, Any] = {"kind": kind, "step": step, "total_steps": total_steps}
         row.update({k: float(v) for k, v in values.items()})
         row.update(time_utc=utc_now(), elapsed_s=round(time.monotonic() - self._t0, 3))
-        with open(self.jsonl_path, "a") as fh:
-            fh.write(json.dumps(row, allow_nan=False) + "\n")
+        line = json.dumps(row, allow_nan=False) + "\n"
+        if self.final_events:
+            self._replace_row(kind, step, line)
+        else:
+            with open(self.jsonl_path, "a", encoding="utf-8") as fh:
+                fh.write(line)
         for key, value in values.items():
             self.writer.add_scalar(f"{tb_prefix}/{key}", float(value), step)
+
+    def _replace_row(self, kind: str, step: int, line: str) -> None:
+        old = self.jsonl_path.read_text(encoding="utf-8").splitlines(keepends=True) if self.jsonl_path.exists() else []
+        kept = [row for row in old if _kind_step(row) != (kind, step)]
+        atomic_write_text(self.jsonl_path, "".join(kept) + line)
 
     def per_class(self, step: int, per_class: list[dict[str, Any]], tb_prefix: str) -> None:
         for row in per_class:
@@ -54,7 +79,22 @@ class ScalarLog:
         self.writer.add_image(tag, image[None].astype(np.float32), step, dataformats="CHW")
 
     def close(self) -> None:
-        if self._writer is not None:
-            self._writer.flush()
-            self._writer.close()
-            self._writer = None
+        if self._writer is None:
+            return
+        self._writer.flush()
+        self._writer.close()
+        self._writer = None
+        if self._staging is not None:
+            events = sorted(self._staging.glob("events.out.tfevents.*"))
+            for path in events:  # one writer, so one file
+                os.replace(path, self.tb_dir / self.final_events)
+            shutil.rmtree(self._staging, ignore_errors=True)
+            self._staging = None
+
+
+def _kind_step(line: str) -> tuple[Any, Any] | None:
+    try:
+        row = json.loads(line)
+        return row.get("kind"), row.get("step")
+    except (ValueError, AttributeError):
+        return None
