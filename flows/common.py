@@ -12,7 +12,9 @@ from flowerkit.artifacts.files import utc_now
 from flowerkit.artifacts.record import refresh_artifact_index, update_record
 from flowerkit.config import RunConfig
 from flowerkit.errors import DiskFullError, FlowerkitError
+from flowerkit.plan import RunPlan
 from flowerkit.rundir import RunLock, claim_run_dir
+from flowerkit.tasks import load_subset
 
 LOGGERS = ("flowerkit", "prefect.flow_runs", "prefect.task_runs")
 
@@ -44,21 +46,33 @@ def _log_to_file(path: Path) -> Iterator[None]:
         handler.close()
 
 
+def select_splits(plan: RunPlan) -> list[dict]:
+    """The ``load_subset`` task for each split of the plan, in the plan's order."""
+    return [load_subset(plan.config.dataset, plan.config.data_root, r.split, r.subset, r.batch_size)
+            for r in plan.splits]
+
+
+# Tasks that run before the run directory exists: the record lists them once it does.
+PLANNING_TASKS = ("detect_device", "load_subset")
+
+
 @contextlib.contextmanager
-def run_lifecycle(config: RunConfig, flow: str, resume: bool, total_steps: int, device: str,
-                  completed_tasks: list[str], determinism: dict) -> Iterator[dict]:
+def run_lifecycle(plan: RunPlan, device: str, determinism: dict) -> Iterator[dict]:
     """Claim the run directory, keep the record current, and always leave it ``complete`` or ``failed``."""
-    lock = RunLock(config.layout)
-    record = claim_run_dir(config, flow, resume, flow_run_id(), total_steps, lock)
-    run_dir = config.layout.run_dir
+    config = plan.config
+    lock = RunLock(plan.layout)
+    record = claim_run_dir(config, plan.flow, plan.resume, flow_run_id(), plan.total_steps, lock)
+    run_dir = plan.layout.run_dir
 
     def mark_done(rec: dict) -> None:
-        for name in completed_tasks:
+        for name in PLANNING_TASKS:
             rec["tasks"].setdefault(name, {"state": "completed", "attempt": 1, "updated_utc": utc_now()})
 
     try:
         update_record(run_dir, mark_done, device=device, determinism=determinism)
-        with _log_to_file(config.layout.run_log):
+        with _log_to_file(plan.layout.run_log):
+            for note in plan.notes:
+                logging.getLogger("flowerkit").info("%s", note)
             try:
                 yield record
             except BaseException as exc:

@@ -2,28 +2,21 @@
 
 from __future__ import annotations
 
-import logging
-
 from prefect import flow
 
 from flowerkit.artifacts.record import update_record
 from flowerkit.config import EvalConfig
-from flowerkit.device import DeviceChoice, resolve_precision
 from flowerkit.engine.trainer import seed_everything
-from flowerkit.preflight import resolve_eval_config
-from flowerkit.rundir import check_claimable
-from flowerkit.flows.common import run_lifecycle
+from flowerkit.flows.common import run_lifecycle, select_splits
+from flowerkit.plan import plan_for_flow
 from flowerkit.tasks import (
     detect_device,
     evaluate,
     export_predictions,
-    load_subset,
     publish_results,
     write_retention,
     write_stamp,
 )
-
-log = logging.getLogger("flowerkit.flows.eval")
 
 
 @flow(name="eval", persist_result=True)
@@ -34,28 +27,26 @@ def eval_flow(config: EvalConfig, resume: bool = False) -> dict:
         config: Every option of `flowerkit eval` (same names, defaults and validation).
         resume: Continue an incomplete eval run of the same name (same configuration).
     """
-    check_claimable(config, resume)
-    config, step = resolve_eval_config(config)  # checks the checkpoint before anything is written
-    if config.pretrained_dir is not None:
-        log.info("--pretrained_dir %s is ignored: the checkpoint holds the weights", config.pretrained_dir)
+    plan = plan_for_flow("eval", config, resume)  # reads and checks the checkpoint before anything is written
+    config, checkpoint = plan.config, plan.checkpoint
+    assert checkpoint is not None
     device = detect_device(config.device, config.prefer_mps)
-    precision = resolve_precision(config.precision, DeviceChoice(**device))
-    selection = load_subset(config.dataset, config.data_root, config.split, config.tiny_infer_subset,
-                            config.eval_batch_size)
+    precision = plan.precision
+    (selection,) = select_splits(plan)
     determinism = seed_everything(config.seed, config.deterministic) | {
         "precision": precision, "sample_ids_sha256": {config.split: selection["ids_sha256"]}}
 
-    with run_lifecycle(config, "eval", resume, step, device["device"], ["detect_device", "load_subset"],
-                       determinism) as record:
-        run_dir = config.layout.run_dir
-        evaluation = evaluate(config, str(config.checkpoint), selection, device["device"], precision,
-                              run_dir=run_dir)
-        exported = export_predictions(config, evaluation, selection, step, run_dir=run_dir)
-        update_record(run_dir, metrics=exported["metrics"], progress={"step": step, "total_steps": step})
+    with run_lifecycle(plan, device["device"], determinism) as record:
+        run_dir = plan.layout.run_dir
+        evaluation = evaluate(config, str(checkpoint.path), selection, device["device"], precision,
+                              checkpoint_sha256=checkpoint.sha256, state=plan.checkpoint_state(), run_dir=run_dir)
+        exported = export_predictions(config, evaluation, selection, checkpoint.step, run_dir=run_dir)
+        update_record(run_dir, metrics=exported["metrics"], progress={"step": checkpoint.step,
+                                                                      "total_steps": checkpoint.step})
         write_stamp(config, record["run_id"], device["device"], precision, "not used (eval-only run)",
                     selection["subset"], run_dir=run_dir)
         write_retention(config, record["run_id"], run_dir=run_dir)
         publish_results(config, "eval", record["run_id"], device["device"], precision, exported["metrics"],
-                        checkpoint=str(config.checkpoint), run_dir=run_dir)
-    return {"run_dir": str(run_dir), "tb_dir": str(config.layout.tb_dir), "device": device, "precision": precision,
+                        checkpoint=str(checkpoint.path), run_dir=run_dir)
+    return {"run_dir": str(run_dir), "tb_dir": str(plan.layout.tb_dir), "device": device, "precision": precision,
             "metrics": exported["metrics"], "files": exported["files"]}

@@ -48,9 +48,10 @@ def evaluate_cache_key(context: Any, parameters: dict[str, Any]) -> str | None:
     """The checkpoint's content, the selection's ids and the settings that change the logits."""
     config = parameters["config"]
     checkpoint = Path(parameters["checkpoint"])
-    if not checkpoint.is_file():
+    digest = parameters.get("checkpoint_sha256")
+    if digest is None and not checkpoint.is_file():
         return None  # let the task raise its clear error
-    return _run_scoped_key("evaluate", parameters["run_dir"], sha256_file(checkpoint),
+    return _run_scoped_key("evaluate", parameters["run_dir"], digest or sha256_file(checkpoint),
                            _selection_key(parameters["selection"]), parameters["device"], parameters["precision"],
                            config.data_pipeline, config.eval_batch_size)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import builtins
+import io
 import json
 import os
 import pickle
@@ -15,7 +17,7 @@ from typer.testing import CliRunner
 from flowerkit.cli import app
 from flowerkit.config import EvalConfig, load_config
 from flowerkit.data.flowers102 import open_flowers102
-from flowerkit.data.pipeline import build_table
+from flowerkit.data.table import build_table
 from flowerkit.engine.checkpoint import load_checkpoint
 from flowerkit.models.vit import build_model
 
@@ -33,8 +35,19 @@ def eval_run(prefect_harness, tiny_run: Path, flowers_root: Path, tmp_path_facto
     """The seed eval command, run once through the CLI."""
     cwd = os.getcwd()
     os.chdir(tmp_path_factory.mktemp("eval"))
+    checkpoint = tiny_run / "checkpoints" / "ckpt.bin"
     try:
-        result = runner.invoke(app, eval_args(flowers_root, tiny_run / "checkpoints" / "ckpt.bin"))
+        with pytest.MonkeyPatch.context() as patch:
+            real_open = io.open
+
+            def counting_open(file, *args, **kwargs):
+                if Path(str(file)) == checkpoint if isinstance(file, (str, os.PathLike)) else False:
+                    CHECKPOINT_READS.append(file)
+                return real_open(file, *args, **kwargs)
+
+            patch.setattr(io, "open", counting_open)
+            patch.setattr(builtins, "open", counting_open)
+            result = runner.invoke(app, eval_args(flowers_root, checkpoint))
         assert result.exit_code == 0, result.output
         return Path.cwd() / "output" / "flower_eval"
     finally:
@@ -43,6 +56,13 @@ def eval_run(prefect_harness, tiny_run: Path, flowers_root: Path, tmp_path_facto
 
 def rows(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "fiftyone" / "predictions.jsonl").read_text().splitlines()]
+
+
+CHECKPOINT_READS: list = []
+
+
+def test_an_eval_run_reads_its_checkpoint_once(eval_run: Path) -> None:
+    assert len(CHECKPOINT_READS) == 1, CHECKPOINT_READS
 
 
 def test_eval_writes_exactly_one_row_per_sample(eval_run: Path) -> None:

@@ -10,7 +10,7 @@ import torch
 
 from flowerkit.config import TrainConfig, load_config
 from flowerkit.data.flowers102 import open_flowers102
-from flowerkit.data.pipeline import build_table
+from flowerkit.data.table import build_table
 from flowerkit.engine import trainer
 
 

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from flowerkit.data.flowers102 import open_flowers102
-from flowerkit.data.pipeline import BatchPlan, InputPipeline, build_table, eval_batches
+from flowerkit.data.pipeline import BatchPlan, InputPipeline, eval_batches
+from flowerkit.data.table import build_table
 
 IMG_SIZE = 32
 BATCH = 16

@@ -20,7 +20,7 @@ from textual.widgets import (
     Static,
 )
 
-from flowerkit.cli.options import choices, default_text
+from flowerkit.fields import choices, default_text
 from flowerkit.errors import FlowerkitError
 from flowerkit.tui.launcher import field_kind, form_fields, form_values, launch
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic.fields import FieldInfo
 
-from flowerkit.cli.options import option_type
+from flowerkit.fields import option_type
 from flowerkit.config import CONFIG_CLASSES, RunConfig, load_config
 from flowerkit.rundir import check_claimable
 

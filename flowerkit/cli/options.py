@@ -17,6 +17,7 @@ import typer
 from pydantic.fields import FieldInfo
 
 from flowerkit.config import RunConfig
+from flowerkit.fields import choices, default_text, option_type
 
 EXTRA_OPTIONS = {
     "config_file": (Path | None, typer.Option(None, "--config", help="YAML file of option values (below CLI flags, "
@@ -27,31 +28,6 @@ EXTRA_OPTIONS = {
                                                                          "write nothing.")),
     "debug": (bool, typer.Option(False, "--debug", help="Show the full traceback of errors.")),
 }
-
-
-def option_type(annotation: Any) -> Any:
-    """``Path | None`` -> Path; ``Literal[...]`` -> str (pydantic validates and names the choices)."""
-    args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    if typing.get_origin(annotation) is Literal:
-        return str
-    if args and typing.get_origin(annotation) is not Literal:
-        return option_type(args[0])
-    return annotation
-
-
-def default_text(field: FieldInfo) -> str:
-    if field.is_required():
-        return "required"
-    default = field.get_default(call_default_factory=True)
-    return "none" if default is None else str(default).lower() if isinstance(default, bool) else str(default)
-
-
-def choices(field: FieldInfo) -> list[str]:
-    annotation = field.annotation
-    for candidate in (annotation, *typing.get_args(annotation)):
-        if typing.get_origin(candidate) is Literal:
-            return [str(c) for c in typing.get_args(candidate)]
-    return []
 
 
 def help_text(field: FieldInfo) -> str:

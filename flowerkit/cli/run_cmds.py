@@ -10,7 +10,7 @@ import typer
 
 from flowerkit.cli.errors import hide_user_error_tracebacks, user_errors
 from flowerkit.cli.options import command_from_config
-from flowerkit.config import EvalConfig, RunConfig, TrainConfig, load_config
+from flowerkit.config import CONFIG_CLASSES, EvalConfig, RunConfig, TrainConfig, load_config
 
 
 def register(app: typer.Typer) -> None:
@@ -24,26 +24,30 @@ def register(app: typer.Typer) -> None:
 def _run(flow: str, given: dict[str, Any], config_file: Path | None, resume: bool, dry_run: bool,
          debug: bool) -> None:
     with user_errors(debug):
-        cls = TrainConfig if flow == "train" else EvalConfig
-        config = load_config(cls, given, config_file)
-        from flowerkit.preflight import preflight
+        config = load_config(CONFIG_CLASSES[flow], given, config_file)
+        from flowerkit.plan import handing, prepare_plan
 
-        plan = preflight(flow, config, resume)  # fails fast, before Prefect starts or anything is written
+        plan = prepare_plan(flow, config, resume)  # fails fast, before Prefect starts or anything is written
         if dry_run:
             typer.echo(plan.describe())
             return
         logging.getLogger("flowerkit").setLevel(logging.INFO)
         if not debug:
             hide_user_error_tracebacks()
-        if flow == "train":
-            from flowerkit.flows.train import train_flow
+        with handing(plan):
+            result = run_flow(flow, config, resume)
+        print_summary(flow, plan.config, result)
 
-            result = train_flow(config, resume=resume)
-        else:
-            from flowerkit.flows.eval import eval_flow
 
-            result = eval_flow(config, resume=resume)
-        print_summary(flow, config, result)
+def run_flow(flow: str, config: RunConfig, resume: bool) -> dict:
+    """Start the Prefect flow ``flow`` in this process (it picks up a plan handed to it)."""
+    if flow == "train":
+        from flowerkit.flows.train import train_flow
+
+        return train_flow(config, resume=resume)
+    from flowerkit.flows.eval import eval_flow
+
+    return eval_flow(config, resume=resume)
 
 
 def print_summary(flow: str, config: RunConfig, result: dict) -> None:
@@ -63,12 +67,12 @@ def print_summary(flow: str, config: RunConfig, result: dict) -> None:
                   f"{metrics['macro_f1']:.4f}, loss {metrics['loss']:.4f}")
     worst = ", ".join(f"{w['class_name']} ({w['f1']:.2f})" for w in metrics["worst_classes"][:3])
     table.add_row("worst classes", worst or "-")
-    run_dir = Path(result["run_dir"])
-    table.add_row("tensorboard", f"{result['tb_dir']}  (tensorboard --logdir {config.output_dir / 'tb'})")
-    for label, rel in (("predictions", "fiftyone/predictions.jsonl"), ("per-class", "fiftyone/per_class_metrics.json"),
-                       ("metrics", "metrics.json"), ("labelmap", "labelmap.json"), ("env stamp", "env_stamp.json"),
-                       ("retention", "RETENTION.txt"), ("record", "run_record.json")):
-        table.add_row(label, str(run_dir / rel))
+    layout = config.layout
+    table.add_row("tensorboard", f"{layout.tb_dir}  (tensorboard --logdir {layout.tb_root})")
+    for label, path in (("predictions", layout.predictions), ("per-class", layout.per_class),
+                        ("metrics", layout.metrics), ("labelmap", layout.labelmap), ("env stamp", layout.stamp),
+                        ("retention", layout.retention), ("record", layout.record)):
+        table.add_row(label, str(path))
     if flow == "train":
-        table.add_row("checkpoint", str(run_dir / "checkpoints" / "ckpt.bin"))
+        table.add_row("checkpoint", str(layout.checkpoint))
     Console().print(table)

@@ -24,40 +24,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from flowerkit.data.flowers102 import Flowers102, check_images_exist
+from flowerkit.data.pixel_cache import cache_resolution, open_pixel_cache
+from flowerkit.data.table import SampleTable, build_table
 
 CROP_SCALE = (0.05, 1.0)  # the original ViT-pytorch RandomResizedCrop scale
 CROP_RATIO = (3 / 4, 4 / 3)
 CROP_TRIES = 10
-
-
-@dataclass(frozen=True)
-class SampleTable:
-    """The samples one split of a run uses, in a fixed order."""
-
-    image_ids: np.ndarray
-    labels: np.ndarray
-    paths: list[Path]
-    sizes: np.ndarray  # (N, 2) original width, height
-
-    def __len__(self) -> int:
-        return int(self.image_ids.size)
-
-    def sample_ids(self) -> list[str]:
-        return [f"image_{int(i):05d}" for i in self.image_ids]
-
-
-def build_table(dataset: Flowers102, image_ids: np.ndarray) -> SampleTable:
-    from PIL import Image
-
-    image_ids = np.asarray(image_ids, dtype=np.int64)
-    check_images_exist(dataset, image_ids)
-    paths = [dataset.image_path(int(i)) for i in image_ids]
-    sizes = np.empty((len(paths), 2), dtype=np.int64)
-    for k, path in enumerate(paths):
-        with Image.open(path) as im:  # reads the header only
-            sizes[k] = im.size
-    return SampleTable(image_ids, dataset.label_of(image_ids), paths, sizes)
 
 
 @dataclass(frozen=True)
@@ -258,7 +230,6 @@ class InputPipeline:
 
     def __post_init__(self) -> None:
         if self.kind == "cached":
-            from flowerkit.data.pixel_cache import cache_resolution, open_pixel_cache
 
             self._cache = open_pixel_cache(self.table, cache_resolution(self.img_size), self.cache_dir,
                                            workers=self.num_workers)

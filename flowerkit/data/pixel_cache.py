@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from flowerkit.data.pipeline import SampleTable
+from flowerkit.data.table import SampleTable
 from flowerkit.paths import cache_root
 
 CACHE_FORMAT = 1

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from flowerkit.data.flowers102 import check_images_exist, open_flowers102
-from flowerkit.data.pipeline import SampleTable, build_table
+from flowerkit.data.table import SampleTable, build_table
 from flowerkit.data.subsets import ids_hash, resolve_subset, select_ids
 from flowerkit.data.synth import SynthSpec, generate
 from flowerkit.paths import cache_root

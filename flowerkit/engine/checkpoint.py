@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import pickle
 import pickletools
 import zipfile
@@ -48,8 +49,11 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> Path:
     return atomic_write(path, lambda fh: torch.save({"format": FORMAT, "version": VERSION, **payload}, fh))
 
 
-def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load and check a flowerkit checkpoint; every failure names the file and what is wrong with it."""
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu", data: bytes | None = None) -> dict[str, Any]:
+    """Load and check a flowerkit checkpoint; every failure names the file and what is wrong with it.
+
+    ``data``: the file's bytes when the caller already read them (to hash them too), so it is read once.
+    """
     path = Path(path).expanduser()
     hint = "Pass a checkpoint written by `flowerkit train` (OUTPUT_DIR/RUN/checkpoints/ckpt.bin)."
     if not path.exists():
@@ -57,7 +61,8 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     if not path.is_file():
         raise MissingInputError(f"--checkpoint {path} is not a file. {hint}")
     try:
-        data = torch.load(path, map_location=map_location, weights_only=True)
+        source = io.BytesIO(data) if data is not None else path
+        state = torch.load(source, map_location=map_location, weights_only=True)
     except PermissionError:
         raise MissingInputError(f"--checkpoint {path} cannot be read (permission denied). {hint}") from None
     except pickle.UnpicklingError:
@@ -73,10 +78,10 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
         detail = "" if detail.startswith("[") else f" ({detail})"  # torch's C++ assertion text helps no user
         raise ConfigError(f"--checkpoint {path} is not a readable checkpoint: it is truncated, corrupted or not a "
                           f"torch file{detail}. {hint}") from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT or any(k not in data for k in REQUIRED_KEYS):
+    if not isinstance(state, dict) or state.get("format") != FORMAT or any(k not in state for k in REQUIRED_KEYS):
         raise ConfigError(f"--checkpoint {path} is a torch file but not a flowerkit checkpoint (it lacks the "
                           f"model, model_type, img_size, step and labelmap entries). {hint}")
-    return data
+    return state
 
 
 def checkpoint_model(state: dict[str, Any], path: Path, model_type: str | None,
