@@ -102,3 +102,15 @@ def test_config_that_is_a_directory_says_so(flowers_root: Path, workdir: Path) -
     (workdir / "conf").mkdir()
     result = runner.invoke(app, seed_args(flowers_root, "x", "--config", "conf", "--dry_run"))
     assert result.exit_code == 2 and "--config conf is a directory" in flat(result.output), result.output
+
+
+# --- run names in `flowerkit runs` ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["show", "verify"])
+@pytest.mark.parametrize("name", ["../x", "/etc", "a/b", ".hidden", "..", "-x", "x" * 101])
+def test_runs_commands_refuse_names_that_are_not_run_names(tmp_path: Path, command: str, name: str) -> None:
+    # /etc holds no run_record.json, so the old code reached outside --output-dir and said "no run named".
+    result = runner.invoke(app, ["runs", command, "--output-dir", str(tmp_path), "--", name])
+    assert result.exit_code == 2, result.output
+    assert "is not a run name" in flat(result.output)
