@@ -114,3 +114,92 @@ def test_runs_commands_refuse_names_that_are_not_run_names(tmp_path: Path, comma
     result = runner.invoke(app, ["runs", command, "--output-dir", str(tmp_path), "--", name])
     assert result.exit_code == 2, result.output
     assert "is not a run name" in flat(result.output)
+
+
+# --- data ----------------------------------------------------------------------------------------------------
+
+
+def copy_dataset(flowers_root: Path, dest: Path) -> Path:
+    """The fixture's label files copied and its images linked, so single images can be damaged cheaply."""
+    import shutil
+
+    (dest / "jpg").mkdir(parents=True)
+    for name in ("imagelabels.mat", "setid.mat"):
+        shutil.copy(flowers_root / name, dest / name)
+    for image in (flowers_root / "jpg").iterdir():
+        (dest / "jpg" / image.name).symlink_to(image)
+    return dest
+
+
+def damage(root: Path, image_id: int, data: bytes) -> Path:
+    path = root / "jpg" / f"image_{image_id:05d}.jpg"
+    path.unlink()
+    path.write_bytes(data)
+    return path
+
+
+def full_split_args(root: Path, *extra: str) -> list[str]:
+    return ["train", "--name", "d", "--dataset", "flower102", "--data_root", str(root), "--model_type", "testing",
+            "--img_size", "32", "--num_steps", "10", "--train_batch_size", "4", "--eval_batch_size", "2", *extra]
+
+
+def test_dry_run_reports_every_undecodable_image_at_once(flowers_root: Path, workdir: Path) -> None:
+    from flowerkit.data.flowers102 import open_flowers102
+
+    root = copy_dataset(flowers_root, workdir / "data")
+    flowers = open_flowers102(root)
+    train_id, val_id = int(flowers.splits["train"][3]), int(flowers.splits["val"][5])
+    intact = (flowers_root / "jpg" / f"image_{train_id:05d}.jpg").read_bytes()
+    truncated = damage(root, train_id, intact[: len(intact) // 2])
+    garbage = damage(root, val_id, os.urandom(4096))
+    result = runner.invoke(app, full_split_args(root, "--dry_run"))
+    assert result.exit_code == 2, result.output
+    text = flat(result.output)
+    assert str(truncated) in text and "truncated" in text
+    assert str(garbage) not in text  # the train split fails first; the val split is its own check
+    result = runner.invoke(app, full_split_args(root, "--tiny_train_subset", "flower102_tiny", "--dry_run"))
+    assert result.exit_code == 2 and str(garbage) in flat(result.output), result.output
+    assert not (workdir / "output").exists()
+
+
+def test_all_bad_files_of_a_split_are_named_in_one_error_and_not_retried(flowers_root: Path, tmp_path: Path) -> None:
+    from flowerkit.data.flowers102 import open_flowers102
+    from flowerkit.data.selection import select_split
+
+    root = copy_dataset(flowers_root, tmp_path / "data")
+    ids = open_flowers102(root).splits["val"][:3].tolist()
+    bad = [damage(root, i, os.urandom(2048)) for i in ids]
+    with pytest.raises(ConfigError) as caught:
+        select_split("flower102", root, "val", None, 2)
+    # A ConfigError: tasks/common.py's retry condition (tested in test_retries.py) never retries one.
+    assert "3 image file(s)" in caught.value.message and all(str(p) in caught.value.message for p in bad)
+
+
+def test_pixel_cache_names_a_file_that_broke_after_the_check(flowers_root: Path, tmp_path: Path) -> None:
+    from flowerkit.data.flowers102 import open_flowers102
+    from flowerkit.data.pipeline import build_table
+    from flowerkit.data.pixel_cache import open_pixel_cache
+
+    root = copy_dataset(flowers_root, tmp_path / "data")
+    flowers = open_flowers102(root)
+    image_id = int(flowers.splits["val"][0])
+    intact = (flowers_root / "jpg" / f"image_{image_id:05d}.jpg").read_bytes()
+    path = damage(root, image_id, intact[: len(intact) // 3])
+    table = build_table(flowers, flowers.splits["val"][:4])  # headers are intact: the decode is what fails
+    with pytest.raises(ConfigError, match=f"{path} cannot be decoded"):
+        open_pixel_cache(table, 32, cache_dir=tmp_path / "cache")
+    assert not list((tmp_path / "cache").rglob("*.npy"))
+
+
+@pytest.mark.parametrize("split_key", ["valid", "trnid"])
+def test_an_empty_split_exits_2_before_training(flowers_root: Path, workdir: Path, split_key: str) -> None:
+    from scipy.io import loadmat, savemat
+
+    root = copy_dataset(flowers_root, workdir / "data")
+    setid = {k: v for k, v in loadmat(root / "setid.mat").items() if not k.startswith("__")}
+    setid[split_key] = setid[split_key][:, :0]
+    savemat(root / "setid.mat", setid)
+    result = runner.invoke(app, full_split_args(root, "--dry_run"))
+    assert result.exit_code == 2, result.output
+    assert f"'{split_key}' is empty" in flat(result.output)
+    assert not (workdir / "output").exists()
