@@ -13,7 +13,9 @@ from flowerkit.config import EvalConfig, RunConfig, TrainConfig
 from flowerkit.data.selection import select_split, synthetic_root_path
 from flowerkit.device import detect_device, resolve_precision
 from flowerkit.engine.checkpoint import checkpoint_model, load_checkpoint
+from flowerkit.paths import cache_root
 from flowerkit.rundir import check_claimable
+from flowerkit.writable import check_writable_folder
 
 
 @dataclass
@@ -54,8 +56,26 @@ def splits_of(config: RunConfig) -> list[tuple[str, str | None, int]]:
     return [(config.split, config.tiny_infer_subset, config.eval_batch_size)]
 
 
+def check_output_writable(config: RunConfig) -> None:
+    """The run's folders (run dir, TensorBoard, FiftyOne) can be created and written."""
+    layout = config.layout
+    for what, path in ((f"--output_dir {config.output_dir}", layout.run_dir), (f"--tb_dir {layout.tb_dir}",
+                       layout.tb_dir), (f"--fiftyone_dir {layout.fiftyone_dir}", layout.fiftyone_dir)):
+        check_writable_folder(path, what, "Point it at a folder you can write to.")
+
+
+def check_cache_writable(config: RunConfig) -> None:
+    """The decoded-pixel cache and the synthetic dataset live in the cache folder."""
+    if config.data_pipeline == "cached" or config.dataset == "flower102_synthetic":
+        root = cache_root()
+        check_writable_folder(root, f"The cache folder {root}", "Set FLOWERKIT_CACHE_DIR to a writable folder "
+                              "(or use --data_pipeline pil with --dataset flower102, which need no cache).")
+
+
 def preflight(flow: str, config: RunConfig, resume: bool) -> Plan:
     check_claimable(config, resume)
+    check_output_writable(config)
+    check_cache_writable(config)
     plan = Plan(flow, config, [f"{'config hash':<14} {config.config_hash()}"])
     if isinstance(config, EvalConfig):
         config, step = resolve_eval_config(config)

@@ -10,6 +10,7 @@ import typer
 
 from flowerkit.cli.errors import hide_user_error_tracebacks, user_errors
 from flowerkit.cli.options import command_from_config
+from flowerkit.cli.prefect_env import check_prefect_environment, start_ephemeral_server
 from flowerkit.config import EvalConfig, RunConfig, TrainConfig, load_config
 
 
@@ -29,12 +30,14 @@ def _run(flow: str, given: dict[str, Any], config_file: Path | None, resume: boo
         from flowerkit.preflight import preflight
 
         plan = preflight(flow, config, resume)  # fails fast, before Prefect starts or anything is written
+        plan.lines.append(f"{'prefect':<14} {check_prefect_environment()}")
         if dry_run:
             typer.echo(plan.describe())
             return
         logging.getLogger("flowerkit").setLevel(logging.INFO)
         if not debug:
             hide_user_error_tracebacks()
+        start_ephemeral_server()
         if flow == "train":
             from flowerkit.flows.train import train_flow
 
