@@ -27,7 +27,11 @@ def nearest_existing(path: Path) -> Path:
 def check_writable_folder(path: Path, what: str, fix: str) -> None:
     """Raise ConfigError (exit 2) when a file sits where the folder must be, MissingInputError (exit 3) when
     the folder cannot be created or written; ``what`` names it (``--output_dir output``), ``fix`` says what to do."""
-    existing = nearest_existing(Path(path))
+    try:
+        existing = nearest_existing(Path(path))
+    except PermissionError as exc:  # a folder on the way cannot even be looked into
+        raise MissingInputError(f"{what} cannot be reached: {exc.filename} is not accessible (permission "
+                                f"denied). {fix}") from None
     if not existing.is_dir():
         where = "is" if existing == Path(path).expanduser().absolute() else f"lies under {existing}, which is"
         raise ConfigError(f"{what} {where} a file, not a folder, so nothing can be written there. {fix}")

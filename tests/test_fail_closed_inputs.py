@@ -203,3 +203,109 @@ def test_an_empty_split_exits_2_before_training(flowers_root: Path, workdir: Pat
     assert result.exit_code == 2, result.output
     assert f"'{split_key}' is empty" in flat(result.output)
     assert not (workdir / "output").exists()
+
+
+# --- output, cache and Prefect home --------------------------------------------------------------------------
+
+
+def test_output_dir_that_is_a_file_or_under_one_exits_2(flowers_root: Path, workdir: Path) -> None:
+    (workdir / "taken").write_text("")
+    for output_dir in ("taken", "taken/runs"):
+        result = runner.invoke(app, seed_args(flowers_root, "x", "--output_dir", output_dir, "--dry_run"))
+        assert result.exit_code == 2, result.output
+        assert "a file, not a folder" in flat(result.output) and "--output_dir" in result.output
+
+
+def test_cache_dir_that_is_a_file_exits_2(flowers_root: Path, workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (workdir / "cachefile").write_text("")
+    monkeypatch.setenv("FLOWERKIT_CACHE_DIR", str(workdir / "cachefile"))
+    result = runner.invoke(app, seed_args(flowers_root, "x", "--dry_run"))
+    assert result.exit_code == 2 and "FLOWERKIT_CACHE_DIR" in flat(result.output), result.output
+
+
+def exit_code_as_nobody(check) -> int:
+    """Run ``check`` in a forked child without root's bypass of permission bits (uid/gid 65534), or as is when
+    not root; returns the FlowerkitError's exit code (0: no error). Proves the probe sees what a user sees."""
+    from flowerkit.errors import FlowerkitError
+
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 0
+        try:
+            if os.geteuid() == 0:
+                os.setgroups([])
+                os.setgid(65534)
+                os.setuid(65534)
+            check()
+        except FlowerkitError as exc:
+            code = exc.exit_code
+        except BaseException:
+            code = 99
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+def test_unwritable_output_dir_and_prefect_home_exit_3(monkeypatch: pytest.MonkeyPatch) -> None:
+    import tempfile
+
+    from flowerkit.cli.prefect_env import check_prefect_home
+    from flowerkit.config import TrainConfig
+    from flowerkit.preflight import check_output_writable
+
+    # Not under pytest's tmp folder: its parents are private to root, and the unprivileged child must reach it.
+    tmp_path = Path(tempfile.mkdtemp(prefix="flowerkit-perm-"))
+    tmp_path.chmod(0o755)
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    config = load_config(TrainConfig, {"name": "x", "output_dir": locked / "out"})
+    assert exit_code_as_nobody(lambda: check_output_writable(config)) == 3
+    monkeypatch.setenv("PREFECT_HOME", str(locked / "prefect"))
+    assert exit_code_as_nobody(check_prefect_home) == 3
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "free"))
+    (tmp_path / "free").mkdir(mode=0o777)
+    (tmp_path / "free").chmod(0o777)
+    assert exit_code_as_nobody(check_prefect_home) == 0  # the check can pass: it is not always 3
+    import shutil
+
+    shutil.rmtree(tmp_path)
+
+
+def test_read_only_home_is_caught_before_prefect_starts(flowers_root: Path, tmp_path: Path) -> None:
+    """A real read-only mount (root is not exempt from it), in a private mount namespace."""
+    import shutil
+    import subprocess
+    import sys
+
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "-m", "true"]).returncode != 0:
+        pytest.skip("needs unshare -m (Linux, with the right to make a mount namespace)")
+    home = tmp_path / "home"
+    home.mkdir()
+    code = ("from pathlib import Path; from flowerkit.cli.prefect_env import check_prefect_home\n"
+            "from flowerkit.errors import FlowerkitError\n"
+            "try: check_prefect_home()\nexcept FlowerkitError as e: print(e.message); raise SystemExit(e.exit_code)")
+    script = f"mount -t tmpfs -o ro tmpfs {home} && exec {sys.executable} -c \"$0\""
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_HOME"} | {"HOME": str(home)}
+    result = subprocess.run(["unshare", "-m", "sh", "-c", script, code], env=env, capture_output=True, text=True,
+                            cwd=Path(__file__).parent.parent)
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "Read-only file system" in result.stdout and "Set PREFECT_HOME to a writable folder" in result.stdout
+
+
+def test_data_synth_out_that_is_a_file_exits_2(tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("")
+    result = runner.invoke(app, ["data", "synth", "--out", str(tmp_path / "f")])
+    assert result.exit_code == 2 and "is a file" in flat(result.output), result.output
+
+
+# --- the Prefect server --------------------------------------------------------------------------------------
+
+
+def test_unreachable_prefect_api_url_exits_3(flowers_root: Path, workdir: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")  # the discard port: nothing listens
+    result = runner.invoke(app, seed_args(flowers_root, "x", "--dry_run"))
+    assert result.exit_code == 3, result.output
+    assert "no Prefect server answers there" in flat(result.output) and "Unexpected" not in result.output

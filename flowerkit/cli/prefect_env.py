@@ -96,9 +96,11 @@ def start_ephemeral_server() -> None:
     # resolves to a Popen that starts a new session. Prefect offers no option for it (3.x).
     real = prefect_server.subprocess
     prefect_server.subprocess = SimpleNamespace(**{**vars(real), "Popen": _own_session_popen})
+    server = prefect_server.SubprocessASGIServer()
     try:
-        prefect_server.SubprocessASGIServer().start()
+        server.start()
     except Exception as exc:  # noqa: BLE001 - Prefect raises RuntimeError or httpx errors here
+        server.stop()  # a server still starting up must not outlive this error
         timeout = os.environ.get(STARTUP_TIMEOUT_VAR, DEFAULT_STARTUP_TIMEOUT_S)
         first = str(exc).split(" stdout:")[0].splitlines()[0] if str(exc) else type(exc).__name__
         raise MissingInputError(f"Prefect's temporary local server did not start ({first}). "
