@@ -309,3 +309,42 @@ def test_unreachable_prefect_api_url_exits_3(flowers_root: Path, workdir: Path,
     result = runner.invoke(app, seed_args(flowers_root, "x", "--dry_run"))
     assert result.exit_code == 3, result.output
     assert "no Prefect server answers there" in flat(result.output) and "Unexpected" not in result.output
+
+
+def test_ctrl_c_in_a_terminal_interrupts_the_run_cleanly(prefect_harness, flowers_root: Path, workdir: Path) -> None:
+    """A terminal's Ctrl-C signals the whole process group. The temporary Prefect server must not die with
+    it: exit 130, one paragraph, the run marked failed, and --resume completes it."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from prefect.settings import PREFECT_API_URL
+
+    flags = ["--dataset", "flower102", "--data_root", str(flowers_root), "--model_type", "testing", "--img_size",
+             "32", "--num_steps", "400", "--eval_every", "200", "--train_batch_size", "4", "--eval_batch_size", "2",
+             "--tiny_train_subset", "flower102_tiny", "--tiny_infer_subset", "flower102_tiny"]
+    cmd = [sys.executable, "-m", "flowerkit", "train", "--name", "ctrlc", *flags]
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}  # the temporary server, in our group
+    proc = subprocess.Popen(cmd, env=env, cwd=workdir, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    rows = workdir / "output" / "ctrlc" / "metrics.jsonl"
+    deadline = time.monotonic() + 400  # the first temporary-server start is slow on a busy machine
+    while proc.poll() is None and not (rows.exists() and rows.stat().st_size) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.stderr.read()[-3000:]
+    os.killpg(proc.pid, signal.SIGINT)  # what the terminal does: the CLI's whole process group
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr[-3000:]
+    assert "ConnectError" not in stderr and "Traceback" not in stderr, stderr[-3000:]
+    assert stderr.count("Error:") == 1 and "--resume" in flat(stderr.split("Error:")[1])
+    record = json.loads((workdir / "output" / "ctrlc" / "run_record.json").read_text())
+    assert record["stage_status"] == "failed" and record["error"]["type"] == "KeyboardInterrupt"
+
+    # Resume through the session's server: no second temporary-server start.
+    env["PREFECT_API_URL"] = PREFECT_API_URL.value()
+    resumed = subprocess.run([*cmd, "--resume"], env=env, cwd=workdir, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    record = json.loads((workdir / "output" / "ctrlc" / "run_record.json").read_text())
+    assert record["stage_status"] == "complete" and record["resumed"] == 1
