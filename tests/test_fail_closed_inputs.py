@@ -348,3 +348,46 @@ def test_ctrl_c_in_a_terminal_interrupts_the_run_cleanly(prefect_harness, flower
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     record = json.loads((workdir / "output" / "ctrlc" / "run_record.json").read_text())
     assert record["stage_status"] == "complete" and record["resumed"] == 1
+
+
+# --- checkpoints ---------------------------------------------------------------------------------------------
+
+
+def write_checkpoint(path: Path, **meta: object) -> Path:
+    """A flowerkit checkpoint of a fresh testing model at 32 px (the trainer's payload keys); ``meta`` mislabels it."""
+    from flowerkit.data.flowers102 import NUM_CLASSES, labelmap
+    from flowerkit.engine.checkpoint import save_checkpoint
+    from flowerkit.models.vit import build_model
+
+    weights = build_model("testing", 32, NUM_CLASSES).state_dict()
+    payload = {"model": weights, "model_type": "testing", "img_size": 32, "num_classes": NUM_CLASSES,
+               "step": 10, "labelmap": labelmap()} | meta
+    return save_checkpoint(path, payload)
+
+
+@pytest.mark.parametrize("meta, words", [
+    ({"model_type": "ViT-Ti_16"}, "its weights are not those of ViT-Ti_16"),
+    ({"img_size": 64}, "a testing model at img_size 64 with 102 classes needs"),
+    ({"num_classes": 10}, "with 10 classes needs"),
+    ({"img_size": "abc"}, "img_size 'abc' is not a positive multiple"),
+    ({"step": -1}, "step -1 is not a non-negative integer"),
+    ({"step": [1, 2]}, "step [1, 2] is not a non-negative integer"),
+    ({"model_type": 3}, "model_type 3 is not one of"),
+])
+def test_checkpoint_that_does_not_fit_its_metadata_exits_2(flowers_root: Path, workdir: Path, meta: dict,
+                                                           words: str) -> None:
+    ckpt = write_checkpoint(workdir / "ckpt.bin", **meta)
+    result = runner.invoke(app, ["eval", "--name", "e", "--dataset", "flower102", "--data_root", str(flowers_root),
+                                 "--checkpoint", str(ckpt), "--dry_run"])
+    assert result.exit_code == 2, result.output
+    assert f"--checkpoint {ckpt} does not fit its own record" in flat(result.output) and words in flat(result.output)
+    assert not (workdir / "output").exists()
+
+
+def test_a_fitting_checkpoint_passes_and_a_zero_byte_one_exits_2(flowers_root: Path, workdir: Path) -> None:
+    ckpt = write_checkpoint(workdir / "ckpt.bin")
+    args = ["eval", "--name", "e", "--dataset", "flower102", "--data_root", str(flowers_root), "--dry_run"]
+    assert runner.invoke(app, [*args, "--checkpoint", str(ckpt)]).exit_code == 0
+    (workdir / "empty.bin").write_bytes(b"")
+    result = runner.invoke(app, [*args, "--checkpoint", str(workdir / "empty.bin")])
+    assert result.exit_code == 2 and "is empty (0 bytes)" in flat(result.output), result.output
