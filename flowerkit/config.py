@@ -10,12 +10,13 @@ file in the working directory, built-in defaults.
 from __future__ import annotations
 
 import hashlib
+import os
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -30,6 +31,15 @@ from flowerkit.models.configs import MODEL_CONFIGS
 _yaml_file: ContextVar[Path | None] = ContextVar("flowerkit_yaml_file", default=None)
 
 DEFAULT_WARMUP_CAP = 500  # the original ViT-pytorch recipe's warmup; shortened for short runs
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"  # a run name is one plain folder name, never a path
+ENV_FILE = ".env"
+ENV_PREFIX = "FLOWERKIT_"
+# numpy's seed range (np.random.seed takes 0..2**32-1); torch and Python accept it too, so one range holds.
+SEED_MAX = 2**32 - 1
+# Every other integer option: beyond int32 no setting is meaningful, and torch/numpy overflow on some.
+INT_MAX = 2**31 - 1
+MAX_IMG_SIZE = 4096  # (4096/16)**2 = 65,536 tokens: far beyond any ViT recipe, still a finite allocation
+MAX_RETENTION_DAYS = 36500  # 100 years: the expiry date must stay a representable date
 
 
 def _opt(description: str, group: str, **kwargs: Any) -> Any:
@@ -41,11 +51,13 @@ class RunConfig(BaseSettings):
     """Settings shared by train and eval runs."""
 
     model_config = SettingsConfigDict(
-        env_prefix="FLOWERKIT_", env_file=".env", extra="ignore", validate_default=True, protected_namespaces=()
+        env_prefix="FLOWERKIT_", env_file=ENV_FILE, env_file_encoding="utf-8", extra="ignore",
+        validate_default=True, protected_namespaces=(),
+        allow_inf_nan=False,  # inf/nan (and 1e999, which parses as inf) are never a usable setting
     )
 
     name: str = _opt("Run name: the run's directory is OUTPUT_DIR/NAME and its TensorBoard folder OUTPUT_DIR/tb/NAME.",
-                     "run", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+                     "run", pattern=NAME_PATTERN)
     dataset: Literal["flower102", "flower102_synthetic"] = _opt(
         "flower102: the official files under --data_root. flower102_synthetic: a generated look-alike (no download).",
         "data", default="flower102")
@@ -65,7 +77,8 @@ class RunConfig(BaseSettings):
     pretrained_dir: Path | None = _opt(
         "Google-format .npz checkpoint to fine-tune from (missing file: warning and random init).", "model",
         default=None)
-    seed: int = _opt("Random seed for Python, NumPy, torch and the data order.", "execution", default=42)
+    seed: int = _opt("Random seed for Python, NumPy, torch and the data order.", "execution", default=42, ge=0,
+                     le=SEED_MAX)
     device: Literal["auto", "cpu", "cuda", "mps"] = _opt(
         "auto picks CUDA, then MPS, then CPU; an explicit device that is absent is an error.", "execution",
         default="auto")
@@ -78,7 +91,7 @@ class RunConfig(BaseSettings):
                                default=False)
     output_dir: Path = _opt("Root folder of all runs.", "output", default=Path("output"))
     retention_days: int = _opt("How long the run's artifacts are kept (at least 90 days).", "output", default=90,
-                               ge=90)
+                               ge=90, le=MAX_RETENTION_DAYS)
     export_logits: bool = _opt("Store every sample's logits in predictions.jsonl.", "output", default=False)
     tb_dir: Path | None = _opt("TensorBoard folder of the run (default: OUTPUT_DIR/tb/NAME).", "output", default=None)
     fiftyone_dir: Path | None = _opt("FiftyOne output folder of the run (default: OUTPUT_DIR/NAME/fiftyone).",
@@ -96,6 +109,13 @@ class RunConfig(BaseSettings):
         yaml_file = _yaml_file.get()
         middle = (YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file),) if yaml_file else ()
         return (init_settings, *middle, env_settings, dotenv_settings)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _int_in_range(cls, value: Any, info: ValidationInfo) -> Any:
+        if info.field_name != "seed" and isinstance(value, int) and not isinstance(value, bool) and abs(value) > INT_MAX:
+            raise ValueError(f"must lie within -{INT_MAX}..{INT_MAX}")
+        return value
 
     @field_validator("name")
     @classmethod
@@ -128,7 +148,8 @@ class TrainConfig(RunConfig):
 
     model_type: str = _opt("Model config: testing, ViT-Ti_16, ViT-S_16, ViT-B_16, ViT-B_32, ViT-L_16, ViT-L_32, "
                            "ViT-H_14.", "model", default="ViT-B_16")
-    img_size: int = _opt("Input resolution (a multiple of the patch size).", "model", default=224, gt=0)
+    img_size: int = _opt("Input resolution (a multiple of the patch size).", "model", default=224, gt=0,
+                         le=MAX_IMG_SIZE)
     tiny_train_subset: str | None = _opt(
         "Train on a tiny subset: a built-in name (flower102_tiny) or a manifest file; capped at 2 batches.",
         "data", default=None)
@@ -176,7 +197,7 @@ class EvalConfig(RunConfig):
     model_type: str | None = _opt("Model config (default: the checkpoint's; a conflict is an error).", "model",
                                   default=None)
     img_size: int | None = _opt("Input resolution (default: the checkpoint's; a conflict is an error).", "model",
-                                default=None, gt=0)
+                                default=None, gt=0, le=MAX_IMG_SIZE)
 
 
     @model_validator(mode="after")
@@ -201,42 +222,87 @@ CONFIG_CLASSES: dict[str, type[RunConfig]] = {"train": TrainConfig, "eval": Eval
 def load_config(cls: type[RunConfig], overrides: dict[str, Any], config_file: Path | None = None) -> RunConfig:
     """Build a config from explicit overrides, an optional YAML file, the environment and ``.env``.
 
-    Raises ConfigError (exit 2) naming the offending option, or MissingInputError for a missing YAML file.
+    Raises ConfigError (exit 2) naming the offending option and where its value came from, or
+    MissingInputError for a missing YAML file.
     """
-    if config_file is not None:
-        _check_yaml_file(cls, config_file)
+    yaml_data = _read_yaml_file(cls, config_file) if config_file is not None else {}
+    env_file = Path(ENV_FILE)
+    if env_file.is_file():
+        _read_utf8(env_file, "The .env file")
     token = _yaml_file.set(config_file)
     try:
         return cls(**overrides)
     except ValidationError as exc:
-        raise ConfigError(describe_validation_error(exc)) from None
+        sources = value_sources(cls, overrides, config_file, yaml_data)
+        raise ConfigError(describe_validation_error(exc, sources)) from None
     finally:
         _yaml_file.reset(token)
 
 
-def _check_yaml_file(cls: type[RunConfig], path: Path) -> None:
+def _read_utf8(path: Path, what: str) -> str:
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{what} {path.resolve()} is not UTF-8 text (byte {exc.start} cannot be decoded). Save "
+                          "it as UTF-8 and run again.") from None
+    except OSError as exc:
+        raise ConfigError(f"{what} {path.resolve()} cannot be read ({exc.strerror}).") from None
+
+
+def _read_yaml_file(cls: type[RunConfig], path: Path) -> dict[str, Any]:
+    if path.is_dir():
+        raise ConfigError(f"--config {path} is a directory; pass a YAML file of option values.")
     if not path.is_file():
         raise MissingInputError(f"The config file {path} does not exist. Pass an existing YAML file to --config.")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(_read_utf8(path, "The config file")) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"The config file {path} is not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"The config file {path} must hold a mapping of option names to values.")
-    unknown = sorted(set(data) - set(cls.model_fields))
+    unknown = sorted(set(map(str, data)) - set(cls.model_fields))
     if unknown:
         raise ConfigError(
             f"The config file {path} has unknown option(s): {', '.join(unknown)}. "
             f"Known options: {', '.join(cls.model_fields)}.")
+    return data
 
 
-def describe_validation_error(exc: ValidationError) -> str:
-    """One paragraph naming each bad option in its CLI spelling."""
+def value_sources(cls: type[RunConfig], overrides: dict[str, Any], config_file: Path | None,
+                  yaml_data: dict[str, Any]) -> dict[str, str]:
+    """Where each explicitly set option came from, in words; the highest-precedence source wins."""
+    from dotenv import dotenv_values  # pydantic-settings' own .env reader
+
+    sources: dict[str, str] = {}
+    env_file = Path(ENV_FILE)
+
+    def from_environment(items: dict[str, Any], where: str) -> None:
+        for key in items:  # matched case-insensitively, as pydantic-settings does
+            name = key.lower().removeprefix(ENV_PREFIX.lower())
+            if key.upper().startswith(ENV_PREFIX) and name in cls.model_fields:
+                sources[name] = where.format(key=key)
+
+    if env_file.is_file():
+        from_environment(dotenv_values(env_file), f"the .env file {env_file.resolve()}")
+    from_environment(dict(os.environ), "the environment variable {key}")
+    for name in yaml_data:
+        sources[str(name)] = f"the config file {config_file}"
+    for name in overrides:
+        sources[name] = f"--{name}"
+    return sources
+
+
+def describe_validation_error(exc: ValidationError, sources: dict[str, str] | None = None) -> str:
+    """One paragraph naming each bad option in its CLI spelling, and where a value not given as a flag came from."""
+    sources = sources or {}
     problems = []
     for err in exc.errors():
         where = ".".join(str(part) for part in err["loc"])
         message = err["msg"].removeprefix("Value error, ")
         given = err.get("input")
         shown = f" (got {given!r})" if where and not isinstance(given, dict) and given is not None else ""
-        problems.append(f"--{where}: {message}{shown}" if where else message)
-    return "Invalid configuration. " + "; ".join(problems) + ". Fix the option(s) and run again (see --help)."
+        origin = sources.get(where, f"--{where}")
+        label = f"--{where}" if origin == f"--{where}" else f"--{where} (set by {origin})"
+        problems.append(f"{label}: {message}{shown}" if where else message)
+    return ("Invalid configuration. " + "; ".join(problems) + ". Fix the value(s) where they are set and run again "
+            "(see --help).")

@@ -24,7 +24,9 @@ from flowerkit.device import DeviceChoice, detect_device, resolve_precision
 from flowerkit.engine.checkpoint import checkpoint_model, load_checkpoint
 from flowerkit.errors import ConfigError
 from flowerkit.layout import RunLayout
+from flowerkit.paths import cache_root
 from flowerkit.rundir import check_claimable
+from flowerkit.writable import check_writable_folder
 
 
 @dataclass(frozen=True)
@@ -78,8 +80,9 @@ class RunPlan:
             raise RuntimeError("this plan holds no checkpoint")
         return self._checkpoint_state
 
-    def describe(self) -> str:
-        """The ``--dry_run`` text: what the run would do, and that nothing was written."""
+    def describe(self, extra: dict[str, str] | None = None) -> str:
+        """The ``--dry_run`` text: what the run would do (``extra``: lines a front end adds), and that nothing
+        was written."""
         config = self.config
         lines = [f"{'config hash':<14} {config.config_hash()}"]
         if self.checkpoint is not None:
@@ -101,6 +104,7 @@ class RunPlan:
                          f"batch {config.train_batch_size}, lr {config.learning_rate}, warmup "
                          f"{config.warmup_steps}, {config.decay_type} decay")
         lines += [f"{'note':<14} {note}" for note in self.notes]
+        lines += [f"{label:<14} {text}" for label, text in (extra or {}).items()]
         lines.append(f"{'writes':<14} {self.layout.run_dir} and {self.layout.tb_dir}")
         head = f"Plan for flowerkit {self.flow} '{config.name}' (dry run: nothing is written)"
         return "\n".join([head, *(f"  {line}" for line in lines)])
@@ -119,9 +123,27 @@ def select(config: RunConfig, request: SplitRequest) -> Selection:
     return select_split(config.dataset, config.data_root, request.split, request.subset, request.batch_size)
 
 
+def check_output_writable(config: RunConfig) -> None:
+    """The run's folders (run dir, TensorBoard, FiftyOne) can be created and written."""
+    layout = config.layout
+    for what, path in ((f"--output_dir {config.output_dir}", layout.run_dir), (f"--tb_dir {layout.tb_dir}",
+                       layout.tb_dir), (f"--fiftyone_dir {layout.fiftyone_dir}", layout.fiftyone_dir)):
+        check_writable_folder(path, what, "Point it at a folder you can write to.")
+
+
+def check_cache_writable(config: RunConfig) -> None:
+    """The decoded-pixel cache and the synthetic dataset live in the cache folder."""
+    if config.data_pipeline == "cached" or config.dataset == "flower102_synthetic":
+        root = cache_root()
+        check_writable_folder(root, f"The cache folder {root}", "Set FLOWERKIT_CACHE_DIR to a writable folder "
+                              "(or use --data_pipeline pil with --dataset flower102, which need no cache).")
+
+
 def prepare_plan(flow: str, config: RunConfig, resume: bool) -> RunPlan:
     """Validate everything the run needs and resolve it; raises a FlowerkitError, writing nothing."""
     check_claimable(config, resume)
+    check_output_writable(config)
+    check_cache_writable(config)
     checkpoint, state, notes = None, None, []
     if isinstance(config, EvalConfig):
         config, checkpoint, state = _read_eval_checkpoint(config)

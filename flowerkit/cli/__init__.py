@@ -15,6 +15,7 @@ from flowerkit.cli import (
     serve_cmd,
 )
 from flowerkit.cli.dashboard_cmd import dashboard
+from flowerkit.cli.prefect_env import set_environment_defaults
 
 
 def _quiet_prefect_defaults() -> None:
@@ -22,6 +23,7 @@ def _quiet_prefect_defaults() -> None:
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "flowerkit")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
+    set_environment_defaults()
 
 
 app = typer.Typer(

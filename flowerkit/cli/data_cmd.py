@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from flowerkit.cli.errors import user_errors
-from flowerkit.errors import RunExistsError
+from flowerkit.errors import ConfigError, RunExistsError
 
 app = typer.Typer(help="Dataset helpers.", no_args_is_help=True)
 
@@ -29,6 +29,8 @@ def synth(
     from flowerkit.data.synth import SynthSpec, generate, split_counts
 
     with user_errors():
+        if out.exists() and not out.is_dir():
+            raise ConfigError(f"--out {out} is a file; pass a folder to create (it must not exist yet).")
         if out.exists() and any(out.iterdir()):
             raise RunExistsError(f"--out {out} already exists and is not empty; choose a new folder, so that no "
                                  "existing data is overwritten.")

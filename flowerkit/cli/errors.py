@@ -16,7 +16,9 @@ from flowerkit.errors import FlowerkitError
 
 def print_error(message: str) -> None:
     width = 100
-    body = "\n".join(textwrap.fill(part, width) for part in message.split("\n"))
+    # Paths and flags stay whole, so they can be copied from the message.
+    body = "\n".join(textwrap.fill(part, width, break_on_hyphens=False, break_long_words=False)
+                     for part in message.split("\n"))
     print(f"Error: {body}" if not body.startswith("Error") else body, file=sys.stderr)
 
 

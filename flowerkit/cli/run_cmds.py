@@ -10,6 +10,7 @@ import typer
 
 from flowerkit.cli.errors import hide_user_error_tracebacks, user_errors
 from flowerkit.cli.options import command_from_config
+from flowerkit.cli.prefect_env import check_prefect_environment, start_ephemeral_server
 from flowerkit.config import CONFIG_CLASSES, EvalConfig, RunConfig, TrainConfig, load_config
 
 
@@ -28,12 +29,14 @@ def _run(flow: str, given: dict[str, Any], config_file: Path | None, resume: boo
         from flowerkit.plan import handing, prepare_plan
 
         plan = prepare_plan(flow, config, resume)  # fails fast, before Prefect starts or anything is written
+        prefect = check_prefect_environment()
         if dry_run:
-            typer.echo(plan.describe())
+            typer.echo(plan.describe({"prefect": prefect}))
             return
         logging.getLogger("flowerkit").setLevel(logging.INFO)
         if not debug:
             hide_user_error_tracebacks()
+        start_ephemeral_server()
         with handing(plan):
             result = run_flow(flow, config, resume)
         print_summary(flow, plan.config, result)

@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import typer
 
 from flowerkit.cli.errors import user_errors
+from flowerkit.config import NAME_PATTERN
+from flowerkit.errors import ConfigError
 
 app = typer.Typer(help="List, inspect, verify and prune runs.", no_args_is_help=True)
 OUTPUT = typer.Option(Path("output"), "--output-dir", "--output_dir", help="Root folder of the runs.")
+
+
+def check_run_name(name: str) -> str:
+    """A run name is one folder name under --output-dir (config.py's pattern), never a path like ../x or /etc."""
+    if not re.fullmatch(NAME_PATTERN, name):
+        raise ConfigError(f"'{name}' is not a run name: a run name is a folder name under --output-dir (letters, "
+                          "digits, '.', '_' and '-', starting with a letter or digit), not a path. `flowerkit runs "
+                          "list` shows the names.")
+    return name
 
 
 @app.command("list")
@@ -41,7 +53,7 @@ def show(name: str = typer.Argument(..., help="Run name."), output_dir: Path = O
     from flowerkit.runs import run_dir_of
 
     with user_errors():
-        run_dir = run_dir_of(output_dir, name)
+        run_dir = run_dir_of(output_dir, check_run_name(name))
         record = read_record(run_dir)
         index = record.pop("artifact_index", [])
         typer.echo(json.dumps(record, indent=2))
@@ -57,7 +69,7 @@ def verify(name: str = typer.Argument(..., help="Run name."), output_dir: Path =
     from flowerkit.runs import verify_run
 
     with user_errors():
-        report = verify_run(output_dir, name)
+        report = verify_run(output_dir, check_run_name(name))
         for label, items in (("missing", report.missing), ("changed", report.changed),
                              ("unlisted", report.unlisted)):
             for item in items:

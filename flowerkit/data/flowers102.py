@@ -7,6 +7,7 @@ Layout (https://www.robots.ox.ac.uk/~vgg/data/flowers/102/): ``jpg/image_NNNNN.j
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,3 +119,69 @@ def check_images_exist(dataset: Flowers102, image_ids: np.ndarray) -> None:
         more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
         raise MissingInputError(f"{dataset.root} is missing image files the run needs: {shown}{more}. "
                                 f"Re-extract the dataset or regenerate it. {DOWNLOAD_HINT}")
+
+
+# Files already decoded cleanly in this process, by (path, size, mtime): the CLI's pre-run check and the flow's
+# load_subset task check the same images, and the second check must not cost a second full decode.
+_DECODED_OK: set[tuple[str, int, int]] = set()
+_DECODED_LOCK = threading.Lock()
+SHOWN_BAD_FILES = 20
+
+
+def _file_key(path: Path) -> tuple[str, int, int]:
+    stat = path.stat()
+    return str(path), stat.st_size, stat.st_mtime_ns
+
+
+def decode_problem(path: Path) -> str | None:
+    """Why ``path`` is not a decodable image (None if it is); a full decode at libjpeg's 1/8 scale (~1 ms)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im.draft("RGB", (1, 1))  # JPEG: decode every scan at the smallest scale; truncation still fails
+            im.load()
+    except UnidentifiedImageError:
+        return "not an image"
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        return str(exc).split("\n")[0] or type(exc).__name__
+    return None
+
+
+def check_images_decode(dataset: Flowers102, image_ids: np.ndarray) -> None:
+    """Decode every image a run uses and report ALL undecodable files in one ConfigError (a data problem:
+    retrying cannot help, so the Prefect tasks do not retry it)."""
+    bad = []
+    for image_id in np.asarray(image_ids).tolist():
+        path = dataset.image_path(int(image_id))
+        key = _file_key(path)
+        with _DECODED_LOCK:
+            if key in _DECODED_OK:
+                continue
+        problem = decode_problem(path)
+        if problem is None:
+            with _DECODED_LOCK:
+                _DECODED_OK.add(key)
+        else:
+            bad.append(f"{path} ({problem})")
+    if bad:
+        shown = "; ".join(bad[:SHOWN_BAD_FILES])
+        more = f"; and {len(bad) - SHOWN_BAD_FILES} more" if len(bad) > SHOWN_BAD_FILES else ""
+        raise ConfigError(f"{len(bad)} image file(s) of {dataset.root} cannot be decoded: {shown}{more}. They are "
+                          "truncated or not JPEG images: replace them with intact copies (re-extract or re-download "
+                          f"the dataset), or remove their ids from setid.mat. {DOWNLOAD_HINT}")
+
+
+def undecodable_error(path: Path, exc: BaseException) -> ConfigError:
+    """For a file that passed the pre-run check but fails later (changed in between): still named, not retried."""
+    return ConfigError(f"The image file {path} cannot be decoded ({str(exc).splitlines()[0] or type(exc).__name__})"
+                       f"; it is truncated or not a JPEG image. Replace it with an intact copy. {DOWNLOAD_HINT}")
+
+
+def check_split_not_empty(dataset: Flowers102, split: str, image_ids: np.ndarray, subset: str) -> None:
+    """A split with no images cannot be trained on or evaluated (training would crash at its first argmax)."""
+    if len(image_ids) == 0:
+        source = (f"{dataset.root / 'setid.mat'}'s '{SPLIT_KEYS[split]}' is empty" if subset.startswith("full")
+                  else f"the subset {subset} selects none of it")
+        raise ConfigError(f"The {split} split has no images: {source}. Use a setid.mat whose '{SPLIT_KEYS[split]}' "
+                          "lists image ids, or a subset that selects some.")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from flowerkit.data.flowers102 import undecodable_error
 from flowerkit.data.table import SampleTable
 from flowerkit.paths import cache_root
 
@@ -37,10 +38,13 @@ def content_key(table: SampleTable, resolution: int) -> str:
 def decode(path: Path, resolution: int) -> np.ndarray:
     from PIL import Image
 
-    with Image.open(path) as im:
-        im.draft("RGB", (resolution, resolution))  # let libjpeg decode at a reduced scale: much faster
-        im = im.convert("RGB").resize((resolution, resolution), Image.BILINEAR, reducing_gap=3.0)
-        return np.asarray(im)
+    try:
+        with Image.open(path) as im:
+            im.draft("RGB", (resolution, resolution))  # let libjpeg decode at a reduced scale: much faster
+            im = im.convert("RGB").resize((resolution, resolution), Image.BILINEAR, reducing_gap=3.0)
+            return np.asarray(im)
+    except (OSError, SyntaxError, ValueError) as exc:  # UnidentifiedImageError is an OSError
+        raise undecodable_error(path, exc) from None
 
 
 def _decode_many(args: tuple[list[Path], int]) -> np.ndarray:

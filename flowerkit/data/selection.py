@@ -12,7 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
-from flowerkit.data.flowers102 import check_images_exist, open_flowers102
+from flowerkit.data.flowers102 import (
+    check_images_decode,
+    check_images_exist,
+    check_split_not_empty,
+    open_flowers102,
+)
 from flowerkit.data.table import SampleTable, build_table
 from flowerkit.data.subsets import ids_hash, resolve_subset, select_ids
 from flowerkit.data.synth import SynthSpec, generate
@@ -73,6 +78,10 @@ def select_split(dataset: str, data_root: Path | None, split: str, subset: str |
     flowers = open_flowers102(dataset_root(dataset, data_root))
     split_ids = flowers.splits[split]
     chosen = select_ids(spec, split, split_ids, flowers.label_of(split_ids), batch_size)
-    check_images_exist(flowers, chosen)  # before anything is written
+    subset_name = str(spec.path) if spec else f"full {split} split"
+    # All before anything is written: no images, missing files, files that do not decode.
+    check_split_not_empty(flowers, split, chosen, subset_name)
+    check_images_exist(flowers, chosen)
+    check_images_decode(flowers, chosen)
     return Selection(root=str(flowers.root.resolve()), split=split, image_ids=[int(i) for i in chosen],
-                     ids_sha256=ids_hash(chosen), subset=str(spec.path) if spec else f"full {split} split")
+                     ids_sha256=ids_hash(chosen), subset=subset_name)

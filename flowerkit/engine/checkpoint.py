@@ -60,6 +60,8 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu", data: 
         raise MissingInputError(f"--checkpoint {path} does not exist. {hint}")
     if not path.is_file():
         raise MissingInputError(f"--checkpoint {path} is not a file. {hint}")
+    if path.stat().st_size == 0:
+        raise ConfigError(f"--checkpoint {path} is empty (0 bytes): it was never written completely. {hint}")
     try:
         source = io.BytesIO(data) if data is not None else path
         state = torch.load(source, map_location=map_location, weights_only=True)
@@ -73,7 +75,7 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu", data: 
                 f"{', '.join(foreign[:3])}). flowerkit loads checkpoints with weights_only=True and never runs "
                 f"pickled code. {hint}") from None
         raise ConfigError(f"--checkpoint {path} is not a torch checkpoint (unreadable pickle data). {hint}") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, IndexError) as exc:
         detail = str(exc).splitlines()[0].split(". ")[0]
         detail = "" if detail.startswith("[") else f" ({detail})"  # torch's C++ assertion text helps no user
         raise ConfigError(f"--checkpoint {path} is not a readable checkpoint: it is truncated, corrupted or not a "
@@ -81,7 +83,51 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu", data: 
     if not isinstance(state, dict) or state.get("format") != FORMAT or any(k not in state for k in REQUIRED_KEYS):
         raise ConfigError(f"--checkpoint {path} is a torch file but not a flowerkit checkpoint (it lacks the "
                           f"model, model_type, img_size, step and labelmap entries). {hint}")
+    problem = metadata_problem(state) or tensor_problem(state)
+    if problem:
+        raise ConfigError(f"--checkpoint {path} does not fit its own record: {problem}. It was damaged or "
+                          f"edited after it was written. {hint}")
     return state
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def metadata_problem(data: dict[str, Any]) -> str | None:
+    """What is wrong with the recorded model_type / img_size / num_classes / step (None: nothing)."""
+    from flowerkit.models.configs import MODEL_CONFIGS
+
+    model_type, img_size = data["model_type"], data["img_size"]
+    if not isinstance(model_type, str) or model_type not in MODEL_CONFIGS:
+        return f"model_type {model_type!r} is not one of {', '.join(MODEL_CONFIGS)}"
+    if not _is_int(img_size) or img_size <= 0 or img_size % MODEL_CONFIGS[model_type].patch_size:
+        return f"img_size {img_size!r} is not a positive multiple of {model_type}'s patch size"
+    if not _is_int(data["num_classes"]) or data["num_classes"] <= 0:
+        return f"num_classes {data['num_classes']!r} is not a positive integer"
+    if not _is_int(data["step"]) or data["step"] < 0:
+        return f"step {data['step']!r} is not a non-negative integer"
+    if not isinstance(data["model"], dict) or not all(isinstance(t, torch.Tensor) for t in data["model"].values()):
+        return "its model entry is not a mapping of tensors"
+    return None
+
+
+def tensor_problem(data: dict[str, Any]) -> str | None:
+    """Do the weights have the shapes of the recorded model? Built on the meta device: no memory, no time."""
+    from flowerkit.models.vit import build_model
+
+    with torch.device("meta"):
+        expected = build_model(data["model_type"], data["img_size"], data["num_classes"]).state_dict()
+    stored = data["model"]
+    missing, unexpected = sorted(set(expected) - set(stored)), sorted(set(stored) - set(expected))
+    if missing or unexpected:
+        return (f"its weights are not those of {data['model_type']} (missing {', '.join(missing[:3]) or 'none'}; "
+                f"unexpected {', '.join(unexpected[:3]) or 'none'})")
+    for key, tensor in expected.items():
+        if tuple(stored[key].shape) != tuple(tensor.shape):
+            return (f"{key} has shape {tuple(stored[key].shape)}, but a {data['model_type']} model at img_size "
+                    f"{data['img_size']} with {data['num_classes']} classes needs {tuple(tensor.shape)}")
+    return None
 
 
 def checkpoint_model(state: dict[str, Any], path: Path, model_type: str | None,

@@ -1,0 +1,109 @@
+"""Prefect's part of a run's environment: checked before the flow starts, so a problem there is one paragraph
+and exit 3 instead of minutes of server tracebacks and an "unexpected error".
+
+- ``PREFECT_HOME`` (default ``~/.prefect``) holds the ephemeral server's database and persisted task results:
+  it must be writable (a read-only HOME used to end in 120 s of server tracebacks blaming a timeout).
+- ``PREFECT_API_URL``, when set, must answer (a short HTTP request; any HTTP answer counts as reachable).
+- Without it, Prefect starts a temporary server subprocess. We start it ourselves before the flow, in its own
+  session: a terminal's Ctrl-C signals the whole foreground process group, and a server that dies with the
+  run turns a clean interrupt (exit 130, run marked failed, resumable) into connection errors. Its start-up
+  may take longer than Prefect's default 20 s on a busy machine, so the default here is generous.
+
+Only the process environment is read for these settings (Prefect profiles are not).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+from flowerkit.errors import MissingInputError
+from flowerkit.writable import check_writable_folder
+
+STARTUP_TIMEOUT_VAR = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
+DEFAULT_STARTUP_TIMEOUT_S = 120
+API_CHECK_TIMEOUT_S = 5.0
+SERVER_FIX = (f"Set PREFECT_API_URL to a running Prefect server (`prefect server start` in another terminal "
+              f"prints it), or raise {STARTUP_TIMEOUT_VAR} (now {{timeout}} s).")
+
+
+def set_environment_defaults() -> None:
+    """Before Prefect is imported: a start-up timeout that a busy machine can meet, unless the user set one."""
+    os.environ.setdefault(STARTUP_TIMEOUT_VAR, str(DEFAULT_STARTUP_TIMEOUT_S))
+
+
+def prefect_home() -> Path:
+    return Path(os.environ.get("PREFECT_HOME") or "~/.prefect").expanduser()
+
+
+def check_prefect_home() -> None:
+    home = prefect_home()
+    check_writable_folder(home, f"PREFECT_HOME ({home}), where Prefect keeps its database and task results,",
+                          "Set PREFECT_HOME to a writable folder (for example `export PREFECT_HOME=$PWD/.prefect`).")
+
+
+def check_api_url() -> str:
+    """One line for the plan; raises MissingInputError (exit 3) when PREFECT_API_URL is set but nothing answers."""
+    import httpx
+
+    url = os.environ.get("PREFECT_API_URL", "").strip()
+    if not url:
+        return "a temporary local Prefect server, started for the run (no PREFECT_API_URL)"
+    try:
+        httpx.get(f"{url.rstrip('/')}/health", timeout=API_CHECK_TIMEOUT_S)
+    except (httpx.HTTPError, ValueError) as exc:
+        raise MissingInputError(
+            f"PREFECT_API_URL is {url}, but no Prefect server answers there ({type(exc).__name__}: {exc}). Start "
+            "the server (`prefect server start`), point PREFECT_API_URL at a running one, or unset it to let the "
+            "run start a temporary local server.") from None
+    return f"the Prefect server at {url}"
+
+
+def check_prefect_environment() -> str:
+    """Every Prefect check that needs no server start; returns the plan's line."""
+    check_prefect_home()
+    return check_api_url()
+
+
+def _die_with_parent() -> None:
+    """In the server's child process (Linux): end it when flowerkit dies, even by SIGKILL (no orphan)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def _own_session_popen(*args, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen(*args, start_new_session=True, preexec_fn=_die_with_parent, **kwargs)
+
+
+def start_ephemeral_server() -> None:
+    """Start Prefect's temporary server (when no PREFECT_API_URL) outside our process group; exit 3 if it fails.
+
+    Prefect keeps one server instance per process and reuses it, so the flow then talks to this one.
+    """
+    if os.environ.get("PREFECT_API_URL", "").strip():
+        return
+    from prefect.server.api import server as prefect_server
+
+    # SubprocessASGIServer._run_uvicorn_command calls ``subprocess.Popen``; for this one call, that name
+    # resolves to a Popen that starts a new session. Prefect offers no option for it (3.x).
+    real = prefect_server.subprocess
+    prefect_server.subprocess = SimpleNamespace(**{**vars(real), "Popen": _own_session_popen})
+    server = prefect_server.SubprocessASGIServer()
+    try:
+        server.start()
+    except Exception as exc:  # noqa: BLE001 - Prefect raises RuntimeError or httpx errors here
+        server.stop()  # a server still starting up must not outlive this error
+        timeout = os.environ.get(STARTUP_TIMEOUT_VAR, DEFAULT_STARTUP_TIMEOUT_S)
+        first = str(exc).split(" stdout:")[0].splitlines()[0] if str(exc) else type(exc).__name__
+        raise MissingInputError(f"Prefect's temporary local server did not start ({first}). "
+                                + SERVER_FIX.format(timeout=timeout)) from None
+    finally:
+        prefect_server.subprocess = real
