@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from flowerkit.artifacts.record import refresh_artifact_index, set_task_state
-from flowerkit.errors import ConfigError, MissingInputError, RunExistsError
+from flowerkit.errors import ConfigError, MissingInputError, NonFiniteLossError, RunExistsError
 
 # A user's mistake does not heal by retrying; only unexpected failures (I/O, a killed step) are retried.
-NOT_RETRIED = (ConfigError, MissingInputError, RunExistsError)
+NOT_RETRIED = (ConfigError, MissingInputError, RunExistsError,
+               NonFiniteLossError)  # a diverged run diverges again from the same checkpoint
 
 
 def retry_unless_user_error(task, task_run, state) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import math
 import os
 import random
 import time
@@ -28,6 +29,7 @@ from flowerkit.data.pipeline import BatchPlan, InputPipeline, SampleTable
 from flowerkit.engine.checkpoint import load_checkpoint, save_checkpoint
 from flowerkit.engine.evaluator import autocast, predict, prepare_input, prepare_model
 from flowerkit.engine.schedules import make_scheduler
+from flowerkit.errors import NonFiniteLossError
 from flowerkit.layout import RunLayout
 from flowerkit.models.npz import load_pretrained
 from flowerkit.models.vit import build_model
@@ -108,12 +110,18 @@ class TrainStep:
             (loss / self.accumulation).backward()
             totals += torch.stack([loss.detach().float() * len(y), (logits.detach().argmax(1) == y).sum().float()])
             seen += len(y)
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
         lr = self.scheduler.get_last_lr()[0]  # the rate this step uses
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        loss_sum, correct = totals.tolist()  # the step's one device-to-host sync
+        # The step's one device-to-host sync carries the divergence check too. A non-finite loss or gradient
+        # norm has already poisoned the weights in memory: raise before anything of this step is logged or saved.
+        loss_sum, correct, norm = torch.cat([totals, grad_norm.detach().float().reshape(1)]).tolist()
+        if not math.isfinite(loss_sum):
+            raise NonFiniteLossError(self.scheduler.last_epoch, "loss")
+        if not math.isfinite(norm):
+            raise NonFiniteLossError(self.scheduler.last_epoch, "gradient norm")
         return StepStats(loss_sum / seen, correct / seen, seen, lr)
 
 
@@ -173,6 +181,7 @@ def train(config: TrainConfig, device: torch.device, precision: str, train_table
                 log.info("step %d/%d  loss %.4f  lr %.5f  %.1f img/s", step, config.num_steps, loss_value, lr,
                          images / (time.perf_counter() - t0))
             if step % config.eval_every == 0 or step == config.num_steps:
+                check_finite_weights(model, step)  # a finite loss can still leave inf weights (a huge rate)
                 if step < config.num_steps:  # the final evaluation is the evaluate task's
                     _evaluate_during_training(step_model, val_pipe, val_table, config, precision, step, scalars)
                 _save(ckpt_path, model, optimizer, scheduler, step, config, weights)
@@ -189,10 +198,19 @@ def _evaluate_during_training(model, pipe: InputPipeline, table: SampleTable, co
                               step: int, scalars: ScalarLog) -> None:
     logits = predict(model, pipe, config.eval_batch_size, precision)
     report = classification_report(logits, table.labels, list(CATEGORY_NAMES))
+    if not math.isfinite(report["loss"]):  # finite weights can still overflow the logits
+        raise NonFiniteLossError(step, "validation loss")
     scalars.log("eval", step, config.num_steps, {k: report[k] for k in ("loss", "accuracy", "top5_accuracy",
                                                                         "macro_f1")}, "val")
     log.info("eval at step %d: accuracy %.4f  loss %.4f (%d samples)", step, report["accuracy"], report["loss"],
              report["num_samples"])
+
+
+def check_finite_weights(model: torch.nn.Module, step: int) -> None:
+    """Raise NonFiniteLossError when any weight is NaN or infinite: such a checkpoint is never written."""
+    finite = torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all()
+    if not bool(finite):  # one sync per checkpoint
+        raise NonFiniteLossError(step, "model's weights after the update")
 
 
 def _save(path: Path, model, optimizer, scheduler, step: int, config: TrainConfig, weights: str) -> None:
