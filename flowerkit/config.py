@@ -144,6 +144,17 @@ class TrainConfig(RunConfig):
     max_grad_norm: float = _opt("Gradient clipping norm.", "training", default=1.0, gt=0)
     gradient_accumulation_steps: int = _opt("Micro-batches accumulated per optimizer step.", "training", default=1,
                                             gt=0)
+    monitor: Literal["val_accuracy", "val_loss", "val_macro_f1"] = _opt(
+        "Validation metric that selects checkpoints/best.bin (ties keep the earlier step); the final evaluation, "
+        "predictions and summary are the selected checkpoint's.", "selection", default="val_accuracy")
+    save_top_k: int = _opt("Also keep the N best checkpoints as checkpoints/best-<step>.bin (0: only best.bin).",
+                           "selection", default=0, ge=0)
+    early_stop_patience: int | None = _opt(
+        "Stop after N evaluations without improvement of --monitor (default: never).", "selection", default=None,
+        gt=0)
+    test_after: bool = _opt(
+        "After training, evaluate the selected checkpoint once on the official test split (test_* artifacts; "
+        "never used for selection).", "selection", default=False)
 
     @model_validator(mode="after")
     def _check_model(self) -> TrainConfig:

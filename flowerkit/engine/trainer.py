@@ -29,6 +29,7 @@ from flowerkit.data.pipeline import BatchPlan, InputPipeline, SampleTable
 from flowerkit.engine.checkpoint import load_checkpoint, save_checkpoint
 from flowerkit.engine.evaluator import autocast, predict, prepare_input, prepare_model
 from flowerkit.engine.schedules import make_scheduler
+from flowerkit.engine.selection import Decision, Selector
 from flowerkit.errors import NonFiniteLossError
 from flowerkit.layout import RunLayout
 from flowerkit.models.npz import load_pretrained
@@ -64,9 +65,24 @@ class TrainResult:
     final_loss: float
     images_per_second: float
     weights: str
+    selected_checkpoint: str = ""
+    selected_step: int = 0
+    selected_weights: str = "raw"
+    monitor: str = "val_accuracy"
+    monitor_value: float = 0.0
+    stopped_early: bool = False
+    stop_reason: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def selection(self, layout: RunLayout) -> dict:
+        """What metrics.json and the run record say about the reported checkpoint."""
+        return {"selected_step": self.selected_step,
+                "selected_checkpoint": layout.relative(Path(self.selected_checkpoint)),
+                "selected_weights": self.selected_weights, "monitor": self.monitor,
+                "monitor_value": self.monitor_value, "last_step": self.steps, "stopped_early": self.stopped_early,
+                "stop_reason": self.stop_reason}
 
 
 def make_pipeline(config, table: SampleTable, img_size: int, device: torch.device) -> InputPipeline:
@@ -128,21 +144,25 @@ class TrainStep:
 def train(config: TrainConfig, device: torch.device, precision: str, train_table: SampleTable,
           val_table: SampleTable, layout: RunLayout,
           on_progress: Callable[[int, int], None] | None = None) -> TrainResult:
-    """Train to ``config.num_steps``, resuming from the run's latest checkpoint when one exists."""
+    """Train to ``config.num_steps`` (or an early stop), resuming from the run's latest checkpoint when one
+    exists; every evaluation offers its weights to the ``Selector``, which keeps checkpoints/best.bin."""
     ckpt_path = layout.checkpoint
     model = build_model(config.model_type, config.img_size, NUM_CLASSES)
     optimizer = torch.optim.SGD(model.parameters(), lr=config.learning_rate, momentum=0.9,
                                 weight_decay=config.weight_decay)
     scheduler = make_scheduler(optimizer, config.warmup_steps, config.num_steps, config.decay_type)
+    selector = Selector(config.monitor, config.save_top_k, config.early_stop_patience)
 
-    start_step, weights = 0, ""
+    start_step, weights, stopped_early = 0, "", False
     if ckpt_path.exists():
         state = load_checkpoint(ckpt_path, map_location="cpu")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"]["torch"])
+        selector.load_state_dict(state.get("selection"))
         start_step, weights = int(state["step"]), state.get("weights", "")
+        stopped_early = bool(state.get("stopped_early", False))
         log.info("resuming from %s at step %d of %d", ckpt_path, start_step, config.num_steps)
     else:
         weights = load_pretrained(model, config.pretrained_dir, config.model_type)
@@ -170,7 +190,7 @@ def train(config: TrainConfig, device: torch.device, precision: str, train_table
     step, loss_value, images, t0 = start_step, float("nan"), 0, time.perf_counter()
     batches = iter(train_pipe(plan.batches(start_step * accumulation, config.num_steps * accumulation)))
     try:
-        while step < config.num_steps:
+        while step < config.num_steps and not stopped_early:
             stats = train_step(itertools.islice(batches, accumulation))
             step += 1
             images += stats.seen
@@ -182,28 +202,58 @@ def train(config: TrainConfig, device: torch.device, precision: str, train_table
                          images / (time.perf_counter() - t0))
             if step % config.eval_every == 0 or step == config.num_steps:
                 check_finite_weights(model, step)  # a finite loss can still leave inf weights (a huge rate)
-                if step < config.num_steps:  # the final evaluation is the evaluate task's
-                    _evaluate_during_training(step_model, val_pipe, val_table, config, precision, step, scalars)
-                _save(ckpt_path, model, optimizer, scheduler, step, config, weights)
+                candidates = {"raw": model}
+                reports = {name: _evaluate_during_training(net, val_pipe, val_table, config, precision, step,
+                                                           scalars, name)
+                           for name, net in candidates.items()}
+                decision = selector.update(selector.candidate(step, reports))
+                stopped_early = decision.stop
+                _save_selected(layout, decision, candidates, step, config, weights)
+                _save(ckpt_path, model, optimizer, scheduler, step, config, weights, selector, stopped_early)
+                if stopped_early:
+                    log.info("stopping early at step %d: %s", step, selector.stop_reason())
             if on_progress:
                 on_progress(step, config.num_steps)
     finally:
         scalars.close()
     elapsed = time.perf_counter() - t0
+    best = selector.best
+    assert best is not None, "training always evaluates its last step"
     return TrainResult(str(ckpt_path), start_step, step, float(loss_value), images / elapsed if elapsed else 0.0,
-                       weights)
+                       weights, str(layout.best_checkpoint), best.step, best.weights, config.monitor, best.value,
+                       stopped_early, selector.stop_reason() if stopped_early else None)
 
 
 def _evaluate_during_training(model, pipe: InputPipeline, table: SampleTable, config: TrainConfig, precision: str,
-                              step: int, scalars: ScalarLog) -> None:
+                              step: int, scalars: ScalarLog, weights: str = "raw") -> dict:
+    """Evaluate one set of weights on validation; logs ``val/*`` (``val_ema/*`` for the EMA weights)."""
     logits = predict(model, pipe, config.eval_batch_size, precision)
     report = classification_report(logits, table.labels, list(CATEGORY_NAMES))
     if not math.isfinite(report["loss"]):  # finite weights can still overflow the logits
         raise NonFiniteLossError(step, "validation loss")
-    scalars.log("eval", step, config.num_steps, {k: report[k] for k in ("loss", "accuracy", "top5_accuracy",
-                                                                        "macro_f1")}, "val")
-    log.info("eval at step %d: accuracy %.4f  loss %.4f (%d samples)", step, report["accuracy"], report["loss"],
-             report["num_samples"])
+    suffix = "" if weights == "raw" else f"_{weights}"
+    scalars.log(f"eval{suffix}", step, config.num_steps,
+                {k: report[k] for k in ("loss", "accuracy", "top5_accuracy", "macro_f1")}, f"val{suffix}")
+    log.info("eval%s at step %d: accuracy %.4f  loss %.4f (%d samples)", suffix, step, report["accuracy"],
+             report["loss"], report["num_samples"])
+    return report
+
+
+def _save_selected(layout: RunLayout, decision: Decision, candidates: dict[str, torch.nn.Module], step: int,
+                   config: TrainConfig, weights: str) -> None:
+    """best.bin when this evaluation is the new best; best-<step>.bin for the top-k (dropping those pushed out).
+    Written before ckpt.bin: a run killed in between recomputes this step on resume and writes them again."""
+    chosen = decision.candidate
+    if not (decision.improved or decision.entered_top_k):
+        return
+    payload = _model_payload(candidates[chosen.weights], step, config, weights) | {
+        "selection": {"monitor": config.monitor, "value": chosen.value, "weights": chosen.weights}}
+    if decision.improved:
+        save_checkpoint(layout.best_checkpoint, payload)
+    if decision.entered_top_k:
+        save_checkpoint(layout.top_k_checkpoint(step), payload)
+    for dropped in decision.evicted:
+        layout.top_k_checkpoint(dropped.step).unlink(missing_ok=True)
 
 
 def check_finite_weights(model: torch.nn.Module, step: int) -> None:
@@ -213,11 +263,10 @@ def check_finite_weights(model: torch.nn.Module, step: int) -> None:
         raise NonFiniteLossError(step, "model's weights after the update")
 
 
-def _save(path: Path, model, optimizer, scheduler, step: int, config: TrainConfig, weights: str) -> None:
-    save_checkpoint(path, {
+def _model_payload(model: torch.nn.Module, step: int, config: TrainConfig, weights: str) -> dict:
+    """What every checkpoint holds: the weights and what a reader needs to rebuild and label the model."""
+    return {
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
         "step": step,
         "model_type": config.model_type,
         "img_size": config.img_size,
@@ -226,7 +275,18 @@ def _save(path: Path, model, optimizer, scheduler, step: int, config: TrainConfi
         "config": config.model_dump(mode="json"),
         "config_hash": config.config_hash(),
         "weights": weights,
+    }
+
+
+def _save(path: Path, model, optimizer, scheduler, step: int, config: TrainConfig, weights: str,
+          selector: Selector, stopped_early: bool) -> None:
+    """The latest checkpoint: everything a resumed run needs to continue exactly."""
+    save_checkpoint(path, _model_payload(model, step, config, weights) | {
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
         "rng": {"torch": torch.get_rng_state()},
+        "selection": selector.state_dict(),
+        "stopped_early": stopped_early,
     })
 
 
