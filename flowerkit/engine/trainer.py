@@ -26,8 +26,11 @@ from flowerkit.artifacts.scalars import ScalarLog
 from flowerkit.config import TrainConfig
 from flowerkit.data.flowers102 import CATEGORY_NAMES, NUM_CLASSES, labelmap
 from flowerkit.data.pipeline import BatchPlan, InputPipeline, SampleTable
+from flowerkit.engine.augment import BatchMixer
 from flowerkit.engine.checkpoint import load_checkpoint, save_checkpoint
+from flowerkit.engine.ema import make_ema
 from flowerkit.engine.evaluator import autocast, predict, prepare_input, prepare_model
+from flowerkit.engine.recipe import build_optimizer
 from flowerkit.engine.schedules import make_scheduler
 from flowerkit.engine.selection import Decision, Selector
 from flowerkit.errors import NonFiniteLossError
@@ -107,28 +110,38 @@ class TrainStep:
 
     def __init__(self, model: torch.nn.Module, step_model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                  scheduler, labels: torch.Tensor, precision: str, max_grad_norm: float,
-                 accumulation: int = 1) -> None:
+                 accumulation: int = 1, label_smoothing: float = 0.0, mixer: BatchMixer | None = None,
+                 ema: torch.nn.Module | None = None) -> None:
         self.model, self.step_model, self.optimizer, self.scheduler = model, step_model, optimizer, scheduler
         self.labels = labels  # every sample's label, on the model's device
         self.precision, self.max_grad_norm, self.accumulation = precision, max_grad_norm, accumulation
-        self.loss_fn = torch.nn.CrossEntropyLoss()
+        self.loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=label_smoothing)  # also smooths soft targets
+        self.mixer, self.ema = mixer, ema
 
     def __call__(self, micro_batches: Iterable[tuple[torch.Tensor, np.ndarray]]) -> StepStats:
         """Consume ``accumulation`` micro-batches one at a time (the pipeline keeps producing meanwhile)."""
         device = self.labels.device
         totals = torch.zeros(2, device=device)  # summed loss, correct predictions
         seen = 0
-        for x, positions in micro_batches:
+        first = self.scheduler.last_epoch * self.accumulation  # the run's index of this step's first micro-batch
+        for i, (x, positions) in enumerate(micro_batches):
             y = self.labels[torch.as_tensor(positions).to(device, non_blocking=True)]
+            target = y
+            if self.mixer is not None:
+                x, target = self.mixer(x, y, first + i)
+                # Training accuracy against mixed targets: the label with the larger share of each image.
+                y = target.argmax(1)
             with autocast(device, self.precision):
                 logits = self.step_model(prepare_input(x))
-                loss = self.loss_fn(logits.float(), y)
+                loss = self.loss_fn(logits.float(), target)
             (loss / self.accumulation).backward()
             totals += torch.stack([loss.detach().float() * len(y), (logits.detach().argmax(1) == y).sum().float()])
             seen += len(y)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
-        lr = self.scheduler.get_last_lr()[0]  # the rate this step uses
+        lr = max(self.scheduler.get_last_lr())  # the rate this step uses (the head's, under layer decay)
         self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         # The step's one device-to-host sync carries the divergence check too. A non-finite loss or gradient
@@ -148,15 +161,16 @@ def train(config: TrainConfig, device: torch.device, precision: str, train_table
     exists; every evaluation offers its weights to the ``Selector``, which keeps checkpoints/best.bin."""
     ckpt_path = layout.checkpoint
     model = build_model(config.model_type, config.img_size, NUM_CLASSES)
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.learning_rate, momentum=0.9,
-                                weight_decay=config.weight_decay)
+    optimizer = build_optimizer(model, config.optimizer, config.learning_rate, config.weight_decay,
+                                config.layer_decay)
     scheduler = make_scheduler(optimizer, config.warmup_steps, config.num_steps, config.decay_type)
     selector = Selector(config.monitor, config.save_top_k, config.early_stop_patience)
 
-    start_step, weights, stopped_early = 0, "", False
+    start_step, weights, stopped_early, ema_state = 0, "", False, None
     if ckpt_path.exists():
         state = load_checkpoint(ckpt_path, map_location="cpu")
         model.load_state_dict(state["model"])
+        ema_state = state.get("ema")
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"]["torch"])
@@ -175,6 +189,11 @@ def train(config: TrainConfig, device: torch.device, precision: str, train_table
     model = prepare_model(model, device)  # in place: the optimizer's parameters stay the same objects
     _move_optimizer_state(optimizer, device)
     step_model = torch.compile(model) if config.compile else model
+    ema = make_ema(model, config.ema_decay) if config.ema_decay else None  # on the model's device
+    if ema is not None and ema_state is not None:
+        ema.load_state_dict(ema_state)
+    mixer = (BatchMixer(config.mixup_alpha, config.cutmix_alpha, NUM_CLASSES, config.seed)
+             if config.mixup_alpha or config.cutmix_alpha else None)
 
     scalars = ScalarLog(layout.metrics_jsonl, layout.tb_dir, purge_step=start_step + 1 if retried else None)
     plan = BatchPlan(train_table, config.micro_batch_size, config.seed)
@@ -183,7 +202,7 @@ def train(config: TrainConfig, device: torch.device, precision: str, train_table
     labels = torch.as_tensor(train_table.labels, dtype=torch.long).to(device)
     accumulation = config.gradient_accumulation_steps
     train_step = TrainStep(model, step_model, optimizer, scheduler, labels, precision, config.max_grad_norm,
-                           accumulation)
+                           accumulation, config.label_smoothing, mixer, ema)
     console_every = max(1, config.num_steps // 20)
 
     model.train()
@@ -201,15 +220,16 @@ def train(config: TrainConfig, device: torch.device, precision: str, train_table
                 log.info("step %d/%d  loss %.4f  lr %.5f  %.1f img/s", step, config.num_steps, loss_value, lr,
                          images / (time.perf_counter() - t0))
             if step % config.eval_every == 0 or step == config.num_steps:
-                check_finite_weights(model, step)  # a finite loss can still leave inf weights (a huge rate)
-                candidates = {"raw": model}
+                candidates = {"raw": model} | ({"ema": ema.module} if ema is not None else {})
+                for net in candidates.values():
+                    check_finite_weights(net, step)  # a finite loss can still leave inf weights (a huge rate)
                 reports = {name: _evaluate_during_training(net, val_pipe, val_table, config, precision, step,
                                                            scalars, name)
                            for name, net in candidates.items()}
                 decision = selector.update(selector.candidate(step, reports))
                 stopped_early = decision.stop
                 _save_selected(layout, decision, candidates, step, config, weights)
-                _save(ckpt_path, model, optimizer, scheduler, step, config, weights, selector, stopped_early)
+                _save(ckpt_path, model, optimizer, scheduler, step, config, weights, selector, stopped_early, ema)
                 if stopped_early:
                     log.info("stopping early at step %d: %s", step, selector.stop_reason())
             if on_progress:
@@ -279,9 +299,10 @@ def _model_payload(model: torch.nn.Module, step: int, config: TrainConfig, weigh
 
 
 def _save(path: Path, model, optimizer, scheduler, step: int, config: TrainConfig, weights: str,
-          selector: Selector, stopped_early: bool) -> None:
+          selector: Selector, stopped_early: bool, ema: torch.nn.Module | None = None) -> None:
     """The latest checkpoint: everything a resumed run needs to continue exactly."""
-    save_checkpoint(path, _model_payload(model, step, config, weights) | {
+    extra = {"ema": {k: v.detach().cpu() for k, v in ema.state_dict().items()}} if ema is not None else {}
+    save_checkpoint(path, _model_payload(model, step, config, weights) | extra | {
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "rng": {"torch": torch.get_rng_state()},
