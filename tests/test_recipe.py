@@ -145,3 +145,11 @@ def test_a_resumed_modern_recipe_run_equals_the_uninterrupted_one(flowers_root: 
         assert all(torch.equal(whole[key][k], v) for k, v in resumed[key].items()), key
     assert whole["selection"] == resumed["selection"] and whole_best["selection"] == resumed_best["selection"]
     assert whole_best["selection"]["weights"] in ("raw", "ema")
+
+
+@pytest.mark.parametrize("recipe", ["vit_paper_flowers", "vit_modern_flowers"])
+def test_named_recipes_load_and_validate(recipe: str, tmp_path: Path) -> None:
+    path = Path(__file__).parent.parent / "configs" / f"{recipe}.yaml"
+    config = load_config(TrainConfig, {"name": "r", "output_dir": tmp_path}, path)
+    assert (config.img_size, config.num_steps, config.train_batch_size, config.max_grad_norm) == (384, 500, 512, 1.0)
+    assert config.optimizer == ("sgd" if "paper" in recipe else "adamw")
