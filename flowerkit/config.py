@@ -157,7 +157,7 @@ class TrainConfig(RunConfig):
                                  default=512, gt=0)
     num_steps: int = _opt("Total optimizer steps.", "training", default=10000, gt=0)
     eval_every: int = _opt("Evaluate (and checkpoint) every N steps.", "training", default=100, gt=0)
-    learning_rate: float = _opt("Peak learning rate of SGD with momentum 0.9.", "training", default=3e-2, gt=0)
+    learning_rate: float = _opt("Peak learning rate (the head's, under --layer_decay).", "training", default=3e-2, gt=0)
     weight_decay: float = _opt("Weight decay.", "training", default=0.0, ge=0)
     warmup_steps: int | None = _opt(
         f"Linear warmup steps (default: num_steps/10, at most {DEFAULT_WARMUP_CAP}).", "training", default=None, ge=0)
@@ -165,6 +165,31 @@ class TrainConfig(RunConfig):
     max_grad_norm: float = _opt("Gradient clipping norm.", "training", default=1.0, gt=0)
     gradient_accumulation_steps: int = _opt("Micro-batches accumulated per optimizer step.", "training", default=1,
                                             gt=0)
+    optimizer: Literal["sgd", "adamw"] = _opt(
+        "sgd: momentum 0.9 (the ViT paper's fine-tuning). adamw: AdamW (betas 0.9, 0.999). Either way "
+        "--weight_decay skips norms, biases, the position embedding and the class token.", "recipe", default="sgd")
+    layer_decay: float = _opt("Layer-wise learning-rate decay: block i of L learns at F**(L-i) times the head's rate "
+                              "(1.0: off).", "recipe", default=1.0, gt=0, le=1, allow_inf_nan=False)
+    label_smoothing: float = _opt("Label smoothing of the training loss.", "recipe", default=0.0, ge=0, lt=1,
+                                  allow_inf_nan=False)
+    mixup_alpha: float = _opt("MixUp Beta(alpha, alpha) on training batches (0: off; with --cutmix_alpha, one of "
+                              "the two per batch).", "recipe", default=0.0, ge=0, allow_inf_nan=False)
+    cutmix_alpha: float = _opt("CutMix Beta(alpha, alpha) on training batches (0: off).", "recipe", default=0.0,
+                               ge=0, allow_inf_nan=False)
+    ema_decay: float = _opt("Exponential moving average of the weights, evaluated and checkpointed beside the "
+                            "model; --monitor considers both (0: off).", "recipe", default=0.0, ge=0, lt=1,
+                            allow_inf_nan=False)
+    monitor: Literal["val_accuracy", "val_loss", "val_macro_f1"] = _opt(
+        "Validation metric that selects checkpoints/best.bin (ties keep the earlier step); the final evaluation, "
+        "predictions and summary are the selected checkpoint's.", "selection", default="val_accuracy")
+    save_top_k: int = _opt("Also keep the N best checkpoints as checkpoints/best-<step>.bin (0: only best.bin).",
+                           "selection", default=0, ge=0)
+    early_stop_patience: int | None = _opt(
+        "Stop after N evaluations without improvement of --monitor (default: never).", "selection", default=None,
+        gt=0)
+    test_after: bool = _opt(
+        "After training, evaluate the selected checkpoint once on the official test split (test_* artifacts; "
+        "never used for selection).", "selection", default=False)
 
     @model_validator(mode="after")
     def _check_model(self) -> TrainConfig:

@@ -50,3 +50,18 @@ class DiskFullError(FlowerkitError):
                          "point --output_dir at a disk with room), then run the same command with --resume; the "
                          "run continues from its last checkpoint.")
         self.path = path
+
+
+class NonFiniteLossError(FlowerkitError):
+    """Training diverged: a loss (or gradient norm, or weight) became NaN or infinite. Not retried: the same
+    configuration diverges again from the same checkpoint."""
+
+    exit_code = 1
+
+    def __init__(self, step: int, what: str = "loss") -> None:
+        super().__init__(
+            f"training diverged at step {step}: the {what} is not finite (NaN or infinity). The run stopped without "
+            "saving that step; its last checkpoint holds finite weights. Try a lower --learning_rate, a smaller "
+            "--max_grad_norm, or --precision fp32, then start a new run (or --resume with the same options to "
+            "continue from the last checkpoint).")
+        self.step = step

@@ -135,6 +135,32 @@ class RunLayout:
         return self.checkpoints_dir / "ckpt.bin"
 
     @property
+    def best_checkpoint(self) -> Path:
+        """The checkpoint selected on validation (``--monitor``): what the final evaluation reports."""
+        return self.checkpoints_dir / "best.bin"
+
+    def top_k_checkpoint(self, step: int) -> Path:
+        """One of the ``--save_top_k`` best checkpoints."""
+        return self.checkpoints_dir / f"best-{step}.bin"
+
+    def top_k_checkpoints(self) -> list[Path]:
+        return sorted(self.checkpoints_dir.glob("best-*.bin"))
+
+    def split_prefix(self, split: str) -> str:
+        """File-name prefix of a split's evaluation artifacts: none for validation (the run's main report),
+        ``test_`` for the held-out test split (``--test_after``), so the two never mix."""
+        return "" if split == "val" else f"{split}_"
+
+    def eval_outputs_of(self, split: str) -> Path:
+        return self.eval_outputs.with_name(self.split_prefix(split) + self.eval_outputs.name)
+
+    def predictions_of(self, split: str) -> Path:
+        return self.predictions.with_name(self.split_prefix(split) + self.predictions.name)
+
+    def per_class_of(self, split: str) -> Path:
+        return self.per_class.with_name(self.split_prefix(split) + self.per_class.name)
+
+    @property
     def eval_outputs(self) -> Path:
         """Raw logits of the final evaluation, between the evaluate and export_predictions tasks."""
         return self.run_dir / "eval" / "outputs.npz"
@@ -148,10 +174,11 @@ class RunLayout:
         return self.fiftyone_dir / "per_class_metrics.json"
 
     @staticmethod
-    def final_events_name(step: int) -> str:
-        """The TensorBoard events file of the final evaluation at ``step``: a fixed name (TensorBoard reads any
-        file whose name holds 'tfevents'; 'final' sorts after the timestamped files), so a retry replaces it."""
-        return f"events.out.tfevents.final-{step:08d}"
+    def final_events_name(step: int, tag: str = "val") -> str:
+        """The TensorBoard events file of the final evaluation of ``tag`` (val, test) at ``step``: a fixed name
+        (TensorBoard reads any file whose name holds 'tfevents'; 'final' sorts after the timestamped files),
+        so a retry replaces it."""
+        return f"events.out.tfevents.final-{tag}-{step:08d}"
 
     # --- whole-run views ----------------------------------------------------------------------------
     def roots(self) -> list[Path]:
@@ -190,8 +217,8 @@ class RunLayout:
     def key_files(self) -> list[Path]:
         """The files a reviewer opens first, in that order (those that exist)."""
         candidates = (self.record, self.config, self.metrics, self.metrics_jsonl, self.labelmap, self.stamp,
-                      self.retention, self.run_log, self.checkpoint, self.eval_outputs, self.predictions,
-                      self.per_class)
+                      self.retention, self.run_log, self.checkpoint, self.best_checkpoint, self.eval_outputs,
+                      self.predictions, self.per_class, self.predictions_of("test"), self.per_class_of("test"))
         return [p for p in candidates if p.exists()]
 
     def relative(self, path: Path) -> str:

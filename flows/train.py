@@ -6,13 +6,14 @@ from prefect import flow
 
 from flowerkit.artifacts.record import update_record
 from flowerkit.config import TrainConfig
-from flowerkit.engine.trainer import seed_everything
+from flowerkit.engine.trainer import TrainResult, seed_everything
 from flowerkit.flows.common import run_lifecycle, select_splits
 from flowerkit.plan import plan_for_flow
 from flowerkit.tasks import (
     detect_device,
     evaluate,
     export_predictions,
+    load_subset,
     publish_results,
     train,
     write_retention,
@@ -38,9 +39,22 @@ def train_flow(config: TrainConfig, resume: bool = False) -> dict:
     with run_lifecycle(plan, device["device"], determinism) as record:
         run_dir = plan.layout.run_dir
         trained = train(config, device["device"], precision, train_sel, val_sel, run_dir=run_dir)
-        evaluation = evaluate(config, trained["checkpoint"], val_sel, device["device"], precision, run_dir=run_dir)
-        exported = export_predictions(config, evaluation, val_sel, config.num_steps, run_dir=run_dir)
-        update_record(run_dir, metrics=exported["metrics"])
+        # The report is the checkpoint selected on validation (--monitor), not the last step's; the training
+        # loop already logged that step's validation row, so the export adds per-class views only.
+        selected = TrainResult(**trained).selection(config.layout)
+        evaluation = evaluate(config, trained["selected_checkpoint"], val_sel, device["device"], precision,
+                              run_dir=run_dir)
+        exported = export_predictions(config, evaluation, val_sel, config.num_steps, summary_extra=selected,
+                                      log_summary=False, run_dir=run_dir)
+        if config.test_after:  # once, after selection is final: the test split never influences it
+            test_sel = load_subset(config.dataset, config.data_root, "test", config.tiny_infer_subset,
+                                   config.eval_batch_size)
+            test_eval = evaluate(config, trained["selected_checkpoint"], test_sel, device["device"], precision,
+                                 held_out=True, run_dir=run_dir)
+            tested = export_predictions(config, test_eval, test_sel, config.num_steps, held_out=True,
+                                        run_dir=run_dir)
+            exported = {"metrics": tested["metrics"], "files": sorted(set(exported["files"] + tested["files"]))}
+        update_record(run_dir, metrics=exported["metrics"], selection=selected)
         write_stamp(config, record["run_id"], device["device"], precision, train_sel["subset"], val_sel["subset"],
                     run_dir=run_dir)
         write_retention(config, record["run_id"], run_dir=run_dir)

@@ -61,4 +61,5 @@ def export_cache_key(context: Any, parameters: dict[str, Any]) -> str | None:
     config = parameters["config"]
     return _run_scoped_key("export_predictions", parameters["run_dir"], parameters["evaluation"],
                            _selection_key(parameters["selection"]), parameters["total_steps"], config.export_logits,
-                           str(config.layout.tb_dir))
+                           str(config.layout.tb_dir), parameters.get("summary_extra"), parameters.get("held_out"),
+                           parameters.get("log_summary"))

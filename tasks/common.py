@@ -9,13 +9,20 @@ from pathlib import Path
 from typing import Any
 
 from flowerkit.artifacts.record import refresh_artifact_index, set_task_state
-from flowerkit.errors import ConfigError, DiskFullError, FlowerkitError, MissingInputError, RunExistsError
+from flowerkit.errors import (
+    ConfigError,
+    DiskFullError,
+    FlowerkitError,
+    MissingInputError,
+    NonFiniteLossError,
+    RunExistsError,
+)
 
 log = logging.getLogger(__name__)
 
-# A user's mistake (or a full disk) does not heal by retrying a second later; only unexpected failures (a
-# flaky mount, a killed step) are retried.
-NOT_RETRIED = (ConfigError, MissingInputError, RunExistsError, DiskFullError)
+# A user's mistake (or a full disk) does not heal by retrying a second later, and a diverged run diverges
+# again from the same checkpoint; only unexpected failures (a flaky mount, a killed step) are retried.
+NOT_RETRIED = (ConfigError, MissingInputError, RunExistsError, DiskFullError, NonFiniteLossError)
 
 
 def retry_unless_user_error(task, task_run, state) -> bool:

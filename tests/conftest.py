@@ -67,6 +67,6 @@ def tiny_run(prefect_harness, flowers_root: Path, tmp_path_factory: pytest.TempP
     config = load_config(TrainConfig, dict(
         name="flower_mps", dataset="flower102", data_root=flowers_root, model_type="testing", img_size=64,
         num_steps=10, eval_every=5, train_batch_size=4, eval_batch_size=2, tiny_train_subset="flower102_tiny",
-        tiny_infer_subset="flower102_tiny", output_dir=out, prefer_mps=True))
+        tiny_infer_subset="flower102_tiny", output_dir=out, prefer_mps=True, test_after=True))
     train_flow(config)
     return config.layout.run_dir

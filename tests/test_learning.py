@@ -44,3 +44,57 @@ def test_a_retry_before_the_first_checkpoint_relogs_from_step_0(flowers_root: Pa
     rows = [json.loads(line) for line in (config.layout.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if r["kind"] == "train"] == [1, 2, 3, 4]
     assert all(r["loss"] != 9.0 for r in rows)
+
+
+def _tiny(flowers_root: Path, tmp_path: Path, **overrides) -> tuple[TrainConfig, object]:
+    values = dict(name="tiny", data_root=flowers_root, model_type="testing", img_size=32, num_steps=6, eval_every=2,
+                  train_batch_size=4, eval_batch_size=8, output_dir=tmp_path) | overrides
+    config = load_config(TrainConfig, values)
+    flowers = open_flowers102(flowers_root)
+    config.layout.run_dir.mkdir(parents=True, exist_ok=True)
+    return config, build_table(flowers, flowers.splits["train"][:8])
+
+
+def test_a_diverging_run_stops_and_keeps_its_last_finite_checkpoint(flowers_root: Path, tmp_path: Path) -> None:
+    """A huge rate (warmed up from 0, so the first steps are sane) blows the loss up: the run stops with
+    NonFiniteLossError naming the step, writes no NaN anywhere, and its last checkpoint is finite and resumes."""
+    import pytest
+
+    from flowerkit.engine.checkpoint import load_checkpoint
+    from flowerkit.errors import FlowerkitError, NonFiniteLossError
+
+    config, table = _tiny(flowers_root, tmp_path, learning_rate=1e38, warmup_steps=4, num_steps=8, eval_every=1)
+    with pytest.raises(NonFiniteLossError) as caught:
+        trainer.train(config, torch.device("cpu"), "fp32", table, table, config.layout)
+    error = caught.value
+    assert isinstance(error, FlowerkitError) and error.exit_code == 1
+    assert f"step {error.step}" in error.message and "--learning_rate" in error.message
+    state = load_checkpoint(config.layout.checkpoint)
+    assert 0 < state["step"] < error.step
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
+    text = config.layout.metrics_jsonl.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert max(json.loads(line)["step"] for line in text.splitlines()) <= error.step
+    # The checkpoint resumes: training continues from it (and, same options, diverges at the same step).
+    with pytest.raises(NonFiniteLossError) as again:
+        trainer.train(config, torch.device("cpu"), "fp32", table, table, config.layout)
+    assert again.value.step == error.step and again.value.message == error.message
+
+
+def test_the_train_step_raises_on_a_non_finite_loss_before_returning_it() -> None:
+    """A forward hook that turns the logits into inf: the step's one sync sees the loss and raises."""
+    import pytest
+
+    from flowerkit.engine.schedules import make_scheduler
+    from flowerkit.errors import NonFiniteLossError
+    from flowerkit.models.vit import build_model
+
+    model = build_model("testing", 32, 102)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    scheduler = make_scheduler(optimizer, 0, 10, "cosine")
+    step = trainer.TrainStep(model, model, optimizer, scheduler, torch.arange(4), "fp32", 1.0)
+    batch = [(torch.randn(4, 3, 32, 32), np.arange(4))]
+    assert np.isfinite(step(batch).loss)
+    model.register_forward_hook(lambda module, args, out: out * float("inf"))
+    with pytest.raises(NonFiniteLossError, match="diverged at step 2: the loss"):
+        step(batch)

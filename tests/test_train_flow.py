@@ -156,3 +156,22 @@ def test_fine_tunes_from_a_google_npz(prefect_harness, flowers_root: Path, workd
                                            tiny_train_subset="flower102_tiny", tiny_infer_subset="flower102_tiny"))
     result = train_flow(config)
     assert result["train"]["weights"] == f"pretrained from {npz}"  # position embeddings resized 2x2 -> 4x4
+
+
+def test_the_report_is_the_selected_checkpoint_and_test_is_kept_apart(tiny_run: Path) -> None:
+    """metrics.json reports the step --monitor selected (validation only); --test_after adds test_* beside it."""
+    metrics = json.loads((tiny_run / "metrics.json").read_text())
+    evals = {r["step"]: r["accuracy"] for r in read_jsonl(tiny_run / "metrics.jsonl") if r["kind"] == "eval"}
+    best = max(evals, key=lambda s: (evals[s], -s))  # ties keep the earlier step
+    assert metrics["monitor"] == "val_accuracy" and metrics["selected_step"] == best == metrics["step"]
+    assert metrics["monitor_value"] == pytest.approx(evals[best]) == pytest.approx(metrics["accuracy"])
+    assert metrics["selected_checkpoint"] == "flower_mps/checkpoints/best.bin" and not metrics["stopped_early"]
+    assert metrics["last_step"] == 10 and metrics["split"] == "val" and metrics["test_step"] == best
+    assert {"test_accuracy", "test_loss", "test_macro_f1", "test_num_samples"} <= set(metrics)
+    val_rows = read_jsonl(tiny_run / "fiftyone/predictions.jsonl")
+    test_rows = read_jsonl(tiny_run / "fiftyone/test_predictions.jsonl")
+    assert {r["split"] for r in val_rows} == {"val"} and {r["split"] for r in test_rows} == {"test"}
+    assert len(test_rows) == metrics["test_num_samples"]
+    assert json.loads((tiny_run / "fiftyone/test_per_class_metrics.json").read_text())["split"] == "test"
+    record = json.loads((tiny_run / "run_record.json").read_text())
+    assert record["selection"]["selected_step"] == best and record["metrics"]["test_accuracy"] is not None

@@ -7,6 +7,7 @@ confusion-matrix image.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,12 +39,24 @@ class ExportedFiles:
 
 
 def export_evaluation(outputs: Path, dataset_root: Path, split: str, layout: RunLayout, step: int,
-                      total_steps: int, export_logits: bool) -> tuple[dict, ExportedFiles]:
+                      total_steps: int, export_logits: bool, *, summary_extra: dict | None = None,
+                      held_out: bool = False, log_summary: bool = True) -> tuple[dict, ExportedFiles]:
+    """The run's main report (``held_out=False``): predictions.jsonl, per-class metrics, metrics.json.
+
+    ``held_out=True`` (the test split after training) writes ``test_predictions.jsonl`` and
+    ``test_per_class_metrics.json`` beside them and adds ``test_*`` keys to metrics.json, so the two reports
+    never mix. ``summary_extra`` (what was selected and why) goes into metrics.json as is; ``log_summary=False``
+    leaves out the eval row the training loop already logged for that step.
+    """
     with np.load(outputs, allow_pickle=False) as data:
         image_ids, labels, logits = data["image_ids"], data["labels"], data["logits"]
     names = list(CATEGORY_NAMES)
     report = classification_report(logits, labels, names)
-    files = ExportedFiles(layout.predictions, layout.per_class, layout.metrics, layout.labelmap)
+    if held_out:
+        files = ExportedFiles(layout.predictions_of(split), layout.per_class_of(split), layout.metrics,
+                              layout.labelmap)
+    else:
+        files = ExportedFiles(layout.predictions, layout.per_class, layout.metrics, layout.labelmap)
 
     rows = prediction_rows([f"image_{int(i):05d}" for i in image_ids], image_ids,
                            [Path(dataset_root) / image_relpath(int(i)) for i in image_ids], labels, logits, names,
@@ -51,16 +64,21 @@ def export_evaluation(outputs: Path, dataset_root: Path, split: str, layout: Run
     write_predictions(files.predictions, rows)
     atomic_write_json(files.per_class, {"split": split, "accuracy": report["accuracy"],
                                         "macro_f1": report["macro_f1"], "classes": report["per_class"]})
-    summary = {key: report[key] for key in SUMMARY_KEYS} | {"split": split, "step": step}
+    summary = {key: report[key] for key in SUMMARY_KEYS} | {"split": split, "step": step} | (summary_extra or {})
+    if held_out:
+        main = json.loads(files.metrics.read_text())
+        summary = main | {f"{split}_{key}": value for key, value in summary.items() if key != "split"}
     atomic_write_json(files.metrics, summary)
     atomic_write_json(files.labelmap, labelmap())
 
-    scalars = ScalarLog(layout.metrics_jsonl, layout.tb_dir, final_events=layout.final_events_name(step))
+    tag = split if held_out else "val"
+    scalars = ScalarLog(layout.metrics_jsonl, layout.tb_dir, final_events=layout.final_events_name(step, tag))
     try:
-        scalars.log("eval", step, total_steps, {k: report[k] for k in ("loss", "accuracy", "top5_accuracy",
-                                                                       "macro_f1")}, "val")
-        scalars.per_class(step, report["per_class"], "val")
-        scalars.confusion_image(step, report["confusion"], "val/confusion_matrix")
+        if log_summary or held_out:
+            scalars.log(split if held_out else "eval", step, total_steps,
+                        {k: report[k] for k in ("loss", "accuracy", "top5_accuracy", "macro_f1")}, tag)
+        scalars.per_class(step, report["per_class"], tag)
+        scalars.confusion_image(step, report["confusion"], f"{tag}/confusion_matrix")
     finally:
         scalars.close()
     return summary, files

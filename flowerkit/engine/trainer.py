@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import math
 import os
 import random
 import time
@@ -25,9 +26,14 @@ from flowerkit.artifacts.scalars import ScalarLog
 from flowerkit.config import TrainConfig
 from flowerkit.data.flowers102 import CATEGORY_NAMES, NUM_CLASSES, labelmap
 from flowerkit.data.pipeline import BatchPlan, InputPipeline, SampleTable
+from flowerkit.engine.augment import BatchMixer
 from flowerkit.engine.checkpoint import load_checkpoint, save_checkpoint
+from flowerkit.engine.ema import make_ema
 from flowerkit.engine.evaluator import autocast, predict, prepare_input, prepare_model
+from flowerkit.engine.recipe import build_optimizer
 from flowerkit.engine.schedules import make_scheduler
+from flowerkit.engine.selection import Decision, Selector
+from flowerkit.errors import NonFiniteLossError
 from flowerkit.layout import RunLayout
 from flowerkit.models.npz import load_pretrained
 from flowerkit.models.vit import build_model
@@ -62,9 +68,24 @@ class TrainResult:
     final_loss: float
     images_per_second: float
     weights: str
+    selected_checkpoint: str = ""
+    selected_step: int = 0
+    selected_weights: str = "raw"
+    monitor: str = "val_accuracy"
+    monitor_value: float = 0.0
+    stopped_early: bool = False
+    stop_reason: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def selection(self, layout: RunLayout) -> dict:
+        """What metrics.json and the run record say about the reported checkpoint."""
+        return {"selected_step": self.selected_step,
+                "selected_checkpoint": layout.relative(Path(self.selected_checkpoint)),
+                "selected_weights": self.selected_weights, "monitor": self.monitor,
+                "monitor_value": self.monitor_value, "last_step": self.steps, "stopped_early": self.stopped_early,
+                "stop_reason": self.stop_reason}
 
 
 def make_pipeline(config, table: SampleTable, img_size: int, device: torch.device) -> InputPipeline:
@@ -89,52 +110,73 @@ class TrainStep:
 
     def __init__(self, model: torch.nn.Module, step_model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                  scheduler, labels: torch.Tensor, precision: str, max_grad_norm: float,
-                 accumulation: int = 1) -> None:
+                 accumulation: int = 1, label_smoothing: float = 0.0, mixer: BatchMixer | None = None,
+                 ema: torch.nn.Module | None = None) -> None:
         self.model, self.step_model, self.optimizer, self.scheduler = model, step_model, optimizer, scheduler
         self.labels = labels  # every sample's label, on the model's device
         self.precision, self.max_grad_norm, self.accumulation = precision, max_grad_norm, accumulation
-        self.loss_fn = torch.nn.CrossEntropyLoss()
+        self.loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=label_smoothing)  # also smooths soft targets
+        self.mixer, self.ema = mixer, ema
 
     def __call__(self, micro_batches: Iterable[tuple[torch.Tensor, np.ndarray]]) -> StepStats:
         """Consume ``accumulation`` micro-batches one at a time (the pipeline keeps producing meanwhile)."""
         device = self.labels.device
         totals = torch.zeros(2, device=device)  # summed loss, correct predictions
         seen = 0
-        for x, positions in micro_batches:
+        first = self.scheduler.last_epoch * self.accumulation  # the run's index of this step's first micro-batch
+        for i, (x, positions) in enumerate(micro_batches):
             y = self.labels[torch.as_tensor(positions).to(device, non_blocking=True)]
+            target = y
+            if self.mixer is not None:
+                x, target = self.mixer(x, y, first + i)
+                # Training accuracy against mixed targets: the label with the larger share of each image.
+                y = target.argmax(1)
             with autocast(device, self.precision):
                 logits = self.step_model(prepare_input(x))
-                loss = self.loss_fn(logits.float(), y)
+                loss = self.loss_fn(logits.float(), target)
             (loss / self.accumulation).backward()
             totals += torch.stack([loss.detach().float() * len(y), (logits.detach().argmax(1) == y).sum().float()])
             seen += len(y)
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
-        lr = self.scheduler.get_last_lr()[0]  # the rate this step uses
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
+        lr = max(self.scheduler.get_last_lr())  # the rate this step uses (the head's, under layer decay)
         self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        loss_sum, correct = totals.tolist()  # the step's one device-to-host sync
+        # The step's one device-to-host sync carries the divergence check too. A non-finite loss or gradient
+        # norm has already poisoned the weights in memory: raise before anything of this step is logged or saved.
+        loss_sum, correct, norm = torch.cat([totals, grad_norm.detach().float().reshape(1)]).tolist()
+        if not math.isfinite(loss_sum):
+            raise NonFiniteLossError(self.scheduler.last_epoch, "loss")
+        if not math.isfinite(norm):
+            raise NonFiniteLossError(self.scheduler.last_epoch, "gradient norm")
         return StepStats(loss_sum / seen, correct / seen, seen, lr)
 
 
 def train(config: TrainConfig, device: torch.device, precision: str, train_table: SampleTable,
           val_table: SampleTable, layout: RunLayout,
           on_progress: Callable[[int, int], None] | None = None) -> TrainResult:
-    """Train to ``config.num_steps``, resuming from the run's latest checkpoint when one exists."""
+    """Train to ``config.num_steps`` (or an early stop), resuming from the run's latest checkpoint when one
+    exists; every evaluation offers its weights to the ``Selector``, which keeps checkpoints/best.bin."""
     ckpt_path = layout.checkpoint
     model = build_model(config.model_type, config.img_size, NUM_CLASSES)
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.learning_rate, momentum=0.9,
-                                weight_decay=config.weight_decay)
+    optimizer = build_optimizer(model, config.optimizer, config.learning_rate, config.weight_decay,
+                                config.layer_decay)
     scheduler = make_scheduler(optimizer, config.warmup_steps, config.num_steps, config.decay_type)
+    selector = Selector(config.monitor, config.save_top_k, config.early_stop_patience)
 
-    start_step, weights = 0, ""
+    start_step, weights, stopped_early, ema_state = 0, "", False, None
     if ckpt_path.exists():
         state = load_checkpoint(ckpt_path, map_location="cpu")
         model.load_state_dict(state["model"])
+        ema_state = state.get("ema")
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"]["torch"])
+        selector.load_state_dict(state.get("selection"))
         start_step, weights = int(state["step"]), state.get("weights", "")
+        stopped_early = bool(state.get("stopped_early", False))
         log.info("resuming from %s at step %d of %d", ckpt_path, start_step, config.num_steps)
     else:
         weights = load_pretrained(model, config.pretrained_dir, config.model_type)
@@ -147,6 +189,11 @@ def train(config: TrainConfig, device: torch.device, precision: str, train_table
     model = prepare_model(model, device)  # in place: the optimizer's parameters stay the same objects
     _move_optimizer_state(optimizer, device)
     step_model = torch.compile(model) if config.compile else model
+    ema = make_ema(model, config.ema_decay) if config.ema_decay else None  # on the model's device
+    if ema is not None and ema_state is not None:
+        ema.load_state_dict(ema_state)
+    mixer = (BatchMixer(config.mixup_alpha, config.cutmix_alpha, NUM_CLASSES, config.seed)
+             if config.mixup_alpha or config.cutmix_alpha else None)
 
     scalars = ScalarLog(layout.metrics_jsonl, layout.tb_dir, purge_step=start_step + 1 if retried else None)
     plan = BatchPlan(train_table, config.micro_batch_size, config.seed)
@@ -155,14 +202,14 @@ def train(config: TrainConfig, device: torch.device, precision: str, train_table
     labels = torch.as_tensor(train_table.labels, dtype=torch.long).to(device)
     accumulation = config.gradient_accumulation_steps
     train_step = TrainStep(model, step_model, optimizer, scheduler, labels, precision, config.max_grad_norm,
-                           accumulation)
+                           accumulation, config.label_smoothing, mixer, ema)
     console_every = max(1, config.num_steps // 20)
 
     model.train()
     step, loss_value, images, t0 = start_step, float("nan"), 0, time.perf_counter()
     batches = iter(train_pipe(plan.batches(start_step * accumulation, config.num_steps * accumulation)))
     try:
-        while step < config.num_steps:
+        while step < config.num_steps and not stopped_early:
             stats = train_step(itertools.islice(batches, accumulation))
             step += 1
             images += stats.seen
@@ -173,33 +220,73 @@ def train(config: TrainConfig, device: torch.device, precision: str, train_table
                 log.info("step %d/%d  loss %.4f  lr %.5f  %.1f img/s", step, config.num_steps, loss_value, lr,
                          images / (time.perf_counter() - t0))
             if step % config.eval_every == 0 or step == config.num_steps:
-                if step < config.num_steps:  # the final evaluation is the evaluate task's
-                    _evaluate_during_training(step_model, val_pipe, val_table, config, precision, step, scalars)
-                _save(ckpt_path, model, optimizer, scheduler, step, config, weights)
+                candidates = {"raw": model} | ({"ema": ema.module} if ema is not None else {})
+                for net in candidates.values():
+                    check_finite_weights(net, step)  # a finite loss can still leave inf weights (a huge rate)
+                reports = {name: _evaluate_during_training(net, val_pipe, val_table, config, precision, step,
+                                                           scalars, name)
+                           for name, net in candidates.items()}
+                decision = selector.update(selector.candidate(step, reports))
+                stopped_early = decision.stop
+                _save_selected(layout, decision, candidates, step, config, weights)
+                _save(ckpt_path, model, optimizer, scheduler, step, config, weights, selector, stopped_early, ema)
+                if stopped_early:
+                    log.info("stopping early at step %d: %s", step, selector.stop_reason())
             if on_progress:
                 on_progress(step, config.num_steps)
     finally:
         scalars.close()
     elapsed = time.perf_counter() - t0
+    best = selector.best
+    assert best is not None, "training always evaluates its last step"
     return TrainResult(str(ckpt_path), start_step, step, float(loss_value), images / elapsed if elapsed else 0.0,
-                       weights)
+                       weights, str(layout.best_checkpoint), best.step, best.weights, config.monitor, best.value,
+                       stopped_early, selector.stop_reason() if stopped_early else None)
 
 
 def _evaluate_during_training(model, pipe: InputPipeline, table: SampleTable, config: TrainConfig, precision: str,
-                              step: int, scalars: ScalarLog) -> None:
+                              step: int, scalars: ScalarLog, weights: str = "raw") -> dict:
+    """Evaluate one set of weights on validation; logs ``val/*`` (``val_ema/*`` for the EMA weights)."""
     logits = predict(model, pipe, config.eval_batch_size, precision)
     report = classification_report(logits, table.labels, list(CATEGORY_NAMES))
-    scalars.log("eval", step, config.num_steps, {k: report[k] for k in ("loss", "accuracy", "top5_accuracy",
-                                                                        "macro_f1")}, "val")
-    log.info("eval at step %d: accuracy %.4f  loss %.4f (%d samples)", step, report["accuracy"], report["loss"],
-             report["num_samples"])
+    if not math.isfinite(report["loss"]):  # finite weights can still overflow the logits
+        raise NonFiniteLossError(step, "validation loss")
+    suffix = "" if weights == "raw" else f"_{weights}"
+    scalars.log(f"eval{suffix}", step, config.num_steps,
+                {k: report[k] for k in ("loss", "accuracy", "top5_accuracy", "macro_f1")}, f"val{suffix}")
+    log.info("eval%s at step %d: accuracy %.4f  loss %.4f (%d samples)", suffix, step, report["accuracy"],
+             report["loss"], report["num_samples"])
+    return report
 
 
-def _save(path: Path, model, optimizer, scheduler, step: int, config: TrainConfig, weights: str) -> None:
-    save_checkpoint(path, {
+def _save_selected(layout: RunLayout, decision: Decision, candidates: dict[str, torch.nn.Module], step: int,
+                   config: TrainConfig, weights: str) -> None:
+    """best.bin when this evaluation is the new best; best-<step>.bin for the top-k (dropping those pushed out).
+    Written before ckpt.bin: a run killed in between recomputes this step on resume and writes them again."""
+    chosen = decision.candidate
+    if not (decision.improved or decision.entered_top_k):
+        return
+    payload = _model_payload(candidates[chosen.weights], step, config, weights) | {
+        "selection": {"monitor": config.monitor, "value": chosen.value, "weights": chosen.weights}}
+    if decision.improved:
+        save_checkpoint(layout.best_checkpoint, payload)
+    if decision.entered_top_k:
+        save_checkpoint(layout.top_k_checkpoint(step), payload)
+    for dropped in decision.evicted:
+        layout.top_k_checkpoint(dropped.step).unlink(missing_ok=True)
+
+
+def check_finite_weights(model: torch.nn.Module, step: int) -> None:
+    """Raise NonFiniteLossError when any weight is NaN or infinite: such a checkpoint is never written."""
+    finite = torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all()
+    if not bool(finite):  # one sync per checkpoint
+        raise NonFiniteLossError(step, "model's weights after the update")
+
+
+def _model_payload(model: torch.nn.Module, step: int, config: TrainConfig, weights: str) -> dict:
+    """What every checkpoint holds: the weights and what a reader needs to rebuild and label the model."""
+    return {
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
         "step": step,
         "model_type": config.model_type,
         "img_size": config.img_size,
@@ -208,7 +295,19 @@ def _save(path: Path, model, optimizer, scheduler, step: int, config: TrainConfi
         "config": config.model_dump(mode="json"),
         "config_hash": config.config_hash(),
         "weights": weights,
+    }
+
+
+def _save(path: Path, model, optimizer, scheduler, step: int, config: TrainConfig, weights: str,
+          selector: Selector, stopped_early: bool, ema: torch.nn.Module | None = None) -> None:
+    """The latest checkpoint: everything a resumed run needs to continue exactly."""
+    extra = {"ema": {k: v.detach().cpu() for k, v in ema.state_dict().items()}} if ema is not None else {}
+    save_checkpoint(path, _model_payload(model, step, config, weights) | extra | {
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
         "rng": {"torch": torch.get_rng_state()},
+        "selection": selector.state_dict(),
+        "stopped_early": stopped_early,
     })
 
 
