@@ -35,16 +35,12 @@ def resolve_eval_config(config: EvalConfig) -> tuple[EvalConfig, int]:
 
 
 def check_pretrained(config: TrainConfig) -> str:
-    """A present .npz must be readable and fit the model; a missing one means random init (a warning)."""
-    from flowerkit.models.npz import check_npz_matches, read_npz
+    """Resolve --pretrained (no download) and check that it fits the model; a missing file means random init."""
+    from flowerkit.models.weights import check_weights, resolve_weights
 
-    path = config.pretrained_dir
-    if path is None:
-        return "random init (no --pretrained_dir)"
-    if not path.expanduser().is_file():
-        return f"random init: {path} not found (a warning, not an error)"
-    check_npz_matches(read_npz(path.expanduser()), path, config.model_type)
-    return f"pretrained from {path}"
+    source = resolve_weights(config.pretrained, download=False)
+    check_weights(source, config.model_type, config.img_size)
+    return source.describe()
 
 
 def splits_of(config: RunConfig) -> list[tuple[str, str | None, int]]:
@@ -62,8 +58,8 @@ def preflight(flow: str, config: RunConfig, resume: bool) -> Plan:
         plan.config = config
         plan.lines.append(f"{'checkpoint':<14} {config.checkpoint} ({config.model_type}, img_size "
                           f"{config.img_size}, step {step})")
-        if config.pretrained_dir is not None:
-            plan.lines.append(f"{'note':<14} --pretrained_dir is ignored: the checkpoint holds the weights")
+        if config.pretrained is not None:
+            plan.lines.append(f"{'note':<14} --pretrained is ignored: the checkpoint holds the weights")
     device = detect_device(config.device, config.prefer_mps)
     plan.lines.append(f"{'device':<14} {device.device} ({device.reason}), "
                       f"{resolve_precision(config.precision, device)}")

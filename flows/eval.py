@@ -36,8 +36,8 @@ def eval_flow(config: EvalConfig, resume: bool = False) -> dict:
     """
     check_claimable(config, resume)
     config, step = resolve_eval_config(config)  # checks the checkpoint before anything is written
-    if config.pretrained_dir is not None:
-        log.info("--pretrained_dir %s is ignored: the checkpoint holds the weights", config.pretrained_dir)
+    if config.pretrained is not None:
+        log.info("--pretrained %s is ignored: the checkpoint holds the weights", config.pretrained)
     device = detect_device(config.device, config.prefer_mps)
     precision = resolve_precision(config.precision, DeviceChoice(**device))
     selection = load_subset(config.dataset, config.data_root, config.split, config.tiny_infer_subset,
