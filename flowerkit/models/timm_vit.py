@@ -10,6 +10,7 @@ The classification head (and a pre-logits layer, if any) is dropped: Flowers-102
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -58,6 +59,9 @@ def check_architecture(state: dict[str, torch.Tensor], config_json: dict | None,
             raise _refuse(label, meaning)
     if "cls_token" not in state:
         raise _refuse(label, "no class token")
+    grid = state["pos_embed"].shape[1] - 1 if "pos_embed" in state else 0
+    if math.isqrt(grid) ** 2 != grid:
+        raise _refuse(label, "position embeddings without an entry for the class token (no_embed_class)")
     config_json = config_json or {}
     args = dict(config_json.get("model_args") or {})
     if "global_pool" in config_json:
