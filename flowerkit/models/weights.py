@@ -17,12 +17,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
-from torchvision.models.vision_transformer import VisionTransformer
-
 from flowerkit.errors import ConfigError, MissingInputError
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # torch is imported where tensors are read, so resolving a source stays light
+    import torch
+    from torchvision.models.vision_transformer import VisionTransformer
+
     from flowerkit.config import RunConfig
 
 log = logging.getLogger(__name__)
@@ -176,6 +176,8 @@ def _hub_config(repo_id: str, revision: str | None, download: bool) -> Path | No
 
 def read_state_dict(source: WeightsSource) -> dict[str, torch.Tensor]:
     """The tensors of a .safetensors or .bin file; unreadable or truncated files are a ConfigError."""
+    import torch
+
     assert source.path is not None
     try:
         if source.format == "safetensors":
@@ -228,6 +230,8 @@ def mapped_state_dict(source: WeightsSource, model: VisionTransformer, model_typ
 
 def check_weights(source: WeightsSource, model_type: str, img_size: int) -> None:
     """Everything ``load_weights`` checks, on a throwaway model: for preflight, before any run starts."""
+    import torch
+
     from flowerkit.data.flowers102 import NUM_CLASSES
     from flowerkit.models.vit import build_model
 
