@@ -145,3 +145,34 @@ def test_data_check_reports_each_problem(server: LocalServer, md5s: dict[str, st
     assert f"expected md5 {OFFICIAL_MD5['102flowers.tgz']}" in text and "image_00003" in text
     assert text.count("Error:") == 5  # one paragraph per problem: 3 unofficial files, missing, undecodable
     assert runner.invoke(app, ["data", "check", str(tmp_path / "none")]).exit_code == 2
+
+
+def test_weights_download_verifies_reports_sha256_and_refuses_a_truncated_file(server: LocalServer,
+                                                                              tmp_path: Path) -> None:
+    import numpy as np
+
+    from flowerkit.models.configs import get_config
+    from flowerkit.models.google import PUBLISHED
+    from tests.test_models import google_npz
+
+    weights = google_npz(get_config("ViT-Ti_16"), grid=2, rng=np.random.default_rng(0))
+    buffer = io.BytesIO()
+    np.savez(buffer, **{k: v.astype(np.float32) for k, v in weights.items()})
+    data = buffer.getvalue()
+    published = PUBLISHED["ViT-Ti_16"]
+    server.files[f"/bucket/{published['imagenet21k']}"] = data
+    server.files[f"/bucket/{published['imagenet21k+imagenet2012']}"] = data[: len(data) // 2]
+    out, mirror = tmp_path / "weights", f"{server.url}/bucket"
+
+    result = runner.invoke(app, ["weights", "download", "ViT-Ti_16", "--out", str(out), "--mirror", mirror])
+    assert result.exit_code == 0, result.output
+    saved = out / "imagenet21k" / "ViT-Ti_16.npz"
+    assert saved.read_bytes() == data and hashlib.sha256(data).hexdigest() in result.output
+    gets = len(server.requests)
+    again = runner.invoke(app, ["weights", "download", "ViT-Ti_16", "--out", str(out), "--mirror", mirror])
+    assert again.exit_code == 0 and "already there" in again.output and len(server.requests) == gets
+
+    bad = runner.invoke(app, ["weights", "download", "ViT-Ti_16", "--variant", "imagenet21k+imagenet2012",
+                              "--out", str(out), "--mirror", mirror])
+    assert bad.exit_code == 2 and "failed verification" in " ".join(bad.output.split()), bad.output
+    assert not any((out / "imagenet21k+imagenet2012").iterdir())  # neither the file nor a partial is kept
