@@ -71,6 +71,10 @@ def preflight(flow: str, config: RunConfig, resume: bool) -> Plan:
             sel = select_split(config.dataset, config.data_root, split, subset, batch)
             plan.lines.append(f"{split:<14} {len(sel.image_ids)} images from {sel.root} ({sel.subset}); ids "
                               f"sha256 {sel.ids_sha256[:12]}")
+        if config.dataset == "flower102":
+            from flowerkit.data.check import plan_line
+
+            plan.lines.append(f"{'data':<14} {plan_line(config.data_root)}")
     if isinstance(config, TrainConfig):
         plan.lines.append(f"{'weights':<14} {check_pretrained(config)}")
         plan.lines.append(f"{'model':<14} {config.model_type} at {config.img_size} px; {config.num_steps} steps of "

@@ -25,13 +25,26 @@ from tests.localhttp import LocalServer
 timm = pytest.importorskip("timm")
 from safetensors.torch import save_file  # noqa: E402 - after the skip
 
-ARCH, MODEL_TYPE, CKPT_SIZE = "vit_tiny_patch16_224", "ViT-Ti_16", 32
+# A ViT-Ti-shaped family (3 heads), shrunk so that the proofs take milliseconds: patch 8, width 48, 2 layers.
+ARCH, MODEL_TYPE, CKPT_SIZE = "vit_tiny_patch16_224", "ViT-test_8", 32
+SMALL = {"patch_size": 8, "embed_dim": 48, "depth": 2, "num_heads": 3, "mlp_ratio": 2}
 REPO = "timm/vit_tiny_test"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def small_model_type():
+    """Register the shrunk family as a model type, as the registry's own entries are registered."""
+    from flowerkit.models.configs import MODEL_CONFIGS, ViTConfig
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(MODEL_CONFIGS, MODEL_TYPE, ViTConfig(patch_size=8, hidden_size=48, mlp_dim=96, num_heads=3,
+                                                           num_layers=2))
+        yield
 
 
 def _timm_vit(**kwargs) -> torch.nn.Module:
     torch.manual_seed(0)
-    model = timm.create_model(ARCH, pretrained=False, img_size=CKPT_SIZE, num_classes=10, **kwargs)
+    model = timm.create_model(ARCH, pretrained=False, img_size=CKPT_SIZE, num_classes=10, **(SMALL | kwargs))
     with torch.no_grad():  # timm zero-initialises some tensors; random everywhere makes the proof stronger
         for param in model.parameters():
             param.normal_(0, 0.05)
@@ -65,7 +78,7 @@ def _features(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 def _timm_features(file: Path, size: int, x: torch.Tensor) -> torch.Tensor:
     """What timm itself computes from ``file`` at ``size`` (its own loading and position resizing)."""
     reference = timm.create_model(ARCH, pretrained=True, img_size=size, num_classes=0,
-                                  pretrained_cfg_overlay={"file": str(file)}).eval()
+                                  pretrained_cfg_overlay={"file": str(file)}, **SMALL).eval()
     with torch.no_grad():
         return reference(x)
 
@@ -96,7 +109,7 @@ def test_timm_checkpoint_matches_timms_forward(checkpoints: dict[str, Path], fmt
     ({"no_embed_class": True}, "no_embed_class"),
 ])
 def test_architectures_we_cannot_map_are_refused_not_loaded(tmp_path: Path, variant: dict, words: str) -> None:
-    file = _save(_timm_vit(depth=1, **variant), tmp_path / "variant.safetensors")
+    file = _save(_timm_vit(**variant), tmp_path / "variant.safetensors")
     model = build_model(MODEL_TYPE, CKPT_SIZE, 102)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.raises(ConfigError, match="cannot reproduce") as err:
@@ -116,8 +129,8 @@ def test_declared_config_that_differs_is_refused(checkpoints: dict[str, Path], t
 
 def test_wrong_size_partial_or_missing_files(checkpoints: dict[str, Path], tmp_path: Path,
                                              caplog: pytest.LogCaptureFixture) -> None:
-    with pytest.raises(ConfigError, match="does not match --model_type ViT-S_16"):
-        load_weights(build_model("ViT-S_16", CKPT_SIZE, 102), str(checkpoints["safetensors"]), "ViT-S_16")
+    with pytest.raises(ConfigError, match="does not match --model_type testing"):
+        load_weights(build_model("testing", CKPT_SIZE, 102), str(checkpoints["safetensors"]), "testing")
     for fmt in ("safetensors", "bin"):
         partial = tmp_path / f"partial.{fmt}"
         partial.write_bytes(checkpoints[fmt].read_bytes()[:100_000])
@@ -191,5 +204,7 @@ def test_dry_run_names_format_source_and_sha256(checkpoints: dict[str, Path], fl
     assert result.exit_code == 0, result.output
     line = next(line for line in result.output.splitlines() if line.strip().startswith("weights"))
     assert "safetensors" in line and hashlib.sha256(file.read_bytes()).hexdigest() in line
+    data = next(line for line in result.output.splitlines() if line.strip().startswith("data "))
+    assert str(flowers_root) in data and "differ from the official md5s" in data  # a synthetic set, truly
     assert not (workdir / "output").exists()
     assert resolve_weights(None).describe() == "random init (no --pretrained)"

@@ -7,6 +7,7 @@ paragraph; the caller decides the exit code.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,12 +51,35 @@ def check_flowers102(data_root: Path, md5s: dict[str, str] | None = None, decode
     return report
 
 
+def plan_line(data_root: Path | None) -> str:
+    """For ``--dry_run``: the data root and which official md5s its files match (no image decoding)."""
+    from flowerkit.data.flowers102 import locate_root
+
+    report = DataReport(locate_root(data_root))
+    _check_checksums(report, OFFICIAL_MD5)
+    if report.problems:
+        return f"{report.root}: {len(report.problems)} file(s) differ from the official md5s (run `flowerkit " \
+               f"data check {report.root}`)"
+    return f"{report.root}: {report.checksums()}"
+
+
+@functools.lru_cache(maxsize=16)
+def _md5(path: str, size: int, mtime_ns: int) -> str:
+    return calculate_md5(path)
+
+
+def file_md5(path: Path) -> str:
+    """md5 of ``path``, once per (path, size, mtime): the archive is 330 MB and plans are printed often."""
+    stat = path.stat()
+    return _md5(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
 def _check_checksums(report: DataReport, md5s: dict[str, str]) -> None:
     for name, md5 in md5s.items():
         path = report.root / name
         if not path.is_file():
             continue  # the archive may be deleted after extraction; the .mat files were checked by reading them
-        actual = calculate_md5(path)
+        actual = file_md5(path)
         if actual == md5:
             report.verified.append(name)
         else:
