@@ -208,3 +208,20 @@ def test_dry_run_names_format_source_and_sha256(checkpoints: dict[str, Path], fl
     assert str(flowers_root) in data and "differ from the official md5s" in data  # a synthetic set, truly
     assert not (workdir / "output").exists()
     assert resolve_weights(None).describe() == "random init (no --pretrained)"
+
+
+def test_pretrained_dir_is_an_alias_in_every_source(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The seed's --pretrained_dir keeps working as flag, YAML key and FLOWERKIT_ variable, each at its level."""
+    from flowerkit.cli.options import _option
+    from flowerkit.config import TrainConfig, load_config
+
+    flags = _option("pretrained", TrainConfig.model_fields["pretrained"])[1].param_decls
+    assert list(flags) == ["--pretrained", "--pretrained_dir", "--pretrained-dir"]
+    assert load_config(TrainConfig, {"name": "a", "pretrained_dir": Path("x.npz")}).pretrained == "x.npz"
+    monkeypatch.setenv("FLOWERKIT_PRETRAINED_DIR", "env.npz")
+    assert load_config(TrainConfig, {"name": "a"}).pretrained == "env.npz"
+    yaml_file = workdir / "run.yaml"
+    yaml_file.write_text("pretrained_dir: yaml.npz\n")
+    assert load_config(TrainConfig, {"name": "a"}, yaml_file).pretrained == "yaml.npz"  # YAML over env
+    yaml_file.write_text("pretrained: yaml.npz\n")
+    assert load_config(TrainConfig, {"name": "a", "pretrained_dir": "cli.npz"}, yaml_file).pretrained == "cli.npz"

@@ -124,6 +124,12 @@ def _resolve_hub(spec: str, download: bool) -> WeightsSource:
             origin = f"Hugging Face Hub {repo_id}, cached at {path.parent}"
             return WeightsSource(spec, FORMATS[path.suffix], origin, path, file_sha256(path), config)
     if not download:
+        from huggingface_hub.constants import is_offline_mode
+
+        if is_offline_mode():
+            raise MissingInputError(f"--pretrained {spec} is not in the Hugging Face cache and HF_HUB_OFFLINE=1 "
+                                    "forbids downloading it. Unset HF_HUB_OFFLINE (with internet access) or copy "
+                                    "the cache (HF_HOME) from a machine that has it.")
         return WeightsSource(spec, "none", f"{spec} is not in the Hugging Face cache yet: the run downloads it")
     raise ConfigError(f"--pretrained {spec}: the Hub repo {repo_id} has neither {' nor '.join(HUB_FILES)}. Pass a "
                       "timm ViT repo such as hf-hub:timm/vit_base_patch16_224.augreg2_in21k_ft_in1k.")
