@@ -56,6 +56,10 @@ def _interrupted(url: str, dest: Path, partial: Path, exc: Exception) -> str:
     reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
     if "offline mode is enabled" in reason:
         reason += " (unset HF_HUB_OFFLINE to download)"
+    if not kept:  # nothing to resume from: leave no empty file behind
+        partial.unlink(missing_ok=True)
+        return (f"Downloading {url} failed ({reason}). Nothing was written; check the URL (--mirror) and the "
+                "connection, then run the same command again.")
     return (f"Downloading {url} failed ({reason}). {kept} bytes are kept in {partial}; run the same command "
             f"again to resume, or delete that file to start over. {dest.name} was not written.")
 

@@ -114,7 +114,7 @@ def test_interrupted_download_resumes_on_the_next_call(server: LocalServer, file
     assert (out / "imagelabels.mat").read_bytes() == files["imagelabels.mat"]
 
 
-def test_a_bad_partial_restarts_cleanly_and_an_unreachable_server_keeps_it(server: LocalServer,
+def test_a_bad_partial_restarts_cleanly_and_a_missing_file_leaves_nothing(server: LocalServer,
                                                                            md5s: dict[str, str],
                                                                            tmp_path: Path) -> None:
     out = tmp_path / "flowers"
@@ -125,8 +125,9 @@ def test_a_bad_partial_restarts_cleanly_and_an_unreachable_server_keeps_it(serve
         download_flowers102(out, f"{server.url}/good/", one)
     assert list(out.iterdir()) == []  # the bad bytes are gone, so the next call starts over
     assert download_flowers102(out, f"{server.url}/good/", one)[0].action == "downloaded"
-    with pytest.raises(MissingInputError, match="run the same command again to resume"):
+    with pytest.raises(MissingInputError, match="404"):
         download_flowers102(tmp_path / "other", f"{server.url}/nothing-here/", one)
+    assert list((tmp_path / "other").iterdir()) == []
 
 
 def test_data_check_reports_each_problem(server: LocalServer, md5s: dict[str, str], tmp_path: Path) -> None:

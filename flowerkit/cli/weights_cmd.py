@@ -28,10 +28,11 @@ def download(
     mirror: str | None = typer.Option(None, "--mirror", help="Base URL mirroring Google's vit_models bucket."),
 ) -> None:
     """Download Google's .npz checkpoint of MODEL_TYPE (resumable), check it, and print its sha256."""
-    from flowerkit.models.google import download_google_npz
+    from flowerkit.models.google import download_google_npz, published_variants
 
     with user_errors():
-        for got in download_google_npz(model_type, variant, out or cache_root() / "weights", mirror):
+        for name in published_variants(model_type, variant):
+            got = download_google_npz(model_type, name, out or cache_root() / "weights", mirror)
             typer.echo(f"{got.variant:<26} {got.action}: {got.path}\n{'':<26} from {got.url}\n"
                        f"{'':<26} sha256 {got.sha256}")
             typer.echo(f"{'':<26} use: flowerkit train --model_type {model_type} --pretrained {got.path} ...")

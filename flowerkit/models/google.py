@@ -67,28 +67,23 @@ def published_variants(model_type: str, variant: str) -> list[str]:
     return [variant]
 
 
-def download_google_npz(model_type: str, variant: str, out: Path, mirror: str | None = None) -> list[Fetched]:
-    """Fetch ``model_type``'s checkpoint(s) to OUT/VARIANT/MODEL_TYPE.npz, resumable, verified by reading."""
+def download_google_npz(model_type: str, variant: str, out: Path, mirror: str | None = None) -> Fetched:
+    """Fetch one published checkpoint to OUT/VARIANT/MODEL_TYPE.npz, resumable, verified by reading it."""
     from flowerkit.models.npz import check_npz_matches, read_npz
     from flowerkit.models.weights import file_sha256
 
     base = (mirror or BUCKET).rstrip("/") + "/"
-    fetched = []
-    for name in published_variants(model_type, variant):
-        url, dest = base + PUBLISHED[model_type][name], Path(out).expanduser() / name / f"{model_type}.npz"
+    url, dest = base + PUBLISHED[model_type][variant], Path(out).expanduser() / variant / f"{model_type}.npz"
 
-        def verify(path: Path) -> None:
-            # A truncated or foreign file cannot be read as this model's checkpoint; the error names the URL.
-            try:
-                check_npz_matches(read_npz(path), path, model_type)
-            except ConfigError as exc:
-                raise ConfigError(f"{url} failed verification: {exc.message}") from None
+    def verify(path: Path) -> None:
+        # A truncated or foreign file cannot be read as this model's checkpoint; the error names the URL.
+        try:
+            check_npz_matches(read_npz(path), path, model_type)
+        except ConfigError as exc:
+            raise ConfigError(f"{url} failed verification: {exc.message}") from None
 
-        action = "already there"
-        if not dest.is_file():
-            fetch(url, dest, verify)
-            action = "downloaded"
-        else:
-            verify(dest)
-        fetched.append(Fetched(model_type, name, url, dest, file_sha256(dest), action))
-    return fetched
+    if dest.is_file():
+        verify(dest)
+        return Fetched(model_type, variant, url, dest, file_sha256(dest), "already there")
+    fetch(url, dest, verify)
+    return Fetched(model_type, variant, url, dest, file_sha256(dest), "downloaded")

@@ -44,6 +44,8 @@ class WeightsSource:
     config_json: Path | None = None
 
     def describe(self) -> str:
+        if self.path is None and self.spec and self.spec.startswith(HUB_PREFIX):
+            return f"{self.spec}: {self.origin.removeprefix(self.spec + ' ')}"  # a dry run, before the download
         if self.path is None:
             return f"random init ({self.origin})"
         return f"pretrained from {self.spec} ({self.format}, {self.origin}, sha256 {self.sha256})"
