@@ -93,8 +93,9 @@ def _local(spec: str, path: Path, origin: str, config_json: Path | None = None) 
                           "such as hf-hub:timm/vit_base_patch16_224.augreg2_in21k_ft_in1k.")
     if config_json is None and fmt != "npz" and (path.parent / "config.json").is_file():
         config_json = path.parent / "config.json"
-    config_json = config_json if config_json is not None and config_json.is_file() else None
-    return WeightsSource(spec, fmt, origin, path, file_sha256(path), config_json)
+    config_json = config_json.resolve() if config_json is not None and config_json.is_file() else None
+    # The record keeps the absolute path: a run's stamp must name the file wherever it was started from.
+    return WeightsSource(spec, fmt, origin, path.resolve(), file_sha256(path), config_json)
 
 
 def _weights_in_folder(folder: Path, spec: str) -> Path:
