@@ -12,11 +12,13 @@ from __future__ import annotations
 import hashlib
 import os
 from contextvars import ContextVar
+from os import PathLike
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -42,9 +44,49 @@ MAX_IMG_SIZE = 4096  # (4096/16)**2 = 65,536 tokens: far beyond any ViT recipe, 
 MAX_RETENTION_DAYS = 36500  # 100 years: the expiry date must stay a representable date
 
 
-def _opt(description: str, group: str, **kwargs: Any) -> Any:
-    """A config field with the help text and CLI group used by every front end."""
-    return Field(description=description, json_schema_extra={"group": group}, **kwargs)
+def _opt(description: str, group: str, aliases: tuple[str, ...] = (), **kwargs: Any) -> Any:
+    """A config field with the help text and CLI group used by every front end.
+
+    ``aliases`` are older names of the option that every source still accepts (CLI flags, YAML keys,
+    ``FLOWERKIT_*`` variables, Prefect parameters); the canonical name wins when both are given at one level.
+    """
+    extra: dict[str, Any] = {"group": group} | ({"aliases": list(aliases)} if aliases else {})
+    return Field(description=description, json_schema_extra=extra, **kwargs)
+
+
+def field_aliases(cls: type[BaseSettings]) -> dict[str, str]:
+    """Alias -> canonical field name, from the fields' ``aliases``."""
+    return {alias: name for name, field in cls.model_fields.items()
+            for alias in (field.json_schema_extra or {}).get("aliases", [])}
+
+
+class _AliasedSource(PydanticBaseSettingsSource):
+    """Wraps one settings source so that values given under an alias land on the canonical field.
+
+    Done per source, so an alias keeps its source's precedence (an alias on the CLI beats the canonical
+    name in YAML). Environment and .env sources only report known fields, so aliases are looked up in
+    their raw variables.
+    """
+
+    def __init__(self, settings_cls: type[BaseSettings], inner: PydanticBaseSettingsSource) -> None:
+        super().__init__(settings_cls)
+        self.inner = inner
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self.inner.get_field_value(field, field_name)
+
+    def __call__(self) -> dict[str, Any]:
+        data = dict(self.inner())
+        env_vars = getattr(self.inner, "env_vars", None)
+        prefix = self.settings_cls.model_config.get("env_prefix", "")
+        for alias, name in field_aliases(self.settings_cls).items():
+            if env_vars is not None:
+                value = env_vars.get(f"{prefix}{alias}".lower(), env_vars.get(f"{prefix}{alias}"))
+            else:
+                value = data.pop(alias, None)
+            if value is not None:
+                data.setdefault(name, value)
+        return data
 
 
 class RunConfig(BaseSettings):
@@ -74,9 +116,10 @@ class RunConfig(BaseSettings):
                             ge=0)
     persistent_workers: bool = _opt("Keep DataLoader workers alive between epochs (needs num_workers > 0).", "data",
                                     default=False)
-    pretrained_dir: Path | None = _opt(
-        "Google-format .npz checkpoint to fine-tune from (missing file: warning and random init).", "model",
-        default=None)
+    pretrained: str | None = _opt(
+        "Weights to fine-tune from: a Google .npz file, a timm/Hugging Face .safetensors or .bin file or a folder "
+        "holding one, or a Hub id hf-hub:ORG/NAME (missing local file: warning and random init).", "model",
+        aliases=("pretrained_dir",), default=None)
     seed: int = _opt("Random seed for Python, NumPy, torch and the data order.", "execution", default=42, ge=0,
                      le=SEED_MAX)
     device: Literal["auto", "cpu", "cuda", "mps"] = _opt(
@@ -108,7 +151,8 @@ class RunConfig(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         yaml_file = _yaml_file.get()
         middle = (YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file),) if yaml_file else ()
-        return (init_settings, *middle, env_settings, dotenv_settings)
+        sources = (init_settings, *middle, env_settings, dotenv_settings)
+        return tuple(_AliasedSource(settings_cls, source) for source in sources)
 
     @field_validator("*", mode="after")
     @classmethod
@@ -123,6 +167,12 @@ class RunConfig(BaseSettings):
         if value == TB_ROOT:
             raise ValueError(f"'{TB_ROOT}' is reserved for the TensorBoard folder; choose another run name")
         return value
+
+    @field_validator("pretrained", mode="before")
+    @classmethod
+    def _path_to_text(cls, value: Any) -> Any:
+        # A Path is welcome (Python and Prefect callers); the field is text because Hub ids are not paths.
+        return str(value) if isinstance(value, PathLike) else value
 
     @model_validator(mode="after")
     def _check_workers(self) -> RunConfig:
@@ -285,7 +335,7 @@ def _read_yaml_file(cls: type[RunConfig], path: Path) -> dict[str, Any]:
         raise ConfigError(f"The config file {path} is not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"The config file {path} must hold a mapping of option names to values.")
-    unknown = sorted(set(map(str, data)) - set(cls.model_fields))
+    unknown = sorted(set(map(str, data)) - set(cls.model_fields) - set(field_aliases(cls)))
     if unknown:
         raise ConfigError(
             f"The config file {path} has unknown option(s): {', '.join(unknown)}. "

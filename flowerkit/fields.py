@@ -35,3 +35,8 @@ def choices(field: FieldInfo) -> list[str]:
         if typing.get_origin(candidate) is Literal:
             return [str(c) for c in typing.get_args(candidate)]
     return []
+
+
+def aliases(field: FieldInfo) -> list[str]:
+    """Older names the option is still accepted under (``aliases`` in the field's json_schema_extra)."""
+    return list((field.json_schema_extra or {}).get("aliases", []))

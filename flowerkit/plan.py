@@ -60,6 +60,7 @@ class RunPlan:
     selections: dict[str, Selection] = field(default_factory=dict)  # empty until the synthetic set exists
     checkpoint: CheckpointInfo | None = None
     weights: str | None = None
+    data: str | None = None  # whether the data's checksums were verified
     notes: list[str] = field(default_factory=list)
     _checkpoint_state: dict[str, Any] | None = field(default=None, repr=False)
 
@@ -98,6 +99,8 @@ class RunPlan:
             else:
                 lines.append(f"{request.split:<14} {len(chosen.image_ids)} images from {chosen.root} "
                              f"({chosen.subset}); ids sha256 {chosen.ids_sha256[:12]}")
+        if self.data:
+            lines.append(f"{'data':<14} {self.data}")
         if isinstance(config, TrainConfig):
             lines.append(f"{'weights':<14} {self.weights}")
             lines.append(f"{'model':<14} {config.model_type} at {config.img_size} px; {config.num_steps} steps of "
@@ -147,13 +150,17 @@ def prepare_plan(flow: str, config: RunConfig, resume: bool) -> RunPlan:
     checkpoint, state, notes = None, None, []
     if isinstance(config, EvalConfig):
         config, checkpoint, state = _read_eval_checkpoint(config)
-        if config.pretrained_dir is not None:
-            notes.append("--pretrained_dir is ignored: the checkpoint holds the weights")
+        if config.pretrained is not None:
+            notes.append("--pretrained is ignored: the checkpoint holds the weights")
     device = detect_device(config.device, config.prefer_mps)
     plan = RunPlan(flow, config, resume, device, resolve_precision(config.precision, device),
                    split_requests(config), checkpoint=checkpoint, notes=notes, _checkpoint_state=state)
     if not (config.dataset == "flower102_synthetic" and not (synthetic_root_path() / "setid.mat").is_file()):
         plan.selections = {request.split: select(config, request) for request in plan.splits}
+    if config.dataset == "flower102":
+        from flowerkit.data.check import plan_line
+
+        plan.data = plan_line(config.data_root)
     if isinstance(config, TrainConfig):
         plan.weights = describe_pretrained(config)
     return plan
@@ -178,16 +185,12 @@ def _read_eval_checkpoint(config: EvalConfig) -> tuple[EvalConfig, CheckpointInf
 
 
 def describe_pretrained(config: TrainConfig) -> str:
-    """A present .npz must be readable and fit the model; a missing one means random init (a warning)."""
-    from flowerkit.models.npz import check_npz_matches, read_npz
+    """Resolve --pretrained (no download) and check that it fits the model; a missing file means random init."""
+    from flowerkit.models.weights import check_weights, resolve_weights
 
-    path = config.pretrained_dir
-    if path is None:
-        return "random init (no --pretrained_dir)"
-    if not path.expanduser().is_file():
-        return f"random init: {path} not found (a warning, not an error)"
-    check_npz_matches(read_npz(path.expanduser()), path, config.model_type)
-    return f"pretrained from {path}"
+    source = resolve_weights(config.pretrained, download=False)
+    check_weights(source, config.model_type, config.img_size)
+    return source.describe()
 
 
 # The CLI hands its plan to the flow it starts in the same process; a flow parameter cannot carry it

@@ -54,7 +54,7 @@ def test_every_int_option_rejects_huge_values(workdir: Path, flow: str, option: 
 
 def test_float_and_int_options_exist() -> None:
     """The property tests above must not pass vacuously."""
-    assert len(options_of(float)) == 3 and len(options_of(int)) >= 12
+    assert len(options_of(float)) >= 8 and len(options_of(int)) >= 12
 
 
 @pytest.mark.parametrize("seed, ok", [(0, True), (2**32 - 1, True), (-1, False), (2**32, False)])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -155,7 +156,11 @@ def test_fine_tunes_from_a_google_npz(prefect_harness, flowers_root: Path, workd
                                            train_batch_size=4, eval_batch_size=2, pretrained_dir=npz,
                                            tiny_train_subset="flower102_tiny", tiny_infer_subset="flower102_tiny"))
     result = train_flow(config)
-    assert result["train"]["weights"] == f"pretrained from {npz}"  # position embeddings resized 2x2 -> 4x4
+    # position embeddings resized 2x2 -> 4x4; the run says exactly which file it started from
+    sha = hashlib.sha256(npz.read_bytes()).hexdigest()
+    assert result["train"]["weights"] == f"pretrained from {npz} (npz, local file, sha256 {sha})"
+    stamp = json.loads((Path(result["run_dir"]) / "env_stamp.json").read_text())
+    assert stamp["pretrained_weights"]["sha256"] == sha and stamp["pretrained_weights"]["format"] == "npz"
 
 
 def test_the_report_is_the_selected_checkpoint_and_test_is_kept_apart(tiny_run: Path) -> None:

@@ -23,7 +23,7 @@ from flowerkit.rundir import check_claimable
 # The options the form offers (the list plus the seed command's flags); the CLI has them all.
 LAUNCH_FIELDS: dict[str, list[str]] = {
     "train": ["name", "dataset", "data_root", "model_type", "img_size", "num_steps", "eval_every", "train_batch_size",
-              "eval_batch_size", "tiny_train_subset", "tiny_infer_subset", "pretrained_dir", "seed", "device",
+              "eval_batch_size", "tiny_train_subset", "tiny_infer_subset", "pretrained", "seed", "device",
               "prefer_mps"],
     "eval": ["name", "dataset", "data_root", "checkpoint", "split", "model_type", "img_size", "eval_batch_size",
              "tiny_infer_subset", "seed", "device", "prefer_mps"],

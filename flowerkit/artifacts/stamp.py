@@ -95,7 +95,8 @@ def gpu_facts(device_type: str) -> dict[str, Any]:
 
 
 def build_stamp(run_id: str, config_hash: str, seed: int, device: str, precision: str,
-                train_subset: str, infer_subset: str) -> dict[str, Any]:
+                train_subset: str, infer_subset: str, weights: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The stamp's fields; ``weights`` is ``WeightsSource.as_record()`` of what the run started from."""
     device_type = device.split(":")[0]
     stamp: dict[str, Any] = {
         "run_id": run_id,
@@ -118,8 +119,9 @@ def build_stamp(run_id: str, config_hash: str, seed: int, device: str, precision
                        f" build, {platform.machine()})",
         "device": device,
         "precision": precision,
+        "pretrained_weights": weights or {"format": "none", "origin": "not recorded"},
     }
-    return {key: stamp[key] for key in (*STAMP_FIELDS, "device", "precision")}
+    return {key: stamp[key] for key in (*STAMP_FIELDS, "device", "precision", "pretrained_weights")}
 
 
 def missing_fields(stamp: dict[str, Any]) -> list[str]:

@@ -13,6 +13,7 @@ from flowerkit.cli import (
     run_cmds,
     runs_cmd,
     serve_cmd,
+    weights_cmd,
 )
 from flowerkit.cli.dashboard_cmd import dashboard
 from flowerkit.cli.prefect_env import set_environment_defaults
@@ -37,6 +38,7 @@ run_cmds.register(app)
 app.add_typer(data_cmd.app, name="data")
 app.add_typer(fiftyone_cmd.app, name="fiftyone")
 app.add_typer(runs_cmd.app, name="runs")
+app.add_typer(weights_cmd.app, name="weights")
 app.command("dashboard")(dashboard)
 app.command("bench", help="Time training and evaluation: compute only, input pipeline only, end to end; writes "
                           "JSON.")(bench_cmd.bench)

@@ -1,4 +1,4 @@
-"""``flowerkit data``: make a synthetic Flowers-102 in the official layout."""
+"""``flowerkit data``: download and check the real Flowers-102, or make a synthetic one in the official layout."""
 
 from __future__ import annotations
 
@@ -40,3 +40,38 @@ def synth(
         n_train, n_val, n_test = split_counts(images_per_class)
         typer.echo(f"Wrote {102 * images_per_class} images ({n_train}/{n_val}/{n_test} train/val/test per class) "
                    f"to {out}\nUse it with: flowerkit train --dataset flower102 --data_root {out} ...")
+
+
+@app.command()
+def download(
+    out: Path = typer.Option(..., "--out", help="Folder to download into (created; an existing download is "
+                                                "checked and completed)."),
+    mirror: str | None = typer.Option(None, "--mirror", help="Base URL serving the same file names (a lab "
+                                                             "mirror); still verified against the official md5s."),
+) -> None:
+    """Download 102flowers.tgz, imagelabels.mat and setid.mat, verify their official md5s and extract jpg/."""
+    from flowerkit.data.download import base_url, download_flowers102
+
+    with user_errors():
+        typer.echo(f"Flowers-102 from {base_url(mirror)} into {out}")
+        for status in download_flowers102(out, mirror):
+            typer.echo(f"  {status.name:<16} {status.action}" + (f" (md5 {status.md5})" if status.md5 else ""))
+        typer.echo(f"Use it with: flowerkit train --dataset flower102 --data_root {out} ...")
+
+
+@app.command()
+def check(
+    data_root: Path = typer.Argument(..., help="Folder holding jpg/, imagelabels.mat and setid.mat (or a parent "
+                                               "holding flowers-102/)."),
+) -> None:
+    """Verify an existing copy: layout, .mat contents, every image decodable, md5s of the files present."""
+    from flowerkit.cli.errors import print_error
+    from flowerkit.data.check import check_flowers102
+
+    with user_errors():
+        report = check_flowers102(data_root)
+        if not report.ok:
+            for problem in report.problems:
+                print_error(problem)
+            raise typer.Exit(2)
+        typer.echo(f"{report.root}: {report.images} images, all present and decodable; {report.checksums()}.")

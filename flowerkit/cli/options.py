@@ -17,7 +17,7 @@ import typer
 from pydantic.fields import FieldInfo
 
 from flowerkit.config import RunConfig
-from flowerkit.fields import choices, default_text, option_type
+from flowerkit.fields import aliases, choices, default_text, option_type
 
 EXTRA_OPTIONS = {
     "config_file": (Path | None, typer.Option(None, "--config", help="YAML file of option values (below CLI flags, "
@@ -32,21 +32,28 @@ EXTRA_OPTIONS = {
 
 def help_text(field: FieldInfo) -> str:
     extra = f" One of: {', '.join(choices(field))}." if choices(field) else ""
-    return f"{field.description}{extra} (default: {default_text(field)})"
+    alias = f" Alias: {', '.join('--' + a for a in aliases(field))}." if aliases(field) else ""
+    return f"{field.description}{extra}{alias} (default: {default_text(field)})"
+
+
+def spellings(name: str) -> list[str]:
+    """``--name_with_underscores`` and ``--name-with-dashes`` (once when they are the same)."""
+    under, dash = f"--{name}", f"--{name.replace('_', '-')}"
+    return [under] if under == dash else [under, dash]
 
 
 def _option(name: str, field: FieldInfo) -> tuple[Any, Any]:
     kind = option_type(field.annotation)
-    under, dash = f"--{name}", f"--{name.replace('_', '-')}"
+    under = f"--{name}"
     panel = (field.json_schema_extra or {}).get("group", "options").title()
     if kind is bool:
         # Both spellings switch it on; the negation (to override a YAML/env value) keeps one spelling,
         # so the help's left column stays narrow.
-        flags = [f"{under}/--no_{name}"] + ([] if under == dash else [dash])
+        flags = [f"{under}/--no_{name}", *spellings(name)[1:], *(f for a in aliases(field) for f in spellings(a))]
         return bool | None, typer.Option(None, *flags, help=help_text(field), show_default=False,
                                          rich_help_panel=panel)
-    spellings = [under] if under == dash else [under, dash]
-    return kind | None, typer.Option(None, *spellings, help=help_text(field), show_default=False,
+    flags = [flag for n in (name, *aliases(field)) for flag in spellings(n)]
+    return kind | None, typer.Option(None, *flags, help=help_text(field), show_default=False,
                                      rich_help_panel=panel)
 
 

@@ -35,7 +35,7 @@ from flowerkit.engine.schedules import make_scheduler
 from flowerkit.engine.selection import Decision, Selector
 from flowerkit.errors import NonFiniteLossError
 from flowerkit.layout import RunLayout
-from flowerkit.models.npz import load_pretrained
+from flowerkit.models.weights import load_weights
 from flowerkit.models.vit import build_model
 
 log = logging.getLogger(__name__)
@@ -179,7 +179,7 @@ def train(config: TrainConfig, device: torch.device, precision: str, train_table
         stopped_early = bool(state.get("stopped_early", False))
         log.info("resuming from %s at step %d of %d", ckpt_path, start_step, config.num_steps)
     else:
-        weights = load_pretrained(model, config.pretrained_dir, config.model_type)
+        weights = load_weights(model, config.pretrained, config.model_type).describe()
         log.info("weights: %s", weights)
     # An earlier attempt may have logged steps past its last checkpoint (or before its first): they are
     # logged again, so drop them from metrics.jsonl and have TensorBoard purge them too.

@@ -32,7 +32,7 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         # numpy reports a non-zip file as "pickled data"; say what is actually wrong.
         reason = "not a .npz (zip) archive" if not zipfile.is_zipfile(path) else str(exc).split(". ")[0]
-        raise ConfigError(f"--pretrained_dir {path} could not be read as a Google .npz checkpoint ({reason}). "
+        raise ConfigError(f"--pretrained {path} could not be read as a Google .npz checkpoint ({reason}). "
                           "Pass a ViT .npz file such as ViT-B_16.npz, or leave the option out to train from "
                           "scratch.") from None
 
@@ -48,7 +48,7 @@ def check_npz_matches(weights: dict[str, np.ndarray], path: Path, model_type: st
     wanted = (config.patch_size, config.hidden_size, config.num_layers)
     if found != wanted:
         described = f"patch {found[0]}, width {found[1]}, {found[2]} layers" if found else "no ViT embedding"
-        raise ConfigError(f"--pretrained_dir {path} does not match --model_type {model_type}: the file holds "
+        raise ConfigError(f"--pretrained {path} does not match --model_type {model_type}: the file holds "
                           f"{described}, the model needs patch {wanted[0]}, width {wanted[1]}, {wanted[2]} layers. "
                           "Pick the model type the checkpoint was trained as (e.g. ViT-B_16 for ViT-B_16.npz).")
 
@@ -89,15 +89,20 @@ def npz_to_state_dict(weights: dict[str, np.ndarray], model: VisionTransformer) 
     return state
 
 
-def resize_pos_embedding(pos: torch.Tensor, target_tokens: int) -> torch.Tensor:
-    """Bilinearly resize the patch-grid part of a (1, 1 + g*g, D) position embedding; the class token stays."""
+def resize_pos_embedding(pos: torch.Tensor, target_tokens: int, mode: str = "bilinear",
+                         antialias: bool = False) -> torch.Tensor:
+    """Resize the patch-grid part of a (1, 1 + g*g, D) position embedding; the class token stays.
+
+    The defaults (bilinear, no antialiasing) are what Google's and timm's .npz loaders do; timm resizes its own
+    checkpoints bicubically with antialiasing (``flowerkit.models.timm_vit`` asks for that).
+    """
     if pos.shape[1] == target_tokens:
         return pos
     cls_pos, grid = pos[:, :1], pos[:, 1:]
     old, new = int(math.isqrt(grid.shape[1])), int(math.isqrt(target_tokens - 1))
     log.info("resizing position embeddings from %dx%d to %dx%d patches", old, old, new, new)
     grid = grid.reshape(1, old, old, -1).permute(0, 3, 1, 2)
-    grid = F.interpolate(grid, size=(new, new), mode="bilinear", align_corners=False)
+    grid = F.interpolate(grid, size=(new, new), mode=mode, align_corners=False, antialias=antialias)
     return torch.cat([cls_pos, grid.permute(0, 2, 3, 1).reshape(1, new * new, -1)], dim=1)
 
 
@@ -108,7 +113,7 @@ def load_pretrained(model: VisionTransformer, path: Path | None, model_type: str
     file is a ConfigError, since silently ignoring it would train the wrong thing.
     """
     if path is None:
-        return "random init (no --pretrained_dir)"
+        return "random init (no --pretrained)"
     path = Path(path).expanduser()
     if not path.is_file():
         log.warning("pretrained weights %s not found: training from random initialisation", path)
@@ -120,7 +125,7 @@ def load_pretrained(model: VisionTransformer, path: Path | None, model_type: str
         state = npz_to_state_dict(weights, model)
         model.load_state_dict(state, strict=False)
     except (KeyError, RuntimeError) as exc:
-        raise ConfigError(f"--pretrained_dir {path} does not match the chosen --model_type ({exc}). "
+        raise ConfigError(f"--pretrained {path} does not match the chosen --model_type ({exc}). "
                           "Pick the model type the checkpoint was trained as (e.g. ViT-B_16 for ViT-B_16.npz).") \
             from None
     log.info("loaded pretrained weights from %s (head re-initialised for %d classes)", path,
