@@ -11,6 +11,7 @@ from flowerkit.artifacts.files import utc_now
 from flowerkit.artifacts.record import refresh_artifact_index, update_record
 from flowerkit.config import RunConfig
 from flowerkit.rundir import claim_run_dir
+from flowerkit.tracking import tracked_run
 
 LOGGERS = ("flowerkit", "prefect.flow_runs", "prefect.task_runs")
 
@@ -54,7 +55,7 @@ def run_lifecycle(config: RunConfig, flow: str, resume: bool, total_steps: int, 
             rec["tasks"].setdefault(name, {"state": "completed", "attempt": 1, "updated_utc": utc_now()})
 
     update_record(run_dir, mark_done, device=device, determinism=determinism)
-    with _log_to_file(config.layout.run_log):
+    with _log_to_file(config.layout.run_log), tracked_run(config, flow):  # optional MLflow run; never fails the run
         try:
             yield record
         except BaseException as exc:
