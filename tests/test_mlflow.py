@@ -255,7 +255,10 @@ def test_server_stopped_mid_run_then_sync(prefect_harness, server: MlflowServer,
     after = mlflow_entry(run_dir)
     assert after["complete"] is True and after["run_id"] == entry["run_id"]
     assert client(server).get_run(entry["run_id"]).info.status == "FINISHED"
-    assert "model/MLmodel" in artifact_paths(server, entry["run_id"])
+    run = client(server).get_run(entry["run_id"])
+    models = client(server).search_logged_models([run.info.experiment_id],
+                                                 filter_string=f"source_run_id = '{entry['run_id']}'")
+    assert len(models) == 1 and run.data.tags[run_data.MODEL_TAG] == "true"  # logged once over two syncs
     verified = runner.invoke(app, ["runs", "verify", name, "--output-dir", str(output)])
     assert verified.exit_code == 0, verified.output
 
