@@ -213,6 +213,43 @@ def test_eval_run_links_to_its_training_run(tracked: Path, server: MlflowServer,
     assert histories(server, entry["run_id"]) == expected_histories(config.layout.run_dir)
 
 
+def test_dashboard_and_summary_show_the_mlflow_link(tracked: Path) -> None:
+    from flowerkit.tui.run_view import summary_line
+    from flowerkit.tui.runs_reader import MetricsTail, read_detail
+
+    url = mlflow_entry(tracked)["url"]
+    assert f"MLflow: {url}" in summary_line(read_detail(tracked, MetricsTail(tracked / "metrics.jsonl")))
+
+
+def test_resume_continues_the_same_mlflow_run(prefect_harness, server: MlflowServer, flowers_root: Path,
+                                              tmp_path: Path) -> None:
+    """A run that failed after training is resumed: one MLflow run, FAILED then FINISHED, no metric twice."""
+    from flowerkit.errors import ConfigError
+    from flowerkit.flows.train import train_flow
+    from flowerkit.tasks import evaluation as tasks_evaluation
+
+    def broken_export(*args, **kwargs):
+        raise ConfigError("export refused (test)")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tasks_evaluation, "export_evaluation", broken_export)
+        with pytest.raises(ConfigError):
+            train(flowers_root, tmp_path, "resumed")
+    run_dir = tmp_path / "resumed"
+    first = mlflow_entry(run_dir)
+    assert client(server).get_run(first["run_id"]).info.status == "FAILED"
+
+    from flowerkit.config import TrainConfig, load_config
+
+    config = load_config(TrainConfig, TINY | dict(name="resumed", data_root=flowers_root, output_dir=tmp_path,
+                                                  tracker="mlflow"))
+    train_flow(config, resume=True)
+    entry = mlflow_entry(run_dir)
+    assert entry["run_id"] == first["run_id"] and entry["complete"] is True
+    assert client(server).get_run(entry["run_id"]).info.status == "FINISHED"
+    assert histories(server, entry["run_id"]) == expected_histories(run_dir)
+
+
 def test_server_stopped_mid_run_then_sync(prefect_harness, server: MlflowServer, flowers_root: Path,
                                           tmp_path: Path) -> None:
     """The server goes away once the MLflow run is open: training completes, the record says what is missing,

@@ -71,4 +71,10 @@ def print_summary(flow: str, config: RunConfig, result: dict) -> None:
         table.add_row(label, str(run_dir / rel))
     if flow == "train":
         table.add_row("checkpoint", str(run_dir / "checkpoints" / "ckpt.bin"))
+    from flowerkit.artifacts.record import read_record
+    from flowerkit.tracking import mlflow_line
+
+    mlflow = mlflow_line(read_record(run_dir))
+    if mlflow:
+        table.add_row("mlflow", mlflow.removeprefix("MLflow: "))
     Console().print(table)

@@ -42,6 +42,15 @@ def mlflow_installed() -> bool:
     return importlib.util.find_spec("mlflow") is not None
 
 
+def mlflow_line(record: dict[str, Any]) -> str | None:
+    """Where the run is in MLflow (the UI link, else the run id) and whether everything arrived."""
+    entry = record.get("mlflow")
+    if not isinstance(entry, dict) or not (entry.get("url") or entry.get("run_id")):
+        return None
+    state = {True: "", None: " (logging)"}.get(entry.get("complete"), " (incomplete: `flowerkit runs sync-mlflow`)")
+    return f"MLflow: {entry.get('url') or entry.get('run_id')}{state}"
+
+
 _sinks: dict[Path, ScalarSink] = {}
 _lock = threading.Lock()
 
