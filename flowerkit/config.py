@@ -29,6 +29,7 @@ from pydantic_settings import (
 from flowerkit.errors import ConfigError, MissingInputError
 from flowerkit.layout import TB_ROOT, RunLayout
 from flowerkit.models.configs import MODEL_CONFIGS
+from flowerkit.tracking import MLFLOW_MISSING, mlflow_installed
 
 _yaml_file: ContextVar[Path | None] = ContextVar("flowerkit_yaml_file", default=None)
 
@@ -139,6 +140,12 @@ class RunConfig(BaseSettings):
     tb_dir: Path | None = _opt("TensorBoard folder of the run (default: OUTPUT_DIR/tb/NAME).", "output", default=None)
     fiftyone_dir: Path | None = _opt("FiftyOne output folder of the run (default: OUTPUT_DIR/NAME/fiftyone).",
                                      "output", default=None)
+    tracker: Literal["none", "mlflow"] = _opt(
+        "none, or mlflow: also send params, metrics, artifacts and the model to the MLflow server named by "
+        "MLFLOW_TRACKING_URI (needs the mlflow extra: pip install 'flowerkit[mlflow]').", "tracking",
+        default="none")
+    mlflow_experiment: str = _opt("MLflow experiment of the run (MLFLOW_EXPERIMENT_NAME is honoured).", "tracking",
+                                  default="flowerkit", min_length=1)
 
     @classmethod
     def settings_customise_sources(
@@ -159,6 +166,24 @@ class RunConfig(BaseSettings):
     def _int_in_range(cls, value: Any, info: ValidationInfo) -> Any:
         if info.field_name != "seed" and isinstance(value, int) and not isinstance(value, bool) and abs(value) > INT_MAX:
             raise ValueError(f"must lie within -{INT_MAX}..{INT_MAX}")
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mlflow_experiment_from_env(cls, data: Any) -> Any:
+        # MLflow's own variable ranks just above the default: any flowerkit source (flag, YAML,
+        # FLOWERKIT_MLFLOW_EXPERIMENT, .env) names the experiment first.
+        env = os.environ.get("MLFLOW_EXPERIMENT_NAME")
+        if env and isinstance(data, dict) and data.get("mlflow_experiment") is None:
+            data = {**data, "mlflow_experiment": env}
+        return data
+
+    @field_validator("tracker")
+    @classmethod
+    def _tracker_installed(cls, value: str) -> str:
+        # Checked without importing MLflow (slow); the core runs without the extra.
+        if value == "mlflow" and not mlflow_installed():
+            raise ValueError(f"{MLFLOW_MISSING}, or use --tracker none")
         return value
 
     @field_validator("name")

@@ -15,6 +15,7 @@ from flowerkit.errors import DiskFullError, FlowerkitError
 from flowerkit.plan import RunPlan
 from flowerkit.rundir import RunLock, claim_run_dir
 from flowerkit.tasks import load_subset
+from flowerkit.tracking import tracked_run
 
 LOGGERS = ("flowerkit", "prefect.flow_runs", "prefect.task_runs")
 
@@ -70,7 +71,8 @@ def run_lifecycle(plan: RunPlan, device: str, determinism: dict) -> Iterator[dic
 
     try:
         update_record(run_dir, mark_done, device=device, determinism=determinism)
-        with _log_to_file(plan.layout.run_log):
+        # the optional MLflow run never fails the run
+        with _log_to_file(plan.layout.run_log), tracked_run(config, plan.flow):
             for note in plan.notes:
                 logging.getLogger("flowerkit").info("%s", note)
             try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rich.markup import escape
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -35,7 +36,8 @@ def summary_line(detail: RunDetail) -> str:
         parts.append(f"loss {number(train[-1].get('loss'))} lr {number(train[-1].get('lr'), 5)}")
     if evals:
         parts.append(f"eval acc {number(evals[-1].get('accuracy'), 3)} @ {evals[-1]['step']}")
-    return "  ".join(parts) + f"\nstarted {full_time(run.started_utc)}"
+    mlflow = f"\n{escape(detail.mlflow)}" if detail.mlflow else ""
+    return "  ".join(parts) + f"\nstarted {full_time(run.started_utc)}{mlflow}"
 
 
 class TasksTable(DataTable):

@@ -18,6 +18,7 @@ from typing import Any
 from flowerkit.artifacts.record import RECORD_NAME
 from flowerkit.runs import RunSummary, as_float, find_run_dirs, read_json_or_none
 from flowerkit.runs import summarize as summarize_files
+from flowerkit.tracking import mlflow_line
 
 METRICS = "metrics.jsonl"
 
@@ -119,6 +120,7 @@ class RunDetail:
     per_class: list[dict[str, Any]]
     worst: list[dict[str, Any]]
     error: dict[str, Any] | None = None
+    mlflow: str | None = None  # "MLflow: <run link>" line, when the run is tracked in MLflow
 
 
 def task_states(record: dict[str, Any]) -> list[tuple[str, str, int]]:
@@ -172,7 +174,8 @@ def read_detail(run_dir: Path, tail: MetricsTail) -> RunDetail:
     return RunDetail(summary=summary, train_rows=tail.rows("train"), eval_rows=tail.rows("eval"),
                      tasks=task_states(record), log_tail=log_tail(run_dir / "run.log"),
                      per_class=per_class_rows(run_dir), worst=worst_predictions(run_dir),
-                     error=record.get("error") if isinstance(record.get("error"), dict) else None)
+                     error=record.get("error") if isinstance(record.get("error"), dict) else None,
+                     mlflow=mlflow_line(record))
 
 
 def flow_run_id(run_dir: Path) -> str | None:

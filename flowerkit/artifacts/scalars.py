@@ -1,4 +1,5 @@
-"""Scalars go to TensorBoard (``OUTPUT/tb/<run>``) and to ``metrics.jsonl`` (read live by the dashboard)."""
+"""Scalars go to TensorBoard (``OUTPUT/tb/<run>``), to ``metrics.jsonl`` (read live by the dashboard) and, when
+the flow opened one, to the run's tracker (``flowerkit.tracking``: MLflow), under the same tags and steps."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from flowerkit import tracking
 from flowerkit.artifacts.files import atomic_write_text, utc_now
 from flowerkit.layout import temp_name
 
@@ -33,6 +35,8 @@ class ScalarLog:
         self._writer = None
         self._staging: Path | None = None
         self._t0 = time.monotonic()
+        # The run directory holds metrics.jsonl; a flow that tracks the run registered its sink under it.
+        self.sink = tracking.sink_for(self.jsonl_path.parent)
 
     @property
     def writer(self):
@@ -59,6 +63,8 @@ class ScalarLog:
                 fh.write(line)
         for key, value in values.items():
             self.writer.add_scalar(f"{tb_prefix}/{key}", float(value), step)
+        if self.sink is not None:
+            self.sink.scalars(step, {f"{tb_prefix}/{key}": float(value) for key, value in values.items()})
 
     def _replace_row(self, kind: str, step: int, line: str) -> None:
         old = self.jsonl_path.read_text(encoding="utf-8").splitlines(keepends=True) if self.jsonl_path.exists() else []
@@ -70,13 +76,15 @@ class ScalarLog:
             for metric in ("precision", "recall", "f1"):
                 self.writer.add_scalar(f"{tb_prefix}_per_class/{metric}/{row['class_id']:03d}_{row['class_name']}",
                                        row[metric], step)
+        if self.sink is not None:
+            self.sink.per_class(step, per_class, tb_prefix)
 
     def confusion_image(self, step: int, confusion: np.ndarray, tag: str) -> None:
         """Row-normalised confusion matrix as a grey image (white = all of a true class predicted there)."""
-        rows = confusion.sum(axis=1, keepdims=True)
-        norm = np.divide(confusion, rows, out=np.zeros(confusion.shape, dtype=np.float64), where=rows > 0)
-        image = np.kron(norm, np.ones((4, 4)))  # 4 px per cell, so 102 classes give a 408 px image
-        self.writer.add_image(tag, image[None].astype(np.float32), step, dataformats="CHW")
+        image = confusion_pixels(confusion)
+        self.writer.add_image(tag, image[None], step, dataformats="CHW")
+        if self.sink is not None:
+            self.sink.image(tag, image, step)
 
     def close(self) -> None:
         if self._writer is None:
@@ -98,3 +106,10 @@ def _kind_step(line: str) -> tuple[Any, Any] | None:
         return row.get("kind"), row.get("step")
     except (ValueError, AttributeError):
         return None
+
+
+def confusion_pixels(confusion: np.ndarray) -> np.ndarray:
+    """(H, W) float32 in [0, 1]: each row of ``confusion`` normalised, 4 px per cell (102 classes: 408 px)."""
+    rows = confusion.sum(axis=1, keepdims=True)
+    norm = np.divide(confusion, rows, out=np.zeros(confusion.shape, dtype=np.float64), where=rows > 0)
+    return np.kron(norm, np.ones((4, 4))).astype(np.float32)

@@ -78,4 +78,10 @@ def print_summary(flow: str, config: RunConfig, result: dict) -> None:
         table.add_row(label, str(path))
     if flow == "train":
         table.add_row("checkpoint", str(layout.checkpoint))
+    from flowerkit.artifacts.record import read_record
+    from flowerkit.tracking import mlflow_line
+
+    mlflow = mlflow_line(read_record(layout.run_dir))
+    if mlflow:
+        table.add_row("mlflow", mlflow.removeprefix("MLflow: "))
     Console().print(table)

@@ -117,3 +117,24 @@ def prune(
             typer.echo(f"{kept} run(s) kept: see above. `flowerkit runs verify NAME` shows what differs; "
                        "--force deletes expired runs that fail verification.", err=True)
             raise typer.Exit(2)
+
+
+@app.command("sync-mlflow")
+def sync_mlflow(name: str = typer.Argument(..., help="Run name."), output_dir: Path = OUTPUT,
+                experiment: str = typer.Option(None, "--experiment", help="MLflow experiment (default: the run's "
+                                                                          "--mlflow_experiment).")) -> None:
+    """Send a finished run's params, metrics, artifacts and model to MLflow (MLFLOW_TRACKING_URI); idempotent."""
+    from flowerkit.runs import run_dir_of
+
+    with user_errors():
+        run_dir = run_dir_of(output_dir, name)
+        from flowerkit.errors import ConfigError
+        from flowerkit.tracking import MLFLOW_MISSING, mlflow_installed
+
+        if not mlflow_installed():
+            raise ConfigError(f"sync-mlflow: {MLFLOW_MISSING}.")
+        from flowerkit.tracking.sync import sync_run
+
+        report = sync_run(run_dir, experiment)
+        typer.echo(f"Run '{name}' is in MLflow: run {report['run_id']} of experiment '{report['experiment']}'"
+                   + (f" ({report['url']})" if report["url"] else "") + ".")

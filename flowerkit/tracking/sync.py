@@ -1,0 +1,65 @@
+"""``flowerkit runs sync-mlflow RUN``: send a finished run's params, metrics and artifacts from its directory.
+
+Completes the MLflow run the record names (or creates one when there is none on the server); running it
+again sends nothing twice (metrics are matched by key and step, artifacts overwrite themselves, the model is
+logged once).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from flowerkit.artifacts.record import read_record, update_record
+from flowerkit.artifacts.scalars import confusion_pixels
+from flowerkit.data.flowers102 import NUM_CLASSES
+from flowerkit.errors import ConfigError, FlowerkitError, MissingInputError
+from flowerkit.layout import RunLayout
+from flowerkit.tracking import run_data
+
+OPEN_WAIT_S = 60.0
+SYNC_WAIT_S = 1800.0  # a large model upload is what takes long
+FINISHED = ("complete", "failed")
+
+
+def sync_run(run_dir: Path, experiment: str | None = None) -> dict[str, Any]:
+    """Send the run to the MLflow server of MLFLOW_TRACKING_URI (else the one its record names); returns the
+    record's new ``mlflow`` entry. Raises a FlowerkitError when the run is unfinished or the server fails."""
+    from flowerkit.tracking.mlflow_sink import MlflowSink
+
+    record = read_record(run_dir)
+    layout = RunLayout.for_run(run_dir, record)
+    if record.get("stage_status") not in FINISHED:
+        raise ConfigError(f"Run '{layout.name}' is {record.get('stage_status')}: sync-mlflow sends finished runs "
+                          "only. Wait for it to end (or --resume it), then sync again.")
+    if not layout.config.is_file():
+        raise MissingInputError(f"Run '{layout.name}' has no {layout.config.name}: there is nothing to send.")
+    previous = record.get("mlflow") or {}
+    experiment = (experiment or previous.get("experiment") or run_data.resolved_config(layout).get("mlflow_experiment")
+                  or "flowerkit")
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or previous.get("tracking_uri")
+    sink = MlflowSink(experiment, layout.name, run_id=previous.get("run_id"), tracking_uri=uri)
+    if not sink.open(run_data.params(layout), run_data.tags(layout, record), OPEN_WAIT_S):
+        sink.close("FAILED", 1)
+        raise MissingInputError(f"Cannot reach the MLflow server at {sink.report()['tracking_uri']} "
+                                f"({sink.failure or 'no answer'}). Start it, or set MLFLOW_TRACKING_URI to the "
+                                "server to use, and run sync-mlflow again.")
+    _send(sink, layout, record)
+    report = sink.close("FINISHED" if record["stage_status"] == "complete" else "FAILED", SYNC_WAIT_S)
+    update_record(run_dir, mlflow=report)
+    if not report["complete"]:
+        raise FlowerkitError(f"MLflow sync of run '{layout.name}' is incomplete ({report['error']}; not sent: "
+                             f"{', '.join(report['not_sent'])}). Running sync-mlflow again sends only what is missing.")
+    return report
+
+
+def _send(sink, layout: RunLayout, record: dict[str, Any]) -> None:
+    sink.add_points(run_data.metric_points(layout))
+    if layout.predictions.is_file():
+        confusion = run_data.confusion_from_predictions(layout.predictions, NUM_CLASSES)
+        sink.image("val/confusion_matrix", confusion_pixels(confusion), 0)
+    for path, folder in run_data.artifacts(layout):
+        sink.log_artifact(path, folder)
+    if record.get("flow") == "train" and layout.checkpoint.is_file():
+        sink.log_model(layout.checkpoint)

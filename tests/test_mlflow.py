@@ -1,0 +1,313 @@
+"""MLflow tracking against a real ``mlflow server`` (sqlite backend, local artifact root), read back with
+MlflowClient: params, metric histories, artifacts and the logged model of real runs; a server that goes
+away mid-run; ``runs sync-mlflow``; and the missing extra.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+pytest.importorskip("mlflow", reason="the mlflow extra is part of the dev install (make setup)")
+
+from flowerkit.cli import app  # noqa: E402
+from flowerkit.tracking import run_data  # noqa: E402
+
+runner = CliRunner()
+TINY = dict(dataset="flower102", model_type="testing", img_size=32, num_steps=6, eval_every=3, train_batch_size=4,
+            eval_batch_size=2, tiny_train_subset="flower102_tiny", tiny_infer_subset="flower102_tiny")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class MlflowServer:
+    """A real ``mlflow server`` process; ``stop`` and ``start`` again keep its database and artifacts."""
+
+    def __init__(self, root: Path) -> None:
+        self.root, self.port = root, free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        cmd = [str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1", "--port",
+               str(self.port), "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
+               "--artifacts-destination", str(self.root / "artifacts"), "--workers", "1"]
+        self.proc = subprocess.Popen(cmd, cwd=self.root, stdout=open(self.root / "server.log", "ab"),
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, (self.root / "server.log").read_text()[-2000:]
+            try:  # the port opens before the app is ready: ask the app itself
+                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.3)
+        raise RuntimeError("mlflow server did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)  # the server and its uvicorn worker
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.proc = None
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory):
+    srv = MlflowServer(tmp_path_factory.mktemp("mlflow-server"))
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(autouse=True)
+def tracking_env(server: MlflowServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server.uri)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # a stopped server fails at once
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    mlflow.set_tracking_uri(server.uri)
+
+
+def client(server: MlflowServer):
+    from mlflow import MlflowClient
+
+    return MlflowClient(server.uri)
+
+
+def train(flowers_root: Path, output: Path, name: str, **extra):
+    from flowerkit.config import TrainConfig, load_config
+    from flowerkit.flows.train import train_flow
+
+    config = load_config(TrainConfig, TINY | dict(name=name, data_root=flowers_root, output_dir=output,
+                                                  tracker="mlflow") | extra)
+    return config, train_flow(config)
+
+
+def mlflow_entry(run_dir: Path) -> dict:
+    return json.loads((run_dir / "run_record.json").read_text())["mlflow"]
+
+
+def histories(server: MlflowServer, run_id: str) -> dict[str, list[tuple[int, float]]]:
+    c = client(server)
+    return {key: sorted((m.step, m.value) for m in c.get_metric_history(run_id, key))
+            for key in c.get_run(run_id).data.metrics}
+
+
+def expected_histories(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    from flowerkit.layout import RunLayout
+
+    found = defaultdict(list)
+    for point in run_data.metric_points(RunLayout.for_run(run_dir)):
+        found[point.key].append((point.step, point.value))
+    return {key: sorted(values) for key, values in found.items()}
+
+
+def artifact_paths(server: MlflowServer, run_id: str, path: str | None = None) -> set[str]:
+    found = set()
+    for info in client(server).list_artifacts(run_id, path):
+        found |= artifact_paths(server, run_id, info.path) if info.is_dir else {info.path}
+    return found
+
+
+@pytest.fixture(scope="module")
+def tracked(prefect_harness, server: MlflowServer, flowers_root: Path, tmp_path_factory) -> Path:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", server.uri)
+        _, result = train(flowers_root, tmp_path_factory.mktemp("tracked"), "tracked")
+    return Path(result["run_dir"])
+
+
+def test_a_train_run_is_in_mlflow(tracked: Path, server: MlflowServer) -> None:
+    entry = mlflow_entry(tracked)
+    assert entry["complete"] is True and entry["not_sent"] == [] and entry["error"] is None
+    assert entry["url"] == f"{server.uri}/#/experiments/{entry['experiment_id']}/runs/{entry['run_id']}"
+    run = client(server).get_run(entry["run_id"])
+    assert run.info.status == "FINISHED" and run.info.run_name == "tracked"
+    assert client(server).get_experiment(run.info.experiment_id).name == "flowerkit"
+
+    config = yaml.safe_load((tracked / "config_resolved.yaml").read_text())
+    assert run.data.params == {k: run_data.param_value(v) for k, v in config.items()}
+    assert run.data.params["tracker"] == "mlflow" and run.data.params["num_steps"] == "6"
+
+    record = json.loads((tracked / "run_record.json").read_text())
+    stamp = json.loads((tracked / "env_stamp.json").read_text())
+    tags = run.data.tags
+    assert tags["flowerkit.run_id"] == record["run_id"] and tags["flowerkit.config_hash"] == record["config_hash"]
+    assert tags["flowerkit.flow"] == "train" and tags["flowerkit.device"] == record["device"]
+    assert tags["flowerkit.git_commit"] == stamp["git_commit"]
+    assert tags["flowerkit.checkpoint"] == str((tracked / "checkpoints" / "ckpt.bin").resolve())
+
+
+def test_metric_histories_equal_metrics_jsonl(tracked: Path, server: MlflowServer) -> None:
+    got = histories(server, mlflow_entry(tracked)["run_id"])
+    assert got == expected_histories(tracked)
+    assert [step for step, _ in got["train/loss"]] == list(range(1, 7))
+    assert [step for step, _ in got["val/accuracy"]] == [3, 6]
+    assert len([k for k in got if k.startswith("val_per_class/f1/")]) == 102
+    assert "val_per_class/f1/000_pink primrose" in got
+    assert "val_per_class/f1/019_giant white arum lily" in got
+
+
+def test_artifacts_and_model(tracked: Path, server: MlflowServer) -> None:
+    import mlflow.pytorch
+    import torch
+
+    from flowerkit.tracking.model import model_from_checkpoint
+
+    run_id = mlflow_entry(tracked)["run_id"]
+    paths = artifact_paths(server, run_id)
+    assert {"fiftyone/predictions.jsonl", "fiftyone/per_class_metrics.json", "labelmap.json", "metrics.json",
+            "env_stamp.json", "RETENTION.txt", "config_resolved.yaml", "val/confusion_matrix.png"} <= paths
+    local = Path(client(server).download_artifacts(run_id, "metrics.json", str(tracked.parent / "dl")))
+    assert local.read_bytes() == (tracked / "metrics.json").read_bytes()
+
+    loaded = mlflow.pytorch.load_model(f"runs:/{run_id}/model")
+    ours = model_from_checkpoint(tracked / "checkpoints" / "ckpt.bin")
+    x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(loaded.eval()(x), ours(x))
+    info = mlflow.models.get_model_info(f"runs:/{run_id}/model")
+    assert info.signature is not None and info.saved_input_example_info is not None
+
+
+def test_eval_run_links_to_its_training_run(tracked: Path, server: MlflowServer, flowers_root: Path) -> None:
+    from flowerkit.config import EvalConfig, load_config
+    from flowerkit.flows.eval import eval_flow
+
+    config = load_config(EvalConfig, dict(name="tracked_eval", dataset="flower102", data_root=flowers_root,
+                                          checkpoint=tracked / "checkpoints" / "ckpt.bin", eval_batch_size=2,
+                                          tiny_infer_subset="flower102_tiny", output_dir=tracked.parent,
+                                          tracker="mlflow", mlflow_experiment="flowerkit-eval"))
+    eval_flow(config)
+    entry = mlflow_entry(config.layout.run_dir)
+    run = client(server).get_run(entry["run_id"])
+    assert entry["complete"] is True and run.data.tags["flowerkit.flow"] == "eval"
+    assert run.data.tags[run_data.TRAIN_LINK_TAG] == mlflow_entry(tracked)["run_id"]
+    assert client(server).get_experiment(run.info.experiment_id).name == "flowerkit-eval"
+    assert "model" not in {p.split("/")[0] for p in artifact_paths(server, entry["run_id"])}
+    assert histories(server, entry["run_id"]) == expected_histories(config.layout.run_dir)
+
+
+def test_dashboard_and_summary_show_the_mlflow_link(tracked: Path) -> None:
+    from flowerkit.tui.run_view import summary_line
+    from flowerkit.tui.runs_reader import MetricsTail, read_detail
+
+    url = mlflow_entry(tracked)["url"]
+    assert f"MLflow: {url}" in summary_line(read_detail(tracked, MetricsTail(tracked / "metrics.jsonl")))
+
+
+def test_resume_continues_the_same_mlflow_run(prefect_harness, server: MlflowServer, flowers_root: Path,
+                                              tmp_path: Path) -> None:
+    """A run that failed after training is resumed: one MLflow run, FAILED then FINISHED, no metric twice."""
+    from flowerkit.errors import ConfigError
+    from flowerkit.flows.train import train_flow
+    from flowerkit.tasks import evaluation as tasks_evaluation
+
+    def broken_export(*args, **kwargs):
+        raise ConfigError("export refused (test)")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tasks_evaluation, "export_evaluation", broken_export)
+        with pytest.raises(ConfigError):
+            train(flowers_root, tmp_path, "resumed")
+    run_dir = tmp_path / "resumed"
+    first = mlflow_entry(run_dir)
+    assert client(server).get_run(first["run_id"]).info.status == "FAILED"
+
+    from flowerkit.config import TrainConfig, load_config
+
+    config = load_config(TrainConfig, TINY | dict(name="resumed", data_root=flowers_root, output_dir=tmp_path,
+                                                  tracker="mlflow"))
+    train_flow(config, resume=True)
+    entry = mlflow_entry(run_dir)
+    assert entry["run_id"] == first["run_id"] and entry["complete"] is True
+    assert client(server).get_run(entry["run_id"]).info.status == "FINISHED"
+    assert histories(server, entry["run_id"]) == expected_histories(run_dir)
+
+
+def test_server_stopped_mid_run_then_sync(prefect_harness, server: MlflowServer, flowers_root: Path,
+                                          tmp_path: Path) -> None:
+    """The server goes away once the MLflow run is open: training completes, the record says what is missing,
+    and ``runs sync-mlflow`` completes the same MLflow run, twice without duplicating a metric."""
+    import threading
+
+    output, name = tmp_path / "output", "outage"
+    record = output / name / "run_record.json"
+
+    def stop_when_open() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if json.loads(record.read_text()).get("mlflow", {}).get("run_id"):
+                    server.stop()
+                    return
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=stop_when_open)
+    watcher.start()
+    try:
+        _, result = train(flowers_root, output, name, num_steps=12)
+    finally:
+        watcher.join()
+        server.start()
+    run_dir = Path(result["run_dir"])
+    assert json.loads(record.read_text())["stage_status"] == "complete"
+    entry = mlflow_entry(run_dir)
+    assert entry["complete"] is False and entry["error"] and entry["run_id"]
+    assert "model" in entry["not_sent"] and "run status" in entry["not_sent"]
+    assert "runs sync-mlflow outage" in (run_dir / "run.log").read_text()
+
+    for attempt in range(2):
+        synced = runner.invoke(app, ["runs", "sync-mlflow", name, "--output-dir", str(output)])
+        assert synced.exit_code == 0, synced.output
+        assert entry["run_id"] in synced.output
+        assert histories(server, entry["run_id"]) == expected_histories(run_dir), f"sync {attempt + 1}"
+    after = mlflow_entry(run_dir)
+    assert after["complete"] is True and after["run_id"] == entry["run_id"]
+    assert client(server).get_run(entry["run_id"]).info.status == "FINISHED"
+    run = client(server).get_run(entry["run_id"])
+    models = client(server).search_logged_models([run.info.experiment_id],
+                                                 filter_string=f"source_run_id = '{entry['run_id']}'")
+    assert len(models) == 1 and run.data.tags[run_data.MODEL_TAG] == "true"  # logged once over two syncs
+    verified = runner.invoke(app, ["runs", "verify", name, "--output-dir", str(output)])
+    assert verified.exit_code == 0, verified.output
+
+
+def test_missing_extra_is_exit_2_naming_the_install(tmp_path: Path) -> None:
+    """Without MLflow importable, --tracker mlflow is a configuration error; flowerkit itself never needs it."""
+    code = ("import sys; sys.modules['mlflow'] = None\n"  # what Python reports for a package that is absent
+            "import flowerkit.flows.train, flowerkit.tracking, flowerkit.artifacts.scalars\n"
+            "from flowerkit.cli import main\n"
+            "sys.argv = ['flowerkit', 'train', '--name', 'x', '--tracker', 'mlflow', '--dry_run']\n"
+            "main()\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    message = " ".join((proc.stdout + proc.stderr).split())
+    assert "--tracker" in message and "pip install 'flowerkit[mlflow]'" in message
