@@ -6,7 +6,7 @@ from rich.text import Text
 
 STATUS_STYLES = {"running": "bold cyan", "retrying": "bold yellow", "complete": "green", "failed": "bold red",
                  "crashed": "bold magenta", "starting": "cyan", "completed": "green", "pending": "dim",
-                 "unknown": "dim"}
+                 "damaged": "bold red reverse", "unknown": "dim"}
 
 
 def status_text(status: str) -> Text:
