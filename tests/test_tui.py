@@ -223,9 +223,11 @@ async def test_compare_shows_marked_runs_side_by_side(output: Path) -> None:
 
 
 async def fill(pilot, screen, values: dict[str, str]) -> None:
+    """Type into each field as a user would (the form scrolls to a focused field)."""
     for name, text in values.items():
-        await pilot.click(f"#train-{name}")
-        screen.query_one(f"#train-{name}").value = ""
+        field = screen.query_one(f"#train-{name}")
+        field.focus()
+        field.value = ""
         await pilot.press(*text)
 
 
@@ -262,7 +264,7 @@ async def test_launch_starts_a_real_run_that_completes(prefect_harness, output: 
         form = app.screen
         for option, value in [("name", "launched"), ("data_root", str(flowers_root))] + list(flags.items()):
             form.query_one(f"#train-{option.removeprefix('--')}").value = value
-        form.query_one("#train-prefer_mps").value = True
+        form.query_one("#train-prefer_mps").value = "true"
         await pilot.press("ctrl+s")
         await wait_for(pilot, lambda: type(app.screen).__name__ == "RunsScreen")
         await wait_for(pilot, lambda: "launched" in table_rows(app), timeout=5)  # at once, before its record
@@ -274,7 +276,91 @@ async def test_launch_starts_a_real_run_that_completes(prefect_harness, output: 
                 launched.process.kill()
         assert table_rows(app)["launched"][3] == "complete", launched.log_path.read_text()[-2000:]
         assert table_rows(app)["launched"][5] == "10/10"
+        await wait_for(pilot, lambda: launched.process.returncode is not None)  # reaped while the app runs
     assert "--prefer_mps" in launched.process.args and "--num_steps" in launched.process.args
+
+
+@pytest.mark.anyio
+async def test_launch_form_offers_every_option_grouped(output: Path) -> None:
+    from flowerkit.config import CONFIG_CLASSES
+
+    app = DashboardApp(output, refresh_s=30)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("n")
+        for flow, cls in CONFIG_CLASSES.items():
+            form = app.screen.query_one(f"#form-{flow}")
+            offered = {w.id.removeprefix(f"{flow}-") for w in form.query("Input, Select")}
+            assert offered == set(cls.model_fields) - {"output_dir"}  # runs go to the dashboard's output dir
+            headings = [str(h.render()) for h in form.query(".group")]
+            groups = {f.json_schema_extra["group"] for n, f in cls.model_fields.items() if n != "output_dir"}
+            assert sorted(headings) == sorted(groups)  # each group once: its fields are together
+        # A switch reads as plain text, and can be left blank (the config's sources decide).
+        switch = app.screen.query_one("#train-prefer_mps")
+        assert switch.prompt == "default: false" and [str(o[0]) for o in switch._options[1:]] == ["true", "false"]
+
+
+@pytest.mark.anyio
+async def test_launch_form_first_tab_lands_on_the_first_field(output: Path) -> None:
+    app = DashboardApp(output, refresh_s=30)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("n")
+        await pilot.pause()
+        await pilot.press("tab")
+        assert app.focused is not None and app.focused.id == "train-name"
+
+
+@pytest.mark.anyio
+async def test_launch_form_refuses_a_missing_data_root_as_the_cli_does(output: Path) -> None:
+    from flowerkit.cli import app as cli
+
+    missing = str(Path("no-such-folder").absolute())
+    result = CliRunner().invoke(cli, ["train", "--name", "nodata", "--data_root", missing,
+                                      "--output_dir", str(output)])
+    assert result.exit_code == 3
+    app = DashboardApp(output, refresh_s=30)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("n")
+        await fill(pilot, app.screen, {"name": "nodata", "data_root": missing})
+        await pilot.press("ctrl+s")
+        message = " ".join(str(app.screen.query_one("#error").render()).split())
+        assert message and message in " ".join(result.output.split())
+        assert type(app.screen).__name__ == "LaunchScreen" and not app.launched
+        assert not (output / "nodata").exists()
+
+
+@pytest.mark.anyio
+async def test_launch_form_offers_resume_only_for_an_existing_run(output: Path) -> None:
+    app = DashboardApp(output, refresh_s=30)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("n")
+        row = app.screen.query_one("#resume-row")
+        assert not row.display
+        await fill(pilot, app.screen, {"name": "beta"})  # a run of the fixture, still running
+        assert row.display
+        await fill(pilot, app.screen, {"name": "fresh"})
+        assert not row.display
+
+
+def test_launcher_sends_resume_to_the_cli(tmp_path: Path) -> None:
+    from flowerkit.tui.launcher import cli_args
+
+    assert cli_args("train", {"name": "again"}, tmp_path, resume=True)[-1] == "--resume"
+    assert "--resume" not in cli_args("train", {"name": "again"}, tmp_path)
+
+
+@pytest.mark.anyio
+async def test_a_launched_process_is_reaped_while_the_dashboard_runs(output: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from flowerkit.tui.launcher import LaunchedRun
+
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    app = DashboardApp(output, refresh_s=30)
+    async with app.run_test(size=(80, 24)) as pilot:
+        app.track(LaunchedRun("short", "train", process, tmp_path / "short.log", STARTED))
+        await wait_for(pilot, lambda: process.returncode is not None)
+        assert not Path(f"/proc/{process.pid}").exists() or "Z" not in Path(f"/proc/{process.pid}/stat").read_text()
 
 
 def snapshot_app(output: Path) -> DashboardApp:
