@@ -29,6 +29,8 @@ def _run(flow: str, given: dict[str, Any], config_file: Path | None, resume: boo
         from flowerkit.preflight import preflight
 
         plan = preflight(flow, config, resume)  # fails fast, before Prefect starts or anything is written
+        if resume and not dry_run:
+            _settle_crashed(config)
         if dry_run:
             typer.echo(plan.describe())
             return
@@ -44,6 +46,15 @@ def _run(flow: str, given: dict[str, Any], config_file: Path | None, resume: boo
 
             result = eval_flow(config, resume=resume)
         print_summary(flow, config, result)
+
+
+def _settle_crashed(config: RunConfig) -> None:
+    """A resumed run whose process died: its old flow run must not stay Running on the server."""
+    from flowerkit.cli.crashed import reconcile
+    from flowerkit.runs import summarize
+
+    if config.layout.record.is_file():
+        reconcile(summarize(config.layout.run_dir))
 
 
 def print_summary(flow: str, config: RunConfig, result: dict) -> None:

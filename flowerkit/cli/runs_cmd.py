@@ -19,6 +19,7 @@ def list_runs(output_dir: Path = OUTPUT) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from flowerkit.cli.crashed import MARKED, UNREACHABLE, api_url, reconcile_all
     from flowerkit.runs import find_runs
 
     with user_errors():
@@ -26,12 +27,19 @@ def list_runs(output_dir: Path = OUTPUT) -> None:
         if not runs:
             typer.echo(f"No runs under {output_dir}.")
             return
+        reconciled = reconcile_all(runs)
         table = Table("name", "flow", "status", "device", "step", "accuracy", "started (UTC)", "age")
         for run in runs:
             accuracy = "-" if run.accuracy is None else f"{run.accuracy:.4f}"
             table.add_row(run.name, run.flow, run.status, run.device, f"{run.step}/{run.total_steps}", accuracy,
                           run.started_utc, run.age())
         Console(width=max(120, Console().width)).print(table)
+        for name, outcome in reconciled.items():
+            if outcome == MARKED:
+                typer.echo(f"{name}: its process died; its Prefect flow run is now marked Crashed on {api_url()}.")
+            elif outcome == UNREACHABLE:
+                typer.echo(f"{name}: its process died; the Prefect server {api_url()} did not answer, so its flow "
+                           "run still shows its last state there.")
 
 
 @app.command("show")
