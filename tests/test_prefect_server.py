@@ -234,6 +234,7 @@ def test_progress_updates_are_throttled(prefect_harness) -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterId
 
+    from flowerkit.engine.progress import Progress
     from flowerkit.tasks.prefect_artifacts import ProgressArtifact
 
     @flow
@@ -243,7 +244,8 @@ def test_progress_updates_are_throttled(prefect_harness) -> None:
         for step in range(1, 11):
             now[0] += 0.5
             before = progress.updates
-            progress(step, 10)
+            last_eval = {"step": 5, "accuracy": 0.25, "loss": 4.5} if step >= 5 else None
+            progress(Progress(step, 10, 120.0, last_eval))
             sent += [step] if progress.updates > before else []
         return sent, progress.artifact_id
 
@@ -252,6 +254,9 @@ def test_progress_updates_are_throttled(prefect_harness) -> None:
     with get_client(sync_client=True) as client:
         (artifact,) = client.read_artifacts(artifact_filter=ArtifactFilter(id=ArtifactFilterId(any_=[artifact_id])))
     assert artifact.key == "flowerkit-train-throttled-progress" and float(artifact.data) == 100.0
+    # The same facts as the CLI's display: steps, rate, ETA (0.5 s a step here) and the latest evaluation.
+    assert artifact.description == ("flowerkit train run 'throttled': step 10/10 (100%), 120.0 img/s, ETA 0:00, "
+                                    "eval at step 5: acc 0.250, loss 4.5000")
 
 
 @dataclass

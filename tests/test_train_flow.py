@@ -98,6 +98,8 @@ def test_seed_command_through_the_cli(prefect_harness, flowers_root: Path, workd
                                  str(flowers_root), "--output_dir", "output", *SEED_FLAGS])
     assert result.exit_code == 0, result.output
     assert "complete" in result.output and "predictions" in result.output
+    # Not a terminal: plain progress lines (the last step always), with rate, ETA and the latest evaluation.
+    assert "progress: step 10/10 (100%), " in result.output and "eval at step 5: acc " in result.output
     assert len((workdir / "output/flower_mps/fiftyone/predictions.jsonl").read_text().splitlines()) == 4
     resolved = yaml.safe_load((workdir / "output/flower_mps/config_resolved.yaml").read_text())
     assert resolved["num_steps"] == 10 and resolved["warmup_steps"] == 1

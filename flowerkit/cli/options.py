@@ -25,6 +25,8 @@ EXTRA_OPTIONS = {
                                                           "last checkpoint (same configuration only).")),
     "dry_run": (bool, typer.Option(False, "--dry_run", "--dry-run", help="Validate everything and print the plan; "
                                                                          "write nothing.")),
+    "quiet": (bool, typer.Option(False, "--quiet", help="No progress display (by default: a live bar in a "
+                                                        "terminal, a line every 10 s otherwise).")),
     "debug": (bool, typer.Option(False, "--debug", help="Show the full traceback of errors.")),
 }
 

@@ -21,7 +21,7 @@ def register(app: typer.Typer) -> None:
         command_from_config(EvalConfig, lambda given, **extra: _run("eval", given, **extra)))
 
 
-def _run(flow: str, given: dict[str, Any], config_file: Path | None, resume: bool, dry_run: bool,
+def _run(flow: str, given: dict[str, Any], config_file: Path | None, resume: bool, dry_run: bool, quiet: bool,
          debug: bool) -> None:
     with user_errors(debug):
         cls = TrainConfig if flow == "train" else EvalConfig
@@ -38,9 +38,11 @@ def _run(flow: str, given: dict[str, Any], config_file: Path | None, resume: boo
         if not debug:
             hide_user_error_tracebacks()
         if flow == "train":
+            from flowerkit.cli.progress import progress_display
             from flowerkit.flows.train import train_flow
 
-            result = train_flow(config, resume=resume)
+            with progress_display(quiet):
+                result = train_flow(config, resume=resume)
         else:
             from flowerkit.flows.eval import eval_flow
 

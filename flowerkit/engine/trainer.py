@@ -27,6 +27,7 @@ from flowerkit.data.flowers102 import CATEGORY_NAMES, NUM_CLASSES, labelmap
 from flowerkit.data.pipeline import BatchPlan, InputPipeline, SampleTable
 from flowerkit.engine.checkpoint import load_checkpoint, save_checkpoint
 from flowerkit.engine.evaluator import autocast, predict, prepare_input, prepare_model
+from flowerkit.engine.progress import Progress
 from flowerkit.engine.schedules import make_scheduler
 from flowerkit.layout import RunLayout
 from flowerkit.models.npz import load_pretrained
@@ -119,7 +120,7 @@ class TrainStep:
 
 def train(config: TrainConfig, device: torch.device, precision: str, train_table: SampleTable,
           val_table: SampleTable, layout: RunLayout,
-          on_progress: Callable[[int, int], None] | None = None) -> TrainResult:
+          on_progress: Callable[[Progress], None] | None = None) -> TrainResult:
     """Train to ``config.num_steps``, resuming from the run's latest checkpoint when one exists."""
     ckpt_path = layout.checkpoint
     model = build_model(config.model_type, config.img_size, NUM_CLASSES)
@@ -160,6 +161,7 @@ def train(config: TrainConfig, device: torch.device, precision: str, train_table
 
     model.train()
     step, loss_value, images, t0 = start_step, float("nan"), 0, time.perf_counter()
+    last_eval = None
     batches = iter(train_pipe(plan.batches(start_step * accumulation, config.num_steps * accumulation)))
     try:
         while step < config.num_steps:
@@ -174,10 +176,11 @@ def train(config: TrainConfig, device: torch.device, precision: str, train_table
                          images / (time.perf_counter() - t0))
             if step % config.eval_every == 0 or step == config.num_steps:
                 if step < config.num_steps:  # the final evaluation is the evaluate task's
-                    _evaluate_during_training(step_model, val_pipe, val_table, config, precision, step, scalars)
+                    last_eval = _evaluate_during_training(step_model, val_pipe, val_table, config, precision, step,
+                                                          scalars)
                 _save(ckpt_path, model, optimizer, scheduler, step, config, weights)
             if on_progress:
-                on_progress(step, config.num_steps)
+                on_progress(Progress(step, config.num_steps, images / (time.perf_counter() - t0), last_eval))
     finally:
         scalars.close()
     elapsed = time.perf_counter() - t0
@@ -186,13 +189,14 @@ def train(config: TrainConfig, device: torch.device, precision: str, train_table
 
 
 def _evaluate_during_training(model, pipe: InputPipeline, table: SampleTable, config: TrainConfig, precision: str,
-                              step: int, scalars: ScalarLog) -> None:
+                              step: int, scalars: ScalarLog) -> dict:
     logits = predict(model, pipe, config.eval_batch_size, precision)
     report = classification_report(logits, table.labels, list(CATEGORY_NAMES))
     scalars.log("eval", step, config.num_steps, {k: report[k] for k in ("loss", "accuracy", "top5_accuracy",
                                                                         "macro_f1")}, "val")
     log.info("eval at step %d: accuracy %.4f  loss %.4f (%d samples)", step, report["accuracy"], report["loss"],
              report["num_samples"])
+    return {"step": step, "accuracy": report["accuracy"], "loss": report["loss"]}
 
 
 def _save(path: Path, model, optimizer, scheduler, step: int, config: TrainConfig, weights: str) -> None:
