@@ -9,15 +9,16 @@ from typing import Any
 import typer
 
 from flowerkit.cli.errors import hide_user_error_tracebacks, user_errors
-from flowerkit.cli.options import command_from_config
+from flowerkit.cli.options import CONTEXT_SETTINGS, command_from_config
 from flowerkit.config import EvalConfig, RunConfig, TrainConfig, load_config
 
 
 def register(app: typer.Typer) -> None:
-    app.command("train", help="Train a ViT on Flowers-102 (Prefect flow 'train'); writes OUTPUT_DIR/NAME.")(
+    app.command("train", help="Train a ViT on Flowers-102 (Prefect flow 'train'); writes OUTPUT_DIR/NAME.",
+                context_settings=CONTEXT_SETTINGS)(
         command_from_config(TrainConfig, lambda given, **extra: _run("train", given, **extra)))
     app.command("eval", help="Evaluate a checkpoint without training (Prefect flow 'eval'); writes "
-                             "OUTPUT_DIR/NAME.")(
+                             "OUTPUT_DIR/NAME.", context_settings=CONTEXT_SETTINGS)(
         command_from_config(EvalConfig, lambda given, **extra: _run("eval", given, **extra)))
 
 
