@@ -415,3 +415,57 @@ def test_launcher_command_lines_parse_with_the_real_cli(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, [*args, "--dry_run"])
     assert result.exit_code == 0, result.output
     assert "Plan for flowerkit train 'parsed'" in result.output
+
+
+@pytest.mark.anyio
+async def test_classes_tab_breaks_ties_by_class_id_as_a_number(output: Path) -> None:
+    ids_f1 = [(100, 0.5), (16, 0.5), (19, 0.5), (2, 0.5), (5, 0.1)]
+    (output / "alpha" / "fiftyone" / "per_class_metrics.json").write_text(json.dumps({"classes": [
+        {"class_id": i, "class_name": f"class {i}", "precision": f, "recall": f, "f1": f, "support": 1}
+        for i, f in ids_f1]}))
+    app = DashboardApp(output, refresh_s=30)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: len(table_rows(app)) == 3)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: getattr(app.screen, "detail", None) is not None)
+        table = app.screen.query_one("PerClassTable")
+        order = lambda: [str(table.get_row_at(i)[0]).split()[0] for i in range(table.row_count)]  # noqa: E731
+        assert order() == ["5", "2", "16", "19", "100"]  # worst F1 first, ties by id: 2 < 16 < 19 < 100
+        await pilot.press("s")
+        assert order() == ["2", "16", "19", "100", "5"]
+
+
+@pytest.mark.anyio
+async def test_run_view_at_80x24_keeps_its_header_and_wraps_log_lines(output: Path) -> None:
+    long_line = "2026-01-15 09:30:09 INFO flowerkit: " + "word " * 20 + "THE-END"
+    with open(output / "alpha" / "run.log", "a") as fh:
+        fh.write(long_line + "\n")
+    app = DashboardApp(output, refresh_s=30)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: len(table_rows(app)) == 3)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: getattr(app.screen, "detail", None) is not None)
+        summary = str(app.screen.query_one("#summary").render()).splitlines()
+        assert len(summary) == 2 and all(len(line) <= 78 for line in summary), summary
+        assert summary[0].startswith("alpha") and "started 01-15 09:30 UTC" in summary[0]
+        assert summary[1] == "loss 4.1000  lr 0.00000  eval acc 0.500 @ 10"
+        app.screen.query_one("TabbedContent").active = "log"
+        await pilot.pause(0.3)
+        shown = [strip.text.rstrip() for strip in app.screen.query_one("#log-view").lines]
+        assert any(line.endswith("THE-END") for line in shown) and max(map(len, shown)) <= 80
+
+
+def test_tasks_from_the_server_name_the_split_and_list_pending_ones(tiny_run: Path) -> None:
+    from flowerkit.tui.prefect_states import fetch_task_states, with_pending
+    from flowerkit.tui.runs_reader import flow_run_id
+
+    states = fetch_task_states(flow_run_id(tiny_run))
+    names = [name for name, _, _ in states]
+    assert names.count("load_subset[train]") == names.count("load_subset[val]") == 1
+    assert "load_subset" not in names and all(state == "completed" for _, state, _ in states)
+    assert with_pending(states, "train") == states  # nothing left to run
+    started = [s for s in states if s[0] in ("detect_device", "load_subset[train]")]
+    pending = with_pending(started, "train")[len(started):]
+    assert [name for name, _, _ in pending] == ["train", "evaluate", "export_predictions", "write_stamp",
+                                                "write_retention", "publish_results"]
+    assert {state for _, state, _ in pending} == {"pending"}
