@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -37,6 +38,20 @@ def test_tensorboard_scalars_are_readable_by_tensorboard(tiny_run: Path) -> None
     assert {"val/loss", "val/top5_accuracy", "val/macro_f1"} <= set(tb)
     assert "val_per_class/f1/000_pink primrose" in tb
     assert "val/confusion_matrix" in tb["_images"]
+
+
+def test_a_labelled_confusion_matrix_at_every_evaluation(tiny_run: Path) -> None:
+    from PIL import Image
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tiny_run.parent / "tb" / "flower_mps"), size_guidance={"images": 0})
+    acc.Reload()
+    images = acc.Images("val/confusion_matrix")
+    assert [image.step for image in images] == [5, 10]  # the eval at step 5 and the final one
+    for image in images:
+        picture = Image.open(io.BytesIO(image.encoded_image_string))
+        # A figure (axes, labels, colour bar) in colour, wider than the bare 102x102 matrix.
+        assert picture.mode in ("RGB", "RGBA") and image.width > 408 and image.height > 408
 
 
 def test_per_class_metrics_and_summary(tiny_run: Path) -> None:

@@ -194,6 +194,7 @@ def _evaluate_during_training(model, pipe: InputPipeline, table: SampleTable, co
     report = classification_report(logits, table.labels, list(CATEGORY_NAMES))
     scalars.log("eval", step, config.num_steps, {k: report[k] for k in ("loss", "accuracy", "top5_accuracy",
                                                                         "macro_f1")}, "val")
+    scalars.confusion_image(step, report["confusion"], "val/confusion_matrix")  # at every evaluation
     log.info("eval at step %d: accuracy %.4f  loss %.4f (%d samples)", step, report["accuracy"], report["loss"],
              report["num_samples"])
     return {"step": step, "accuracy": report["accuracy"], "loss": report["loss"]}
