@@ -34,3 +34,19 @@ def test_dashed_spellings_and_negations_still_parse(tmp_path) -> None:
                                       "--no_prefer_mps", "--output-dir", str(tmp_path), "--dry-run"])
     assert result.exit_code == 0, result.output
     assert "3 steps" in result.output and "testing at 32 px" in result.output
+
+
+def test_the_seed_scripts_forward_to_the_cli(tmp_path) -> None:
+    """`python train.py ...` / `python eval.py ...` at the repo root take the CLI's flags."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    planned = subprocess.run([sys.executable, str(root / "train.py"), "--name", "seed", "--dataset",
+                              "flower102_synthetic", "--model_type", "testing", "--img_size", "32", "--num_steps", "3",
+                              "--output_dir", str(tmp_path), "--dry_run"], capture_output=True, text=True,
+                             timeout=120, cwd=tmp_path)
+    assert planned.returncode == 0, planned.stderr
+    assert "Plan for flowerkit train 'seed'" in planned.stdout and not (tmp_path / "seed").exists()
+    helped = subprocess.run([sys.executable, str(root / "eval.py"), "--help"], capture_output=True, text=True,
+                            timeout=120, env=os.environ | {"COLUMNS": "80"})
+    assert helped.returncode == 0 and "Usage: eval.py [OPTIONS]" in helped.stdout and "--checkpoint" in helped.stdout

@@ -42,6 +42,10 @@ app.command("serve", help="Serve the train and eval flows as Prefect deployments
                           "docs/prefect.md.")(serve_cmd.serve)
 
 
-def main() -> None:
+def main(command: str | None = None) -> None:
+    """The ``flowerkit`` program; with ``command`` ("train", "eval"), that command alone, as ``<command>.py``."""
     _quiet_prefect_defaults()
-    app()
+    if command is None:
+        app()
+    else:  # the repo root's train.py / eval.py: the seed spec's spelling of the same command
+        typer.main.get_command(app).commands[command].main(prog_name=f"{command}.py")
