@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import typer
 
@@ -13,6 +14,7 @@ from flowerkit.cli import (
     run_cmds,
     runs_cmd,
     serve_cmd,
+    server_cmd,
 )
 from flowerkit.cli.dashboard_cmd import dashboard
 
@@ -35,6 +37,7 @@ run_cmds.register(app)
 app.add_typer(data_cmd.app, name="data")
 app.add_typer(fiftyone_cmd.app, name="fiftyone")
 app.add_typer(runs_cmd.app, name="runs")
+app.add_typer(server_cmd.app, name="server")
 app.command("dashboard")(dashboard)
 app.command("bench", help="Time training and evaluation: compute only, input pipeline only, end to end; writes "
                           "JSON.")(bench_cmd.bench)
@@ -45,6 +48,8 @@ app.command("serve", help="Serve the train and eval flows as Prefect deployments
 def main(command: str | None = None) -> None:
     """The ``flowerkit`` program; with ``command`` ("train", "eval"), that command alone, as ``<command>.py``."""
     _quiet_prefect_defaults()
+    if (command or next(iter(sys.argv[1:]), "")) != "server":  # before Prefect is imported: it reads the env once
+        server_cmd.use_local_server()
     if command is None:
         app()
     else:  # the repo root's train.py / eval.py: the seed spec's spelling of the same command
