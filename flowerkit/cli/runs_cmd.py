@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
@@ -44,19 +43,18 @@ def list_runs(output_dir: Path = OUTPUT) -> None:
 
 @app.command("show")
 def show(name: str = typer.Argument(..., help="Run name."), output_dir: Path = OUTPUT) -> None:
-    """The run record (without the artifact index) and the resolved configuration."""
+    """The run: status and identity, tasks, metrics, error, files and the resolved configuration."""
+    from rich.console import Console
+
     from flowerkit.artifacts.record import read_record
+    from flowerkit.cli.run_report import render_run
+    from flowerkit.layout import RunLayout
     from flowerkit.runs import run_dir_of
 
     with user_errors():
         run_dir = run_dir_of(output_dir, name)
         record = read_record(run_dir)
-        index = record.pop("artifact_index", [])
-        typer.echo(json.dumps(record, indent=2))
-        typer.echo(f"\nartifacts: {len(index)} files indexed (see {run_dir / 'run_record.json'})")
-        config = run_dir / "config_resolved.yaml"
-        if config.is_file():
-            typer.echo(f"\n# {config}\n{config.read_text()}")
+        Console(width=max(100, Console().width)).print(*render_run(RunLayout.for_run(run_dir, record), record))
 
 
 @app.command("verify")
