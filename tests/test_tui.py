@@ -469,3 +469,16 @@ def test_tasks_from_the_server_name_the_split_and_list_pending_ones(tiny_run: Pa
     assert [name for name, _, _ in pending] == ["train", "evaluate", "export_predictions", "write_stamp",
                                                 "write_retention", "publish_results"]
     assert {state for _, state, _ in pending} == {"pending"}
+
+
+@pytest.mark.anyio
+async def test_tasks_tab_shows_split_labels_as_text(output: Path) -> None:
+    app = DashboardApp(output, refresh_s=30)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: len(table_rows(app)) == 3)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: getattr(app.screen, "detail", None) is not None)
+        app.screen.query_one("TabbedContent").active = "tasks"
+        app.screen.query_one("TasksTable").show([("load_subset[train]", "completed", 1)])
+        await pilot.pause(0.3)
+        assert "load_subset[train]" in app.export_screenshot().replace("&#160;", " ")

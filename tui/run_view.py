@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -49,8 +50,8 @@ class TasksTable(DataTable):
 
     def show(self, tasks: list[tuple[str, str, int]]) -> None:
         self.clear()
-        for name, state, attempt in tasks:
-            self.add_row(name, status_text(state), str(attempt) if attempt else "-")
+        for name, state, attempt in tasks:  # Text: "load_subset[val]" is not markup
+            self.add_row(Text(name), status_text(state), str(attempt) if attempt else "-")
 
 
 class PerClassTable(DataTable):
