@@ -33,7 +33,7 @@ def test_a_terminal_gets_a_live_bar_and_quiet_gets_nothing() -> None:
         for step in range(1, 4):
             publish(Progress(step, 3, 32.0, EVAL))
     shown = terminal.getvalue()
-    assert "3/3" in shown and "32.0 img/s" in shown and "ETA" in shown and "acc 0.125" in shown
+    assert "3/3" in shown and "32 img/s" in shown and "ETA" in shown and "acc 0.125 @20" in shown
     assert "\x1b[" in shown  # drawn with terminal control codes, not plain lines
 
     quiet = Terminal()

@@ -7,6 +7,7 @@ task runs in this process when the CLI starts the flow.
 from __future__ import annotations
 
 import contextlib
+import logging
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -39,15 +40,39 @@ class LiveProgress:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn
 
         self._rate = StepRate(time.monotonic)
-        self.bar = Bar(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
-                       TextColumn("{task.fields[speed]}  ETA {task.fields[eta]}  {task.fields[last_eval]}"),
-                       console=Console(file=stream), redirect_stderr=False, redirect_stdout=False)
+        # Short columns: steps, rate, ETA and the last eval fit one 80-column line.
+        self.bar = Bar(BarColumn(bar_width=16), MofNCompleteColumn(),
+                       TextColumn("{task.fields[speed]} ETA {task.fields[eta]} {task.fields[last_eval]}"),
+                       console=Console(file=stream))
         self._task = self.bar.add_task("train", total=None, speed="", eta="?", last_eval="")
 
     def __call__(self, progress: Progress) -> None:
+        ev = progress.last_eval
         self.bar.update(self._task, completed=progress.step, total=progress.total,
-                        speed=f"{progress.images_per_second:.1f} img/s",
-                        eta=duration(self._rate.eta_s(progress)), last_eval=last_eval_text(progress))
+                        speed=f"{progress.images_per_second:.0f} img/s", eta=duration(self._rate.eta_s(progress)),
+                        last_eval=f"acc {ev['accuracy']:.3f} @{ev['step']}" if ev else "")
+
+    @contextlib.contextmanager
+    def showing(self) -> Iterator[None]:
+        """Run the bar; log records printed meanwhile go above it instead of breaking it."""
+        with self.bar, _logs_through(self.bar.console):
+            yield
+
+
+@contextlib.contextmanager
+def _logs_through(console) -> Iterator[None]:
+    # Prefect's console handlers print with a rich Console of their own, bound to the stderr of the time
+    # they were made; printing through the bar's console instead puts each record above the live bar.
+    handlers = [h for name in (None, *logging.root.manager.loggerDict) for h in logging.getLogger(name).handlers
+                if hasattr(h, "console")]
+    saved = [(handler, handler.console) for handler in handlers]
+    for handler, _ in saved:
+        handler.console = console
+    try:
+        yield
+    finally:
+        for handler, original in saved:
+            handler.console = original
 
 
 @contextlib.contextmanager
@@ -62,5 +87,5 @@ def progress_display(quiet: bool, stream: TextIO | None = None) -> Iterator[None
             yield
         return
     live = LiveProgress(stream)
-    with live.bar, subscribed(live):
+    with live.showing(), subscribed(live):
         yield
