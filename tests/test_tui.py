@@ -337,6 +337,8 @@ async def test_launch_form_offers_resume_only_for_an_existing_run(output: Path) 
         assert not row.display
         await fill(pilot, app.screen, {"name": "beta"})  # a run of the fixture, still running
         assert row.display
+        await fill(pilot, app.screen, {"name": "alpha"})  # complete: nothing to resume
+        assert not row.display
         await fill(pilot, app.screen, {"name": "fresh"})
         assert not row.display
 

@@ -60,7 +60,7 @@ class LaunchScreen(Screen):
         with Horizontal(id="resume-row"):
             yield Label("--resume", classes="option")
             yield Switch(id="resume", tooltip="Continue this incomplete run from its last checkpoint.")
-            yield Label("the run exists: continue it from its last checkpoint (same options)", id="resume-help")
+            yield Label("continue this incomplete run (same options)", id="resume-help")
         with VerticalScroll(id="form", can_focus=False):  # Tab goes from field to field, not to the scroller
             for flow in FLOWS:
                 with Vertical(id=f"form-{flow}", classes="flow-form"):

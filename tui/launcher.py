@@ -22,6 +22,7 @@ from pydantic.fields import FieldInfo
 from flowerkit.cli.options import option_type
 from flowerkit.config import CONFIG_CLASSES, RunConfig, load_config
 from flowerkit.layout import RunLayout
+from flowerkit.runs import read_json_or_none, run_status
 
 LAUNCH_LOG_DIR = ".dashboard"
 NOT_IN_FORM = {"output_dir"}  # the dashboard's own output directory
@@ -80,11 +81,11 @@ def form_values(flow: str, raw: dict[str, Any]) -> dict[str, Any]:
 
 
 def resumable(output_dir: Path, name: str) -> bool:
-    """Whether a run of this name exists in ``output_dir`` (so --resume applies to it)."""
+    """Whether an incomplete run of this name exists in ``output_dir`` (the runs --resume continues)."""
     if not name.strip():
         return False
-    layout = RunLayout.default(Path(output_dir), name.strip())
-    return layout.record.is_file()
+    record = read_json_or_none(RunLayout.default(Path(output_dir), name.strip()).record)
+    return isinstance(record, dict) and run_status(record) != "complete"
 
 
 def validate(flow: str, values: dict[str, Any], output_dir: Path, resume: bool = False) -> RunConfig:
