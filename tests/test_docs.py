@@ -25,9 +25,9 @@ def test_artifacts_doc_shows_the_metrics_rows_a_run_writes(tiny_run: Path) -> No
 
 
 def test_readme_names_every_task_the_flows_run() -> None:
-    from flowerkit.tui.runs_reader import FLOW_TASKS
+    from flowerkit.tui.runs_reader import SERVER_TASKS
 
     text = " ".join(README.read_text().split())
-    tasks = {name for names in FLOW_TASKS.values() for name in names}
+    tasks = {name for names in SERVER_TASKS.values() for name in names}
     assert len(tasks) == 8 and "made of eight small tasks" in text
     assert all(f"`{name}`" in text.split("## Two commands")[0] for name in tasks)

@@ -199,7 +199,7 @@ async def test_run_view_shows_retrying_task_with_attempt(output: Path) -> None:
         await pilot.press("down", "enter")
         await wait_for(pilot, lambda: getattr(app.screen, "detail", None) is not None)
         tasks = app.screen.query_one("TasksTable")
-        states = {tasks.get_row_at(i)[0]: (str(tasks.get_row_at(i)[1]), tasks.get_row_at(i)[2])
+        states = {str(tasks.get_row_at(i)[0]): (str(tasks.get_row_at(i)[1]), tasks.get_row_at(i)[2])
                   for i in range(tasks.row_count)}
         assert states["train"] == ("retrying", "2")
         assert states["evaluate"] == ("pending", "-")

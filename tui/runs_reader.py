@@ -19,13 +19,14 @@ from flowerkit.layout import RunLayout
 from flowerkit.runs import RunSummary, as_float, find_run_dirs, read_json_or_none
 from flowerkit.runs import summarize as summarize_files
 
-# The tasks each flow runs, in order: the ones a run has not reached yet are shown as pending.
+# The tasks each flow's run record tracks, in order: the ones a run has not reached yet are shown as pending.
 FLOW_TASKS = {
     "train": ["detect_device", "load_subset", "train", "evaluate", "export_predictions", "write_stamp",
-              "write_retention", "publish_results"],
-    "eval": ["detect_device", "load_subset", "evaluate", "export_predictions", "write_stamp", "write_retention",
-             "publish_results"],
+              "write_retention"],
+    "eval": ["detect_device", "load_subset", "evaluate", "export_predictions", "write_stamp", "write_retention"],
 }
+# The Prefect server also knows the last task, which publishes the UI's artifacts and is not in the record.
+SERVER_TASKS = {flow: [*tasks, "publish_results"] for flow, tasks in FLOW_TASKS.items()}
 
 
 def layout_of(run_dir: Path) -> RunLayout:
