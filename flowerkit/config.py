@@ -291,7 +291,8 @@ class TrainConfig(RunConfig):
 class EvalConfig(RunConfig):
     """An eval-only run from a checkpoint: never trains."""
 
-    checkpoint: Path = _opt("Checkpoint written by `flowerkit train` (OUTPUT_DIR/RUN/checkpoints/ckpt.bin).", "model")
+    checkpoint: Path = _opt("Checkpoint written by `flowerkit train`: a run's checkpoints/best.bin (the one "
+                            "selected on validation) or checkpoints/ckpt.bin (the latest).", "model")
     split: Literal["val", "test", "train"] = _opt(
         "Split to evaluate: val is the official validation split (setid.mat 'valid').", "data", default="val")
     model_type: str | None = _opt("Model config (default: the checkpoint's; a conflict is an error).", "model",

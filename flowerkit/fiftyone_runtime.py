@@ -4,9 +4,10 @@ FiftyOne is imported lazily (``import_fiftyone``), never when this module is imp
 and the rest of flowerkit must work without it.
 
 On Linux, the ``mongod`` of the pinned fiftyone-db wheel (0.4.5, MongoDB 6.0) needs OpenSSL 1.1, which
-``scripts/setup_fiftyone_db.sh VENV`` unpacks into ``VENV/opt/libssl1.1/``. FiftyOne starts ``mongod`` as
-a subprocess that inherits ``os.environ``, so putting that folder on ``LD_LIBRARY_PATH`` of this process
-before the first database access is enough; nothing is changed system-wide.
+``scripts/setup_fiftyone_db.sh VENV`` unpacks into ``VENV/opt/libssl1.1/`` and writes into mongod's RPATH.
+So mongod finds it by itself, whoever starts it (flowerkit, a plain ``import fiftyone``, ``fiftyone app
+launch``): no environment variable is needed, and nothing is changed system-wide. This module only checks
+that mongod runs, to fail with what to do instead of FiftyOne's 60-second timeout.
 """
 
 from __future__ import annotations
@@ -48,31 +49,12 @@ class FiftyOneUnavailableError(FlowerkitError):
     exit_code = 3
 
 
-def libssl_dirs(prefix: str | os.PathLike[str] | None = None) -> list[Path]:
-    """Folders under ``PREFIX/opt/libssl1.1`` (default: ``sys.prefix``) holding ``libssl.so.1.1``."""
-    root = Path(prefix if prefix is not None else sys.prefix) / LIBSSL_SUBDIR
-    if not root.is_dir():
-        return []
-    return sorted({p.parent for p in root.rglob("libssl.so.1.1")})
-
-
-def prepare_fiftyone_environment() -> list[Path]:
-    """Prepare ``os.environ`` for FiftyOne; call before importing it. Returns the library folders added.
-
-    Idempotent. Sets ``FIFTYONE_DO_NOT_TRACK=true`` unless already set, and prepends the venv's
-    OpenSSL 1.1 folder (if present) to ``LD_LIBRARY_PATH`` so the ``mongod`` subprocess finds it.
-    """
+def prepare_fiftyone_environment() -> None:
+    """Quiet FiftyOne before importing it: no usage tracking unless asked for, no pinned-MongoDB notice."""
     os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
     db_logger = logging.getLogger("fiftyone.core.odm.database")
     if _NOTICE_FILTER not in db_logger.filters:
         db_logger.addFilter(_NOTICE_FILTER)
-    dirs = libssl_dirs()
-    if dirs and sys.platform.startswith("linux"):
-        current = [p for p in os.environ.get("LD_LIBRARY_PATH", "").split(os.pathsep) if p]
-        missing = [str(d) for d in dirs if str(d) not in current]
-        if missing:
-            os.environ["LD_LIBRARY_PATH"] = os.pathsep.join(missing + current)
-    return dirs
 
 
 def find_mongod() -> Path | None:
@@ -119,9 +101,9 @@ def check_mongod() -> None:
         if "libssl.so.1.1" in proc.stderr or "libcrypto.so.1.1" in proc.stderr:
             where = sys.prefix / LIBSSL_SUBDIR
             hint = (
-                f"It needs OpenSSL 1.1, which was not found (expected in {where}). "
+                f"It needs OpenSSL 1.1, which it does not find (expected in {where}, through its RPATH). "
                 f"Run `scripts/setup_fiftyone_db.sh {sys.prefix}` (part of `make setup`) to install it "
-                "into the virtual environment; nothing is changed system-wide."
+                "into the virtual environment and point mongod at it; nothing is changed system-wide."
             )
         raise FiftyOneUnavailableError(
             f"FiftyOne's database program {mongod} cannot start: {reason}. {hint}"
@@ -252,7 +234,6 @@ __all__ = [
     "check_mongod",
     "find_mongod",
     "import_fiftyone",
-    "libssl_dirs",
     "prepare_fiftyone_environment",
     "private_database",
     "shutdown_database",

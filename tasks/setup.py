@@ -18,8 +18,9 @@ def detect_device(request: str, prefer_mps: bool) -> dict:
     return {"device": choice.device, "name": choice.name, "reason": choice.reason}
 
 
-@task(name="load_subset", retries=2, retry_delay_seconds=1, retry_condition_fn=retry_unless_user_error,
-      persist_result=True)
+# One run per split: the run name says which, so the UI and the dashboard tell them apart.
+@task(name="load_subset", task_run_name="load_subset[{split}]", retries=2, retry_delay_seconds=1,
+      retry_condition_fn=retry_unless_user_error, persist_result=True)
 def load_subset(dataset: str, data_root: Path | None, split: str, subset: str | None, batch_size: int) -> dict:
     """Resolve the dataset and the image ids of one split (or its tiny subset); retried on I/O errors."""
     return select_split(dataset, data_root, split, subset, batch_size).to_dict()

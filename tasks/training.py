@@ -11,6 +11,7 @@ from flowerkit.artifacts.record import set_progress
 from flowerkit.config import TrainConfig
 from flowerkit.data.selection import Selection
 from flowerkit.engine import trainer
+from flowerkit.engine.progress import Progress, publish
 from flowerkit.tasks.prefect_artifacts import ProgressArtifact
 from flowerkit.throttle import Throttle
 from flowerkit.tasks.caching import train_cache_key
@@ -30,10 +31,11 @@ def train(config: TrainConfig, device: str, precision: str, train_selection: dic
     progress = ProgressArtifact("train", config.name)
     record_progress = Throttle(RECORD_PROGRESS_INTERVAL_S)
 
-    def on_progress(step: int, total: int) -> None:
-        if record_progress.ready(step, total):  # readers follow steps live through metrics.jsonl
-            set_progress(run_dir, step, total)
-        progress(step, total)
+    def on_progress(report: Progress) -> None:
+        if record_progress.ready(report.step, report.total):  # readers follow steps live through metrics.jsonl
+            set_progress(run_dir, report.step, report.total)
+        progress(report)
+        publish(report)  # the CLI's live display, when one is subscribed in this process
 
     result = trainer.train(
         config, torch.device(device), precision, Selection.from_dict(train_selection).table(),

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -25,8 +28,6 @@ from flowerkit.errors import FlowerkitError  # noqa: E402
 from flowerkit.fiftyone_load import DatasetExistsError, load_run  # noqa: E402
 from flowerkit.fiftyone_runtime import (  # noqa: E402
     import_fiftyone,
-    libssl_dirs,
-    prepare_fiftyone_environment,
     private_database,
 )
 
@@ -91,18 +92,24 @@ def broken_run(run_dir, tmp_path) -> Path:
 # Runtime
 
 
-def test_prepare_environment_sets_library_path_and_tracking(monkeypatch):
-    monkeypatch.delenv("FIFTYONE_DO_NOT_TRACK", raising=False)
-    monkeypatch.setenv("LD_LIBRARY_PATH", "/some/where")
-    dirs = prepare_fiftyone_environment()
-    assert os.environ["FIFTYONE_DO_NOT_TRACK"] == "true"
-    assert dirs == libssl_dirs()
-    parts = os.environ["LD_LIBRARY_PATH"].split(os.pathsep)
-    assert parts[-1] == "/some/where"
-    for d in dirs:
-        assert parts.count(str(d)) == 1
-    prepare_fiftyone_environment()  # idempotent
-    assert os.environ["LD_LIBRARY_PATH"].split(os.pathsep) == parts
+@pytest.mark.skipif(not (sys.platform.startswith("linux") and platform.machine() == "x86_64"),
+                    reason="only Linux x86_64's mongod needs OpenSSL 1.1 from the virtual environment")
+def test_plain_python_starts_the_database_with_no_library_path(tmp_path):
+    """`import fiftyone; fo.list_datasets()` in this environment, with no LD_LIBRARY_PATH set by anyone.
+
+    mongod itself is run too: FiftyOne attaches to a database another process already started, which
+    would hide a mongod that cannot start.
+    """
+    from flowerkit.fiftyone_runtime import find_mongod
+
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path / "home"),
+           "FIFTYONE_DATABASE_DIR": str(tmp_path / "db"), "FIFTYONE_DO_NOT_TRACK": "true"}
+    mongod = subprocess.run([str(find_mongod()), "--version"], env=env, capture_output=True, text=True, timeout=60)
+    assert mongod.returncode == 0, mongod.stderr
+    listed = subprocess.run([sys.executable, "-c", "import fiftyone as fo; print(fo.list_datasets())"], env=env,
+                            capture_output=True, text=True, timeout=180)
+    assert listed.returncode == 0, listed.stderr[-3000:]
+    assert listed.stdout.strip().splitlines()[-1] == "[]"
 
 
 # --------------------------------------------------------------------------------------------------

@@ -28,9 +28,11 @@ import pytest
 from flowerkit.artifacts.record import read_record
 
 REPO = Path(__file__).resolve().parents[1]
-PREFECT = str(Path(sys.executable).with_name("prefect"))
+PREFECT = [sys.executable, "-m", "prefect"]  # this environment's Prefect, whether or not its script is installed
 POOL = "flowerkit-process"
+FLOWERKIT = [sys.executable, "-m", "flowerkit"]
 TRAIN, EVAL = "train/flowerkit-train", "eval/flowerkit-eval"
+SERVED = ("train/flowerkit-train-serve", "eval/flowerkit-eval-serve")
 SEED_PARAMS = dict(dataset="flower102", model_type="testing", img_size=64, num_steps=10, eval_every=5,
                    train_batch_size=4, eval_batch_size=2, tiny_train_subset="flower102_tiny",
                    tiny_infer_subset="flower102_tiny", prefer_mps=True)
@@ -98,7 +100,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     server_env = base | {"PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{root / 'prefect.db'}",
                          "PREFECT_UI_ENABLED": "false"}
     log = root / "server.log"
-    proc = _start([PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)], server_env, log, root)
+    proc = _start([*PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)], server_env, log, root)
     try:
         _wait_healthy(url, proc, log)
         # The worker polls every second instead of every 10 s.
@@ -127,16 +129,60 @@ def worker(server: Server, api: str) -> Iterator[None]:
         client.create_work_pool(WorkPoolCreate(name=POOL, type="process",
                                                base_job_template=ProcessWorker.get_default_base_job_template()))
     log = server.logs / "worker.log"
-    proc = _start([PREFECT, "worker", "start", "--pool", POOL], server.env, log, server.logs)
+    proc = _start([*PREFECT, "worker", "start", "--pool", POOL], server.env, log, server.logs)
     try:
         # Deploy while the worker starts: prefect.yaml exactly as committed, from the repo root.
-        deployed = subprocess.run([PREFECT, "--no-prompt", "deploy", "--all"], cwd=REPO, env=server.env,
+        deployed = subprocess.run([*PREFECT, "--no-prompt", "deploy", "--all"], cwd=REPO, env=server.env,
                                   capture_output=True, text=True, timeout=240)
         assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
         yield
     finally:
         _stop(proc)
         print(f"worker log tail:\n{_tail(log)}")
+
+
+def _deployment(name: str) -> Any:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return client.read_deployment_by_name(name)
+
+
+def _wait_deployed(names: tuple[str, ...], proc: subprocess.Popen, log: Path, timeout_s: float = 120) -> None:
+    from prefect.exceptions import ObjectNotFound
+
+    deadline = time.monotonic() + timeout_s
+    for name in names:
+        while True:
+            assert proc.poll() is None, f"flowerkit serve exited with {proc.returncode}:\n{_tail(log)}"
+            assert time.monotonic() < deadline, f"{name} not served after {timeout_s} s:\n{_tail(log)}"
+            try:
+                _deployment(name)
+                break
+            except ObjectNotFound:
+                time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def served(worker, server: Server) -> dict[str, Any]:
+    """`flowerkit serve` on the same server after `prefect deploy --all`, then stopped with Ctrl-C.
+
+    Returns the work-pool deployments as they were before serve started; the train runs below then go
+    through those deployments, so they also show that serving did not break them.
+    """
+    before = {name: _deployment(name) for name in (TRAIN, EVAL)}
+    log = server.logs / "serve.log"
+    proc = _start([*FLOWERKIT, "serve"], server.env, log, server.logs)
+    try:
+        _wait_deployed(SERVED, proc, log)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: serve's own shutdown, which pauses what it served
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                _stop(proc)
+    return before
 
 
 def _start_run(deployment: str, config: dict) -> UUID:
@@ -188,6 +234,7 @@ def test_progress_updates_are_throttled(prefect_harness) -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterId
 
+    from flowerkit.engine.progress import Progress
     from flowerkit.tasks.prefect_artifacts import ProgressArtifact
 
     @flow
@@ -197,7 +244,8 @@ def test_progress_updates_are_throttled(prefect_harness) -> None:
         for step in range(1, 11):
             now[0] += 0.5
             before = progress.updates
-            progress(step, 10)
+            last_eval = {"step": 5, "accuracy": 0.25, "loss": 4.5} if step >= 5 else None
+            progress(Progress(step, 10, 120.0, last_eval))
             sent += [step] if progress.updates > before else []
         return sent, progress.artifact_id
 
@@ -206,6 +254,9 @@ def test_progress_updates_are_throttled(prefect_harness) -> None:
     with get_client(sync_client=True) as client:
         (artifact,) = client.read_artifacts(artifact_filter=ArtifactFilter(id=ArtifactFilterId(any_=[artifact_id])))
     assert artifact.key == "flowerkit-train-throttled-progress" and float(artifact.data) == 100.0
+    # The same facts as the CLI's display: steps, rate, ETA (0.5 s a step here) and the latest evaluation.
+    assert artifact.description == ("flowerkit train run 'throttled': step 10/10 (100%), 120.0 img/s, ETA 0:00, "
+                                    "eval at step 5: acc 0.250, loss 4.5000")
 
 
 @dataclass
@@ -216,7 +267,7 @@ class TrainRuns:
 
 
 @pytest.fixture(scope="module")
-def train_runs(worker, flowers_root: Path, tmp_path_factory: pytest.TempPathFactory) -> TrainRuns:
+def train_runs(worker, served, flowers_root: Path, tmp_path_factory: pytest.TempPathFactory) -> TrainRuns:
     """Three train runs started at once: 'trained' and twice 'twin' (the same run name)."""
     output_dir = tmp_path_factory.mktemp("server-runs")
     config = SEED_PARAMS | {"data_root": str(flowers_root), "output_dir": str(output_dir)}
@@ -282,18 +333,21 @@ def test_concurrent_runs_get_their_own_directory_or_a_refusal(train_runs: TrainR
 
 
 @pytest.mark.prefect_server
-def test_served_deployments_take_the_same_parameters(worker) -> None:
-    """`flowerkit serve` serves the same flows under the same names, with the same parameter form."""
-    from prefect.client.orchestration import get_client
-
+def test_serve_and_the_work_pool_coexist_on_one_server(served: dict[str, Any]) -> None:
+    """Serving after `prefect deploy --all` adds its own deployments and leaves the work pool's as deployed."""
     from flowerkit.cli.serve_cmd import served_deployments
 
-    with get_client(sync_client=True) as client:
-        for served in served_deployments():
-            deployed = client.read_deployment_by_name(f"{served.flow_name}/{served.name}")
-            assert deployed.parameter_openapi_schema == served._parameter_openapi_schema.model_dump_for_openapi()
-            assert deployed.pull_steps == [{"prefect.deployments.steps.set_working_directory": {
-                "directory": str(REPO)}}]
+    for name, before in served.items():
+        after = _deployment(name)
+        assert after.id == before.id and after.work_pool_name == POOL and not after.paused
+        assert after.pull_steps == before.pull_steps == [{"prefect.deployments.steps.set_working_directory": {
+            "directory": str(REPO)}}]
+        assert (after.entrypoint, after.path) == (before.entrypoint, before.path)
+    for served_one, name in zip(served_deployments(), (TRAIN, EVAL)):
+        deployed = _deployment(f"{served_one.flow_name}/{served_one.name}")
+        assert deployed.id != served[name].id and deployed.work_pool_name is None
+        # Same parameter form both ways.
+        assert deployed.parameter_openapi_schema == served[name].parameter_openapi_schema
 
 
 def test_serve_refuses_without_a_server() -> None:

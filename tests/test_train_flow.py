@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from pathlib import Path
 
@@ -38,6 +39,20 @@ def test_tensorboard_scalars_are_readable_by_tensorboard(tiny_run: Path) -> None
     assert {"val/loss", "val/top5_accuracy", "val/macro_f1"} <= set(tb)
     assert "val_per_class/f1/000_pink primrose" in tb
     assert "val/confusion_matrix" in tb["_images"]
+
+
+def test_a_labelled_confusion_matrix_at_every_evaluation(tiny_run: Path) -> None:
+    from PIL import Image
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tiny_run.parent / "tb" / "flower_mps"), size_guidance={"images": 0})
+    acc.Reload()
+    images = acc.Images("val/confusion_matrix")
+    assert [image.step for image in images] == [5, 10]  # the eval at step 5 and the final one
+    for image in images:
+        picture = Image.open(io.BytesIO(image.encoded_image_string))
+        # A figure (axes, labels, colour bar) in colour, wider than the bare 102x102 matrix.
+        assert picture.mode in ("RGB", "RGBA") and image.width > 408 and image.height > 408
 
 
 def test_per_class_metrics_and_summary(tiny_run: Path) -> None:
@@ -99,6 +114,8 @@ def test_seed_command_through_the_cli(prefect_harness, flowers_root: Path, workd
                                  str(flowers_root), "--output_dir", "output", *SEED_FLAGS])
     assert result.exit_code == 0, result.output
     assert "complete" in result.output and "predictions" in result.output
+    # Not a terminal: plain progress lines (the last step always), with rate, ETA and the latest evaluation.
+    assert "progress: step 10/10 (100%), " in result.output and "eval at step 5: acc " in result.output
     assert len((workdir / "output/flower_mps/fiftyone/predictions.jsonl").read_text().splitlines()) == 4
     resolved = yaml.safe_load((workdir / "output/flower_mps/config_resolved.yaml").read_text())
     assert resolved["num_steps"] == 10 and resolved["warmup_steps"] == 1

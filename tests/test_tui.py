@@ -131,8 +131,8 @@ def test_runs_list_cli_reads_runs_as_the_dashboard_does(output: Path) -> None:
     (output / ".launch").mkdir()
     (output / ".launch" / "run_record.json").write_text("{}")  # the dashboard's launch logs are not a run
     (output / "delta").mkdir()
-    (output / "delta" / "run_record.json").write_text('{"name": "del')  # a record mid-write reads as unknown
-    expected = {"alpha": "complete", "beta": "retrying", "gamma": "complete", "delta": "unknown"}
+    (output / "delta" / "run_record.json").write_text('{"name": "del')  # records are written atomically: damaged
+    expected = {"alpha": "complete", "beta": "retrying", "gamma": "complete", "delta": "damaged"}
     assert {r.name: r.status for r in find_runs(output)} == expected
     assert {r.name: r.status for r in RunsIndex(output).scan()} == expected
     listed = CliRunner().invoke(cli, ["runs", "list", "--output-dir", str(output)])
@@ -199,7 +199,7 @@ async def test_run_view_shows_retrying_task_with_attempt(output: Path) -> None:
         await pilot.press("down", "enter")
         await wait_for(pilot, lambda: getattr(app.screen, "detail", None) is not None)
         tasks = app.screen.query_one("TasksTable")
-        states = {tasks.get_row_at(i)[0]: (str(tasks.get_row_at(i)[1]), tasks.get_row_at(i)[2])
+        states = {str(tasks.get_row_at(i)[0]): (str(tasks.get_row_at(i)[1]), tasks.get_row_at(i)[2])
                   for i in range(tasks.row_count)}
         assert states["train"] == ("retrying", "2")
         assert states["evaluate"] == ("pending", "-")
@@ -223,9 +223,11 @@ async def test_compare_shows_marked_runs_side_by_side(output: Path) -> None:
 
 
 async def fill(pilot, screen, values: dict[str, str]) -> None:
+    """Type into each field as a user would (the form scrolls to a focused field)."""
     for name, text in values.items():
-        await pilot.click(f"#train-{name}")
-        screen.query_one(f"#train-{name}").value = ""
+        field = screen.query_one(f"#train-{name}")
+        field.focus()
+        field.value = ""
         await pilot.press(*text)
 
 
@@ -262,7 +264,7 @@ async def test_launch_starts_a_real_run_that_completes(prefect_harness, output: 
         form = app.screen
         for option, value in [("name", "launched"), ("data_root", str(flowers_root))] + list(flags.items()):
             form.query_one(f"#train-{option.removeprefix('--')}").value = value
-        form.query_one("#train-prefer_mps").value = True
+        form.query_one("#train-prefer_mps").value = "true"
         await pilot.press("ctrl+s")
         await wait_for(pilot, lambda: type(app.screen).__name__ == "RunsScreen")
         await wait_for(pilot, lambda: "launched" in table_rows(app), timeout=5)  # at once, before its record
@@ -274,7 +276,93 @@ async def test_launch_starts_a_real_run_that_completes(prefect_harness, output: 
                 launched.process.kill()
         assert table_rows(app)["launched"][3] == "complete", launched.log_path.read_text()[-2000:]
         assert table_rows(app)["launched"][5] == "10/10"
+        await wait_for(pilot, lambda: launched.process.returncode is not None)  # reaped while the app runs
     assert "--prefer_mps" in launched.process.args and "--num_steps" in launched.process.args
+
+
+@pytest.mark.anyio
+async def test_launch_form_offers_every_option_grouped(output: Path) -> None:
+    from flowerkit.config import CONFIG_CLASSES
+
+    app = DashboardApp(output, refresh_s=30)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("n")
+        for flow, cls in CONFIG_CLASSES.items():
+            form = app.screen.query_one(f"#form-{flow}")
+            offered = {w.id.removeprefix(f"{flow}-") for w in form.query("Input, Select")}
+            assert offered == set(cls.model_fields) - {"output_dir"}  # runs go to the dashboard's output dir
+            headings = [str(h.render()) for h in form.query(".group")]
+            groups = {f.json_schema_extra["group"] for n, f in cls.model_fields.items() if n != "output_dir"}
+            assert sorted(headings) == sorted(groups)  # each group once: its fields are together
+        # A switch reads as plain text, and can be left blank (the config's sources decide).
+        switch = app.screen.query_one("#train-prefer_mps")
+        assert switch.prompt == "default: false" and [str(o[0]) for o in switch._options[1:]] == ["true", "false"]
+
+
+@pytest.mark.anyio
+async def test_launch_form_first_tab_lands_on_the_first_field(output: Path) -> None:
+    app = DashboardApp(output, refresh_s=30)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("n")
+        await pilot.pause()
+        await pilot.press("tab")
+        assert app.focused is not None and app.focused.id == "train-name"
+
+
+@pytest.mark.anyio
+async def test_launch_form_refuses_a_missing_data_root_as_the_cli_does(output: Path) -> None:
+    from flowerkit.cli import app as cli
+
+    missing = str(Path("no-such-folder").absolute())
+    result = CliRunner().invoke(cli, ["train", "--name", "nodata", "--data_root", missing,
+                                      "--output_dir", str(output)])
+    assert result.exit_code == 3
+    app = DashboardApp(output, refresh_s=30)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("n")
+        await fill(pilot, app.screen, {"name": "nodata", "data_root": missing})
+        await pilot.press("ctrl+s")
+        message = " ".join(str(app.screen.query_one("#error").render()).split())
+        assert message and message in " ".join(result.output.split())
+        assert type(app.screen).__name__ == "LaunchScreen" and not app.launched
+        assert not (output / "nodata").exists()
+
+
+@pytest.mark.anyio
+async def test_launch_form_offers_resume_only_for_an_existing_run(output: Path) -> None:
+    app = DashboardApp(output, refresh_s=30)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("n")
+        row = app.screen.query_one("#resume-row")
+        assert not row.display
+        await fill(pilot, app.screen, {"name": "beta"})  # a run of the fixture, still running
+        assert row.display
+        await fill(pilot, app.screen, {"name": "alpha"})  # complete: nothing to resume
+        assert not row.display
+        await fill(pilot, app.screen, {"name": "fresh"})
+        assert not row.display
+
+
+def test_launcher_sends_resume_to_the_cli(tmp_path: Path) -> None:
+    from flowerkit.tui.launcher import cli_args
+
+    assert cli_args("train", {"name": "again"}, tmp_path, resume=True)[-1] == "--resume"
+    assert "--resume" not in cli_args("train", {"name": "again"}, tmp_path)
+
+
+@pytest.mark.anyio
+async def test_a_launched_process_is_reaped_while_the_dashboard_runs(output: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from flowerkit.tui.launcher import LaunchedRun
+
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    app = DashboardApp(output, refresh_s=30)
+    async with app.run_test(size=(80, 24)) as pilot:
+        app.track(LaunchedRun("short", "train", process, tmp_path / "short.log", STARTED))
+        await wait_for(pilot, lambda: process.returncode is not None)
+        assert not Path(f"/proc/{process.pid}").exists() or "Z" not in Path(f"/proc/{process.pid}/stat").read_text()
 
 
 def snapshot_app(output: Path) -> DashboardApp:
@@ -329,3 +417,70 @@ def test_launcher_command_lines_parse_with_the_real_cli(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, [*args, "--dry_run"])
     assert result.exit_code == 0, result.output
     assert "Plan for flowerkit train 'parsed'" in result.output
+
+
+@pytest.mark.anyio
+async def test_classes_tab_breaks_ties_by_class_id_as_a_number(output: Path) -> None:
+    ids_f1 = [(100, 0.5), (16, 0.5), (19, 0.5), (2, 0.5), (5, 0.1)]
+    (output / "alpha" / "fiftyone" / "per_class_metrics.json").write_text(json.dumps({"classes": [
+        {"class_id": i, "class_name": f"class {i}", "precision": f, "recall": f, "f1": f, "support": 1}
+        for i, f in ids_f1]}))
+    app = DashboardApp(output, refresh_s=30)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: len(table_rows(app)) == 3)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: getattr(app.screen, "detail", None) is not None)
+        table = app.screen.query_one("PerClassTable")
+        order = lambda: [str(table.get_row_at(i)[0]).split()[0] for i in range(table.row_count)]  # noqa: E731
+        assert order() == ["5", "2", "16", "19", "100"]  # worst F1 first, ties by id: 2 < 16 < 19 < 100
+        await pilot.press("s")
+        assert order() == ["2", "16", "19", "100", "5"]
+
+
+@pytest.mark.anyio
+async def test_run_view_at_80x24_keeps_its_header_and_wraps_log_lines(output: Path) -> None:
+    long_line = "2026-01-15 09:30:09 INFO flowerkit: " + "word " * 20 + "THE-END"
+    with open(output / "alpha" / "run.log", "a") as fh:
+        fh.write(long_line + "\n")
+    app = DashboardApp(output, refresh_s=30)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: len(table_rows(app)) == 3)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: getattr(app.screen, "detail", None) is not None)
+        summary = str(app.screen.query_one("#summary").render()).splitlines()
+        assert len(summary) == 2 and all(len(line) <= 78 for line in summary), summary
+        assert summary[0].startswith("alpha") and "started 01-15 09:30 UTC" in summary[0]
+        assert summary[1] == "loss 4.1000  lr 0.00000  eval acc 0.500 @ 10"
+        app.screen.query_one("TabbedContent").active = "log"
+        await pilot.pause(0.3)
+        shown = [strip.text.rstrip() for strip in app.screen.query_one("#log-view").lines]
+        assert any(line.endswith("THE-END") for line in shown) and max(map(len, shown)) <= 80
+
+
+def test_tasks_from_the_server_name_the_split_and_list_pending_ones(tiny_run: Path) -> None:
+    from flowerkit.tui.prefect_states import fetch_task_states, with_pending
+    from flowerkit.tui.runs_reader import flow_run_id
+
+    states = fetch_task_states(flow_run_id(tiny_run))
+    names = [name for name, _, _ in states]
+    assert names.count("load_subset[train]") == names.count("load_subset[val]") == 1
+    assert "load_subset" not in names and all(state == "completed" for _, state, _ in states)
+    assert with_pending(states, "train") == states  # nothing left to run
+    started = [s for s in states if s[0] in ("detect_device", "load_subset[train]")]
+    pending = with_pending(started, "train")[len(started):]
+    assert [name for name, _, _ in pending] == ["train", "evaluate", "export_predictions", "write_stamp",
+                                                "write_retention", "publish_results"]
+    assert {state for _, state, _ in pending} == {"pending"}
+
+
+@pytest.mark.anyio
+async def test_tasks_tab_shows_split_labels_as_text(output: Path) -> None:
+    app = DashboardApp(output, refresh_s=30)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: len(table_rows(app)) == 3)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: getattr(app.screen, "detail", None) is not None)
+        app.screen.query_one("TabbedContent").active = "tasks"
+        app.screen.query_one("TasksTable").show([("load_subset[train]", "completed", 1)])
+        await pilot.pause(0.3)
+        assert "load_subset[train]" in app.export_screenshot().replace("&#160;", " ")

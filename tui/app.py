@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from textual.app import App
@@ -27,6 +28,19 @@ class DashboardApp(App):
 
     def get_default_screen(self) -> RunsScreen:
         return RunsScreen()
+
+    def track(self, launched: LaunchedRun) -> None:
+        """Show a run started here, and reap its process when it ends (else it stays a zombie until we quit)."""
+        self.launched[launched.name] = launched
+        self.run_worker(self._reap(launched), group="launched", exit_on_error=False)
+
+    async def _reap(self, launched: LaunchedRun) -> None:
+        # Polling, not a thread blocked in wait(): quitting cancels this at once, and the detached run goes on.
+        while launched.process.poll() is None:  # poll() reaps the child once it has exited
+            await asyncio.sleep(0.5)
+        code = launched.process.returncode
+        self.notify(f"{launched.flow} run '{launched.name}' ended with exit code {code}",
+                    severity="information" if code == 0 else "error")
 
     def with_launched(self, runs: list[RunSummary]) -> list[RunSummary]:
         """Runs started here whose run record does not exist yet, shown as starting (or failed, if they died)."""

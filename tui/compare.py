@@ -12,7 +12,7 @@ from textual.widgets import DataTable, Footer, Header
 
 from flowerkit.tui.formatting import number, steps
 from flowerkit.tui.plots import MetricPlot
-from flowerkit.tui.runs_reader import METRICS, MetricsTail, RunDetail, read_detail
+from flowerkit.tui.runs_reader import MetricsTail, RunDetail, metrics_tail, read_detail
 
 # (row label, how to read it from a run); final metrics come from the record, else the last logged rows.
 METRIC_ROWS = [
@@ -58,7 +58,7 @@ class CompareScreen(Screen):
 
     @work(thread=True, exclusive=True, group="compare")
     def _read(self) -> None:
-        details = [read_detail(p, MetricsTail(p / METRICS)) for p in self.run_dirs if p.is_dir()]
+        details = [read_detail(p, metrics_tail(p)) for p in self.run_dirs if p.is_dir()]
         self.app.call_from_thread(self._show, details)
 
     def _show(self, details: list[RunDetail]) -> None:

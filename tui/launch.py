@@ -1,42 +1,49 @@
-"""The launch form: one input per config field (built from TrainConfig/EvalConfig), the CLI's validation."""
+"""The launch form: one field per option of TrainConfig/EvalConfig, grouped, and the CLI's pre-run validation."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from pydantic.fields import FieldInfo
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widget import Widget
-from textual.widgets import (
-    Button,
-    Checkbox,
-    Footer,
-    Header,
-    Input,
-    Label,
-    Select,
-    Static,
-)
+from textual.widgets import Button, Footer, Header, Input, Label, Select, Static, Switch
 
 from flowerkit.fields import choices, default_text
 from flowerkit.errors import FlowerkitError
-from flowerkit.tui.launcher import field_kind, form_fields, form_values, launch
+from flowerkit.tui.launcher import field_kind, form_fields, form_values, group_of, launch, resumable
 
 FLOWS = ("train", "eval")
+BOOL_CHOICES = [("true", "true"), ("false", "false")]
 
 
-def field_widget(flow: str, name: str, field) -> Widget:
-    """Select for a fixed set of choices, Checkbox for a switch, Input otherwise; blank means the default."""
+def field_widget(flow: str, name: str, field: FieldInfo) -> Widget:
+    """Select for choices and switches (blank: the default, as the CLI leaves an option out), Input otherwise.
+
+    A switch is a true/false Select rather than a checkbox: it can also be left blank, so a value from
+    --config, FLOWERKIT_* or .env is not overridden, and it draws with plain text in any terminal font.
+    """
     widget_id = f"{flow}-{name}"
-    options = choices(field)
+    options = BOOL_CHOICES if field_kind(field) is bool else [(c, c) for c in choices(field)]
     if options:
-        return Select([(c, c) for c in options], prompt=f"default: {default_text(field)}", id=widget_id,
-                      compact=True, tooltip=field.description)
-    if field_kind(field) is bool:
-        return Checkbox(value=bool(field.get_default()), id=widget_id, compact=True, tooltip=field.description)
+        return Select(options, prompt=f"default: {default_text(field)}", id=widget_id, compact=True,
+                      tooltip=field.description)
     return Input(placeholder=default_text(field), id=widget_id, compact=True, tooltip=field.description)
+
+
+def flow_form(flow: str) -> ComposeResult:
+    """The flow's fields under one heading per group."""
+    group = None
+    for name, field in form_fields(flow):
+        if group_of(field) != group:
+            group = group_of(field)
+            yield Static(group, classes="group")
+        with Horizontal(classes="field"):
+            yield Label(f"--{name}", classes="option")
+            yield field_widget(flow, name, field)
 
 
 class LaunchScreen(Screen):
@@ -50,13 +57,14 @@ class LaunchScreen(Screen):
         with Horizontal(id="flow-row"):
             yield Label("flow", classes="option")
             yield Select([(f, f) for f in FLOWS], value="train", allow_blank=False, id="flow", compact=True)
-        with VerticalScroll(id="form"):
+        with Horizontal(id="resume-row"):
+            yield Label("--resume", classes="option")
+            yield Switch(id="resume", tooltip="Continue this incomplete run from its last checkpoint.")
+            yield Label("continue this incomplete run (same options)", id="resume-help")
+        with VerticalScroll(id="form", can_focus=False):  # Tab goes from field to field, not to the scroller
             for flow in FLOWS:
                 with Vertical(id=f"form-{flow}", classes="flow-form"):
-                    for name, field in form_fields(flow):
-                        with Horizontal(classes="field"):
-                            yield Label(f"--{name}", classes="option")
-                            yield field_widget(flow, name, field)
+                    yield from flow_form(flow)
         yield Static(id="error")
         with Horizontal(id="buttons"):
             yield Button("Launch", variant="primary", id="launch", compact=True)
@@ -66,6 +74,7 @@ class LaunchScreen(Screen):
     def on_mount(self) -> None:
         self.sub_title = f"new run in {self.app.output_dir}"
         self._show_flow("train")
+        self.set_focus(None)  # so the first Tab lands on the first field of the form
 
     @property
     def flow(self) -> str:
@@ -75,17 +84,35 @@ class LaunchScreen(Screen):
         if event.select.id == "flow":
             self._show_flow(str(event.value))
 
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id == f"{self.flow}-name":
+            self._offer_resume()
+
     def _show_flow(self, flow: str) -> None:
         for other in FLOWS:
             self.query_one(f"#form-{other}").display = other == flow
+        self._offer_resume()
+
+    def _offer_resume(self) -> None:
+        """--resume only applies to an existing run: offer it when the name is taken."""
+        name = self.query_one(f"#{self.flow}-name", Input).value
+        offered = resumable(self.app.output_dir, name)
+        self.query_one("#resume-row").display = offered
+        if not offered:
+            self.query_one("#resume", Switch).value = False
+
+    @property
+    def resume(self) -> bool:
+        return self.query_one("#resume", Switch).value
 
     def raw_values(self) -> dict[str, Any]:
-        """What the form holds, per option name, for the chosen flow."""
+        """What the form holds, per option name, for the chosen flow (None: blank)."""
         values: dict[str, Any] = {}
-        for name, _ in form_fields(self.flow):
+        for name, field in form_fields(self.flow):
             widget = self.query_one(f"#{self.flow}-{name}")
             if isinstance(widget, Select):
-                values[name] = None if widget.is_blank() else widget.value
+                value = None if widget.is_blank() else widget.value
+                values[name] = value == "true" if value is not None and field_kind(field) is bool else value
             else:
                 values[name] = widget.value
         return values
@@ -102,11 +129,11 @@ class LaunchScreen(Screen):
     def action_launch(self) -> None:
         error = self.query_one("#error", Static)
         try:
-            started = launch(self.flow, form_values(self.flow, self.raw_values()), self.app.output_dir)
+            started = launch(self.flow, form_values(self.flow, self.raw_values()), self.app.output_dir, self.resume)
         except FlowerkitError as exc:
             error.update(exc.message)
             error.add_class("shown")
             return
-        self.app.launched[started.name] = started
+        self.app.track(started)
         self.notify(f"Started {started.flow} run '{started.name}'; output in {started.log_path}")
         self.dismiss(started.name)

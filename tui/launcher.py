@@ -1,8 +1,11 @@
 """Start a train or eval run from the dashboard's form: the CLI's validation, then the real CLI in the background.
 
-The form is built from the config models' fields, its values are validated with ``load_config`` (the CLI's
-messages, naming ``--option``), and the run is a detached ``python -m flowerkit`` subprocess whose output goes
-to ``OUTPUT_DIR/.dashboard/<name>.log``, so it keeps running after the dashboard quits.
+The form offers every option of the config model (``TrainConfig`` / ``EvalConfig``), grouped by each field's
+``group``, except ``output_dir``: a dashboard shows one output directory, and its runs are launched there.
+Values are validated exactly as the CLI does before a run (``load_config``, then ``prepare_plan``: a missing data
+root or checkpoint, a taken name ... are refused with the CLI's message), and the run is a detached
+``python -m flowerkit`` subprocess whose output goes to ``OUTPUT_DIR/.dashboard/<name>-<time>.log``, so it keeps
+running after the dashboard quits.
 """
 
 from __future__ import annotations
@@ -18,17 +21,12 @@ from pydantic.fields import FieldInfo
 
 from flowerkit.fields import option_type
 from flowerkit.config import CONFIG_CLASSES, RunConfig, load_config
-from flowerkit.rundir import check_claimable
+from flowerkit.layout import RunLayout
+from flowerkit.runs import read_json_or_none, run_status
 
-# The options the form offers (the issue's list plus the seed command's flags); the CLI has them all.
-LAUNCH_FIELDS: dict[str, list[str]] = {
-    "train": ["name", "dataset", "data_root", "model_type", "img_size", "num_steps", "eval_every", "train_batch_size",
-              "eval_batch_size", "tiny_train_subset", "tiny_infer_subset", "pretrained", "seed", "device",
-              "prefer_mps"],
-    "eval": ["name", "dataset", "data_root", "checkpoint", "split", "model_type", "img_size", "eval_batch_size",
-             "tiny_infer_subset", "seed", "device", "prefer_mps"],
-}
 LAUNCH_LOG_DIR = ".dashboard"
+NOT_IN_FORM = {"output_dir"}  # the dashboard's own output directory
+GROUP_ORDER = ["run", "data", "model", "training", "execution", "output"]
 
 
 @dataclass
@@ -42,9 +40,15 @@ class LaunchedRun:
     started_utc: str
 
 
+def group_of(field: FieldInfo) -> str:
+    return str((field.json_schema_extra or {}).get("group", "options"))  # type: ignore[union-attr]
+
+
 def form_fields(flow: str) -> list[tuple[str, FieldInfo]]:
-    fields = CONFIG_CLASSES[flow].model_fields
-    return [(name, fields[name]) for name in LAUNCH_FIELDS[flow]]
+    """Every option of the flow's config model, group by group (GROUP_ORDER), in declaration order within one."""
+    fields = [(name, field) for name, field in CONFIG_CLASSES[flow].model_fields.items() if name not in NOT_IN_FORM]
+    rank = {group: i for i, group in enumerate(GROUP_ORDER)}
+    return sorted(fields, key=lambda item: rank.get(group_of(item[1]), len(rank)))  # sorted() is stable
 
 
 def field_kind(field: FieldInfo) -> Any:
@@ -64,27 +68,36 @@ def coerce(field: FieldInfo, text: str) -> Any:
 
 
 def form_values(flow: str, raw: dict[str, Any]) -> dict[str, Any]:
-    """Only the options the user gave (blank inputs and unchanged switches are left to the config's sources)."""
+    """Only the options the user gave (blank fields are left to the config's sources, as the CLI leaves them)."""
     fields = dict(form_fields(flow))
     values: dict[str, Any] = {}
     for name, value in raw.items():
         field = fields[name]
-        if isinstance(value, bool):
-            if value != field.get_default():
-                values[name] = value
+        if isinstance(value, bool):  # a switch set either way overrides --config, FLOWERKIT_* and .env
+            values[name] = value
         elif value is not None and str(value).strip():
             values[name] = coerce(field, str(value).strip())
     return values
 
 
-def validate(flow: str, values: dict[str, Any], output_dir: Path) -> RunConfig:
-    """The CLI's checks: ConfigError naming ``--option``, RunExistsError for a taken name."""
+def resumable(output_dir: Path, name: str) -> bool:
+    """Whether an incomplete run of this name exists in ``output_dir`` (the runs --resume continues)."""
+    if not name.strip():
+        return False
+    record = read_json_or_none(RunLayout.default(Path(output_dir), name.strip()).record)
+    return isinstance(record, dict) and run_status(record) != "complete"
+
+
+def validate(flow: str, values: dict[str, Any], output_dir: Path, resume: bool = False) -> RunConfig:
+    """The CLI's pre-run checks: ConfigError naming ``--option``, MissingInputError, RunExistsError ..."""
+    from flowerkit.plan import prepare_plan
+
     config = load_config(CONFIG_CLASSES[flow], {**values, "output_dir": output_dir})
-    check_claimable(config, resume=False)
+    prepare_plan(flow, config, resume)
     return config
 
 
-def cli_args(flow: str, values: dict[str, Any], output_dir: Path) -> list[str]:
+def cli_args(flow: str, values: dict[str, Any], output_dir: Path, resume: bool = False) -> list[str]:
     """``python -m flowerkit FLOW --opt value ...`` with only the given options."""
     args = [sys.executable, "-m", "flowerkit", flow]
     for name, value in values.items():
@@ -92,18 +105,21 @@ def cli_args(flow: str, values: dict[str, Any], output_dir: Path) -> list[str]:
             args.append(f"--{name}" if value else f"--no_{name}")
         else:
             args += [f"--{name}", str(value)]
-    return args + ["--output_dir", str(output_dir)]
+    return args + ["--output_dir", str(output_dir)] + (["--resume"] if resume else [])
 
 
-def launch(flow: str, values: dict[str, Any], output_dir: Path) -> LaunchedRun:
-    """Validate, then start the run detached (its own session, output to a file); raises FlowerkitError."""
-    config = validate(flow, values, output_dir)
+def launch(flow: str, values: dict[str, Any], output_dir: Path, resume: bool = False) -> LaunchedRun:
+    """Validate, then start the run detached (its own session, output to a file); raises FlowerkitError.
+
+    The caller owns the returned process and must reap it (``DashboardApp.track``), or it stays a zombie.
+    """
+    config = validate(flow, values, output_dir, resume)
     started = datetime.now(timezone.utc)
     log_dir = Path(output_dir) / LAUNCH_LOG_DIR
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{config.name}-{started.strftime('%Y%m%dT%H%M%SZ')}.log"
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(cli_args(flow, values, output_dir), stdout=log, stderr=subprocess.STDOUT,
+        process = subprocess.Popen(cli_args(flow, values, output_dir, resume), stdout=log, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, start_new_session=True)
     return LaunchedRun(name=config.name, flow=flow, process=process, log_path=log_path,
                        started_utc=started.isoformat(timespec="seconds").replace("+00:00", "Z"))

@@ -40,5 +40,18 @@ def fetch_task_states(flow_run_id: str) -> list[tuple[str, str, int]] | None:
     for run in runs:
         state = run.state
         word = state_word(state.type.value, state.name) if state else "pending"
-        states.append((run.name.rsplit("-", 1)[0], word, int(run.run_count or 0)))
+        states.append((task_label(run.name), word, int(run.run_count or 0)))
     return states
+
+
+def task_label(task_run_name: str) -> str:
+    """``train-3a1`` -> ``train``; a name the task chose itself (``load_subset[val]``) is kept."""
+    return task_run_name if task_run_name.endswith("]") else task_run_name.rsplit("-", 1)[0]
+
+
+def with_pending(states: list[tuple[str, str, int]], flow: str) -> list[tuple[str, str, int]]:
+    """The server only knows tasks that started: add the flow's others, in order, as pending."""
+    from flowerkit.tui.runs_reader import SERVER_TASKS
+
+    started = {name.split("[", 1)[0] for name, _, _ in states}
+    return states + [(name, "pending", 0) for name in SERVER_TASKS.get(flow, []) if name not in started]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rich.markup import escape
+from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -14,30 +15,32 @@ from textual.widgets import (
     DataTable,
     Footer,
     Header,
-    Log,
     ProgressBar,
+    RichLog,
     Static,
     TabbedContent,
     TabPane,
 )
 
 from flowerkit.tui import prefect_states
-from flowerkit.tui.formatting import full_time, number, status_text, steps
+from flowerkit.tui.formatting import number, short_time, status_text, steps
 from flowerkit.tui.plots import MetricPlot
-from flowerkit.tui.runs_reader import METRICS, MetricsTail, RunDetail, flow_run_id, read_detail
+from flowerkit.tui.runs_reader import MetricsTail, RunDetail, flow_run_id, metrics_tail, read_detail
 
 
 def summary_line(detail: RunDetail) -> str:
+    """Two lines, each within 80 columns: who and where, then how it is doing."""
     run = detail.summary
     train, evals = detail.train_rows, detail.eval_rows
-    parts = [f"[b]{run.name}[/b] {run.flow} {status_text(run.status).markup} on {run.device}",
-             f"step {steps(run.step, run.total_steps)}"]
+    first = (f"[b]{run.name}[/b]  {run.flow} {status_text(run.status).markup} on {run.device}  "
+             f"step {steps(run.step, run.total_steps)}  started {short_time(run.started_utc)} UTC")
+    second = []
     if train:
-        parts.append(f"loss {number(train[-1].get('loss'))} lr {number(train[-1].get('lr'), 5)}")
+        second.append(f"loss {number(train[-1].get('loss'))}  lr {number(train[-1].get('lr'), 5)}")
     if evals:
-        parts.append(f"eval acc {number(evals[-1].get('accuracy'), 3)} @ {evals[-1]['step']}")
+        second.append(f"eval acc {number(evals[-1].get('accuracy'), 3)} @ {evals[-1]['step']}")
     mlflow = f"\n{escape(detail.mlflow)}" if detail.mlflow else ""
-    return "  ".join(parts) + f"\nstarted {full_time(run.started_utc)}{mlflow}"
+    return first + "\n" + ("  ".join(second) or "no steps yet") + mlflow
 
 
 class TasksTable(DataTable):
@@ -49,8 +52,8 @@ class TasksTable(DataTable):
 
     def show(self, tasks: list[tuple[str, str, int]]) -> None:
         self.clear()
-        for name, state, attempt in tasks:
-            self.add_row(name, status_text(state), str(attempt) if attempt else "-")
+        for name, state, attempt in tasks:  # Text: "load_subset[val]" is not markup
+            self.add_row(Text(name), status_text(state), str(attempt) if attempt else "-")
 
 
 class PerClassTable(DataTable):
@@ -70,7 +73,15 @@ class PerClassTable(DataTable):
         self.sort_f1()
 
     def sort_f1(self) -> None:
-        self.sort("f1", "class", reverse=self.f1_descending)
+        """By F1, ties by class id as a number (2 before 16 before 100), whichever way F1 goes."""
+        sign = -1 if self.f1_descending else 1
+
+        def key(cells: tuple[str, str]) -> tuple[float, int]:
+            f1, label = cells
+            class_id = label.split(" ", 1)[0]
+            return (sign * (float(f1) if f1 != "-" else -1.0), int(class_id) if class_id.isdigit() else -1)
+
+        self.sort("f1", "class", key=key)
 
 
 class WorstTable(DataTable):
@@ -97,7 +108,7 @@ class RunScreen(Screen):
     def __init__(self, run_dir: Path) -> None:
         super().__init__()
         self.run_dir = Path(run_dir)
-        self._tail = MetricsTail(self.run_dir / METRICS)
+        self._tail = metrics_tail(self.run_dir)
         self._log_lines: list[str] = []
         self._shown_classes: list[dict] = []
         self.detail: RunDetail | None = None
@@ -117,7 +128,8 @@ class RunScreen(Screen):
                 yield Static(id="tasks-source")
                 yield TasksTable()
             with TabPane("Log", id="log"):
-                yield Log(id="log-view", auto_scroll=True)
+                # Wrapped, not clipped: log lines are longer than a narrow terminal.
+                yield RichLog(id="log-view", wrap=True, markup=False, highlight=False, auto_scroll=True)
             with TabPane("Classes", id="classes"):
                 yield Static("No evaluation yet.", id="classes-empty")
                 yield PerClassTable()
@@ -145,7 +157,7 @@ class RunScreen(Screen):
         if run_id:
             from_api = prefect_states.fetch_task_states(run_id)
             if from_api:
-                detail.tasks, source = from_api, "Prefect API"
+                detail.tasks, source = prefect_states.with_pending(from_api, detail.summary.flow), "Prefect API"
         self.app.call_from_thread(self._show, detail, source)
 
     def _gone(self) -> None:
@@ -162,9 +174,10 @@ class RunScreen(Screen):
         self.query_one(TasksTable).show(detail.tasks)
         if detail.log_tail != self._log_lines:
             self._log_lines = detail.log_tail
-            log = self.query_one(Log)
+            log = self.query_one(RichLog)
             log.clear()
-            log.write_lines(detail.log_tail)
+            for line in detail.log_tail:
+                log.write(line)
         if detail.per_class != self._shown_classes:
             self._shown_classes = detail.per_class
             self.query_one(PerClassTable).show(detail.per_class)

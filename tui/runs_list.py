@@ -90,8 +90,11 @@ class RunsScreen(Screen):
 
     @work(thread=True, exclusive=True, group="scan")
     def _scan(self) -> None:
+        from flowerkit.tasks.crashed_runs import reconcile_all
+
         assert self._index is not None
         runs = self._index.scan()
+        reconcile_all(runs)  # a run whose process died: mark its flow run Crashed on the server too
         self.app.call_from_thread(self._show, runs)
 
     def _show(self, runs: list[RunSummary]) -> None:

@@ -15,19 +15,29 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from flowerkit.artifacts.record import RECORD_NAME
+from flowerkit.layout import RunLayout
 from flowerkit.runs import RunSummary, as_float, find_run_dirs, read_json_or_none
 from flowerkit.runs import summarize as summarize_files
 from flowerkit.tracking import mlflow_line
 
-METRICS = "metrics.jsonl"
-
-# The tasks each flow runs, in order: the ones a run has not reached yet are shown as pending.
+# The tasks each flow's run record tracks, in order: the ones a run has not reached yet are shown as pending.
 FLOW_TASKS = {
     "train": ["detect_device", "load_subset", "train", "evaluate", "export_predictions", "write_stamp",
               "write_retention"],
     "eval": ["detect_device", "load_subset", "evaluate", "export_predictions", "write_stamp", "write_retention"],
 }
+# The Prefect server also knows the last task, which publishes the UI's artifacts and is not in the record.
+SERVER_TASKS = {flow: [*tasks, "publish_results"] for flow, tasks in FLOW_TASKS.items()}
+
+
+def layout_of(run_dir: Path) -> RunLayout:
+    """Where an existing run's files are (its record names moved folders)."""
+    record = read_json_or_none(RunLayout.for_run(run_dir).record)
+    return RunLayout.for_run(run_dir, record if isinstance(record, dict) else None)
+
+
+def metrics_tail(run_dir: Path) -> MetricsTail:
+    return MetricsTail(RunLayout.for_run(run_dir).metrics_jsonl)
 
 
 class MetricsTail:
@@ -104,7 +114,7 @@ class RunsIndex:
 
     def scan(self) -> list[RunSummary]:
         dirs = find_run_dirs(self.output_dir)
-        self._tails = {d: self._tails.get(d) or MetricsTail(d / METRICS) for d in dirs}  # forget vanished runs
+        self._tails = {d: self._tails.get(d) or metrics_tail(d) for d in dirs}  # forget vanished runs
         return [summarize(d, self._tails[d]) for d in dirs]
 
 
@@ -143,17 +153,17 @@ def log_tail(path: Path, lines: int = 200) -> list[str]:
         return []
 
 
-def per_class_rows(run_dir: Path) -> list[dict[str, Any]]:
-    data = read_json_or_none(run_dir / "fiftyone" / "per_class_metrics.json") or {}
+def per_class_rows(layout: RunLayout) -> list[dict[str, Any]]:
+    data = read_json_or_none(layout.per_class) or {}
     classes = data.get("classes") if isinstance(data, dict) else None
     return [c for c in classes or [] if isinstance(c, dict)]
 
 
-def worst_predictions(run_dir: Path, limit: int = 50) -> list[dict[str, Any]]:
+def worst_predictions(layout: RunLayout, limit: int = 50) -> list[dict[str, Any]]:
     """Wrong predictions, the most confident first: where the model is sure and wrong."""
     wrong = []
     try:
-        with open(run_dir / "fiftyone" / "predictions.jsonl") as fh:
+        with open(layout.predictions) as fh:
             for line in fh:
                 try:
                     row = json.loads(line)
@@ -169,15 +179,16 @@ def worst_predictions(run_dir: Path, limit: int = 50) -> list[dict[str, Any]]:
 
 def read_detail(run_dir: Path, tail: MetricsTail) -> RunDetail:
     """The run view's data; files that do not exist yet give empty sections."""
-    record = read_json_or_none(run_dir / RECORD_NAME) or {}
+    layout = layout_of(run_dir)
+    record = read_json_or_none(layout.record) or {}
     summary = summarize(run_dir, tail)
     return RunDetail(summary=summary, train_rows=tail.rows("train"), eval_rows=tail.rows("eval"),
-                     tasks=task_states(record), log_tail=log_tail(run_dir / "run.log"),
-                     per_class=per_class_rows(run_dir), worst=worst_predictions(run_dir),
+                     tasks=task_states(record), log_tail=log_tail(layout.run_log),
+                     per_class=per_class_rows(layout), worst=worst_predictions(layout),
                      error=record.get("error") if isinstance(record.get("error"), dict) else None,
                      mlflow=mlflow_line(record))
 
 
 def flow_run_id(run_dir: Path) -> str | None:
-    record = read_json_or_none(Path(run_dir) / RECORD_NAME) or {}
+    record = read_json_or_none(RunLayout.for_run(Path(run_dir)).record) or {}
     return record.get("flow_run_id")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import typer
 
@@ -13,6 +14,7 @@ from flowerkit.cli import (
     run_cmds,
     runs_cmd,
     serve_cmd,
+    server_cmd,
     weights_cmd,
 )
 from flowerkit.cli.dashboard_cmd import dashboard
@@ -39,6 +41,7 @@ app.add_typer(data_cmd.app, name="data")
 app.add_typer(fiftyone_cmd.app, name="fiftyone")
 app.add_typer(runs_cmd.app, name="runs")
 app.add_typer(weights_cmd.app, name="weights")
+app.add_typer(server_cmd.app, name="server")
 app.command("dashboard")(dashboard)
 app.command("bench", help="Time training and evaluation: compute only, input pipeline only, end to end; writes "
                           "JSON.")(bench_cmd.bench)
@@ -46,6 +49,12 @@ app.command("serve", help="Serve the train and eval flows as Prefect deployments
                           "docs/prefect.md.")(serve_cmd.serve)
 
 
-def main() -> None:
+def main(command: str | None = None) -> None:
+    """The ``flowerkit`` program; with ``command`` ("train", "eval"), that command alone, as ``<command>.py``."""
     _quiet_prefect_defaults()
-    app()
+    if (command or next(iter(sys.argv[1:]), "")) != "server":  # before Prefect is imported: it reads the env once
+        server_cmd.use_local_server()
+    if command is None:
+        app()
+    else:  # the repo root's train.py / eval.py: the seed spec's spelling of the same command
+        typer.main.get_command(app).commands[command].main(prog_name=f"{command}.py")

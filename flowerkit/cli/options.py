@@ -1,17 +1,18 @@
 """CLI options generated from the config models, so the CLI, Prefect and the TUI never disagree.
 
-Every field becomes ``--field_name`` and ``--field-name`` (the seed commands use underscores); its help
-text and default come from the field. Only options the user actually typed are passed on, so the
-config's own precedence (CLI > --config YAML > FLOWERKIT_* env > .env > defaults) holds.
+Every field becomes ``--field_name`` (the seed commands use underscores); ``--field-name`` is accepted too,
+through the commands' ``CONTEXT_SETTINGS`` (dashes in option names read as underscores), so the help lists
+one spelling and fits 80 columns. A switch also gets ``--no_field_name``, hidden from the help (its text
+names it). Help text and default come from the field. Only options the user actually typed are passed on,
+so the config's own precedence (CLI > --config YAML > FLOWERKIT_* env > .env > defaults) holds.
 """
 
 from __future__ import annotations
 
 import inspect
-import typing
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import typer
 from pydantic.fields import FieldInfo
@@ -24,51 +25,67 @@ EXTRA_OPTIONS = {
                                                                      "above FLOWERKIT_* env and .env).")),
     "resume": (bool, typer.Option(False, "--resume", help="Continue an incomplete run of the same name from its "
                                                           "last checkpoint (same configuration only).")),
-    "dry_run": (bool, typer.Option(False, "--dry_run", "--dry-run", help="Validate everything and print the plan; "
-                                                                         "write nothing.")),
+    "dry_run": (bool, typer.Option(False, "--dry_run", help="Validate everything and print the plan; write nothing.")),
+    "quiet": (bool, typer.Option(False, "--quiet", help="No progress display (by default: a live bar in a "
+                                                        "terminal, a line every 10 s otherwise).")),
     "debug": (bool, typer.Option(False, "--debug", help="Show the full traceback of errors.")),
 }
 
 
-def help_text(field: FieldInfo) -> str:
+NEGATION = "no_"  # --no_<switch>
+
+
+def _underscores(token: str) -> str:
+    return token.replace("-", "_")
+
+
+# For commands built by command_from_config: --num-steps reads as --num_steps (values are never touched).
+CONTEXT_SETTINGS = {"token_normalize_func": _underscores}
+
+
+def help_text(field: FieldInfo, note: str = "") -> str:
     extra = f" One of: {', '.join(choices(field))}." if choices(field) else ""
     alias = f" Alias: {', '.join('--' + a for a in aliases(field))}." if aliases(field) else ""
-    return f"{field.description}{extra}{alias} (default: {default_text(field)})"
-
-
-def spellings(name: str) -> list[str]:
-    """``--name_with_underscores`` and ``--name-with-dashes`` (once when they are the same)."""
-    under, dash = f"--{name}", f"--{name.replace('_', '-')}"
-    return [under] if under == dash else [under, dash]
+    return f"{field.description}{extra}{alias}{note} (default: {default_text(field)})"
 
 
 def _option(name: str, field: FieldInfo) -> tuple[Any, Any]:
     kind = option_type(field.annotation)
-    under = f"--{name}"
     panel = (field.json_schema_extra or {}).get("group", "options").title()
     if kind is bool:
-        # Both spellings switch it on; the negation (to override a YAML/env value) keeps one spelling,
-        # so the help's left column stays narrow.
-        flags = [f"{under}/--no_{name}", *spellings(name)[1:], *(f for a in aliases(field) for f in spellings(a))]
-        return bool | None, typer.Option(None, *flags, help=help_text(field), show_default=False,
-                                         rich_help_panel=panel)
-    flags = [flag for n in (name, *aliases(field)) for flag in spellings(n)]
+        help_ = help_text(field, f" --{NEGATION}{name} turns it off (over --config, env or .env).")
+        return bool | None, typer.Option(None, f"--{name}", help=help_, show_default=False, rich_help_panel=panel)
+    flags = [f"--{n}" for n in (name, *aliases(field))]  # older names stay accepted (e.g. --pretrained_dir)
     return kind | None, typer.Option(None, *flags, help=help_text(field), show_default=False,
                                      rich_help_panel=panel)
 
 
+def _negation(name: str) -> tuple[Any, Any]:
+    return bool | None, typer.Option(None, f"--{NEGATION}{name}", hidden=True)
+
+
 def command_from_config(cls: type[RunConfig], run: Callable[..., None]) -> Callable[..., None]:
-    """A function whose signature Typer reads as one option per config field, plus the extra options."""
-    params = []
+    """A function whose signature Typer reads as one option per config field, plus the extra options.
+
+    Register it with ``context_settings=CONTEXT_SETTINGS`` so the dashed spellings work.
+    """
+    params, negations = [], {}
     for name, field in cls.model_fields.items():
         annotation, default = _option(name, field)
         params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation))
+        if option_type(field.annotation) is bool:
+            negations[f"{NEGATION}{name}"] = name
+    for negation in negations:
+        annotation, default = _negation(negations[negation])
+        params.append(inspect.Parameter(negation, inspect.Parameter.KEYWORD_ONLY, default=default,
+                                        annotation=annotation))
     for name, (annotation, default) in EXTRA_OPTIONS.items():
         params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation))
 
     def command(**kwargs: Any) -> None:
         extras = {name: kwargs.pop(name) for name in EXTRA_OPTIONS}
-        given = {k: v for k, v in kwargs.items() if v is not None}
+        turned_off = {negations[n] for n in negations if kwargs.pop(n)}
+        given = {k: v for k, v in kwargs.items() if v is not None} | {name: False for name in turned_off}
         run(given, **extras)
 
     command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]

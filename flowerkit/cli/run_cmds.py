@@ -9,20 +9,21 @@ from typing import Any
 import typer
 
 from flowerkit.cli.errors import hide_user_error_tracebacks, user_errors
-from flowerkit.cli.options import command_from_config
+from flowerkit.cli.options import CONTEXT_SETTINGS, command_from_config
 from flowerkit.cli.prefect_env import check_prefect_environment, start_ephemeral_server
 from flowerkit.config import CONFIG_CLASSES, EvalConfig, RunConfig, TrainConfig, load_config
 
 
 def register(app: typer.Typer) -> None:
-    app.command("train", help="Train a ViT on Flowers-102 (Prefect flow 'train'); writes OUTPUT_DIR/NAME.")(
+    app.command("train", help="Train a ViT on Flowers-102 (Prefect flow 'train'); writes OUTPUT_DIR/NAME.",
+                context_settings=CONTEXT_SETTINGS)(
         command_from_config(TrainConfig, lambda given, **extra: _run("train", given, **extra)))
     app.command("eval", help="Evaluate a checkpoint without training (Prefect flow 'eval'); writes "
-                             "OUTPUT_DIR/NAME.")(
+                             "OUTPUT_DIR/NAME.", context_settings=CONTEXT_SETTINGS)(
         command_from_config(EvalConfig, lambda given, **extra: _run("eval", given, **extra)))
 
 
-def _run(flow: str, given: dict[str, Any], config_file: Path | None, resume: bool, dry_run: bool,
+def _run(flow: str, given: dict[str, Any], config_file: Path | None, resume: bool, dry_run: bool, quiet: bool,
          debug: bool) -> None:
     with user_errors(debug):
         config = load_config(CONFIG_CLASSES[flow], given, config_file)
@@ -30,6 +31,8 @@ def _run(flow: str, given: dict[str, Any], config_file: Path | None, resume: boo
 
         plan = prepare_plan(flow, config, resume)  # fails fast, before Prefect starts or anything is written
         prefect = check_prefect_environment()
+        if resume and not dry_run:
+            _settle_crashed(config)
         if dry_run:
             typer.echo(plan.describe({"prefect": prefect}))
             return
@@ -37,7 +40,9 @@ def _run(flow: str, given: dict[str, Any], config_file: Path | None, resume: boo
         if not debug:
             hide_user_error_tracebacks()
         start_ephemeral_server()
-        with handing(plan):
+        from flowerkit.cli.progress import progress_display
+
+        with handing(plan), progress_display(quiet if flow == "train" else True):
             result = run_flow(flow, config, resume)
         print_summary(flow, plan.config, result)
 
@@ -51,6 +56,15 @@ def run_flow(flow: str, config: RunConfig, resume: bool) -> dict:
     from flowerkit.flows.eval import eval_flow
 
     return eval_flow(config, resume=resume)
+
+
+def _settle_crashed(config: RunConfig) -> None:
+    """A resumed run whose process died: its old flow run must not stay Running on the server."""
+    from flowerkit.tasks.crashed_runs import reconcile
+    from flowerkit.runs import summarize
+
+    if config.layout.record.is_file():
+        reconcile(summarize(config.layout.run_dir))
 
 
 def print_summary(flow: str, config: RunConfig, result: dict) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -31,6 +30,7 @@ def list_runs(output_dir: Path = OUTPUT) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from flowerkit.tasks.crashed_runs import MARKED, UNREACHABLE, api_url, reconcile_all
     from flowerkit.runs import find_runs
 
     with user_errors():
@@ -38,29 +38,35 @@ def list_runs(output_dir: Path = OUTPUT) -> None:
         if not runs:
             typer.echo(f"No runs under {output_dir}.")
             return
+        reconciled = reconcile_all(runs)
         table = Table("name", "flow", "status", "device", "step", "accuracy", "started (UTC)", "age")
         for run in runs:
             accuracy = "-" if run.accuracy is None else f"{run.accuracy:.4f}"
             table.add_row(run.name, run.flow, run.status, run.device, f"{run.step}/{run.total_steps}", accuracy,
                           run.started_utc, run.age())
         Console(width=max(120, Console().width)).print(table)
+        for name, outcome in reconciled.items():
+            if outcome == MARKED:
+                typer.echo(f"{name}: its process died; its Prefect flow run is now marked Crashed on {api_url()}.")
+            elif outcome == UNREACHABLE:
+                typer.echo(f"{name}: its process died; the Prefect server {api_url()} did not answer, so its flow "
+                           "run still shows its last state there.")
 
 
 @app.command("show")
 def show(name: str = typer.Argument(..., help="Run name."), output_dir: Path = OUTPUT) -> None:
-    """The run record (without the artifact index) and the resolved configuration."""
+    """The run: status and identity, tasks, metrics, error, files and the resolved configuration."""
+    from rich.console import Console
+
     from flowerkit.artifacts.record import read_record
+    from flowerkit.cli.run_report import render_run
+    from flowerkit.layout import RunLayout
     from flowerkit.runs import run_dir_of
 
     with user_errors():
         run_dir = run_dir_of(output_dir, check_run_name(name))
         record = read_record(run_dir)
-        index = record.pop("artifact_index", [])
-        typer.echo(json.dumps(record, indent=2))
-        typer.echo(f"\nartifacts: {len(index)} files indexed (see {run_dir / 'run_record.json'})")
-        config = run_dir / "config_resolved.yaml"
-        if config.is_file():
-            typer.echo(f"\n# {config}\n{config.read_text()}")
+        Console(width=max(100, Console().width)).print(*render_run(RunLayout.for_run(run_dir, record), record))
 
 
 @app.command("verify")

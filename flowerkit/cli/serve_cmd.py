@@ -1,7 +1,10 @@
 """``flowerkit serve``: serve the train and eval flows from one long-running process (no work pool).
 
-The deployments get the names prefect.yaml declares (``train/flowerkit-train``, ``eval/flowerkit-eval``), so
-``prefect deployment run`` and the UI work the same whichever way they were started (docs/prefect.md).
+Served deployments are named ``train/flowerkit-train-serve`` and ``eval/flowerkit-eval-serve``, never the names
+prefect.yaml gives the work-pool deployments (``train/flowerkit-train``, ``eval/flowerkit-eval``): serving
+under the same name would rewrite those deployments on the server (no pull step, no work pool, an entrypoint
+of this checkout), so their runs would fail to find their code, and stopping serve would pause them. With
+distinct names both ways coexist on one server (docs/prefect.md).
 """
 
 from __future__ import annotations
@@ -13,8 +16,8 @@ import typer
 from flowerkit.cli.errors import user_errors
 from flowerkit.errors import MissingInputError
 
-TRAIN_DEPLOYMENT = "flowerkit-train"
-EVAL_DEPLOYMENT = "flowerkit-eval"
+TRAIN_DEPLOYMENT = "flowerkit-train-serve"
+EVAL_DEPLOYMENT = "flowerkit-eval-serve"
 
 
 def require_server() -> str:
@@ -47,7 +50,7 @@ def serve(
                                      help="Most flow runs executed at once (default: no limit)."),
     debug: bool = typer.Option(False, "--debug", help="Show the full traceback of errors."),
 ) -> None:
-    """Serve the train and eval flows as deployments flowerkit-train and flowerkit-eval until Ctrl-C."""
+    """Serve the train and eval flows as deployments flowerkit-train-serve and flowerkit-eval-serve until Ctrl-C."""
     with user_errors(debug):
         url = require_server()
         from prefect import serve as prefect_serve

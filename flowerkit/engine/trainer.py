@@ -31,6 +31,7 @@ from flowerkit.engine.checkpoint import load_checkpoint, save_checkpoint
 from flowerkit.engine.ema import make_ema
 from flowerkit.engine.evaluator import autocast, predict, prepare_input, prepare_model
 from flowerkit.engine.recipe import build_optimizer
+from flowerkit.engine.progress import Progress
 from flowerkit.engine.schedules import make_scheduler
 from flowerkit.engine.selection import Decision, Selector
 from flowerkit.errors import NonFiniteLossError
@@ -156,7 +157,7 @@ class TrainStep:
 
 def train(config: TrainConfig, device: torch.device, precision: str, train_table: SampleTable,
           val_table: SampleTable, layout: RunLayout,
-          on_progress: Callable[[int, int], None] | None = None) -> TrainResult:
+          on_progress: Callable[[Progress], None] | None = None) -> TrainResult:
     """Train to ``config.num_steps`` (or an early stop), resuming from the run's latest checkpoint when one
     exists; every evaluation offers its weights to the ``Selector``, which keeps checkpoints/best.bin."""
     ckpt_path = layout.checkpoint
@@ -207,6 +208,7 @@ def train(config: TrainConfig, device: torch.device, precision: str, train_table
 
     model.train()
     step, loss_value, images, t0 = start_step, float("nan"), 0, time.perf_counter()
+    last_eval = None
     batches = iter(train_pipe(plan.batches(start_step * accumulation, config.num_steps * accumulation)))
     try:
         while step < config.num_steps and not stopped_early:
@@ -228,12 +230,14 @@ def train(config: TrainConfig, device: torch.device, precision: str, train_table
                            for name, net in candidates.items()}
                 decision = selector.update(selector.candidate(step, reports))
                 stopped_early = decision.stop
+                raw = reports["raw"]
+                last_eval = {"step": step, "accuracy": raw["accuracy"], "loss": raw["loss"]}
                 _save_selected(layout, decision, candidates, step, config, weights)
                 _save(ckpt_path, model, optimizer, scheduler, step, config, weights, selector, stopped_early, ema)
                 if stopped_early:
                     log.info("stopping early at step %d: %s", step, selector.stop_reason())
             if on_progress:
-                on_progress(step, config.num_steps)
+                on_progress(Progress(step, config.num_steps, images / (time.perf_counter() - t0), last_eval))
     finally:
         scalars.close()
     elapsed = time.perf_counter() - t0
@@ -254,6 +258,8 @@ def _evaluate_during_training(model, pipe: InputPipeline, table: SampleTable, co
     suffix = "" if weights == "raw" else f"_{weights}"
     scalars.log(f"eval{suffix}", step, config.num_steps,
                 {k: report[k] for k in ("loss", "accuracy", "top5_accuracy", "macro_f1")}, f"val{suffix}")
+    if weights == "raw":
+        scalars.confusion_image(step, report["confusion"], "val/confusion_matrix")  # at every evaluation
     log.info("eval%s at step %d: accuracy %.4f  loss %.4f (%d samples)", suffix, step, report["accuracy"],
              report["loss"], report["num_samples"])
     return report

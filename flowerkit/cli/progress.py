@@ -1,0 +1,91 @@
+"""The CLI's training progress: a live rich bar in a terminal, periodic plain lines otherwise, none with --quiet.
+
+It listens to the trainer's per-step ``Progress`` reports (``flowerkit.engine.progress.subscribed``): the train
+task runs in this process when the CLI starts the flow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import TextIO
+
+from flowerkit.engine.progress import Progress, StepRate, describe, duration, last_eval_text, subscribed
+from flowerkit.throttle import Throttle
+
+PLAIN_INTERVAL_S = 10.0  # a log file or CI output gets a line this often, and the last step
+
+
+class PlainProgress:
+    """One line per ``interval_s`` to ``stream``, for output that is not a terminal."""
+
+    def __init__(self, stream: TextIO, interval_s: float = PLAIN_INTERVAL_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._stream, self._rate, self._throttle = stream, StepRate(clock), Throttle(interval_s, clock)
+
+    def __call__(self, progress: Progress) -> None:
+        eta_s = self._rate.eta_s(progress)
+        if self._throttle.ready(progress.step, progress.total):
+            print(f"progress: {describe(progress, eta_s)}", file=self._stream, flush=True)
+
+
+class LiveProgress:
+    """A rich progress bar with steps, images per second, ETA and the latest evaluation."""
+
+    def __init__(self, stream: TextIO) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn
+
+        self._rate = StepRate(time.monotonic)
+        # Short columns: steps, rate, ETA and the last eval fit one 80-column line.
+        self.bar = Bar(BarColumn(bar_width=16), MofNCompleteColumn(),
+                       TextColumn("{task.fields[speed]} ETA {task.fields[eta]} {task.fields[last_eval]}"),
+                       console=Console(file=stream))
+        self._task = self.bar.add_task("train", total=None, speed="", eta="?", last_eval="")
+
+    def __call__(self, progress: Progress) -> None:
+        ev = progress.last_eval
+        self.bar.update(self._task, completed=progress.step, total=progress.total,
+                        speed=f"{progress.images_per_second:.0f} img/s", eta=duration(self._rate.eta_s(progress)),
+                        last_eval=f"acc {ev['accuracy']:.3f} @{ev['step']}" if ev else "")
+
+    @contextlib.contextmanager
+    def showing(self) -> Iterator[None]:
+        """Run the bar; log records printed meanwhile go above it instead of breaking it."""
+        with self.bar, _logs_through(self.bar.console):
+            yield
+
+
+@contextlib.contextmanager
+def _logs_through(console) -> Iterator[None]:
+    # Prefect's console handlers print with a rich Console of their own, bound to the stderr of the time
+    # they were made; printing through the bar's console instead puts each record above the live bar.
+    handlers = [h for name in (None, *logging.root.manager.loggerDict) for h in logging.getLogger(name).handlers
+                if hasattr(h, "console")]
+    saved = [(handler, handler.console) for handler in handlers]
+    for handler, _ in saved:
+        handler.console = console
+    try:
+        yield
+    finally:
+        for handler, original in saved:
+            handler.console = original
+
+
+@contextlib.contextmanager
+def progress_display(quiet: bool, stream: TextIO | None = None) -> Iterator[None]:
+    """Show training progress while the block runs: live in a terminal, plain lines otherwise, none if quiet."""
+    stream = stream or sys.stderr
+    if quiet:
+        yield
+        return
+    if not stream.isatty():
+        with subscribed(PlainProgress(stream)):
+            yield
+        return
+    live = LiveProgress(stream)
+    with live.showing(), subscribed(live):
+        yield

@@ -1,0 +1,90 @@
+"""What the trainer reports after each step, and the front ends that listen to it.
+
+The trainer calls ``on_progress(Progress(...))``; the train task forwards each report to the Prefect progress
+artifact and to ``publish``, which hands it to whatever display the front end subscribed (the CLI's live
+progress, or nothing). The library itself draws nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One finished training step: where the run is, how fast it goes, and its latest evaluation."""
+
+    step: int
+    total: int
+    images_per_second: float
+    last_eval: dict[str, Any] | None = None  # {"step", "accuracy", "loss"} of the latest evaluation, if any
+
+    @property
+    def fraction(self) -> float:
+        return self.step / self.total if self.total else 1.0
+
+
+Listener = Callable[[Progress], None]
+_listeners: list[Listener] = []
+_lock = threading.Lock()  # the train task runs in a worker thread of the flow's process
+
+
+@contextlib.contextmanager
+def subscribed(listener: Listener) -> Iterator[None]:
+    """Send every training step of this process to ``listener`` while the block runs."""
+    with _lock:
+        _listeners.append(listener)
+    try:
+        yield
+    finally:
+        with _lock:
+            _listeners.remove(listener)
+
+
+def publish(progress: Progress) -> None:
+    with _lock:
+        listeners = list(_listeners)
+    for listener in listeners:
+        listener(progress)
+
+
+class StepRate:
+    """Steps per second since the first report a listener saw (a resumed run starts counting there)."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._first: tuple[int, float] | None = None
+
+    def eta_s(self, progress: Progress) -> float | None:
+        """Seconds left at the rate so far; None until two steps have been seen."""
+        now = self._clock()
+        if self._first is None:
+            self._first = (progress.step, now)
+            return None
+        steps, elapsed = progress.step - self._first[0], now - self._first[1]
+        if steps <= 0 or elapsed <= 0:
+            return None
+        return (progress.total - progress.step) * elapsed / steps
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+def last_eval_text(progress: Progress) -> str:
+    ev = progress.last_eval
+    return "no eval yet" if not ev else f"eval at step {ev['step']}: acc {ev['accuracy']:.3f}, loss {ev['loss']:.4f}"
+
+
+def describe(progress: Progress, eta_s: float | None) -> str:
+    """One line: ``step 50/1000 (5%), 120.3 img/s, ETA 2:10, eval at step 40: acc 0.250, loss 4.1234``."""
+    return (f"step {progress.step}/{progress.total} ({100 * progress.fraction:.0f}%), "
+            f"{progress.images_per_second:.1f} img/s, ETA {duration(eta_s)}, {last_eval_text(progress)}")

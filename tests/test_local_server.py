@@ -1,0 +1,57 @@
+"""`flowerkit server start | status | stop`, and a seed run that reports to that server (real processes)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import SEED_FLAGS
+
+pytestmark = [pytest.mark.prefect_server, pytest.mark.slow]
+DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def flowerkit(args: list[str], env: dict[str, str], cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "flowerkit", *args], env=env, cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_runs_use_the_started_server_until_it_stops(flowers_root: Path, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"} | {
+        "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    assert flowerkit(["server", "status"], env, tmp_path).returncode == 1
+    started = flowerkit(["server", "start", "--port", str(free_port())], env, tmp_path)
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        state = json.loads((tmp_path / "prefect" / "flowerkit-server.json").read_text())
+        status = flowerkit(["server", "status"], env, tmp_path)
+        assert status.returncode == 0 and "answering" in status.stdout
+
+        run = flowerkit(["train", "--name", "served", "--dataset", "flower102", "--data_root", str(flowers_root),
+                         *SEED_FLAGS, "--output_dir", "output", "--quiet"], env, tmp_path)
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert "Starting temporary server" not in run.stdout + run.stderr  # no ephemeral server this time
+        record = json.loads((tmp_path / "output" / "served" / "run_record.json").read_text())
+        url = f"http://127.0.0.1:{state['port']}/api/flow_runs/{record['flow_run_id']}"
+        with DIRECT.open(url, timeout=10) as response:
+            assert json.loads(response.read())["state"]["type"] == "COMPLETED"
+    finally:
+        stopped = flowerkit(["server", "stop"], env, tmp_path)
+    assert stopped.returncode == 0, stopped.stderr
+    assert not (tmp_path / "prefect" / "flowerkit-server.json").exists()
+    with pytest.raises(ProcessLookupError):
+        os.kill(state["pid"], 0)
+    assert flowerkit(["server", "status"], env, tmp_path).returncode == 1
