@@ -45,7 +45,8 @@ def sweep(
         from flowerkit.flows.sweep import sweep_flow
 
         try:
-            sweep_flow(str(sweep_file), max_parallel=max_parallel, backend=backend)
+            sweep_flow.with_options(flow_run_name=found.name)(str(sweep_file), max_parallel=max_parallel,
+                                                              backend=backend)
         finally:
             if found.layout.table.is_file():
                 typer.echo(found.layout.table.read_text())
