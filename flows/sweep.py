@@ -112,7 +112,7 @@ def run_in_processes(sweep: Sweep, trials: list[Trial], actions: dict[str, str],
                               text=True)
         if done.returncode == 0:
             return Outcome(action, "COMPLETED")
-        return Outcome(action, "FAILED", _last_paragraph(done.stderr) or f"exit {done.returncode}")
+        return Outcome(action, "FAILED", _cli_error(done.stderr) or f"exit {done.returncode}")
 
     return _in_threads(trials, max_parallel, one)
 
@@ -124,9 +124,12 @@ def _current_api_url() -> str:
         return str(client.api_url).rstrip("/")
 
 
-def _last_paragraph(text: str) -> str:
-    tail = text.strip().split("\n\n")[-1].strip()
-    return " ".join(tail.split())[-1000:]
+def _cli_error(stderr: str) -> str:
+    """The paragraph the CLI printed last ("Error: ..."; Prefect's log lines go to stderr too)."""
+    start = stderr.rfind("Error: ")
+    lines = stderr.strip().splitlines()
+    text = stderr[start + len("Error: "):] if start >= 0 else (lines[-1] if lines else "")
+    return " ".join(text.split())[:1000]
 
 
 # --- a work pool --------------------------------------------------------------------------------------------
