@@ -27,7 +27,7 @@ from pydantic_settings import (
 )
 
 from flowerkit.errors import ConfigError, MissingInputError
-from flowerkit.layout import TB_ROOT, RunLayout
+from flowerkit.layout import SWEEPS_ROOT, TB_ROOT, RunLayout
 from flowerkit.models.configs import MODEL_CONFIGS
 from flowerkit.tracking import MLFLOW_MISSING, mlflow_installed
 
@@ -191,6 +191,8 @@ class RunConfig(BaseSettings):
     def _name_not_reserved(cls, value: str) -> str:
         if value == TB_ROOT:
             raise ValueError(f"'{TB_ROOT}' is reserved for the TensorBoard folder; choose another run name")
+        if value == SWEEPS_ROOT:
+            raise ValueError(f"'{SWEEPS_ROOT}' is reserved for the sweeps' folder; choose another run name")
         return value
 
     @field_validator("pretrained", mode="before")

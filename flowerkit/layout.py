@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 TB_ROOT = "tb"  # OUTPUT_DIR/tb holds every run's TensorBoard folder; no run may be named so
+SWEEPS_ROOT = "sweeps"  # OUTPUT_DIR/sweeps holds every sweep's folder; no run may be named so either
 TEMP_MARK = ".tmp-"
 RECORD_NAME = "run_record.json"  # a folder of OUTPUT_DIR holding one is a run
 STAMP_NAME = "env_stamp.json"
@@ -224,6 +225,42 @@ class RunLayout:
     def relative(self, path: Path) -> str:
         """``path`` relative to the output directory: the artifact index's key (``../`` for moved folders)."""
         return Path(os.path.relpath(Path(path).resolve(), self.output_dir.resolve())).as_posix()
+
+
+@dataclass(frozen=True)
+class SweepLayout:
+    """The files of one sweep, ``OUTPUT_DIR/sweeps/NAME``; its trials are ordinary runs beside the others."""
+
+    output_dir: Path
+    name: str
+
+    @property
+    def sweep_dir(self) -> Path:
+        return Path(self.output_dir) / SWEEPS_ROOT / self.name
+
+    @property
+    def spec(self) -> Path:
+        """The sweep file as it was given, byte for byte."""
+        return self.sweep_dir / "sweep.yaml"
+
+    @property
+    def trials(self) -> Path:
+        """The expansion: each trial's name, the values it sets and its config hash."""
+        return self.sweep_dir / "trials.json"
+
+    @property
+    def results(self) -> Path:
+        """Each trial's state and final metrics, ranked, as of the sweep's latest pass."""
+        return self.sweep_dir / "results.json"
+
+    @property
+    def table(self) -> Path:
+        """The same ranking as a Markdown table."""
+        return self.sweep_dir / "results.md"
+
+    def trial_config(self, trial: str) -> Path:
+        """A trial's resolved configuration (what `flowerkit train --config` would take)."""
+        return self.sweep_dir / "configs" / f"{trial}.yaml"
 
 
 def _inside(path: Path, parent: Path) -> bool:

@@ -16,10 +16,11 @@ import yaml
 from flowerkit.artifacts.files import sha256_file
 from flowerkit.artifacts.record import read_record
 from flowerkit.artifacts.retention import expiry_of
-from flowerkit.layout import RECORD_NAME, STAMP_NAME, TB_ROOT, RunLayout
+from flowerkit.layout import RECORD_NAME, STAMP_NAME, SWEEPS_ROOT, TB_ROOT, RunLayout
 from flowerkit.errors import ConfigError, MissingInputError
 
-SKIPPED_DIRS = {TB_ROOT}  # the TensorBoard root; dot-folders (the dashboard's launch logs) are skipped too
+# The TensorBoard root and the sweeps' folder; dot-folders (the dashboard's launch logs) are skipped too.
+SKIPPED_DIRS = {TB_ROOT, SWEEPS_ROOT}
 
 
 @dataclass(frozen=True)

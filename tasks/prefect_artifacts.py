@@ -108,3 +108,16 @@ class ProgressArtifact:
 
 def _number(value):
     return round(value, 4) if isinstance(value, float) else value
+
+
+SWEEP_COLUMNS = ("rank", "trial", "status", "values", "monitor", "monitor_value", "selected_step", "accuracy",
+                 "error")
+
+
+def publish_sweep_table(sweep_name: str, rows: list[dict]) -> UUID:
+    """A sweep's trials ranked by their monitored validation value (the sweep's results.md as a table)."""
+    table = [{column: (", ".join(f"{k}={v}" for k, v in row["values"].items()) if column == "values"
+                       else _number(row[column])) for column in SWEEP_COLUMNS} for row in rows]
+    return create_table_artifact(table, key=artifact_key("sweep", sweep_name, "results"),
+                                 description=f"flowerkit sweep '{sweep_name}': trials ranked by the monitored "
+                                             "validation metric")

@@ -363,3 +363,46 @@ def test_serve_refuses_without_a_server() -> None:
         result = CliRunner().invoke(app, [])
     assert result.exit_code == 3
     assert "PREFECT_API_URL" in result.output
+
+
+def _most_at_once(runs: list[Any]) -> int:
+    """The largest number of flow runs that were running at one moment (an end before a start at a tie)."""
+    events = sorted([(r.start_time, 1) for r in runs] + [(r.end_time, -1) for r in runs], key=lambda e: (e[0], e[1]))
+    running = most = 0
+    for _, change in events:
+        running += change
+        most = max(most, running)
+    return most
+
+
+@pytest.mark.prefect_server
+def test_a_sweep_runs_on_the_work_pool_within_max_parallel(worker, flowers_root: Path,
+                                                           tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A 2x2 grid submitted as flowerkit-train runs: at most max_parallel at once (the sweep's concurrency
+    limit), every trial an intact run; the same sweep again submits nothing."""
+    import yaml
+    from prefect.client.orchestration import get_client
+
+    from flowerkit.flows.sweep import concurrency_limit_name, sweep_flow
+
+    folder = tmp_path_factory.mktemp("pool-sweep")
+    base = SEED_PARAMS | {"data_root": str(flowers_root), "output_dir": str(folder / "out"), "img_size": 32,
+                          "num_steps": 2, "eval_every": 2}
+    path = folder / "pooled.yaml"
+    path.write_text(yaml.safe_dump({"name": "pooled", "base": base,
+                                    "grid": {"seed": [1, 2], "learning_rate": [0.01, 0.03]}}))
+    rows = sweep_flow(str(path), max_parallel=2, backend="pool")
+    assert [row["status"] for row in rows] == ["complete"] * 4 and {row["action"] for row in rows} == {"run"}
+    assert [row["rank"] for row in rows] == [1, 2, 3, 4]
+    with get_client(sync_client=True) as client:
+        runs = [client.read_flow_run(UUID(row["flow_run_id"])) for row in rows]
+        assert client.read_global_concurrency_limit_by_name(concurrency_limit_name("pooled")).limit == 2
+        assert {run.deployment_id for run in runs} == {client.read_deployment_by_name(TRAIN).id}
+    assert sorted(run.name for run in runs) == [f"pooled-{i:03d}" for i in range(4)]
+    assert _most_at_once(runs) == 2
+    for row, run in zip(rows, runs):
+        assert _assert_intact(folder / "out" / row["trial"])["flow_run_id"] == str(run.id)
+
+    again = sweep_flow(str(path), max_parallel=2, backend="pool")
+    assert {row["action"] for row in again} == {"skip"}
+    assert [row["flow_run_id"] for row in again] == [row["flow_run_id"] for row in rows]

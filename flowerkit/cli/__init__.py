@@ -15,6 +15,7 @@ from flowerkit.cli import (
     runs_cmd,
     serve_cmd,
     server_cmd,
+    sweep_cmd,
     weights_cmd,
 )
 from flowerkit.cli.dashboard_cmd import dashboard
@@ -45,6 +46,8 @@ app.add_typer(server_cmd.app, name="server")
 app.command("dashboard")(dashboard)
 app.command("bench", help="Time training and evaluation: compute only, input pipeline only, end to end; writes "
                           "JSON.")(bench_cmd.bench)
+app.command("sweep", help="Run a grid and/or random search of train runs from a sweep YAML, locally or on a "
+                          "Prefect work pool; writes OUTPUT_DIR/sweeps/NAME.")(sweep_cmd.sweep)
 app.command("serve", help="Serve the train and eval flows as Prefect deployments (needs PREFECT_API_URL); see "
                           "docs/prefect.md.")(serve_cmd.serve)
 

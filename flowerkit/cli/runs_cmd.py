@@ -25,7 +25,10 @@ def check_run_name(name: str) -> str:
 
 
 @app.command("list")
-def list_runs(output_dir: Path = OUTPUT) -> None:
+def list_runs(output_dir: Path = OUTPUT,
+              sweep: str = typer.Option(None, "--sweep", help="Only this sweep's trials, ranked by the monitored "
+                                                              "validation metric, with the values each sets.")
+              ) -> None:
     """Every run: name, flow, status, device, accuracy, started, age."""
     from rich.console import Console
     from rich.table import Table
@@ -34,6 +37,9 @@ def list_runs(output_dir: Path = OUTPUT) -> None:
     from flowerkit.runs import find_runs
 
     with user_errors():
+        if sweep is not None:
+            list_sweep(output_dir, check_run_name(sweep))
+            return
         runs = find_runs(output_dir)
         if not runs:
             typer.echo(f"No runs under {output_dir}.")
@@ -51,6 +57,33 @@ def list_runs(output_dir: Path = OUTPUT) -> None:
             elif outcome == UNREACHABLE:
                 typer.echo(f"{name}: its process died; the Prefect server {api_url()} did not answer, so its flow "
                            "run still shows its last state there.")
+
+
+def list_sweep(output_dir: Path, name: str) -> None:
+    """A sweep's trials side by side: rank, the values each trial sets, status, monitored value, accuracy."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from flowerkit.sweep import read_results
+
+    rows = read_results(output_dir, name)
+    options = list(dict.fromkeys(option for row in rows for option in row["values"]))
+    monitor = next((row["monitor"] for row in rows if row["monitor"]), "monitor")
+    table = Table("rank", "trial", *options, "status", monitor, "step", "accuracy",
+                  title=f"sweep '{name}' ({len(rows)} trials)", title_justify="left")
+    for row in rows:
+        table.add_row(str(row["rank"] or "-"), row["trial"], *(_cell(row["values"].get(o)) for o in options),
+                      row["status"], _cell(row["monitor_value"]), _cell(row["selected_step"]), _cell(row["accuracy"]))
+    Console(width=max(120, Console().width)).print(table)
+    for row in rows:
+        if row["status"] != "complete" and row["error"]:
+            typer.echo(f"{row['trial']} ({row['status']}): {row['error']}")
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 @app.command("show")

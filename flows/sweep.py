@@ -1,0 +1,176 @@
+"""The ``sweep`` flow: expand a sweep file into train runs, run the ones not complete yet, rank them all.
+
+Each trial is an ordinary ``train`` run, so its directory and record are exactly a normal run's. Trials run
+
+- locally: as subflows of this flow, one after another (``max_parallel`` 1), or as ``flowerkit train``
+  processes, up to ``max_parallel`` at once, reporting to the same Prefect server;
+- on a work pool: as runs of the ``train/flowerkit-train`` deployment, which workers on any machine pick up.
+  A Prefect global concurrency limit named for the sweep (``flowerkit-sweep-<name>``, ``max_parallel`` slots)
+  holds a slot for each trial from submission to its final state; changing the limit in the UI throttles a
+  running sweep.
+
+What a trial needs is read from its run record (``flowerkit.sweep.action_for``): complete trials are skipped,
+failed or crashed ones resumed, so re-running a sweep finishes it. One failing trial never stops the others.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Literal
+
+from prefect import flow
+
+from flowerkit.sweep import (
+    Outcome,
+    Sweep,
+    SweepFailedError,
+    Trial,
+    action_for,
+    check_same_sweep,
+    failure_message,
+    read_sweep,
+    write_expansion,
+    write_results,
+)
+
+TRAIN_DEPLOYMENT = "train/flowerkit-train"
+POLL_S = 2.0
+MAX_THREADS = 32  # trials waiting on the concurrency limit each hold a thread; more only queue here
+
+
+@flow(name="sweep", persist_result=False)
+def sweep_flow(sweep_file: str, max_parallel: int = 1, backend: Literal["local", "pool"] = "local",
+               deployment: str = TRAIN_DEPLOYMENT) -> list[dict]:
+    """Run every trial of a sweep file that is not complete yet, then write and publish the ranked results.
+
+    Args:
+        sweep_file: The sweep YAML (name, base, grid and/or random).
+        max_parallel: At most this many trials run at once.
+        backend: local (this machine) or pool (the train deployment's work pool).
+        deployment: The train deployment trials are submitted to (backend pool).
+    """
+    sweep = read_sweep(Path(sweep_file))  # exit 2 before any trial, naming a bad trial and option
+    check_same_sweep(sweep)
+    write_expansion(sweep)
+    actions = {trial.name: action_for(trial) for trial in sweep.trials}
+    todo = [trial for trial in sweep.trials if actions[trial.name] in ("run", "resume")]
+    outcomes = {name: Outcome(action, "SKIPPED" if action == "skip" else "RUNNING",
+                              "another process is running this trial" if action == "busy" else None)
+                for name, action in actions.items() if action in ("skip", "busy")}
+    if backend == "pool":
+        outcomes |= run_on_pool(sweep, todo, actions, max_parallel, deployment)
+    elif max_parallel > 1 and len(todo) > 1:
+        outcomes |= run_in_processes(sweep, todo, actions, max_parallel)
+    else:
+        outcomes |= {trial.name: run_subflow(trial, actions[trial.name]) for trial in todo}
+    rows = write_results(sweep, outcomes)
+    from flowerkit.tasks.prefect_artifacts import publish_sweep_table
+
+    publish_sweep_table(sweep.name, rows)
+    problem = failure_message(sweep, rows)
+    if problem:
+        raise SweepFailedError(problem)
+    return rows
+
+
+def run_subflow(trial: Trial, action: str) -> Outcome:
+    """The train flow as a subflow of this one, in this process; its failure is recorded, not raised."""
+    from flowerkit.flows.train import train_flow
+
+    state = train_flow.with_options(flow_run_name=trial.name)(trial.config, resume=action == "resume",
+                                                               return_state=True)
+    return Outcome(action, state.type.value, None if state.is_completed() else state.message,
+                   str(state.state_details.flow_run_id))
+
+
+def _in_threads(trials: list[Trial], workers: int, one: Callable[[Trial], Outcome]) -> dict[str, Outcome]:
+    """``one(trial)`` for every trial in a thread pool; each thread runs in a copy of this flow's context,
+    so what it starts in Prefect is linked to this flow run."""
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, MAX_THREADS))) as pool:
+        futures = {trial.name: pool.submit(contextvars.copy_context().run, one, trial) for trial in trials}
+        return {name: future.result() for name, future in futures.items()}
+
+
+# --- local processes ----------------------------------------------------------------------------------------
+def run_in_processes(sweep: Sweep, trials: list[Trial], actions: dict[str, str], max_parallel: int
+                     ) -> dict[str, Outcome]:
+    """Each trial as ``flowerkit train --config <its resolved config>``, at most ``max_parallel`` at once: runs
+    in one process share torch's global RNG and the loggers that feed run.log, so parallel trials need their own."""
+    env = os.environ | {"PREFECT_API_URL": _current_api_url()}  # the server this flow reports to
+
+    def one(trial: Trial) -> Outcome:
+        action = actions[trial.name]
+        cmd = [sys.executable, "-m", "flowerkit", "train", "--config", str(sweep.layout.trial_config(trial.name))]
+        done = subprocess.run(cmd + (["--resume"] if action == "resume" else []), env=env, capture_output=True,
+                              text=True)
+        if done.returncode == 0:
+            return Outcome(action, "COMPLETED")
+        return Outcome(action, "FAILED", _cli_error(done.stderr) or f"exit {done.returncode}")
+
+    return _in_threads(trials, max_parallel, one)
+
+
+def _current_api_url() -> str:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return str(client.api_url).rstrip("/")
+
+
+def _cli_error(stderr: str) -> str:
+    """The paragraph the CLI printed last ("Error: ..."; Prefect's log lines go to stderr too)."""
+    start = stderr.rfind("Error: ")
+    lines = stderr.strip().splitlines()
+    text = stderr[start + len("Error: "):] if start >= 0 else (lines[-1] if lines else "")
+    return " ".join(text.split())[:1000]
+
+
+# --- a work pool --------------------------------------------------------------------------------------------
+def concurrency_limit_name(sweep_name: str) -> str:
+    from flowerkit.tasks.prefect_artifacts import artifact_key
+
+    return artifact_key("sweep", sweep_name, "trials")
+
+
+def run_on_pool(sweep: Sweep, trials: list[Trial], actions: dict[str, str], max_parallel: int,
+                deployment: str) -> dict[str, Outcome]:
+    """Submit each trial as a run of ``deployment``; a trial holds one slot of the sweep's concurrency limit
+    from submission to its final state."""
+    from prefect.client.orchestration import get_client
+
+    limit = concurrency_limit_name(sweep.name)
+    with get_client(sync_client=True) as client:
+        client.upsert_global_concurrency_limit_by_name(limit, max_parallel)
+    return _in_threads(trials, len(trials), lambda trial: _run_deployment(trial, actions[trial.name], limit,
+                                                                          deployment))
+
+
+def _run_deployment(trial: Trial, action: str, limit: str, deployment: str) -> Outcome:
+    from prefect.concurrency.sync import concurrency
+    from prefect.deployments import run_deployment
+
+    # mode="json": paths as text, as the deployment's parameter schema wants them; every option explicit, so
+    # the worker's environment cannot change what was validated here.
+    parameters = {"config": trial.config.model_dump(mode="json"), "resume": action == "resume"}
+    with concurrency(limit, occupy=1):
+        run = run_deployment(deployment, parameters=parameters, timeout=0, flow_run_name=trial.name)
+        state = _wait_final(run.id)
+    return Outcome(action, state.type.value, None if state.is_completed() else state.message, str(run.id))
+
+
+def _wait_final(flow_run_id):
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        while True:
+            state = client.read_flow_run(flow_run_id).state
+            if state is not None and state.is_final():
+                return state
+            time.sleep(POLL_S)
