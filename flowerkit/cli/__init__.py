@@ -10,6 +10,7 @@ import typer
 from flowerkit.cli import (
     bench_cmd,
     data_cmd,
+    export_cmd,
     fiftyone_cmd,
     run_cmds,
     runs_cmd,
@@ -46,6 +47,8 @@ app.add_typer(server_cmd.app, name="server")
 app.command("dashboard")(dashboard)
 app.command("bench", help="Time training and evaluation: compute only, input pipeline only, end to end; writes "
                           "JSON.")(bench_cmd.bench)
+app.command("export-npz", help="Write a run's best (or latest) checkpoint as a Google-format ViT .npz, head "
+                               "included; it loads back bit for bit through --pretrained.")(export_cmd.export_npz)
 app.command("sweep", help="Run a grid and/or random search of train runs from a sweep YAML, locally or on a "
                           "Prefect work pool; writes OUTPUT_DIR/sweeps/NAME.")(sweep_cmd.sweep)
 app.command("serve", help="Serve the train and eval flows as Prefect deployments (needs PREFECT_API_URL); see "

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -89,6 +90,51 @@ def npz_to_state_dict(weights: dict[str, np.ndarray], model: VisionTransformer) 
     return state
 
 
+def state_dict_to_npz(state: Mapping[str, torch.Tensor], num_heads: int) -> dict[str, np.ndarray]:
+    """Our ViT's state dict in Google's names and layouts: the exact inverse of ``npz_to_state_dict``.
+
+    The classification head is written too (``head/kernel``, ``head/bias``, as Google's fine-tuned files hold
+    it), so the file is a whole classifier for readers that load heads; ``--pretrained`` re-initialises it.
+    Every array is float32, reshaped and transposed only, so a round trip is bit-exact.
+    """
+    def a(key: str) -> np.ndarray:
+        return state[key].detach().cpu().float().numpy()
+
+    hidden = state["class_token"].shape[-1]
+    head_dim = hidden // num_heads
+    weights = {
+        "embedding/kernel": a("conv_proj.weight").transpose(2, 3, 1, 0),  # OIHW -> HWIO
+        "embedding/bias": a("conv_proj.bias"),
+        "cls": a("class_token").reshape(1, 1, hidden),
+        "Transformer/posembed_input/pos_embedding": a("encoder.pos_embedding"),
+        "Transformer/encoder_norm/scale": a("encoder.ln.weight"),
+        "Transformer/encoder_norm/bias": a("encoder.ln.bias"),
+        "head/kernel": a("heads.head.weight").T,
+        "head/bias": a("heads.head.bias"),
+    }
+    depth = sum(1 for key in state if key.endswith(".ln_1.weight"))
+    for i in range(depth):
+        ours, block, attn = f"encoder.layers.encoder_layer_{i}", BLOCK.format(i=i), ATTN.format(i=i)
+        qkv_weight = np.split(a(f"{ours}.self_attention.in_proj_weight"), 3)
+        qkv_bias = np.split(a(f"{ours}.self_attention.in_proj_bias"), 3)
+        for name, weight, bias in zip(("query", "key", "value"), qkv_weight, qkv_bias):
+            weights[f"{attn}/{name}/kernel"] = weight.T.reshape(hidden, num_heads, head_dim)  # (in, heads, dim)
+            weights[f"{attn}/{name}/bias"] = bias.reshape(num_heads, head_dim)
+        weights.update({
+            f"{block}/LayerNorm_0/scale": a(f"{ours}.ln_1.weight"),
+            f"{block}/LayerNorm_0/bias": a(f"{ours}.ln_1.bias"),
+            f"{attn}/out/kernel": a(f"{ours}.self_attention.out_proj.weight").T.reshape(num_heads, head_dim, hidden),
+            f"{attn}/out/bias": a(f"{ours}.self_attention.out_proj.bias"),
+            f"{block}/LayerNorm_2/scale": a(f"{ours}.ln_2.weight"),
+            f"{block}/LayerNorm_2/bias": a(f"{ours}.ln_2.bias"),
+            f"{block}/MlpBlock_3/Dense_0/kernel": a(f"{ours}.mlp.0.weight").T,
+            f"{block}/MlpBlock_3/Dense_0/bias": a(f"{ours}.mlp.0.bias"),
+            f"{block}/MlpBlock_3/Dense_1/kernel": a(f"{ours}.mlp.3.weight").T,
+            f"{block}/MlpBlock_3/Dense_1/bias": a(f"{ours}.mlp.3.bias"),
+        })
+    return {key: np.ascontiguousarray(value, dtype=np.float32) for key, value in weights.items()}
+
+
 def resize_pos_embedding(pos: torch.Tensor, target_tokens: int, mode: str = "bilinear",
                          antialias: bool = False) -> torch.Tensor:
     """Resize the patch-grid part of a (1, 1 + g*g, D) position embedding; the class token stays.
@@ -131,3 +177,35 @@ def load_pretrained(model: VisionTransformer, path: Path | None, model_type: str
     log.info("loaded pretrained weights from %s (head re-initialised for %d classes)", path,
              model.heads.head.out_features)
     return f"pretrained from {path}"
+
+
+def checkpoint_to_npz(checkpoint: Mapping) -> dict[str, np.ndarray]:
+    """A flowerkit checkpoint's weights as Google-format arrays, proven to load back bit for bit.
+
+    The proof maps the arrays back with ``npz_to_state_dict`` (what ``--pretrained`` runs) and compares every
+    tensor, so a file that would not round-trip exactly is never written.
+    """
+    from flowerkit.models.configs import get_config
+    from flowerkit.models.vit import build_model
+
+    state, model_type = checkpoint["model"], checkpoint["model_type"]
+    weights = state_dict_to_npz(state, get_config(model_type).num_heads)
+    with torch.device("meta"):  # shapes only: the mapping needs the model's structure, not its memory
+        model = build_model(model_type, int(checkpoint["img_size"]), int(checkpoint["num_classes"]))
+    back = npz_to_state_dict(weights, model)
+    back["heads.head.weight"] = torch.from_numpy(weights["head/kernel"].T)
+    back["heads.head.bias"] = torch.from_numpy(weights["head/bias"])
+    differs = [key for key in state if key not in back or not torch.equal(back[key], state[key].float())]
+    differs += sorted(set(back) - set(state))
+    if differs:
+        raise ConfigError(f"The {model_type} checkpoint does not map onto Google's .npz layout exactly (it differs "
+                          f"at {', '.join(differs[:3])}), so no file was written. Export a checkpoint written by "
+                          "`flowerkit train`.")
+    return weights
+
+
+def write_npz(weights: Mapping[str, np.ndarray], path: Path) -> Path:
+    """Write ``weights`` as an uncompressed .npz, as Google's files are, atomically (never half-written)."""
+    from flowerkit.artifacts.files import atomic_write
+
+    return atomic_write(path, lambda fh: np.savez(fh, **weights))
