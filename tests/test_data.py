@@ -120,3 +120,24 @@ def test_synthetic_dataset_is_generated_once_and_cached(tmp_path: Path, monkeypa
     stamp = (root / "setid.mat").stat().st_mtime_ns
     assert selection.synthetic_root(spec) == root and (root / "setid.mat").stat().st_mtime_ns == stamp
     assert not list(root.parent.glob(".*partial*"))  # generated into a staging folder, then renamed
+
+
+def test_a_shifted_synthetic_set_has_other_classes_in_the_official_layout(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from flowerkit.cli import app
+
+    args = ["data", "synth", "--images_per_class", "1", "--size", "32", "--seed", "4"]
+    for variant in ("standard", "shifted"):
+        result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / variant), "--variant", variant])
+        assert result.exit_code == 0, result.output
+    standard, shifted = open_flowers102(tmp_path / "standard"), open_flowers102(tmp_path / "shifted")
+    assert np.array_equal(standard.labels, shifted.labels)  # same seed: same ids, labels and poses
+    assert all(np.array_equal(standard.splits[s], shifted.splits[s]) for s in ("train", "val", "test"))
+    from PIL import Image
+
+    with Image.open(standard.image_path(1)) as a, Image.open(shifted.image_path(1)) as b:
+        assert a.size == b.size and np.abs(np.asarray(a, float) - np.asarray(b, float)).mean() > 5  # new colours
+    bad = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "bad"), "--variant", "tulips"])
+    assert bad.exit_code == 2 and "choose one of standard, shifted" in bad.output
+    assert not (tmp_path / "bad").exists()

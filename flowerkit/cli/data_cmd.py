@@ -24,11 +24,16 @@ def synth(
                                          help="Images per class: the official 10 train and 10 val, the rest test."),
     size: int = typer.Option(500, "--size", min=16, help="Short side of each JPEG in pixels (the real set: ~500)."),
     seed: int = typer.Option(0, "--seed", help="Random seed of the generator."),
+    variant: str = typer.Option("standard", "--variant",
+                                help="Class design: standard (flower102_synthetic's) or shifted (other hues, "
+                                     "petal counts and disc colours: new classes of the same kind of flower)."),
 ) -> None:
     """Write a synthetic Flowers-102 (jpg/, imagelabels.mat, setid.mat) whose 102 classes a model can learn."""
-    from flowerkit.data.synth import SynthSpec, generate, split_counts
+    from flowerkit.data.synth import DESIGNS, SynthSpec, generate, split_counts
 
     with user_errors():
+        if variant not in DESIGNS:
+            raise ConfigError(f"--variant {variant} is not a class design; choose one of {', '.join(DESIGNS)}.")
         if out.exists() and not out.is_dir():
             raise ConfigError(f"--out {out} is a file; pass a folder to create (it must not exist yet).")
         if out.exists() and any(out.iterdir()):
@@ -36,7 +41,7 @@ def synth(
                                  "existing data is overwritten.")
         if out.exists():
             out.rmdir()
-        generate(out, SynthSpec(images_per_class, size, seed))
+        generate(out, SynthSpec(images_per_class, size, seed, variant))
         n_train, n_val, n_test = split_counts(images_per_class)
         typer.echo(f"Wrote {102 * images_per_class} images ({n_train}/{n_val}/{n_test} train/val/test per class) "
                    f"to {out}\nUse it with: flowerkit train --dataset flower102 --data_root {out} ...")

@@ -3,6 +3,11 @@
 Class ``c`` is a flower whose petal colour is one of 17 hues (``c % 17``) and whose petal count is one of six
 (``c // 17``); the centre disc's colour repeats the class as a third cue. Pose, size, lighting, petal
 shape and background vary per image, so the classes are separable but not trivially so.
+
+A ``variant`` changes the class design, not the kind of image: ``shifted`` puts its 17 hues halfway between
+the standard ones and uses other petal counts and disc colours, so its 102 classes are new classes of the
+same kind of flower. Pre-training on it and fine-tuning on the standard set measures transfer of features,
+not of labels.
 """
 
 from __future__ import annotations
@@ -27,10 +32,26 @@ BACKGROUND_SCALE = 4  # the background is rendered at 1/4 of the image size (see
 
 
 @dataclass(frozen=True)
+class ClassDesign:
+    """What tells the 102 classes apart: 6 petal counts x 17 hues (offset in hue steps), 3 disc colours."""
+
+    petal_counts: tuple[int, ...]
+    hue_offset: float
+    disc_colours: tuple[tuple[int, int, int], ...]
+
+
+DESIGNS: dict[str, ClassDesign] = {
+    "standard": ClassDesign(PETAL_COUNTS, 0.0, DISC_COLOURS),  # flower102_synthetic
+    "shifted": ClassDesign((2, 5, 7, 9, 10, 16), 0.5, ((235, 235, 225), (200, 40, 120), (40, 90, 200))),
+}
+
+
+@dataclass(frozen=True)
 class SynthSpec:
     images_per_class: int = 30
     size: int = 500  # short side in pixels, as the real images
     seed: int = 0
+    variant: str = "standard"  # a key of DESIGNS
 
 
 def split_counts(images_per_class: int) -> tuple[int, int, int]:
@@ -42,15 +63,15 @@ def split_counts(images_per_class: int) -> tuple[int, int, int]:
     return n_train, n_val, images_per_class - n_train - n_val
 
 
-def _class_colour(label: int, rng: np.random.Generator) -> tuple[int, int, int]:
-    hue = (label % HUES) / HUES + rng.uniform(-0.008, 0.008)
+def _class_colour(label: int, rng: np.random.Generator, hue_offset: float = 0.0) -> tuple[int, int, int]:
+    hue = ((label % HUES) + hue_offset) / HUES + rng.uniform(-0.008, 0.008)
     sat = rng.uniform(0.65, 1.0)
     val = rng.uniform(0.7, 1.0)
     r, g, b = colorsys.hsv_to_rgb(hue % 1.0, sat, val)
     return int(r * 255), int(g * 255), int(b * 255)
 
 
-def render_flower(label: int, size: int, rng: np.random.Generator):
+def render_flower(label: int, size: int, rng: np.random.Generator, design: ClassDesign = DESIGNS["standard"]):
     """One JPEG-ready PIL image of class ``label`` with the short side ``size``."""
     from PIL import ImageDraw
 
@@ -60,17 +81,17 @@ def render_flower(label: int, size: int, rng: np.random.Generator):
 
     # The flower: petals as rotated ellipses (polygons) around a centre disc.
     draw = ImageDraw.Draw(image)
-    n_petals = PETAL_COUNTS[label // HUES]
+    n_petals = design.petal_counts[label // HUES]
     radius = size * rng.uniform(0.22, 0.36)
     cx = width / 2 + rng.uniform(-0.12, 0.12) * width
     cy = height / 2 + rng.uniform(-0.12, 0.12) * height
     rotation = rng.uniform(0, 2 * math.pi)
     petal_width = rng.uniform(0.25, 0.45) * (2 * math.pi * radius / n_petals) * (1.6 if n_petals <= 4 else 1.0)
-    colour = _class_colour(label, rng)
+    colour = _class_colour(label, rng, design.hue_offset)
     for k in range(n_petals):
         angle = rotation + 2 * math.pi * k / n_petals
         draw.polygon(_petal(cx, cy, radius, petal_width, angle), fill=colour, outline=tuple(c // 2 for c in colour))
-    disc = DISC_COLOURS[label % len(DISC_COLOURS)]
+    disc = design.disc_colours[label % len(design.disc_colours)]
     r_disc = radius * rng.uniform(0.18, 0.26)
     draw.ellipse((cx - r_disc, cy - r_disc, cx + r_disc, cy + r_disc), fill=disc)
     return image
@@ -115,11 +136,11 @@ def _petal(cx: float, cy: float, length: float, width: float, angle: float, poin
     return outline
 
 
-def _write_images(job: tuple[Path, list[tuple[int, int]], int, int]) -> int:
-    out, items, size, seed = job
+def _write_images(job: tuple[Path, list[tuple[int, int]], int, int, str]) -> int:
+    out, items, size, seed, variant = job
     for image_id, label in items:
         rng = np.random.default_rng([seed, image_id])
-        render_flower(label, size, rng).save(out / image_relpath(image_id), format="JPEG", quality=90)
+        render_flower(label, size, rng, DESIGNS[variant]).save(out / image_relpath(image_id), format="JPEG", quality=90)
     return len(items)
 
 
@@ -133,6 +154,8 @@ def generate(out: Path, spec: SynthSpec = SynthSpec(), workers: int | None = Non
 
     if spec.images_per_class < 1 or spec.size < 16:
         raise ValueError("images_per_class must be >= 1 and size >= 16")
+    if spec.variant not in DESIGNS:
+        raise ValueError(f"variant must be one of {', '.join(DESIGNS)} (got {spec.variant!r})")
     out = Path(out)
     staging = out.with_name(f".{out.name}.partial-{os.getpid()}")
     (staging / "jpg").mkdir(parents=True, exist_ok=True)
@@ -151,7 +174,7 @@ def generate(out: Path, spec: SynthSpec = SynthSpec(), workers: int | None = Non
 
     items = list(zip(image_ids.tolist(), labels.tolist()))
     workers = workers or min(8, os.cpu_count() or 1)
-    chunks = [(staging, items[i::workers], spec.size, spec.seed) for i in range(workers)]
+    chunks = [(staging, items[i::workers], spec.size, spec.seed, spec.variant) for i in range(workers)]
     if workers == 1:
         _write_images(chunks[0])
     else:
