@@ -128,8 +128,8 @@ def test_a_resumed_modern_recipe_run_equals_the_uninterrupted_one(flowers_root: 
             ema_decay=0.5, monitor="val_loss"))
         config.layout.run_dir.mkdir(parents=True, exist_ok=True)
 
-        def hook(step: int, total: int) -> None:
-            if step == stop_at:
+        def hook(progress) -> None:
+            if progress.step == stop_at:
                 raise Interrupt
 
         trainer.seed_everything(config.seed, deterministic=False)

@@ -81,8 +81,8 @@ def test_selection_picks_the_mid_run_best_and_a_resumed_run_selects_the_same(flo
     # Killed after its best step, then resumed: the same step is selected, with the same weights.
     killed, *_ = _setup(flowers_root, tmp_path, "killed")
 
-    def stop_after(step: int, total: int) -> None:
-        if step == best_step + 2:
+    def stop_after(progress) -> None:
+        if progress.step == best_step + 2:
             raise Interrupt
 
     with pytest.raises(Interrupt):
