@@ -46,7 +46,7 @@ def export_evaluation(outputs: Path, dataset_root: Path, split: str, layout: Run
     ``held_out=True`` (the test split after training) writes ``test_predictions.jsonl`` and
     ``test_per_class_metrics.json`` beside them and adds ``test_*`` keys to metrics.json, so the two reports
     never mix. ``summary_extra`` (what was selected and why) goes into metrics.json as is; ``log_summary=False``
-    leaves out the eval row the training loop already logged for that step.
+    leaves out the eval row and confusion matrix the training loop already logged for that step.
     """
     with np.load(outputs, allow_pickle=False) as data:
         image_ids, labels, logits = data["image_ids"], data["labels"], data["logits"]
@@ -78,7 +78,8 @@ def export_evaluation(outputs: Path, dataset_root: Path, split: str, layout: Run
             scalars.log(split if held_out else "eval", step, total_steps,
                         {k: report[k] for k in ("loss", "accuracy", "top5_accuracy", "macro_f1")}, tag)
         scalars.per_class(step, report["per_class"], tag)
-        scalars.confusion_image(step, report["confusion"], f"{tag}/confusion_matrix")
+        if log_summary or held_out:  # otherwise the training loop logged this step's matrix already
+            scalars.confusion_image(step, report["confusion"], f"{tag}/confusion_matrix")
     finally:
         scalars.close()
     return summary, files
