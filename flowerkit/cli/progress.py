@@ -20,15 +20,19 @@ PLAIN_INTERVAL_S = 10.0  # a log file or CI output gets a line this often, and t
 
 
 class PlainProgress:
-    """One line per ``interval_s`` to ``stream``, for output that is not a terminal."""
+    """One line per ``interval_s`` to ``stream``, for output that is not a terminal, and one at every new
+    evaluation (a log reader wants each validation result, however short the run)."""
 
     def __init__(self, stream: TextIO, interval_s: float = PLAIN_INTERVAL_S,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._stream, self._rate, self._throttle = stream, StepRate(clock), Throttle(interval_s, clock)
+        self._eval_step: int | None = None
 
     def __call__(self, progress: Progress) -> None:
         eta_s = self._rate.eta_s(progress)
-        if self._throttle.ready(progress.step, progress.total):
+        eval_step = (progress.last_eval or {}).get("step")
+        new_eval, self._eval_step = eval_step != self._eval_step, eval_step
+        if self._throttle.ready(progress.step, progress.total) or new_eval:
             print(f"progress: {describe(progress, eta_s)}", file=self._stream, flush=True)
 
 
