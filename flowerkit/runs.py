@@ -16,7 +16,7 @@ import yaml
 from flowerkit.artifacts.files import sha256_file
 from flowerkit.artifacts.record import read_record
 from flowerkit.artifacts.retention import expiry_of
-from flowerkit.layout import RECORD_NAME, STAMP_NAME, SWEEPS_ROOT, TB_ROOT, RunLayout
+from flowerkit.layout import RECORD_NAME, STAMP_NAME, SWEEPS_ROOT, TB_ROOT, RunLayout, SweepLayout
 from flowerkit.errors import ConfigError, MissingInputError
 
 # The TensorBoard root and the sweeps' folder; dot-folders (the dashboard's launch logs) are skipped too.
@@ -38,6 +38,12 @@ class RunSummary:
     accuracy: float | None = None
     started_utc: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)
+    # The checkpoint a train run reports (the record's ``selection``): selected_step, selected_weights, monitor,
+    # monitor_value, stopped_early, ...; empty until the run has selected one (and for eval runs).
+    selection: dict[str, Any] = field(default_factory=dict)
+    # The record's ``distributed``: world_size, backend, per_rank_batch, nnodes; empty for single-process runs
+    # recorded before multi-process training existed.
+    distributed: dict[str, Any] = field(default_factory=dict)
 
     def age(self, now: datetime | None = None) -> str:
         try:
@@ -110,19 +116,112 @@ def summarize(run_dir: Path) -> RunSummary:
     stamp = stamp if isinstance(stamp, dict) else {}
     progress = record.get("progress") or {}
     metrics = record.get("metrics") or {}
+    distributed = record.get("distributed")
     return RunSummary(
         name=run_dir.name, path=run_dir, flow=str(record.get("flow") or "?"),
         status=run_status(record) if record else ("complete" if stamp else "unknown"),
         device=str(record.get("device") or stamp.get("device") or "-"),
         step=int(progress.get("step") or 0), total_steps=int(progress.get("total_steps") or 0),
         accuracy=as_float(metrics.get("accuracy")), metrics=metrics,
-        started_utc=str(record.get("started_utc") or stamp.get("timestamp") or ""))
+        started_utc=str(record.get("started_utc") or stamp.get("timestamp") or ""),
+        selection=selection_of(record), distributed=distributed if isinstance(distributed, dict) else {})
+
+
+SELECTION_KEYS = ("selected_step", "selected_checkpoint", "selected_weights", "monitor", "monitor_value",
+                  "last_step", "stopped_early", "stop_reason")
+
+
+def selection_of(record: dict[str, Any]) -> dict[str, Any]:
+    """The record's ``selection``; else the same keys from its final metrics (metrics.json carries them too)."""
+    selection = record.get("selection")
+    if isinstance(selection, dict) and selection:
+        return selection
+    metrics = record.get("metrics")
+    if not isinstance(metrics, dict) or "selected_step" not in metrics:
+        return {}
+    return {key: metrics[key] for key in SELECTION_KEYS if key in metrics}
+
+
+def describe_selection(selection: dict[str, Any]) -> tuple[str, str] | None:
+    """(``"400 (ema)"``, ``"val_accuracy 0.9812"``): the selected step and weights, the monitored value.
+
+    Every front end (``runs list``, the dashboard) words a selection alike; None when nothing was selected.
+    """
+    if selection.get("selected_step") is None:
+        return None
+    step = f"{selection['selected_step']} ({selection.get('selected_weights') or 'raw'})"
+    value = as_float(selection.get("monitor_value"))
+    monitored = f"{selection.get('monitor') or 'monitor'} {'-' if value is None else f'{value:.4f}'}"
+    return step, monitored
+
+
+def describe_processes(distributed: dict[str, Any]) -> str | None:
+    """``"2 x gloo, 8 per rank"`` (``", 2 nodes"`` across machines) for a multi-process run; None for one process
+    (older records have no ``distributed``: they ran as one process)."""
+    try:
+        world = int(distributed.get("world_size") or 1)
+    except (TypeError, ValueError):
+        return None
+    if world <= 1:
+        return None
+    text = f"{world} x {distributed.get('backend') or '?'}"
+    if distributed.get("per_rank_batch") is not None:
+        text += f", {distributed['per_rank_batch']} per rank"
+    nodes = distributed.get("nnodes")
+    if isinstance(nodes, int) and nodes > 1:
+        text += f", {nodes} nodes"
+    return text
 
 
 def find_runs(output_dir: Path) -> list[RunSummary]:
     """Every run under ``output_dir``, oldest first."""
     runs = [summarize(run_dir) for run_dir in find_run_dirs(output_dir)]
     return sorted(runs, key=lambda r: (r.started_utc, r.name))
+
+
+# Options that say where a run's files go or how it is tracked, not how it learns: never a recipe difference.
+NOT_RECIPE_GROUPS = {"run", "output", "tracking"}
+
+
+def read_config(run_dir: Path) -> dict[str, Any]:
+    """A run's config_resolved.yaml (every option as it ran); {} when absent or unreadable (a run starting)."""
+    try:
+        config = yaml.safe_load(RunLayout.for_run(Path(run_dir)).config.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def differing_options(configs: list[dict[str, Any]]) -> list[str]:
+    """The options whose values differ between runs (an option one run lacks differs), in declaration order.
+
+    Paths, names and tracking settings are left out (every run has its own), so what remains is the recipe:
+    optimizer, learning rate, augmentation, EMA, seed, model, ... .
+    """
+    from flowerkit.config import CONFIG_CLASSES
+
+    groups = {name: (info.json_schema_extra or {}).get("group") for cls in CONFIG_CLASSES.values()
+              for name, info in cls.model_fields.items()}
+    names = list(dict.fromkeys(key for config in configs for key in config))
+    missing = object()
+    return [name for name in names if groups.get(name) not in NOT_RECIPE_GROUPS
+            and len({repr(config.get(name, missing)) for config in configs}) > 1]
+
+
+def sweep_trials(output_dir: Path) -> dict[str, list[str]]:
+    """Each sweep under ``output_dir`` (by name) with its trials' run names in trial order, from the sweep's
+    trials.json (what ``flowerkit sweep`` expanded); a sweep folder without a readable one is skipped."""
+    try:
+        folders = sorted(p for p in (Path(output_dir) / SWEEPS_ROOT).iterdir() if p.is_dir())
+    except OSError:
+        return {}
+    sweeps = {}
+    for folder in folders:
+        stored = read_json_or_none(SweepLayout(Path(output_dir), folder.name).trials)
+        trials = stored.get("trials") if isinstance(stored, dict) else None
+        if isinstance(trials, list):
+            sweeps[folder.name] = [str(t["name"]) for t in trials if isinstance(t, dict) and "name" in t]
+    return sweeps
 
 
 def as_float(value: Any) -> float | None:

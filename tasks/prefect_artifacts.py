@@ -49,12 +49,31 @@ def summary_markdown(flow: str, run_name: str, run_id: str, device: str, precisi
     if training:
         lines.append(f"- training: steps {training['start_step']} -> {training['steps']}, final loss "
                      f"{training['final_loss']:.4f}, {training['images_per_second']:.1f} img/s")
+    lines += selection_lines(metrics, training)
     lines += ["", f"## Metrics ({metrics.get('split', '?')} split)", "", "| metric | value |", "| --- | --- |"]
     lines += [f"| {name} | {_number(metrics[name])} |" for name in METRIC_NAMES if name in metrics]
+    # --test_after: the selected checkpoint on the test split, reported beside (never mixed into) validation.
+    lines += [f"| test_{name} | {_number(metrics[f'test_{name}'])} |" for name in METRIC_NAMES
+              if f"test_{name}" in metrics]
     worst = ", ".join(f"{w['class_name']} ({w['f1']:.2f})" for w in metrics.get("worst_classes", [])[:5])
     lines += ["", f"Worst classes: {worst or '-'}", "", "## Files", ""]
     lines += [f"- `{path}`" for path in paths]
     return "\n".join(lines) + "\n"
+
+
+def selection_lines(metrics: dict, training: dict | None = None) -> list[str]:
+    """What a train run reports: the checkpoint selected on validation (not the last step), why, and whether
+    early stopping ended the run. metrics.json's keys first (run-relative path), else the training result's."""
+    source = metrics if "selected_step" in metrics else (training or {})
+    if source.get("selected_step") is None:
+        return []  # an eval run, or a result from before model selection
+    checkpoint = source.get("selected_checkpoint") or "?"
+    value = source.get("monitor_value")
+    stopped = f"yes: {source.get('stop_reason') or 'no reason recorded'}" if source.get("stopped_early") else "no"
+    return [f"- selected checkpoint: `{checkpoint}` (step {source['selected_step']}, "
+            f"{source.get('selected_weights') or 'raw'} weights)",
+            f"- monitor: `{source.get('monitor') or '?'}` = {_number(value) if value is not None else '-'}",
+            f"- stopped early: {stopped}"]
 
 
 def per_class_rows(per_class: Path) -> list[dict]:

@@ -29,12 +29,13 @@ def list_runs(output_dir: Path = OUTPUT,
               sweep: str = typer.Option(None, "--sweep", help="Only this sweep's trials, ranked by the monitored "
                                                               "validation metric, with the values each sets.")
               ) -> None:
-    """Every run: name, flow, status, device, accuracy, started, age."""
+    """Every run: name, flow, status, device, step, selected checkpoint, monitored value, accuracy, started, age."""
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
     from flowerkit.tasks.crashed_runs import MARKED, UNREACHABLE, api_url, reconcile_all
-    from flowerkit.runs import find_runs
+    from flowerkit.runs import describe_selection, find_runs
 
     with user_errors():
         if sweep is not None:
@@ -45,11 +46,18 @@ def list_runs(output_dir: Path = OUTPUT,
             typer.echo(f"No runs under {output_dir}.")
             return
         reconciled = reconcile_all(runs)
-        table = Table("name", "flow", "status", "device", "step", "accuracy", "started (UTC)", "age")
+        # Ten columns in 120: no vertical rules, and the start time to the minute; names are never cut.
+        table = Table("name", "flow", "status", "device", "step", "selected", "monitored", "accuracy",
+                      "started (UTC)", "age", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
+                      collapse_padding=True)
+        table.columns[0].no_wrap = True
         for run in runs:
             accuracy = "-" if run.accuracy is None else f"{run.accuracy:.4f}"
-            table.add_row(run.name, run.flow, run.status, run.device, f"{run.step}/{run.total_steps}", accuracy,
-                          run.started_utc, run.age())
+            # A train run reports its selected checkpoint, not its last step: say which one and by what value.
+            selected, monitored = describe_selection(run.selection) or ("-", "-")
+            started = run.started_utc[:16].replace("T", " ") if len(run.started_utc) >= 16 else run.started_utc
+            table.add_row(run.name, run.flow, run.status, run.device, f"{run.step}/{run.total_steps}", selected,
+                          monitored, accuracy, started or "-", run.age())
         Console(width=max(120, Console().width)).print(table)
         for name, outcome in reconciled.items():
             if outcome == MARKED:
