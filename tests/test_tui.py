@@ -21,6 +21,7 @@ from flowerkit.tui.runs_reader import MetricsTail, RunsIndex
 
 STARTED = "2026-01-15T09:30:00Z"
 CLASSES = ["pink primrose", "hard-leaved pocket orchid", "canterbury bells", "sweet pea"]
+GAMMA_RECIPE = {"optimizer": "adamw", "learning_rate": 0.001, "ema_decay": 0.998}
 TRAIN_TASKS = ["detect_device", "load_subset", "train", "evaluate", "export_predictions", "write_stamp",
                "write_retention"]
 
@@ -37,10 +38,23 @@ def train_rows(steps: int, total: int, loss0: float = 4.6) -> list[dict[str, Any
     return rows
 
 
+def resolved_config(name: str, output: Path, recipe: dict[str, Any]) -> str:
+    """config_resolved.yaml as a train run writes it: every option, the recipe's on top of the defaults."""
+    from flowerkit.config import TrainConfig, load_config
+
+    options = {"dataset": "flower102_synthetic", "model_type": "testing", "img_size": 64, "num_steps": 10}
+    return load_config(TrainConfig, {**options, **recipe, "name": name, "output_dir": output}).resolved_yaml()
+
+
 def write_run(output: Path, name: str, *, status: str = "complete", step: int = 10, total: int = 10,
               tasks_done: int = 7, retrying: str | None = None, evaluated: bool = True,
-              device: str = "cpu", loss0: float = 4.6) -> Path:
-    """A run directory as the flows leave it (docs/artifacts.md), with fixed timestamps."""
+              device: str = "cpu", loss0: float = 4.6, recipe: dict[str, Any] | None = None,
+              selection: dict[str, Any] | None = None, distributed: dict[str, Any] | None = None) -> Path:
+    """A run directory as the flows leave it (docs/artifacts.md), with fixed timestamps.
+
+    A complete, evaluated run has selected its last evaluation (raw weights, val_accuracy) unless
+    ``selection`` says otherwise; ``distributed`` is the record's multi-process entry (absent: one process).
+    """
     run = output / name
     (run / "fiftyone").mkdir(parents=True)
     tasks = {t: {"state": "completed", "attempt": 1, "updated_utc": STARTED} for t in TRAIN_TASKS[:tasks_done]}
@@ -54,7 +68,16 @@ def write_run(output: Path, name: str, *, status: str = "complete", step: int = 
               "ended_utc": STARTED if status in ("complete", "failed") else None, "config_hash": "0" * 64,
               "device": device, "progress": {"step": step, "total_steps": total}, "tasks": tasks,
               "metrics": metrics, "determinism": {}, "error": None, "artifact_index": []}
+    if status == "complete" and evaluated:
+        record["selection"] = {"selected_step": final["step"], "selected_checkpoint": f"{name}/checkpoints/best.bin",
+                               "selected_weights": "raw", "monitor": "val_accuracy",
+                               "monitor_value": final["accuracy"], "last_step": step, "stopped_early": False,
+                               "stop_reason": None} | (selection or {})
+        record["metrics"] |= record["selection"]  # metrics.json carries the selection too
+    if distributed is not None:
+        record["distributed"] = distributed
     (run / "run_record.json").write_text(json.dumps(record))
+    (run / "config_resolved.yaml").write_text(resolved_config(name, output, recipe or {}))
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (run / "run.log").write_text("".join(f"2026-01-15 09:30:0{i} INFO flowerkit: line {i}\n" for i in range(5)))
     if evaluated:
@@ -84,7 +107,9 @@ def output(workdir: Path) -> Path:
                      evaluated=False)
     with open(beta / "metrics.jsonl", "a") as fh:
         fh.write('{"kind": "train", "step": 8, "tot')  # the writer is mid-append
-    write_run(out, "gamma", device="cuda:0", loss0=4.8)
+    # Another recipe (AdamW, a lower rate, EMA), whose EMA weights were selected.
+    write_run(out, "gamma", device="cuda:0", loss0=4.8, recipe=GAMMA_RECIPE,
+              selection={"selected_weights": "ema", "monitor_value": 0.55})
     (out / "tb" / "alpha").mkdir(parents=True)  # TensorBoard's folder is not a run
     return out
 
@@ -216,10 +241,141 @@ async def test_compare_shows_marked_runs_side_by_side(output: Path) -> None:
         await pilot.press("space", "down", "space", "c")
         await wait_for(pilot, lambda: app.screen.query_one("DataTable").row_count > 0)
         table = app.screen.query_one("DataTable")
-        assert [str(c.label) for c in table.columns.values()] == ["metric", "alpha", "beta"]
-        rows = {table.get_row_at(i)[0]: table.get_row_at(i)[1:] for i in range(table.row_count)}
-        assert rows["accuracy"] == ["0.5000", "0.2500"]
+        assert [str(c.label) for c in table.columns.values()] == ["run", "alpha", "beta"]
+        rows = compare_rows(table)
+        assert rows["val accuracy"] == ["0.5000", "0.2500"]  # beta is still training: its last evaluation
         assert rows["steps"] == ["10/10", "7/20"]
+        assert rows["selected step"] == ["10 (raw)", "-"]  # beta has selected nothing yet
+
+
+def compare_rows(table) -> dict[str, list[str]]:
+    """The compare table as {row label: [one cell per run]}, cells as plain text."""
+    rows = [[str(cell) for cell in table.get_row_at(i)] for i in range(table.row_count)]
+    return {row[0]: row[1:] for row in rows}
+
+
+@pytest.mark.anyio
+async def test_compare_puts_differing_recipe_options_beside_what_each_run_selected(output: Path) -> None:
+    app = DashboardApp(output, refresh_s=30)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_compare(pilot)  # alpha (SGD, the defaults) and gamma (AdamW, lower rate, EMA)
+        table = app.screen.query_one("CompareTable")
+        rows = compare_rows(table)
+        assert rows["selected step"] == ["10 (raw)", "10 (ema)"]
+        assert rows["monitor"] == ["val_accuracy", "val_accuracy"]
+        assert rows["monitored value"] == ["0.5000", "0.5500"]
+        assert rows["val accuracy"] == ["0.5000", "0.5000"] and rows["test accuracy"] == ["-", "-"]
+        # Only the recipe options that differ, as each run's config_resolved.yaml has them; never the run's
+        # own name or paths, which always differ.
+        options = [label for label in rows if label.startswith("--")]
+        assert options == ["--learning_rate", "--optimizer", "--ema_decay"]  # declaration order
+        assert rows["--optimizer"] == ["sgd", "adamw"] and rows["--learning_rate"] == ["0.03", "0.001"]
+        assert rows["--ema_decay"] == ["0", "0.998"]
+        # The best monitored value (val_accuracy: higher is better) is marked: the recipe that won.
+        winner = table.get_cell("monitored value", "gamma")
+        assert winner.style == "bold green" and not hasattr(table.get_cell("monitored value", "alpha"), "style")
+        # The recipe rows are on screen at 80x24 without scrolling, right under the outcome.
+        labels = list(rows)
+        assert labels.index("--ema_decay") < 14
+
+
+@pytest.mark.anyio
+async def test_run_view_shows_the_selected_checkpoint_and_the_processes(output: Path) -> None:
+    from flowerkit.tui.run_view import RunScreen
+
+    write_run(output, "ddp", distributed={"world_size": 2, "backend": "gloo", "per_rank_batch": 8, "nnodes": 1},
+              selection={"selected_step": 5, "monitor_value": 0.25, "stopped_early": True,
+                         "stop_reason": "no improvement of val_accuracy in 1 evaluations"})
+    write_run(output, "solo", distributed={"world_size": 1, "backend": "none", "per_rank_batch": 16, "nnodes": 1})
+    app = DashboardApp(output, refresh_s=30)
+    async with app.run_test(size=(80, 24)) as pilot:
+        for name, expected in [
+            ("ddp", ["selected step 5 (raw)  val_accuracy 0.2500  stopped early", "processes: 2 x gloo, 8 per rank"]),
+            ("solo", ["selected step 10 (raw)  val_accuracy 0.5000"]),  # one process: nothing to say
+            ("alpha", ["selected step 10 (raw)  val_accuracy 0.5000"]),  # recorded before `distributed`
+            ("beta", []),  # still training: nothing selected yet
+        ]:
+            await app.push_screen(RunScreen(output / name))
+            await wait_for(pilot, lambda: getattr(app.screen, "detail", None) is not None)
+            await pilot.pause(0.1)
+            summary = str(app.screen.query_one("#summary").render()).splitlines()
+            assert summary[2:] == expected and all(len(line) <= 78 for line in summary), summary
+            await pilot.press("escape")
+
+
+def write_sweep(output: Path, name: str, trials: list[tuple[dict[str, Any], float | None]]) -> list[str]:
+    """A sweep's folder as ``flowerkit sweep`` writes it (trials.json) and a run per trial; a trial scored
+    None has not started (no run directory). Returns the trials' names."""
+    from flowerkit.layout import SweepLayout
+
+    entries = []
+    for index, (values, score) in enumerate(trials):
+        trial = f"{name}-{index:03d}"
+        if score is not None:
+            write_run(output, trial, recipe=values, selection={"monitor_value": score})
+        entries.append({"index": index, "name": trial, "values": values, "config_hash": "0" * 64})
+    layout = SweepLayout(output, name)
+    layout.trials.parent.mkdir(parents=True)
+    layout.trials.write_text(json.dumps({"sweep": name, "trials": entries}))
+    return [entry["name"] for entry in entries]
+
+
+@pytest.mark.anyio
+async def test_sweep_trials_are_grouped_filtered_ranked_and_compared(output: Path) -> None:
+    write_sweep(output, "lr", [({"learning_rate": 0.01}, 0.6), ({"learning_rate": 0.03}, 0.8),
+                               ({"learning_rate": 0.1}, 0.4), ({"learning_rate": 0.3}, None)])
+    app = DashboardApp(output, refresh_s=30)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await wait_for(pilot, lambda: "sweep:lr" in table_rows(app))
+        # All runs: the sweep's trials together, under the sweep's own row.
+        rows = table_rows(app)
+        assert list(rows) == ["alpha", "beta", "gamma", "sweep:lr", "lr-000", "lr-001", "lr-002"]
+        assert rows["sweep:lr"][1:4] == ["lr", "sweep", "3/4 done"]
+        assert "w picks a sweep" in str(screen.query_one("#hint").render())
+
+        # w: only this sweep's trials, best val_accuracy first (the order of `flowerkit runs list --sweep`).
+        await pilot.press("w")
+        await wait_for(pilot, lambda: list(table_rows(app)) == ["lr-001", "lr-000", "lr-002"])
+        assert str(screen.query_one("#hint").render()).startswith(
+            "sweep lr: 3/4 trials, best val_accuracy first; c compares")
+        assert screen.sub_title == f"{output} (sweep lr)"
+
+        # c with nothing marked compares every trial, ranked, with the value each sets.
+        await pilot.press("c")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "CompareScreen")
+        table = app.screen.query_one("CompareTable")
+        await wait_for(pilot, lambda: table.row_count > 0)
+        assert [str(c.label) for c in table.columns.values()] == ["run", "lr-001", "lr-000", "lr-002"]
+        rows = compare_rows(table)
+        assert rows["rank"] == ["1", "2", "3"] and rows["monitored value"] == ["0.8000", "0.6000", "0.4000"]
+        assert [label for label in rows if label.startswith("--")] == ["--learning_rate"]
+        assert rows["--learning_rate"] == ["0.03", "0.01", "0.1"]
+        assert table.get_cell("monitored value", "lr-001").style == "bold green"
+
+        # Back: escape leaves compare, then the filter; enter on the sweep's row filters again.
+        await pilot.press("escape")
+        assert app.screen is screen and screen.sweep == "lr"
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: "alpha" in table_rows(app))
+        assert screen.sweep is None and screen.sub_title == str(output)
+        table = screen.query_one("RunsTable")
+        table.move_cursor(row=list(table_rows(app)).index("sweep:lr"))
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: list(table_rows(app)) == ["lr-001", "lr-000", "lr-002"])
+        await pilot.press("w")  # the only sweep: w comes back round to every run
+        await wait_for(pilot, lambda: "alpha" in table_rows(app))
+
+
+@pytest.mark.anyio
+async def test_w_without_sweeps_says_how_to_start_one(output: Path) -> None:
+    app = DashboardApp(output, refresh_s=30)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: len(table_rows(app)) == 3)
+        await pilot.press("w")
+        await pilot.pause(0.1)
+        assert app.screen.sweep is None and len(table_rows(app)) == 3
+        assert any("No sweeps under" in str(n.message) for n in app._notifications)
 
 
 async def fill(pilot, screen, values: dict[str, str]) -> None:
@@ -405,6 +561,47 @@ def test_snapshot_compare(snap_compare, output: Path, size: tuple[int, int]) -> 
     assert snap_compare(snapshot_app(output), terminal_size=size, run_before=open_compare)
 
 
+def snapshot_sweep(output: Path) -> DashboardApp:
+    write_sweep(output, "lr", [({"learning_rate": 0.01, "seed": 1}, 0.6), ({"learning_rate": 0.03, "seed": 1}, 0.8),
+                               ({"learning_rate": 0.1, "seed": 2}, 0.4), ({"learning_rate": 0.3, "seed": 2}, None)])
+    return snapshot_app(output)
+
+
+async def open_grouped_list(pilot) -> None:
+    await wait_for(pilot, lambda: "sweep:lr" in table_rows(pilot.app))
+    await pilot.pause(0.2)
+
+
+async def open_sweep(pilot) -> None:
+    await open_grouped_list(pilot)
+    await pilot.press("w")
+    await wait_for(pilot, lambda: list(table_rows(pilot.app)) == ["lr-001", "lr-000", "lr-002"])
+    await pilot.pause(0.2)
+
+
+async def open_sweep_compare(pilot) -> None:
+    await open_sweep(pilot)
+    await pilot.press("c")
+    await wait_for(pilot, lambda: type(pilot.app.screen).__name__ == "CompareScreen"
+                   and pilot.app.screen.query_one("CompareTable").row_count > 0)
+    await pilot.pause(0.2)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=["80x24", "120x40"])
+def test_snapshot_sweep_grouped(snap_compare, output: Path, size: tuple[int, int]) -> None:
+    assert snap_compare(snapshot_sweep(output), terminal_size=size, run_before=open_grouped_list)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=["80x24", "120x40"])
+def test_snapshot_sweep(snap_compare, output: Path, size: tuple[int, int]) -> None:
+    assert snap_compare(snapshot_sweep(output), terminal_size=size, run_before=open_sweep)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=["80x24", "120x40"])
+def test_snapshot_sweep_compare(snap_compare, output: Path, size: tuple[int, int]) -> None:
+    assert snap_compare(snapshot_sweep(output), terminal_size=size, run_before=open_sweep_compare)
+
+
 def test_launcher_command_lines_parse_with_the_real_cli(tmp_path: Path) -> None:
     """Every switch the form can send (on or off) is a spelling the CLI accepts."""
     from typer.testing import CliRunner
@@ -448,9 +645,10 @@ async def test_run_view_at_80x24_keeps_its_header_and_wraps_log_lines(output: Pa
         await pilot.press("enter")
         await wait_for(pilot, lambda: getattr(app.screen, "detail", None) is not None)
         summary = str(app.screen.query_one("#summary").render()).splitlines()
-        assert len(summary) == 2 and all(len(line) <= 78 for line in summary), summary
+        assert len(summary) == 3 and all(len(line) <= 78 for line in summary), summary
         assert summary[0].startswith("alpha") and "started 01-15 09:30 UTC" in summary[0]
         assert summary[1] == "loss 4.1000  lr 0.00000  eval acc 0.500 @ 10"
+        assert summary[2] == "selected step 10 (raw)  val_accuracy 0.5000"
         app.screen.query_one("TabbedContent").active = "log"
         await pilot.pause(0.3)
         shown = [strip.text.rstrip() for strip in app.screen.query_one("#log-view").lines]

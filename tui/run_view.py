@@ -22,6 +22,7 @@ from textual.widgets import (
     TabPane,
 )
 
+from flowerkit.runs import describe_processes, describe_selection
 from flowerkit.tui import prefect_states
 from flowerkit.tui.formatting import number, short_time, status_text, steps
 from flowerkit.tui.plots import MetricPlot
@@ -29,7 +30,8 @@ from flowerkit.tui.runs_reader import MetricsTail, RunDetail, flow_run_id, metri
 
 
 def summary_line(detail: RunDetail) -> str:
-    """Two lines, each within 80 columns: who and where, then how it is doing."""
+    """Lines within 80 columns: who and where, how it is doing, then (once known) the checkpoint it reports
+    and, for a multi-process run, its processes."""
     run = detail.summary
     train, evals = detail.train_rows, detail.eval_rows
     first = (f"[b]{run.name}[/b]  {run.flow} {status_text(run.status).markup} on {run.device}  "
@@ -39,8 +41,18 @@ def summary_line(detail: RunDetail) -> str:
         second.append(f"loss {number(train[-1].get('loss'))}  lr {number(train[-1].get('lr'), 5)}")
     if evals:
         second.append(f"eval acc {number(evals[-1].get('accuracy'), 3)} @ {evals[-1]['step']}")
-    mlflow = f"\n{escape(detail.mlflow)}" if detail.mlflow else ""
-    return first + "\n" + ("  ".join(second) or "no steps yet") + mlflow
+    lines = [first, "  ".join(second) or "no steps yet"]
+    selected = describe_selection(run.selection)
+    if selected:
+        step, monitored = selected
+        stopped = "  stopped early" if run.selection.get("stopped_early") else ""
+        lines.append(escape(f"selected step {step}  {monitored}{stopped}"))  # record text, not markup
+    processes = describe_processes(run.distributed)
+    if processes:
+        lines.append(escape(f"processes: {processes}"))
+    if detail.mlflow:
+        lines.append(escape(detail.mlflow))
+    return "\n".join(lines)
 
 
 class TasksTable(DataTable):

@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 import os
 from collections import deque
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from flowerkit.layout import RunLayout
-from flowerkit.runs import RunSummary, as_float, find_run_dirs, read_json_or_none
+from flowerkit.runs import RunSummary, as_float, find_run_dirs, read_config, read_json_or_none
 from flowerkit.runs import summarize as summarize_files
 from flowerkit.tracking import mlflow_line
 
@@ -131,6 +131,7 @@ class RunDetail:
     worst: list[dict[str, Any]]
     error: dict[str, Any] | None = None
     mlflow: str | None = None  # "MLflow: <run link>" line, when the run is tracked in MLflow
+    config: dict[str, Any] = field(default_factory=dict)  # config_resolved.yaml: the recipe compare diffs
 
 
 def task_states(record: dict[str, Any]) -> list[tuple[str, str, int]]:
@@ -186,7 +187,7 @@ def read_detail(run_dir: Path, tail: MetricsTail) -> RunDetail:
                      tasks=task_states(record), log_tail=log_tail(layout.run_log),
                      per_class=per_class_rows(layout), worst=worst_predictions(layout),
                      error=record.get("error") if isinstance(record.get("error"), dict) else None,
-                     mlflow=mlflow_line(record))
+                     mlflow=mlflow_line(record), config=read_config(run_dir))
 
 
 def flow_run_id(run_dir: Path) -> str | None:
