@@ -22,3 +22,6 @@ def test_runs_show_renders_sections_not_json(tiny_run: Path) -> None:
     assert record["run_id"] in text and record["config_hash"] in text and "complete" in text
     assert f"{record['metrics']['accuracy']:.4f}" in text and all(task in text for task in record["tasks"])
     assert "--num_steps" in text and f"{len(record['artifact_index'])} with sha256" in text
+    selection = record["selection"]
+    assert f"{selection['selected_step']} ({selection['selected_weights']})" in text  # the selected checkpoint
+    assert f"{selection['monitor']} {selection['monitor_value']:.4f}" in text and "selected checkpoint" in text

@@ -10,7 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from flowerkit.layout import RunLayout
-from flowerkit.runs import run_status
+from flowerkit.runs import describe_processes, describe_selection, run_status
 
 IDENTITY = [("run id", "run_id"), ("flow", "flow"), ("Prefect flow run", "flow_run_id"), ("device", "device"),
             ("stage", "stage"), ("started (UTC)", "started_utc"), ("ended (UTC)", "ended_utc"),
@@ -38,6 +38,9 @@ def identity(layout: RunLayout, record: dict[str, Any]) -> Table:
     rows += [(label, record.get(key)) for label, key in IDENTITY if key in record]
     if owner:
         rows.append(("process", f"pid {owner.get('pid')} on {owner.get('host')}"))
+    processes = describe_processes(record.get("distributed") or {})
+    if processes:
+        rows.append(("processes", processes))
     return _pairs(f"run '{layout.name}'", rows)
 
 
@@ -54,6 +57,11 @@ def tasks(record: dict[str, Any]) -> Table:
 def metrics(record: dict[str, Any]) -> Table:
     found = record.get("metrics") or {}
     rows = [(key, _number(found[key])) for key in METRIC_ORDER if key in found]
+    selection = record.get("selection") or {}
+    selected = describe_selection(selection)
+    if selected:  # a train run reports the checkpoint selected on validation, not its last step
+        rows.insert(0, ("selected step", selected[0]))
+        rows.insert(1, ("monitored", selected[1] + ("  (stopped early)" if selection.get("stopped_early") else "")))
     worst = found.get("worst_classes") or []
     if worst:
         rows.append(("worst classes", ", ".join(f"{w.get('class_name')} ({w.get('f1', 0):.2f})" for w in worst[:5])))
@@ -64,6 +72,7 @@ def files(layout: RunLayout, record: dict[str, Any]) -> Table:
     index = record.get("artifact_index") or []
     return _pairs("files", [("run directory", layout.run_dir), ("TensorBoard", layout.tb_dir),
                             ("FiftyOne", layout.fiftyone_dir), ("checkpoint", layout.checkpoint),
+                            ("selected checkpoint", layout.best_checkpoint if layout.best_checkpoint.exists() else None),
                             ("indexed files", f"{len(index)} with sha256 (flowerkit runs verify {layout.name})")])
 
 
