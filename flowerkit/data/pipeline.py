@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from flowerkit.data.pixel_cache import cache_resolution, open_pixel_cache
 from flowerkit.data.table import SampleTable, build_table
+from flowerkit.errors import ConfigError
 
 CROP_SCALE = (0.05, 1.0)  # the original ViT-pytorch RandomResizedCrop scale
 CROP_RATIO = (3 / 4, 4 / 3)
@@ -39,6 +40,28 @@ class Batch:
     positions: np.ndarray
     boxes: torch.Tensor | None  # None: the whole image (evaluation)
     flips: torch.Tensor | None
+
+    def shard(self, rank: int, world_size: int) -> Batch:
+        """Rank ``rank``'s contiguous slice: the ranks' slices, in rank order, are this batch again."""
+        lo, hi = shard_bounds(len(self.positions), rank, world_size)
+        return Batch(self.positions[lo:hi], None if self.boxes is None else self.boxes[lo:hi],
+                     None if self.flips is None else self.flips[lo:hi])
+
+
+def shard_bounds(n: int, rank: int, world_size: int) -> tuple[int, int]:
+    """``[lo, hi)`` of ``n`` items held by ``rank``: contiguous, in rank order, sizes differing by at most one."""
+    base, extra = divmod(n, world_size)
+    lo = rank * base + min(rank, extra)
+    return lo, lo + base + (rank < extra)
+
+
+def check_shardable(batch_size: int, world_size: int) -> None:
+    """Every full micro-batch splits evenly, so each process takes the same share of every step."""
+    if batch_size % world_size:
+        raise ConfigError(
+            f"The micro-batch (--train_batch_size / --gradient_accumulation_steps = {batch_size}) must be divisible "
+            f"by the number of processes ({world_size} = --nproc_per_node x --nnodes), so each takes an equal "
+            "share. Change --train_batch_size, --gradient_accumulation_steps or the process count.")
 
 
 def random_crop_boxes(sizes: np.ndarray, generator: torch.Generator) -> torch.Tensor:
@@ -85,8 +108,16 @@ class BatchPlan:
         flips = torch.rand(positions.size, generator=gen) < 0.5
         return Batch(positions, boxes, flips)
 
-    def batches(self, start: int, stop: int) -> BatchRange:
-        return BatchRange(self, start, stop)
+    def batch_length(self, k: int) -> int:
+        """How many samples micro-batch ``k`` holds (all ranks together): fewer only at an epoch's end."""
+        index = k % self.per_epoch
+        return min(self.batch_size, len(self.table) - index * self.batch_size)
+
+    def batches(self, start: int, stop: int, rank: int = 0, world_size: int = 1) -> BatchRange:
+        """Batches ``start..stop``; with ``world_size`` > 1, rank ``rank``'s share of each."""
+        if world_size > 1:
+            check_shardable(self.batch_size, world_size)
+        return BatchRange(self, start, stop, rank, world_size)
 
 
 @dataclass(frozen=True)
@@ -96,6 +127,8 @@ class BatchRange(Sequence):
     plan: BatchPlan
     start: int
     stop: int
+    rank: int = 0
+    world_size: int = 1
 
     def __len__(self) -> int:
         return max(0, self.stop - self.start)
@@ -103,7 +136,8 @@ class BatchRange(Sequence):
     def __getitem__(self, i: int) -> Batch:  # type: ignore[override]
         if not 0 <= i < len(self):
             raise IndexError(i)
-        return self.plan.batch(self.start + i)
+        batch = self.plan.batch(self.start + i)
+        return batch if self.world_size == 1 else batch.shard(self.rank, self.world_size)
 
 
 @dataclass(frozen=True)
@@ -111,18 +145,19 @@ class EvalRange(Sequence):
     """Evaluation batches: the table in order, in batches of ``batch_size``. Equal ranges compare equal, so
     a pipeline can keep one DataLoader (and its persistent workers) for every evaluation of a run."""
 
-    size: int
+    size: int  # the range ends before sample ``size``
     batch_size: int
+    start: int = 0  # a rank's share of a sharded evaluation starts here
 
     def __len__(self) -> int:
-        return math.ceil(self.size / self.batch_size)
+        return math.ceil((self.size - self.start) / self.batch_size)
 
     def __getitem__(self, i):  # type: ignore[override]
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(len(self)))]
         if not 0 <= i < len(self):
             raise IndexError(i)
-        start = i * self.batch_size
+        start = self.start + i * self.batch_size
         return Batch(np.arange(start, min(start + self.batch_size, self.size)), None, None)
 
 
