@@ -14,7 +14,7 @@ import os
 from contextvars import ContextVar
 from os import PathLike
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
@@ -212,9 +212,15 @@ class RunConfig(BaseSettings):
         """Every path this run writes (``flowerkit.layout``)."""
         return RunLayout.for_config(self)
 
+    # Where this process meets the others of a distributed run, not what the run computes: left out of
+    # config_resolved.yaml and the config hash, so a resume may meet at another address or port.
+    PLACEMENT: ClassVar[tuple[str, ...]] = ()
+
     def resolved_yaml(self) -> str:
-        """Every value after all sources are merged, in declaration order: the same inputs give the same bytes."""
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+        """Every value after all sources are merged (but ``PLACEMENT``), in declaration order: the same inputs give
+        the same bytes."""
+        return yaml.safe_dump(self.model_dump(mode="json", exclude=set(self.PLACEMENT)), sort_keys=False,
+                              allow_unicode=True)
 
     def config_hash(self) -> str:
         return hashlib.sha256(self.resolved_yaml().encode()).hexdigest()
@@ -267,6 +273,21 @@ class TrainConfig(RunConfig):
     test_after: bool = _opt(
         "After training, evaluate the selected checkpoint once on the official test split (test_* artifacts; "
         "never used for selection).", "selection", default=False)
+    nproc_per_node: int = _opt(
+        "Training processes on this machine: one per GPU (NCCL), or CPU processes (gloo); above 1 they are "
+        "launched with torch's elastic launcher and share every batch (1: this process trains).", "distributed",
+        default=1, ge=1)
+    nnodes: int = _opt("Machines that train together; run the same command on each, with its own --node_rank.",
+                       "distributed", default=1, ge=1)
+    node_rank: int = _opt("This machine's index among --nnodes: 0 runs the flow and writes the run, the others "
+                          "only train.", "distributed", default=0, ge=0)
+    master_addr: str = _opt("Address of the --node_rank 0 machine, where the machines' processes meet (one "
+                            "machine: unused, a free local port is taken).", "distributed", default="127.0.0.1",
+                            min_length=1)
+    master_port: int = _opt("Port on --master_addr where the machines' processes meet.", "distributed",
+                            default=29500, ge=1, le=65535)
+
+    PLACEMENT: ClassVar[tuple[str, ...]] = ("node_rank", "master_addr", "master_port")
 
     @model_validator(mode="after")
     def _check_model(self) -> TrainConfig:
@@ -285,9 +306,25 @@ class TrainConfig(RunConfig):
                 f"({self.gradient_accumulation_steps})")
         return self
 
+    @model_validator(mode="after")
+    def _check_world(self) -> TrainConfig:
+        if self.node_rank >= self.nnodes:
+            raise ValueError(f"node_rank ({self.node_rank}) must be below nnodes ({self.nnodes})")
+        if self.micro_batch_size % self.world_size:
+            raise ValueError(
+                f"train_batch_size / gradient_accumulation_steps ({self.micro_batch_size}) must be divisible by the "
+                f"number of training processes, nproc_per_node x nnodes ({self.world_size}), so that each takes an "
+                "equal share of every batch")
+        return self
+
     @property
     def micro_batch_size(self) -> int:
         return self.train_batch_size // self.gradient_accumulation_steps
+
+    @property
+    def world_size(self) -> int:
+        """How many processes train together."""
+        return self.nproc_per_node * self.nnodes
 
 
 class EvalConfig(RunConfig):

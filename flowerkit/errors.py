@@ -65,3 +65,14 @@ class NonFiniteLossError(FlowerkitError):
             "--max_grad_norm, or --precision fp32, then start a new run (or --resume with the same options to "
             "continue from the last checkpoint).")
         self.step = step
+
+
+class DistributedError(FlowerkitError):
+    """A process of a multi-process training run failed, or lost the others. Never retried: the whole process
+    group would have to start again, and a dying GPU or host fails again; ``--resume`` continues the run."""
+
+    exit_code = 1
+
+
+class PeerStoppedError(DistributedError):
+    """This rank stopped because rank 0 failed (its error is the run's error, not this one)."""

@@ -22,6 +22,7 @@ from flowerkit.config import EvalConfig, RunConfig, TrainConfig, check_model
 from flowerkit.data.selection import Selection, select_split, synthetic_root_path
 from flowerkit.device import DeviceChoice, detect_device, resolve_precision
 from flowerkit.engine.checkpoint import checkpoint_model, load_checkpoint
+from flowerkit.engine.world import check_world_device, world_facts
 from flowerkit.errors import ConfigError
 from flowerkit.layout import RunLayout
 from flowerkit.paths import cache_root
@@ -106,6 +107,11 @@ class RunPlan:
             lines.append(f"{'model':<14} {config.model_type} at {config.img_size} px; {config.num_steps} steps of "
                          f"batch {config.train_batch_size}, lr {config.learning_rate}, warmup "
                          f"{config.warmup_steps}, {config.decay_type} decay")
+            if config.world_size > 1:
+                world = world_facts(config, self.device.device)
+                lines.append(f"{'processes':<14} {config.nproc_per_node} on each of {config.nnodes} machine(s) "
+                             f"({world['backend']}), {world['per_rank_batch']} samples of every step each; rank 0 "
+                             "writes the run")
         lines += [f"{'note':<14} {note}" for note in self.notes]
         lines += [f"{label:<14} {text}" for label, text in (extra or {}).items()]
         lines.append(f"{'writes':<14} {self.layout.run_dir} and {self.layout.tb_dir}")
@@ -153,6 +159,8 @@ def prepare_plan(flow: str, config: RunConfig, resume: bool) -> RunPlan:
         if config.pretrained is not None:
             notes.append("--pretrained is ignored: the checkpoint holds the weights")
     device = detect_device(config.device, config.prefer_mps)
+    if isinstance(config, TrainConfig):
+        check_world(config, device)
     plan = RunPlan(flow, config, resume, device, resolve_precision(config.precision, device),
                    split_requests(config), checkpoint=checkpoint, notes=notes, _checkpoint_state=state)
     if not (config.dataset == "flower102_synthetic" and not (synthetic_root_path() / "setid.mat").is_file()):
@@ -164,6 +172,15 @@ def prepare_plan(flow: str, config: RunConfig, resume: bool) -> RunPlan:
     if isinstance(config, TrainConfig):
         plan.weights = describe_pretrained(config)
     return plan
+
+
+def check_world(config: TrainConfig, device: DeviceChoice) -> None:
+    """The process layout fits this machine, and this is the machine that runs the flow."""
+    if config.node_rank != 0:
+        raise ConfigError(f"--node_rank {config.node_rank}: only the --node_rank 0 machine runs the flow and writes "
+                          "the run. On the other machines run the same `flowerkit train` command with their "
+                          "--node_rank: it trains its share without a flow and writes nothing.")
+    check_world_device(config.world_size, config.nproc_per_node, device.type)
 
 
 def _read_eval_checkpoint(config: EvalConfig) -> tuple[EvalConfig, CheckpointInfo, dict[str, Any]]:

@@ -11,6 +11,7 @@ from pathlib import Path
 from flowerkit.artifacts.files import utc_now
 from flowerkit.artifacts.record import refresh_artifact_index, update_record
 from flowerkit.config import RunConfig
+from flowerkit.engine.world import world_facts
 from flowerkit.errors import DiskFullError, FlowerkitError
 from flowerkit.plan import RunPlan
 from flowerkit.rundir import RunLock, claim_run_dir
@@ -70,7 +71,8 @@ def run_lifecycle(plan: RunPlan, device: str, determinism: dict) -> Iterator[dic
             rec["tasks"].setdefault(name, {"state": "completed", "attempt": 1, "updated_utc": utc_now()})
 
     try:
-        update_record(run_dir, mark_done, device=device, determinism=determinism)
+        update_record(run_dir, mark_done, device=device, determinism=determinism,
+                      distributed=world_facts(config, device))
         # the optional MLflow run never fails the run
         with _log_to_file(plan.layout.run_log), tracked_run(config, plan.flow):
             for note in plan.notes:

@@ -37,8 +37,12 @@ def _selection_key(selection: dict) -> list:
 
 
 def train_cache_key(context: Any, parameters: dict[str, Any]) -> str | None:
-    """Configuration (hash), device, precision and both selections of this run."""
+    """Configuration (hash), device, precision and both selections of this run. None (always run) for a
+    distributed run: every process takes part in the train task, even when its training is done (it then
+    only loads the last checkpoint), or the other ranks (torchrun's, other machines') would wait for rank 0."""
     config = parameters["config"]
+    if config.world_size > 1:
+        return None
     return _run_scoped_key("train", parameters["run_dir"], config.config_hash(), parameters["device"],
                            parameters["precision"], _selection_key(parameters["train_selection"]),
                            _selection_key(parameters["val_selection"]))

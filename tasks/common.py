@@ -12,6 +12,7 @@ from flowerkit.artifacts.record import refresh_artifact_index, set_task_state
 from flowerkit.errors import (
     ConfigError,
     DiskFullError,
+    DistributedError,
     FlowerkitError,
     MissingInputError,
     NonFiniteLossError,
@@ -21,8 +22,9 @@ from flowerkit.errors import (
 log = logging.getLogger(__name__)
 
 # A user's mistake (or a full disk) does not heal by retrying a second later, and a diverged run diverges
-# again from the same checkpoint; only unexpected failures (a flaky mount, a killed step) are retried.
-NOT_RETRIED = (ConfigError, MissingInputError, RunExistsError, DiskFullError, NonFiniteLossError)
+# again from the same checkpoint; only unexpected failures (a flaky mount, a killed step) are retried. A failed
+# training process of a distributed run fails the run (its paragraph names the rank; --resume continues).
+NOT_RETRIED = (ConfigError, MissingInputError, RunExistsError, DiskFullError, NonFiniteLossError, DistributedError)
 
 
 def retry_unless_user_error(task, task_run, state) -> bool:

@@ -12,6 +12,7 @@ from flowerkit.artifacts.retention import parse_utc
 from flowerkit.artifacts.retention import write_retention as _write_retention
 from flowerkit.artifacts.stamp import build_stamp
 from flowerkit.config import RunConfig
+from flowerkit.engine.world import world_facts
 from flowerkit.models.weights import stamp_weights
 from flowerkit.tasks.common import retry_unless_user_error, tracked
 
@@ -23,7 +24,7 @@ RETRIES = 2
 def write_stamp(config: RunConfig, run_id: str, device: str, precision: str, train_subset: str,
                 infer_subset: str, *, run_dir: Path) -> str:
     stamp = build_stamp(run_id, config.config_hash(), config.seed, device, precision, train_subset, infer_subset,
-                        weights=stamp_weights(config))
+                        weights=stamp_weights(config), distributed=world_facts(config, device))
     return str(atomic_write_json(config.layout.stamp, stamp))
 
 

@@ -10,7 +10,7 @@ from prefect import task
 from flowerkit.artifacts.record import set_progress
 from flowerkit.config import TrainConfig
 from flowerkit.data.selection import Selection
-from flowerkit.engine import trainer
+from flowerkit.engine import distributed, trainer
 from flowerkit.engine.progress import Progress, publish
 from flowerkit.tasks.prefect_artifacts import ProgressArtifact
 from flowerkit.throttle import Throttle
@@ -31,12 +31,20 @@ def train(config: TrainConfig, device: str, precision: str, train_selection: dic
     progress = ProgressArtifact("train", config.name)
     record_progress = Throttle(RECORD_PROGRESS_INTERVAL_S)
 
-    def on_progress(report: Progress) -> None:
-        if record_progress.ready(report.step, report.total):  # readers follow steps live through metrics.jsonl
-            set_progress(run_dir, report.step, report.total)
+    def show(report: Progress) -> None:
         progress(report)
         publish(report)  # the CLI's live display, when one is subscribed in this process
 
+    def on_progress(report: Progress) -> None:
+        if record_progress.ready(report.step, report.total):  # readers follow steps live through metrics.jsonl
+            set_progress(run_dir, report.step, report.total)
+        show(report)
+
+    if distributed.torchrun_env() is not None:  # rank 0 of torchrun's processes: train with them, here
+        return distributed.run_torchrun_rank(config, device, precision, train_selection, val_selection,
+                                             on_progress)
+    if config.world_size > 1:  # start the training processes; rank 0's progress comes back through the record
+        return distributed.launch(config, device, precision, train_selection, val_selection, on_progress=show)
     result = trainer.train(
         config, torch.device(device), precision, Selection.from_dict(train_selection).table(),
         Selection.from_dict(val_selection).table(), config.layout, on_progress=on_progress)

@@ -86,8 +86,10 @@ def set_task_state(run_dir: Path, task: str, state: str, attempt: int) -> None:
     update_record(run_dir, mutate)
 
 
-def set_progress(run_dir: Path, step: int, total_steps: int) -> None:
-    update_record(run_dir, progress={"step": step, "total_steps": total_steps})
+def set_progress(run_dir: Path, step: int, total_steps: int, **detail: Any) -> None:
+    """``detail``: what rank 0 of a distributed run adds (``images_per_second``, ``last_eval``) for the
+    launching process, which shows the progress of training that runs in other processes."""
+    update_record(run_dir, progress={"step": step, "total_steps": total_steps, **detail})
 
 
 def artifact_entry(path: Path, layout: RunLayout) -> dict[str, Any]:

@@ -27,7 +27,7 @@ STAMP_FIELDS = (
     "run_id", "config_hash", "git_commit", "os_version", "python_version", "torch_version", "torchvision_version",
     "ml_collections_version", "driver_version", "cuda_version", "cudnn_version", "gpu_name", "gpu_count", "fp16",
     "seed", "env_hash", "tiny_train_subset_path", "tiny_infer_subset_path", "timestamp", "fiftyone_version",
-    "torch_build",
+    "torch_build", "world_size", "distributed_backend", "per_rank_batch_size",
 )
 NO_GPU = "not applicable (no CUDA GPU)"
 
@@ -95,8 +95,11 @@ def gpu_facts(device_type: str) -> dict[str, Any]:
 
 
 def build_stamp(run_id: str, config_hash: str, seed: int, device: str, precision: str,
-                train_subset: str, infer_subset: str, weights: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The stamp's fields; ``weights`` is ``WeightsSource.as_record()`` of what the run started from."""
+                train_subset: str, infer_subset: str, weights: dict[str, Any] | None = None,
+                distributed: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The stamp's fields; ``weights`` is ``WeightsSource.as_record()`` of what the run started from;
+    ``distributed`` the run record's ``distributed`` (``world_facts``; None: one process)."""
+    world = distributed or {"world_size": 1, "backend": "none", "per_rank_batch": "not recorded"}
     device_type = device.split(":")[0]
     stamp: dict[str, Any] = {
         "run_id": run_id,
@@ -117,6 +120,9 @@ def build_stamp(run_id: str, config_hash: str, seed: int, device: str, precision
         "fiftyone_version": package_version("fiftyone"),
         "torch_build": f"{torch.__version__} ({'CUDA ' + torch.version.cuda if torch.version.cuda else 'CPU'}"
                        f" build, {platform.machine()})",
+        "world_size": world["world_size"],
+        "distributed_backend": world["backend"],
+        "per_rank_batch_size": world["per_rank_batch"],
         "device": device,
         "precision": precision,
         "pretrained_weights": weights or {"format": "none", "origin": "not recorded"},

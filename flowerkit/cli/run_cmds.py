@@ -12,6 +12,7 @@ from flowerkit.cli.errors import hide_user_error_tracebacks, user_errors
 from flowerkit.cli.options import CONTEXT_SETTINGS, command_from_config
 from flowerkit.cli.prefect_env import check_prefect_environment, start_ephemeral_server
 from flowerkit.config import CONFIG_CLASSES, EvalConfig, RunConfig, TrainConfig, load_config
+from flowerkit.errors import ConfigError
 
 
 def register(app: typer.Typer) -> None:
@@ -26,7 +27,9 @@ def register(app: typer.Typer) -> None:
 def _run(flow: str, given: dict[str, Any], config_file: Path | None, resume: bool, dry_run: bool, quiet: bool,
          debug: bool) -> None:
     with user_errors(debug):
-        config = load_config(CONFIG_CLASSES[flow], given, config_file)
+        config = _as_launched(flow, load_config(CONFIG_CLASSES[flow], given, config_file))
+        if isinstance(config, TrainConfig) and _follows(config, dry_run):
+            return
         from flowerkit.plan import handing, prepare_plan
 
         plan = prepare_plan(flow, config, resume)  # fails fast, before Prefect starts or anything is written
@@ -45,6 +48,30 @@ def _run(flow: str, given: dict[str, Any], config_file: Path | None, resume: boo
         with handing(plan), progress_display(quiet if flow == "train" else True):
             result = run_flow(flow, config, resume)
         print_summary(flow, plan.config, result)
+
+
+def _as_launched(flow: str, config: RunConfig) -> RunConfig:
+    """The config with the process layout torchrun started, when it started this command."""
+    from flowerkit.engine.distributed import adopt_torchrun, torchrun_env
+
+    if isinstance(config, TrainConfig):
+        return adopt_torchrun(config)
+    if torchrun_env() is not None:
+        raise ConfigError(f"flowerkit {flow} runs in one process; run it without torchrun.")
+    return config
+
+
+def _follows(config: TrainConfig, dry_run: bool) -> bool:
+    """Train a share of a run whose flow another process runs (torchrun's ranks above 0, machines with
+    --node_rank above 0): no Prefect, no run directory, nothing written. True when this command did that."""
+    from flowerkit.engine.distributed import follow, is_follower, torchrun_env
+
+    if not is_follower(config):
+        return False
+    message = follow(config, dry_run)
+    if dry_run or torchrun_env() is None:  # under torchrun, rank 0's command speaks for the run
+        typer.echo(message)
+    return True
 
 
 def run_flow(flow: str, config: RunConfig, resume: bool) -> dict:
@@ -67,6 +94,18 @@ def _settle_crashed(config: RunConfig) -> None:
         reconcile(summarize(config.layout.run_dir))
 
 
+def selection_text(metrics: dict) -> str:
+    """``best.bin: step 40 (raw weights), val_accuracy 0.8125`` (and why the run stopped early, if it did)."""
+    text = (f"{Path(metrics['selected_checkpoint']).name}: step {metrics['selected_step']} "
+            f"({metrics['selected_weights']} weights), {metrics['monitor']} {metrics['monitor_value']:.4f}")
+    return text + (f"; stopped early: {metrics['stop_reason']}" if metrics.get("stopped_early") else "")
+
+
+def _scores(metrics: dict, prefix: str = "") -> str:
+    return (f"accuracy {metrics[prefix + 'accuracy']:.4f}, top-5 {metrics[prefix + 'top5_accuracy']:.4f}, "
+            f"macro F1 {metrics[prefix + 'macro_f1']:.4f}, loss {metrics[prefix + 'loss']:.4f}")
+
+
 def print_summary(flow: str, config: RunConfig, result: dict) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -79,9 +118,11 @@ def print_summary(flow: str, config: RunConfig, result: dict) -> None:
         trained = result["train"]
         table.add_row("training", f"steps {trained['start_step']}->{trained['steps']}, final loss "
                                   f"{trained['final_loss']:.4f}, {trained['images_per_second']:.1f} img/s")
-    table.add_row(f"eval ({metrics['split']}, {metrics['num_samples']} samples)",
-                  f"accuracy {metrics['accuracy']:.4f}, top-5 {metrics['top5_accuracy']:.4f}, macro F1 "
-                  f"{metrics['macro_f1']:.4f}, loss {metrics['loss']:.4f}")
+    if "selected_step" in metrics:
+        table.add_row("selected", selection_text(metrics))
+    table.add_row(f"eval ({metrics['split']}, {metrics['num_samples']} samples)", _scores(metrics))
+    if "test_accuracy" in metrics:  # --test_after: the selected checkpoint once on the test split
+        table.add_row(f"test ({metrics['test_num_samples']} samples)", _scores(metrics, "test_"))
     worst = ", ".join(f"{w['class_name']} ({w['f1']:.2f})" for w in metrics["worst_classes"][:3])
     table.add_row("worst classes", worst or "-")
     layout = config.layout
@@ -91,7 +132,7 @@ def print_summary(flow: str, config: RunConfig, result: dict) -> None:
                         ("retention", layout.retention), ("record", layout.record)):
         table.add_row(label, str(path))
     if flow == "train":
-        table.add_row("checkpoint", str(layout.checkpoint))
+        table.add_row("checkpoints", f"{layout.best_checkpoint} (selected), {layout.checkpoint} (latest, --resume)")
     from flowerkit.artifacts.record import read_record
     from flowerkit.tracking import mlflow_line
 

@@ -7,6 +7,7 @@ uninterrupted run would have seen.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
@@ -17,6 +18,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,7 +27,7 @@ from flowerkit.artifacts.classification import classification_report
 from flowerkit.artifacts.scalars import ScalarLog
 from flowerkit.config import TrainConfig
 from flowerkit.data.flowers102 import CATEGORY_NAMES, NUM_CLASSES, labelmap
-from flowerkit.data.pipeline import BatchPlan, InputPipeline, SampleTable
+from flowerkit.data.pipeline import BatchPlan, EvalRange, InputPipeline, SampleTable, shard_bounds
 from flowerkit.engine.augment import BatchMixer
 from flowerkit.engine.checkpoint import load_checkpoint, save_checkpoint
 from flowerkit.engine.ema import make_ema
@@ -34,7 +36,8 @@ from flowerkit.engine.recipe import build_optimizer
 from flowerkit.engine.progress import Progress
 from flowerkit.engine.schedules import make_scheduler
 from flowerkit.engine.selection import Decision, Selector
-from flowerkit.errors import NonFiniteLossError
+from flowerkit.engine.world import SINGLE, World
+from flowerkit.errors import NonFiniteLossError, PeerStoppedError
 from flowerkit.layout import RunLayout
 from flowerkit.models.weights import load_weights
 from flowerkit.models.vit import build_model
@@ -107,17 +110,36 @@ class TrainStep:
 
     ``train`` and ``flowerkit bench`` share it, so the benchmark's compute-only and end-to-end rates time
     exactly the step a run takes. Loss and accuracy stay on the device until one transfer per step.
+
+    In a distributed ``world`` each rank runs its share of every micro-batch through ``step_model`` (the
+    DistributedDataParallel wrapper, whose ``no_sync`` skips the gradient all-reduce of all but the last
+    micro-batch), and ``global_size(k)`` is how many samples micro-batch ``k`` holds over all ranks.
     """
 
     def __init__(self, model: torch.nn.Module, step_model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                  scheduler, labels: torch.Tensor, precision: str, max_grad_norm: float,
                  accumulation: int = 1, label_smoothing: float = 0.0, mixer: BatchMixer | None = None,
-                 ema: torch.nn.Module | None = None) -> None:
+                 ema: torch.nn.Module | None = None, world: World = SINGLE,
+                 global_size: Callable[[int], int] | None = None,
+                 no_sync: Callable[[], contextlib.AbstractContextManager] | None = None) -> None:
         self.model, self.step_model, self.optimizer, self.scheduler = model, step_model, optimizer, scheduler
         self.labels = labels  # every sample's label, on the model's device
         self.precision, self.max_grad_norm, self.accumulation = precision, max_grad_norm, accumulation
         self.loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=label_smoothing)  # also smooths soft targets
         self.mixer, self.ema = mixer, ema
+        self.world, self.global_size, self.no_sync = world, global_size, no_sync
+
+    def _share(self, k: int, n: int) -> float:
+        """The factor that makes DDP's mean over ranks of this rank's mean loss the mean over all samples of
+        micro-batch ``k``: exactly 1.0 in one process, and for equal shares."""
+        if not self.world.distributed:
+            return 1.0
+        assert self.global_size is not None, "a distributed step needs the micro-batches' global sizes"
+        return n * self.world.size / self.global_size(k)
+
+    def _gradient_sync(self, i: int) -> contextlib.AbstractContextManager:
+        last = i == self.accumulation - 1
+        return self.no_sync() if self.no_sync is not None and not last else contextlib.nullcontext()
 
     def __call__(self, micro_batches: Iterable[tuple[torch.Tensor, np.ndarray]]) -> StepStats:
         """Consume ``accumulation`` micro-batches one at a time (the pipeline keeps producing meanwhile)."""
@@ -128,14 +150,16 @@ class TrainStep:
         for i, (x, positions) in enumerate(micro_batches):
             y = self.labels[torch.as_tensor(positions).to(device, non_blocking=True)]
             target = y
-            if self.mixer is not None:
+            if self.mixer is not None and len(y):  # several ranks: each mixes within its own share
                 x, target = self.mixer(x, y, first + i)
                 # Training accuracy against mixed targets: the label with the larger share of each image.
                 y = target.argmax(1)
-            with autocast(device, self.precision):
-                logits = self.step_model(prepare_input(x))
-                loss = self.loss_fn(logits.float(), target)
-            (loss / self.accumulation).backward()
+            with self._gradient_sync(i):
+                with autocast(device, self.precision):
+                    logits = self.step_model(prepare_input(x))
+                    # A rank with no sample of an epoch's short last batch still joins the gradient all-reduce.
+                    loss = self.loss_fn(logits.float(), target) if len(y) else logits.float().sum() * 0.0
+                (loss * self._share(first + i, len(y)) / self.accumulation).backward()
             totals += torch.stack([loss.detach().float() * len(y), (logits.detach().argmax(1) == y).sum().float()])
             seen += len(y)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
@@ -147,19 +171,26 @@ class TrainStep:
         self.optimizer.zero_grad(set_to_none=True)
         # The step's one device-to-host sync carries the divergence check too. A non-finite loss or gradient
         # norm has already poisoned the weights in memory: raise before anything of this step is logged or saved.
-        loss_sum, correct, norm = torch.cat([totals, grad_norm.detach().float().reshape(1)]).tolist()
+        # Summed over the ranks, so every rank logs (and checks) what one process would have.
+        summary = self.world.all_reduce_sum(torch.cat([totals, totals.new_tensor([seen])]))
+        loss_sum, correct, seen, norm = torch.cat([summary, grad_norm.detach().float().reshape(1)]).tolist()
         if not math.isfinite(loss_sum):
             raise NonFiniteLossError(self.scheduler.last_epoch, "loss")
         if not math.isfinite(norm):
             raise NonFiniteLossError(self.scheduler.last_epoch, "gradient norm")
-        return StepStats(loss_sum / seen, correct / seen, seen, lr)
+        return StepStats(loss_sum / seen, correct / seen, int(seen), lr)
 
 
 def train(config: TrainConfig, device: torch.device, precision: str, train_table: SampleTable,
-          val_table: SampleTable, layout: RunLayout,
-          on_progress: Callable[[Progress], None] | None = None) -> TrainResult:
+          val_table: SampleTable, layout: RunLayout, on_progress: Callable[[Progress], None] | None = None,
+          world: World = SINGLE) -> TrainResult | None:
     """Train to ``config.num_steps`` (or an early stop), resuming from the run's latest checkpoint when one
-    exists; every evaluation offers its weights to the ``Selector``, which keeps checkpoints/best.bin."""
+    exists; every evaluation offers its weights to the ``Selector``, which keeps checkpoints/best.bin.
+
+    In a distributed ``world`` every rank calls this with the same arguments and trains on its share of each
+    batch. Rank 0 alone reads the checkpoint (and hands it to the others), writes metrics, TensorBoard and
+    checkpoints, reports progress and returns the result; the other ranks return None.
+    """
     ckpt_path = layout.checkpoint
     model = build_model(config.model_type, config.img_size, NUM_CLASSES)
     optimizer = build_optimizer(model, config.optimizer, config.learning_rate, config.weight_decay,
@@ -167,79 +198,82 @@ def train(config: TrainConfig, device: torch.device, precision: str, train_table
     scheduler = make_scheduler(optimizer, config.warmup_steps, config.num_steps, config.decay_type)
     selector = Selector(config.monitor, config.save_top_k, config.early_stop_patience)
 
-    start_step, weights, stopped_early, ema_state = 0, "", False, None
-    if ckpt_path.exists():
-        state = load_checkpoint(ckpt_path, map_location="cpu")
+    start_step, weights, stopped_early, ema_state, loss_value = 0, "", False, None, float("nan")
+    state = world.broadcast_object(
+        load_checkpoint(ckpt_path, map_location="cpu") if world.is_main and ckpt_path.exists() else None)
+    if state is not None:
         model.load_state_dict(state["model"])
         ema_state = state.get("ema")
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"]["torch"])
+        _restore_rng(_rank_rng(state["rng"], world), device)
         selector.load_state_dict(state.get("selection"))
         start_step, weights = int(state["step"]), state.get("weights", "")
         stopped_early = bool(state.get("stopped_early", False))
-        log.info("resuming from %s at step %d of %d", ckpt_path, start_step, config.num_steps)
-    else:
+        loss_value = float(state.get("train_loss", loss_value))  # the result of a run resumed after its last step
+        if world.is_main:
+            log.info("resuming from %s at step %d of %d", ckpt_path, start_step, config.num_steps)
+    elif world.is_main:  # the other ranks receive these weights when DDP wraps the model
         weights = load_weights(model, config.pretrained, config.model_type).describe()
         log.info("weights: %s", weights)
+    else:
+        torch.manual_seed(config.seed + world.rank)  # the same init everywhere, but each rank its own dropout
     # An earlier attempt may have logged steps past its last checkpoint (or before its first): they are
     # logged again, so drop them from metrics.jsonl and have TensorBoard purge them too.
-    retried = _truncate_metrics(layout.metrics_jsonl, start_step)
+    retried = world.is_main and _truncate_metrics(layout.metrics_jsonl, start_step)
     if retried and not start_step:
         log.info("an earlier attempt stopped before its first checkpoint: starting again from step 0")
     model = prepare_model(model, device)  # in place: the optimizer's parameters stay the same objects
     _move_optimizer_state(optimizer, device)
-    step_model = torch.compile(model) if config.compile else model
+    ddp = world.wrap(model, device)
+    step_model = torch.compile(ddp) if config.compile else ddp
     ema = make_ema(model, config.ema_decay) if config.ema_decay else None  # on the model's device
     if ema is not None and ema_state is not None:
         ema.load_state_dict(ema_state)
     mixer = (BatchMixer(config.mixup_alpha, config.cutmix_alpha, NUM_CLASSES, config.seed)
              if config.mixup_alpha or config.cutmix_alpha else None)
 
-    scalars = ScalarLog(layout.metrics_jsonl, layout.tb_dir, purge_step=start_step + 1 if retried else None)
+    scalars = (ScalarLog(layout.metrics_jsonl, layout.tb_dir, purge_step=start_step + 1 if retried else None)
+               if world.is_main else None)
     plan = BatchPlan(train_table, config.micro_batch_size, config.seed)
-    train_pipe = make_pipeline(config, train_table, config.img_size, device)
-    val_pipe = make_pipeline(config, val_table, config.img_size, device)
+    with world.local_first():  # one process per machine decodes the images into the pixel caches
+        train_pipe = make_pipeline(config, train_table, config.img_size, device)
+        val_pipe = make_pipeline(config, val_table, config.img_size, device)
     labels = torch.as_tensor(train_table.labels, dtype=torch.long).to(device)
     accumulation = config.gradient_accumulation_steps
     train_step = TrainStep(model, step_model, optimizer, scheduler, labels, precision, config.max_grad_norm,
-                           accumulation, config.label_smoothing, mixer, ema)
+                           accumulation, config.label_smoothing, mixer, ema, world, plan.batch_length,
+                           ddp.no_sync if world.distributed else None)
+    evaluation = _Evaluation(config, precision, layout, world, device, model, ema, optimizer, scheduler, selector,
+                             val_pipe, val_table, scalars, weights)
     console_every = max(1, config.num_steps // 20)
 
     model.train()
-    step, loss_value, images, t0 = start_step, float("nan"), 0, time.perf_counter()
+    step, images, t0 = start_step, 0, time.perf_counter()
     last_eval = None
-    batches = iter(train_pipe(plan.batches(start_step * accumulation, config.num_steps * accumulation)))
+    batches = iter(train_pipe(plan.batches(start_step * accumulation, config.num_steps * accumulation,
+                                           world.rank, world.size)))
     try:
         while step < config.num_steps and not stopped_early:
             stats = train_step(itertools.islice(batches, accumulation))
             step += 1
             images += stats.seen
             loss_value, lr = stats.loss, stats.lr
-            scalars.log("train", step, config.num_steps, {"loss": loss_value, "lr": lr, "accuracy": stats.accuracy},
-                        "train")
-            if step % console_every == 0 or step == config.num_steps:
-                log.info("step %d/%d  loss %.4f  lr %.5f  %.1f img/s", step, config.num_steps, loss_value, lr,
-                         images / (time.perf_counter() - t0))
+            if scalars is not None:
+                scalars.log("train", step, config.num_steps,
+                            {"loss": loss_value, "lr": lr, "accuracy": stats.accuracy}, "train")
+                if step % console_every == 0 or step == config.num_steps:
+                    log.info("step %d/%d  loss %.4f  lr %.5f  %.1f img/s", step, config.num_steps, loss_value, lr,
+                             images / (time.perf_counter() - t0))
             if step % config.eval_every == 0 or step == config.num_steps:
-                candidates = {"raw": model} | ({"ema": ema.module} if ema is not None else {})
-                for net in candidates.values():
-                    check_finite_weights(net, step)  # a finite loss can still leave inf weights (a huge rate)
-                reports = {name: _evaluate_during_training(net, val_pipe, val_table, config, precision, step,
-                                                           scalars, name)
-                           for name, net in candidates.items()}
-                decision = selector.update(selector.candidate(step, reports))
-                stopped_early = decision.stop
-                raw = reports["raw"]
-                last_eval = {"step": step, "accuracy": raw["accuracy"], "loss": raw["loss"]}
-                _save_selected(layout, decision, candidates, step, config, weights)
-                _save(ckpt_path, model, optimizer, scheduler, step, config, weights, selector, stopped_early, ema)
-                if stopped_early:
-                    log.info("stopping early at step %d: %s", step, selector.stop_reason())
+                last_eval, stopped_early = evaluation(step, loss_value)
             if on_progress:
                 on_progress(Progress(step, config.num_steps, images / (time.perf_counter() - t0), last_eval))
     finally:
-        scalars.close()
+        if scalars is not None:
+            scalars.close()
+    if not world.is_main:
+        return None
     elapsed = time.perf_counter() - t0
     best = selector.best
     assert best is not None, "training always evaluates its last step"
@@ -248,18 +282,84 @@ def train(config: TrainConfig, device: torch.device, precision: str, train_table
                        stopped_early, selector.stop_reason() if stopped_early else None)
 
 
-def _evaluate_during_training(model, pipe: InputPipeline, table: SampleTable, config: TrainConfig, precision: str,
-                              step: int, scalars: ScalarLog, weights: str = "raw") -> dict:
-    """Evaluate one set of weights on validation; logs ``val/*`` (``val_ema/*`` for the EMA weights)."""
-    logits = predict(model, pipe, config.eval_batch_size, precision)
+@dataclass
+class _Evaluation:
+    """Evaluation during training, selection and checkpoints. Every rank evaluates its share of the
+    validation table; rank 0 alone decides and writes, then tells the others whether to stop."""
+
+    config: TrainConfig
+    precision: str
+    layout: RunLayout
+    world: World
+    device: torch.device
+    model: torch.nn.Module
+    ema: torch.nn.Module | None
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    selector: Selector
+    val_pipe: InputPipeline
+    val_table: SampleTable
+    scalars: ScalarLog | None
+    weights: str
+
+    def __call__(self, step: int, train_loss: float) -> tuple[dict | None, bool]:
+        """Rank 0's evaluation summary (``{step, accuracy, loss}``; None elsewhere) and whether to stop now."""
+        candidates = {"raw": self.model} | ({"ema": self.ema.module} if self.ema is not None else {})
+        for net in candidates.values():
+            check_finite_weights(net, step)  # a finite loss can still leave inf weights (a huge rate)
+        logits = {name: _predict_all(net, self.val_pipe, self.config.eval_batch_size, self.precision, self.world,
+                                     self.device) for name, net in candidates.items()}
+        rng = self.world.all_gather_object(_rng_state(self.device))  # each rank's: resume is exact per rank
+        outcome = None
+        if self.world.is_main:
+            try:
+                outcome = self._select_and_save(step, candidates, logits, rng, train_loss)
+            except Exception as exc:  # the other ranks wait for rank 0's word: give it before failing
+                self.world.broadcast_object({"error": f"{type(exc).__name__}: {exc}"})
+                raise
+        outcome = self.world.broadcast_object(outcome)
+        if "error" in outcome:
+            raise PeerStoppedError(f"Rank {self.world.rank} stopped because rank 0 failed at step {step}: "
+                                   f"{outcome['error']}")
+        return outcome["last_eval"], outcome["stop"]
+
+    def _select_and_save(self, step: int, candidates: dict[str, torch.nn.Module], logits: dict[str, np.ndarray],
+                         rng: list[dict[str, torch.Tensor]], train_loss: float) -> dict:
+        reports = {name: _evaluate_during_training(logits[name], self.val_table, self.config, step, self.scalars,
+                                                   name) for name in candidates}
+        decision = self.selector.update(self.selector.candidate(step, reports))
+        raw = reports["raw"]
+        _save_selected(self.layout, decision, candidates, step, self.config, self.weights)
+        _save(self.layout.checkpoint, self.model, self.optimizer, self.scheduler, step, self.config, self.weights,
+              self.selector, decision.stop, self.ema, rng, train_loss)
+        if decision.stop:
+            log.info("stopping early at step %d: %s", step, self.selector.stop_reason())
+        return {"stop": decision.stop, "last_eval": {"step": step, "accuracy": raw["accuracy"], "loss": raw["loss"]}}
+
+
+def _predict_all(model: torch.nn.Module, pipe: InputPipeline, batch_size: int, precision: str, world: World,
+                 device: torch.device) -> np.ndarray:
+    """Logits of every sample of ``pipe.table``, in table order: each rank predicts a contiguous share."""
+    if not world.distributed:
+        return predict(model, pipe, batch_size, precision)
+    total = len(pipe.table)
+    lo, hi = shard_bounds(total, world.rank, world.size)
+    share = predict(model, pipe, batch_size, precision, batches=EvalRange(hi, batch_size, lo))
+    return world.gather_rows(share.reshape(hi - lo, NUM_CLASSES), total, device)
+
+
+def _evaluate_during_training(logits: np.ndarray, table: SampleTable, config: TrainConfig, step: int,
+                              scalars: ScalarLog | None, weights: str = "raw") -> dict:
+    """Report one set of weights' validation logits; logs ``val/*`` (``val_ema/*`` for the EMA weights)."""
     report = classification_report(logits, table.labels, list(CATEGORY_NAMES))
     if not math.isfinite(report["loss"]):  # finite weights can still overflow the logits
         raise NonFiniteLossError(step, "validation loss")
     suffix = "" if weights == "raw" else f"_{weights}"
-    scalars.log(f"eval{suffix}", step, config.num_steps,
-                {k: report[k] for k in ("loss", "accuracy", "top5_accuracy", "macro_f1")}, f"val{suffix}")
-    if weights == "raw":
-        scalars.confusion_image(step, report["confusion"], "val/confusion_matrix")  # at every evaluation
+    if scalars is not None:
+        scalars.log(f"eval{suffix}", step, config.num_steps,
+                    {k: report[k] for k in ("loss", "accuracy", "top5_accuracy", "macro_f1")}, f"val{suffix}")
+        if weights == "raw":
+            scalars.confusion_image(step, report["confusion"], "val/confusion_matrix")  # at every evaluation
     log.info("eval%s at step %d: accuracy %.4f  loss %.4f (%d samples)", suffix, step, report["accuracy"],
              report["loss"], report["num_samples"])
     return report
@@ -305,16 +405,40 @@ def _model_payload(model: torch.nn.Module, step: int, config: TrainConfig, weigh
 
 
 def _save(path: Path, model, optimizer, scheduler, step: int, config: TrainConfig, weights: str,
-          selector: Selector, stopped_early: bool, ema: torch.nn.Module | None = None) -> None:
-    """The latest checkpoint: everything a resumed run needs to continue exactly."""
+          selector: Selector, stopped_early: bool, ema: torch.nn.Module | None = None,
+          rng: list[dict[str, torch.Tensor]] | None = None, train_loss: float = float("nan")) -> None:
+    """The latest checkpoint: everything a resumed run needs to continue exactly (``rng``: each rank's
+    ``_rng_state``, rank 0's first)."""
     extra = {"ema": {k: v.detach().cpu() for k, v in ema.state_dict().items()}} if ema is not None else {}
+    rng = rng or [_rng_state(torch.device("cpu"))]
     save_checkpoint(path, _model_payload(model, step, config, weights) | extra | {
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
-        "rng": {"torch": torch.get_rng_state()},
+        "rng": rng[0] | ({"ranks": rng} if len(rng) > 1 else {}),
         "selection": selector.state_dict(),
         "stopped_early": stopped_early,
+        "train_loss": train_loss,
     })
+
+
+def _rng_state(device: torch.device) -> dict[str, torch.Tensor]:
+    """This process's random state: the CPU generator's, and its GPU's (where dropout draws on CUDA)."""
+    state = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _restore_rng(state: dict[str, torch.Tensor], device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:  # a checkpoint written on the CPU has no GPU state
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def _rank_rng(rng: dict, world: World) -> dict[str, torch.Tensor]:
+    """This rank's saved random state (rank 0's, the only one a one-process checkpoint holds, otherwise)."""
+    ranks = rng.get("ranks")
+    return ranks[world.rank] if world.distributed and ranks and len(ranks) == world.size else rng
 
 
 def _move_optimizer_state(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
