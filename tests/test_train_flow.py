@@ -72,6 +72,9 @@ def test_env_stamp_has_every_field_non_empty(tiny_run: Path) -> None:
     assert stamp["tiny_train_subset_path"].endswith("flower102_tiny.yaml")
     record = json.loads((tiny_run / "run_record.json").read_text())
     assert stamp["run_id"] == record["run_id"] and stamp["config_hash"] == record["config_hash"]
+    # One process: what the dashboard shows of a distributed run says so (test_distributed: two).
+    assert (stamp["world_size"], stamp["distributed_backend"], stamp["per_rank_batch_size"]) == (1, "none", 4)
+    assert record["distributed"] == {"world_size": 1, "backend": "none", "per_rank_batch": 4, "nnodes": 1}
 
 
 def test_retention_declares_90_days_and_storage_locations(tiny_run: Path) -> None:
