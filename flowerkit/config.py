@@ -117,6 +117,10 @@ class RunConfig(BaseSettings):
                             ge=0)
     persistent_workers: bool = _opt("Keep DataLoader workers alive between epochs (needs num_workers > 0).", "data",
                                     default=False)
+    cache_size: int | None = _opt(
+        "Short side in pixels of the decoded-pixel cache (--data_pipeline cached), at least --img_size "
+        "(default: 2 x --img_size, at most the images' own short side: the size measured closest to the pil "
+        "pipeline, docs/performance.md).", "data", default=None, ge=16, le=MAX_IMG_SIZE)
     pretrained: str | None = _opt(
         "Weights to fine-tune from: a Google .npz file, a timm/Hugging Face .safetensors or .bin file or a folder "
         "holding one, or a Hub id hf-hub:ORG/NAME (missing local file: warning and random init).", "model",
@@ -292,6 +296,7 @@ class TrainConfig(RunConfig):
     @model_validator(mode="after")
     def _check_model(self) -> TrainConfig:
         check_model(self.model_type, self.img_size)
+        check_cache_size(self.cache_size, self.img_size)
         return self
 
     @model_validator(mode="after")
@@ -344,6 +349,7 @@ class EvalConfig(RunConfig):
     def _check_model(self) -> EvalConfig:
         if self.model_type is not None:
             check_model(self.model_type, self.img_size)
+        check_cache_size(self.cache_size, self.img_size)
         return self
 
 
@@ -354,6 +360,13 @@ def check_model(model_type: str, img_size: int | None) -> None:
     patch = MODEL_CONFIGS[model_type].patch_size
     if img_size is not None and img_size % patch:
         raise ValueError(f"--img_size {img_size} is not a multiple of {model_type}'s patch size ({patch})")
+
+
+def check_cache_size(cache_size: int | None, img_size: int | None) -> None:
+    """Raise ValueError for a pixel cache smaller than the input: it would upsample every image, crop or not."""
+    if cache_size is not None and img_size is not None and cache_size < img_size:
+        raise ValueError(f"--cache_size {cache_size} is below --img_size {img_size}; the cache must hold at least "
+                         "the input resolution (leave --cache_size out for the default)")
 
 
 CONFIG_CLASSES: dict[str, type[RunConfig]] = {"train": TrainConfig, "eval": EvalConfig}

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flowerkit.config import EvalConfig, RunConfig, TrainConfig, check_model
+from flowerkit.config import EvalConfig, RunConfig, TrainConfig, check_cache_size, check_model
 from flowerkit.data.selection import Selection, select_split, synthetic_root_path
 from flowerkit.device import DeviceChoice, detect_device, resolve_precision
 from flowerkit.engine.checkpoint import checkpoint_model, load_checkpoint
@@ -196,6 +196,10 @@ def _read_eval_checkpoint(config: EvalConfig) -> tuple[EvalConfig, CheckpointInf
         check_model(model_type, img_size)
     except ValueError as exc:
         raise ConfigError(f"--checkpoint {path} records a model flowerkit cannot build: {exc}.") from None
+    try:
+        check_cache_size(config.cache_size, img_size)  # img_size may come from the checkpoint only now
+    except ValueError as exc:
+        raise ConfigError(f"Invalid configuration for the checkpoint {path}: {exc}.") from None
     assert data is not None  # load_checkpoint raised for a missing file
     info = CheckpointInfo(path, hashlib.sha256(data).hexdigest(), model_type, img_size, int(state["step"]))
     return config.model_copy(update={"model_type": model_type, "img_size": img_size}), info, state

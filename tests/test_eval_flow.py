@@ -164,6 +164,14 @@ def test_model_type_conflict_with_the_checkpoint(tiny_run: Path, flowers_root: P
     assert result.exit_code == 2 and "conflicts with the checkpoint" in " ".join(result.output.split())
 
 
+def test_cache_below_the_checkpoints_resolution(tiny_run: Path, flowers_root: Path, workdir: Path) -> None:
+    """The checkpoint's img_size (64) is known only once it is read: --cache_size is checked against it then."""
+    result = runner.invoke(app, [*eval_args(flowers_root, tiny_run / "checkpoints" / "ckpt.bin"), "--cache_size",
+                                 "32"])
+    assert result.exit_code == 2 and "--cache_size 32 is below --img_size 64" in " ".join(result.output.split())
+    assert not (workdir / "output").exists()
+
+
 @pytest.mark.parametrize("tag", ["cuda:0", "mps"])
 def test_checkpoint_saved_on_another_device_loads_on_cpu(tiny_run: Path, tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch, tag: str) -> None:

@@ -94,3 +94,20 @@ def test_pil_evaluations_reuse_one_loader_with_persistent_workers(flowers_root) 
     assert len(pipe._loaders) == 1  # the second evaluation used the same DataLoader and its live worker
     assert [x.shape[0] for x in first] == [4, 4, 2]
     assert all(torch.equal(a, b) for a, b in zip(first, second))
+
+
+def test_cache_size_rule_and_option(pipelines, tmp_path: Path) -> None:
+    from flowerkit.data.pixel_cache import cache_resolution
+
+    assert cache_resolution(32) == 64 and cache_resolution(224) == 448  # the measured default: 2x --img_size
+    assert cache_resolution(384, short_side=500) == 500  # never more pixels than the JPEGs hold
+    assert cache_resolution(384, short_side=300) == 384  # nor fewer than the input
+    assert cache_resolution(32, 40, short_side=36) == 40  # an explicit --cache_size is taken as given
+    pil, cached = pipelines
+    assert cached._cache.shape[1:] == (64, 64, 3)  # 2 x 32, below the test images' 96 px
+    small = InputPipeline(pil.table, IMG_SIZE, torch.device("cpu"), kind="cached", cache_dir=tmp_path, cache_size=37)
+    assert small._cache.shape[1:] == (37, 37, 3)
+    # What the default was chosen for: closer to the PIL reference than the old 256/224 margin.
+    batch = BatchPlan(pil.table, BATCH, seed=3).batch(0)
+    reference, _ = one(pil, batch)
+    assert mean_abs(one(cached, batch)[0], reference) < 0.8 * mean_abs(one(small, batch)[0], reference)

@@ -76,6 +76,7 @@ def test_precedence_through_the_cli(flowers_root: Path, workdir: Path, monkeypat
     ("--warmup_steps", "10", "warmup_steps (10) must be below num_steps (10)"),
     ("--num_steps", "-5", "--num_steps"),
     ("--retention_days", "30", "--retention_days"),
+    ("--cache_size", "32", "--cache_size 32 is below --img_size 64"),
     ("--name", "../escape", "--name"),
 ])
 def test_each_bad_setting_exits_2_naming_the_option(flowers_root: Path, workdir: Path, flag: str,

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from flowerkit.data.pixel_cache import cache_resolution, open_pixel_cache
+from flowerkit.data.pixel_cache import cache_resolution, median_short_side, open_pixel_cache
 from flowerkit.data.table import SampleTable, build_table
 from flowerkit.errors import ConfigError
 
@@ -260,14 +260,15 @@ class InputPipeline:
     num_workers: int = 0
     persistent_workers: bool = False
     cache_dir: Path | None = None
+    cache_size: int | None = None  # the cache's short side (--cache_size); None: the default rule
     _cache: np.ndarray | None = None
     _loaders: dict = field(default_factory=dict)  # EvalRange -> DataLoader with persistent workers
 
     def __post_init__(self) -> None:
         if self.kind == "cached":
 
-            self._cache = open_pixel_cache(self.table, cache_resolution(self.img_size), self.cache_dir,
-                                           workers=self.num_workers)
+            resolution = cache_resolution(self.img_size, self.cache_size, median_short_side(self.table))
+            self._cache = open_pixel_cache(self.table, resolution, self.cache_dir, workers=self.num_workers)
 
     def __call__(self, batches: Sequence[Batch]) -> Iterator[tuple[torch.Tensor, np.ndarray]]:
         return self._cached(batches) if self.kind == "cached" else self._pil(batches)

@@ -22,9 +22,29 @@ CACHE_FORMAT = 1
 PARALLEL_BUILD_MIN = 256  # below this, worker start-up costs more than it saves
 
 
-def cache_resolution(img_size: int) -> int:
-    """The cached short side: the usual 256/224 margin above the training resolution."""
-    return max(img_size, round(img_size * 256 / 224))
+# --cache_size's default, relative to --img_size. Measured (docs/performance.md, benchmarks/cache_size.py):
+# against the PIL reference, 2x is closest; below it small crops are upsampled from too few pixels, above it
+# grid_sample (bilinear, no antialiasing) aliases when it shrinks large crops.
+DEFAULT_CACHE_FACTOR = 2.0
+
+
+def cache_resolution(img_size: int, cache_size: int | None = None, short_side: int | None = None) -> int:
+    """The cached short side: ``--cache_size`` when given, else ``DEFAULT_CACHE_FACTOR`` x ``img_size``, but
+    not above the images' own ``short_side`` (more pixels than the JPEGs hold add bytes, not detail).
+
+    Never below ``img_size``: a smaller cache would upsample every image, crop or not.
+    """
+    if cache_size is not None:
+        return max(img_size, cache_size)
+    size = round(img_size * DEFAULT_CACHE_FACTOR)
+    if short_side is not None:
+        size = min(size, short_side)
+    return max(img_size, size)
+
+
+def median_short_side(table: SampleTable) -> int | None:
+    """The typical short side of the table's images (from their headers), or None for an empty table."""
+    return int(np.median(table.sizes.min(axis=1))) if len(table) else None
 
 
 def content_key(table: SampleTable, resolution: int) -> str:

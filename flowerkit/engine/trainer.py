@@ -94,7 +94,7 @@ class TrainResult:
 
 def make_pipeline(config, table: SampleTable, img_size: int, device: torch.device) -> InputPipeline:
     return InputPipeline(table, img_size, device, kind=config.data_pipeline, num_workers=config.num_workers,
-                         persistent_workers=config.persistent_workers)
+                         persistent_workers=config.persistent_workers, cache_size=config.cache_size)
 
 
 @dataclass(frozen=True)
