@@ -24,6 +24,7 @@ import logging
 import os
 import signal
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -249,15 +250,17 @@ def _rank0_logging(run_log: Path) -> Iterator[None]:
         to_file.close()
 
 
-def launch_config(config: TrainConfig) -> Any:
+def launch_config(config: TrainConfig, log_dir: str | None = None) -> Any:
     """torch's LaunchConfig for this machine's ``--nproc_per_node`` workers: no restarts (a failure fails
     the run, and ``--resume`` continues it), a private free port on one machine, the static rendezvous at
-    ``--master_addr:--master_port`` across several."""
+    ``--master_addr:--master_port`` across several; the workers' error files in ``log_dir``."""
+    from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs
     from torch.distributed.launcher.api import LaunchConfig
 
     common: dict[str, Any] = dict(min_nodes=config.nnodes, max_nodes=config.nnodes,
                                   nproc_per_node=config.nproc_per_node, run_id=f"flowerkit-{config.name}",
-                                  max_restarts=0, monitor_interval=0.1, start_method="spawn")
+                                  max_restarts=0, monitor_interval=0.1, start_method="spawn",
+                                  logs_specs=DefaultLogsSpecs(log_dir=log_dir))
     if config.nnodes == 1:  # two runs on one machine never fight over a port
         return LaunchConfig(**common, rdzv_backend="c10d", rdzv_endpoint="127.0.0.1:0", local_addr="127.0.0.1",
                             rdzv_configs={"timeout": TIMEOUT_S})
@@ -276,9 +279,11 @@ def launch(config: TrainConfig, device: str, precision: str, train_selection: di
 
     args = (config.model_dump(mode="json"), device, precision, train_selection, val_selection)
     forward = on_progress if on_progress is not None and config.node_rank == 0 else None
-    with _quiet_elastic_logs(), _own_signal_handlers(), _forwarding(config.layout.run_dir, forward):
+    # The agent's error files live in a folder of our own, removed afterwards (its default one stays in /tmp).
+    with tempfile.TemporaryDirectory(prefix="flowerkit-elastic-") as log_dir, _quiet_elastic_logs(), \
+            _own_signal_handlers(), _forwarding(config.layout.run_dir, forward):
         try:
-            results = elastic_launch(launch_config(config), worker_main)(*args)
+            results = elastic_launch(launch_config(config, log_dir), worker_main)(*args)
         except ChildFailedError as exc:
             raise worker_failure(exc.failures, config.nproc_per_node * config.nnodes) from None
         except SignalException as exc:
