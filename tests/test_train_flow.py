@@ -117,6 +117,7 @@ def test_seed_command_through_the_cli(prefect_harness, flowers_root: Path, workd
                                  str(flowers_root), "--output_dir", "output", *SEED_FLAGS])
     assert result.exit_code == 0, result.output
     assert "complete" in result.output and "predictions" in result.output
+    assert "best.bin: step " in result.output and "weights), val_accuracy " in result.output  # the selection
     # Not a terminal: plain progress lines (the last step always), with rate, ETA and the latest evaluation.
     assert "progress: step 10/10 (100%), " in result.output and "eval at step 5: acc " in result.output
     assert len((workdir / "output/flower_mps/fiftyone/predictions.jsonl").read_text().splitlines()) == 4
