@@ -123,13 +123,23 @@ def test_a_resumed_flow_reuses_completed_task_results(interrupted_run: dict) -> 
     assert read_record(interrupted_run["run_dir"])["tasks"]["export_predictions"]["state"] == "completed"
 
 
+def _load_subset_in_a_flow(*args: Any) -> dict:
+    """load_subset as the flows call it: inside a flow run. (Called bare, after another flow in this process,
+    Prefect records the task run under that earlier flow run, which other tests read back.)"""
+    from prefect import flow
+
+    from flowerkit.tasks import setup as tasks_setup
+
+    return flow(name="load_subset_only")(lambda: tasks_setup.load_subset(*args))()
+
+
 def test_transient_io_error_in_load_subset_is_retried(prefect_harness, flowers_root: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     from flowerkit.tasks import setup as tasks_setup
 
     flaky = Calls(tasks_setup.select_split, lambda n: OSError("NFS timeout") if n == 1 else None)
     monkeypatch.setattr(tasks_setup, "select_split", flaky)
-    selection = tasks_setup.load_subset("flower102", flowers_root, "val", "flower102_tiny", 2)
+    selection = _load_subset_in_a_flow("flower102", flowers_root, "val", "flower102_tiny", 2)
     assert flaky.count == 2
     assert selection["split"] == "val" and len(selection["image_ids"]) == 4
 
@@ -147,7 +157,7 @@ def test_user_errors_are_not_retried(prefect_harness, flowers_root: Path, tmp_pa
     monkeypatch.setattr(tasks_setup, "select_split", calls)
     root = tmp_path / data_root if data_root else flowers_root
     with pytest.raises(error):
-        tasks_setup.load_subset("flower102", root, "val", subset, 2)
+        _load_subset_in_a_flow("flower102", root, "val", subset, 2)
     assert calls.count == 1
 
 
