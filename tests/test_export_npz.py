@@ -98,6 +98,12 @@ def test_cli_exports_a_trained_runs_best_checkpoint(tiny_run: Path, tmp_path: Pa
     _assert_backbone_loads_back(out, best["model"], best["model_type"], best["img_size"])
     heads = read_npz(out)
     assert np.array_equal(heads["head/kernel"], best["model"]["heads.head.weight"].numpy().T)
+    latest = tmp_path / "latest.npz"
+    result = CliRunner().invoke(app, ["export-npz", tiny_run.name, "--output-dir", str(tiny_run.parent),
+                                      "--checkpoint", "latest", "--out", str(latest)])
+    assert result.exit_code == 0 and "step 10, raw weights" in result.output, result.output
+    state = load_checkpoint(tiny_run / "checkpoints" / "ckpt.bin")
+    _assert_backbone_loads_back(latest, state["model"], state["model_type"], state["img_size"])
 
 
 @pytest.mark.parametrize("args, code, words", [

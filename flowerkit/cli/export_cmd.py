@@ -32,11 +32,17 @@ def export_npz(
         source = checkpoint_file(output_dir, run, checkpoint)
         target = check_target(out or Path(f"{run}-{checkpoint}.npz"))
         state = load_checkpoint(source)
+        described = (f"{state['model_type']} at {state['img_size']} px, step {state['step']}, "
+                     f"{weights_of(state, checkpoint)} weights, from {source}")
         write_npz(checkpoint_to_npz(state), target)
-        selected = f", {state['selection']['weights']} weights" if isinstance(state.get("selection"), dict) else ""
-        typer.echo(f"Wrote {target}: {state['model_type']} at {state['img_size']} px, step {state['step']}"
-                   f"{selected}, from {source}\nsha256 {sha256_file(target)}\nUse it with: flowerkit train "
+        typer.echo(f"Wrote {target}: {described}\nsha256 {sha256_file(target)}\nUse it with: flowerkit train "
                    f"--model_type {state['model_type']} --pretrained {target} ...")
+
+
+def weights_of(state: dict, which: str) -> str:
+    """best.bin records whether it holds the raw or the EMA weights; ckpt.bin always holds the raw model."""
+    selection = state.get("selection") if which == "best" else None
+    return str(selection.get("weights", "raw")) if isinstance(selection, dict) else "raw"
 
 
 def checkpoint_file(output_dir: Path, run: str, which: str) -> Path:
