@@ -540,6 +540,9 @@ async def open_compare(pilot) -> None:
     await open_list(pilot)
     await pilot.press("space", "down", "down", "space", "c")
     await wait_for(pilot, lambda: pilot.app.screen.query_one("DataTable").row_count > 0)
+    # Rows widen their columns when the table next idles: a busy machine can take a snapshot before that.
+    await wait_for(pilot, lambda: pilot.app.screen.query_one("DataTable").ordered_columns[0].content_width
+                   >= len("final train loss"))
     await pilot.pause(0.2)
 
 

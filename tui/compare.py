@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from rich.cells import cell_len
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
@@ -93,6 +94,11 @@ def winner(details: list[RunDetail]) -> int | None:
     return min(scored)[1]
 
 
+def _width(header: str, cells: list[Any]) -> int:
+    """A column's width: its widest cell or header, as shown (Text or plain value)."""
+    return max(cell_len(str(cell)) for cell in [header, *cells])
+
+
 class CompareTable(DataTable):
     """One column per run (keyed by run name), one row per measure or differing recipe option."""
 
@@ -104,19 +110,35 @@ class CompareTable(DataTable):
     def show(self, details: list[RunDetail], ranks: dict[str, int | None] | None = None,
              swept: dict[str, dict[str, Any]] | None = None) -> None:
         """``ranks`` and ``swept`` (a sweep's trials): each trial's rank and the values the sweep set for it."""
-        swept = swept or {}
+        names = [detail.summary.name for detail in details]
+        rows = self._rows(details, ranks, swept or {})
+        if (names, rows) == self._shown:
+            return  # a refresh that found nothing new: keep the table (and its scroll position) as it is
+        self._shown = (names, rows)
         self.clear(columns=True)
-        self.add_column("run", key=":label")  # not a run name: names never hold ':'
-        for detail in details:
-            self.add_column(detail.summary.name, key=detail.summary.name)
+        # Widths given up front: measured from the rows later, a snapshot (or a busy machine's first frame)
+        # can show the columns at their headers' widths.
+        self.add_column("run", key=":label", width=_width("run", [label for _, label, _ in rows]))
+        for i, name in enumerate(names):
+            self.add_column(name, key=name, width=_width(name, [cells[i] for _, _, cells in rows]))
+        for key, label, cells in rows:
+            self.add_row(label, *cells, key=key)
+
+    _shown: tuple[list[str], list] | None = None
+
+    @staticmethod
+    def _rows(details: list[RunDetail], ranks: dict[str, int | None] | None,
+              swept: dict[str, dict[str, Any]]) -> list[tuple[str, Any, list[Any]]]:
+        """(row key, label, one cell per run): the outcome, then the differing options, then the details."""
+        rows: list[tuple[str, Any, list[Any]]] = []
         best = winner(details)
         if ranks is not None:
-            self.add_row("rank", *[str(ranks.get(d.summary.name) or "-") for d in details], key="rank")
+            rows.append(("rank", "rank", [str(ranks.get(d.summary.name) or "-") for d in details]))
         for label, read in OUTCOME_ROWS:
             cells = [read(detail) for detail in details]
             if label == "monitored value" and best is not None:
                 cells[best] = Text(str(cells[best]), style=WINNER)
-            self.add_row(label, *cells, key=label)
+            rows.append((label, label, cells))
         # A sweep's options come as the sweep set them (a recipe file by its path); any other option that
         # differs between the runs (trials of different sweeps, or runs started by hand) from their configs.
         options = list(dict.fromkeys([o for values in swept.values() for o in values]
@@ -124,9 +146,10 @@ class CompareTable(DataTable):
         for option in options:
             cells = [option_text(swept[d.summary.name][option] if option in swept.get(d.summary.name, {})
                                  else d.config.get(option)) for d in details]
-            self.add_row(Text(f"--{option}", style="bold"), *cells, key=f"--{option}")
+            rows.append((f"--{option}", Text(f"--{option}", style="bold"), cells))
         for label, read in DETAIL_ROWS:
-            self.add_row(label, *[read(detail) for detail in details], key=label)
+            rows.append((label, label, [read(detail) for detail in details]))
+        return rows
 
 
 class CompareScreen(Screen):
