@@ -375,6 +375,12 @@ def _most_at_once(runs: list[Any]) -> int:
     return most
 
 
+def _most_unfinished_at_creation(runs: list[Any]) -> int:
+    """For each flow run, how many flow runs (itself included) existed unfinished when it was created; the most."""
+    return max(sum(1 for other in runs if other.created <= run.created and
+                   (other.end_time is None or other.end_time > run.created)) for run in runs)
+
+
 @pytest.mark.prefect_server
 def test_a_sweep_runs_on_the_work_pool_within_max_parallel(worker, flowers_root: Path,
                                                            tmp_path_factory: pytest.TempPathFactory) -> None:
@@ -399,7 +405,10 @@ def test_a_sweep_runs_on_the_work_pool_within_max_parallel(worker, flowers_root:
         assert client.read_global_concurrency_limit_by_name(concurrency_limit_name("pooled")).limit == 2
         assert {run.deployment_id for run in runs} == {client.read_deployment_by_name(TRAIN).id}
     assert sorted(run.name for run in runs) == [f"pooled-{i:03d}" for i in range(4)]
-    assert _most_at_once(runs) == 2
+    # The sweep holds one of the limit's slots per trial from submission to its final state: no trial is even
+    # created while two are unfinished, and so never more than two run at once. (How many actually overlap
+    # depends on how fast the worker starts them, so it is not asserted.)
+    assert _most_unfinished_at_creation(runs) <= 2 and 1 <= _most_at_once(runs) <= 2
     for row, run in zip(rows, runs):
         assert _assert_intact(folder / "out" / row["trial"])["flow_run_id"] == str(run.id)
 
