@@ -18,6 +18,7 @@ from flowerkit.engine.checkpoint import load_checkpoint
 from flowerkit.models.npz import checkpoint_to_npz, read_npz, write_npz
 from flowerkit.models.vit import build_model
 from flowerkit.models.weights import load_weights
+from tests.small_models import small_vit_registered
 
 # A ViT-Ti-shaped family (3 heads, so the attention reshapes are really exercised), shrunk to take milliseconds.
 MODEL_TYPE, SIZE = "ViT-export_8", 32
@@ -25,11 +26,7 @@ MODEL_TYPE, SIZE = "ViT-export_8", 32
 
 @pytest.fixture(scope="module", autouse=True)
 def small_model_type():
-    from flowerkit.models.configs import MODEL_CONFIGS, ViTConfig
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setitem(MODEL_CONFIGS, MODEL_TYPE, ViTConfig(patch_size=8, hidden_size=48, mlp_dim=96, num_heads=3,
-                                                           num_layers=2))
+    with small_vit_registered(MODEL_TYPE):
         yield
 
 

@@ -21,6 +21,7 @@ from flowerkit.errors import ConfigError
 from flowerkit.models.vit import build_model
 from flowerkit.models.weights import load_weights, resolve_weights
 from tests.localhttp import LocalServer
+from tests.small_models import small_vit_registered
 
 timm = pytest.importorskip("timm")
 from safetensors.torch import save_file  # noqa: E402 - after the skip
@@ -33,12 +34,7 @@ REPO = "timm/vit_tiny_test"
 
 @pytest.fixture(scope="module", autouse=True)
 def small_model_type():
-    """Register the shrunk family as a model type, as the registry's own entries are registered."""
-    from flowerkit.models.configs import MODEL_CONFIGS, ViTConfig
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setitem(MODEL_CONFIGS, MODEL_TYPE, ViTConfig(patch_size=8, hidden_size=48, mlp_dim=96, num_heads=3,
-                                                           num_layers=2))
+    with small_vit_registered(MODEL_TYPE):
         yield
 
 
