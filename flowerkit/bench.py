@@ -41,7 +41,7 @@ from flowerkit.data.pipeline import (
 from flowerkit.device import DeviceChoice, detect_device, resolve_precision
 from flowerkit.engine.evaluator import predict, prepare_model
 from flowerkit.engine.schedules import make_scheduler
-from flowerkit.engine.trainer import TrainStep
+from flowerkit.engine.trainer import StepSettings, Trainable, TrainStep
 from flowerkit.errors import ConfigError
 from flowerkit.models.configs import get_config
 from flowerkit.models.vit import build_model
@@ -173,7 +173,8 @@ def bench_train(spec: BenchSpec, device: torch.device, precision: str, table: Sa
     scheduler = make_scheduler(optimizer, 0, total, "cosine")
     step_model = torch.compile(model) if spec.compile else model
     labels = torch.as_tensor(table.labels, dtype=torch.long).to(device)
-    step = TrainStep(model, step_model, optimizer, scheduler, labels, precision, max_grad_norm=1.0)
+    trainable = Trainable(model=model, optimizer=optimizer, scheduler=scheduler, step_model=step_model)
+    step = TrainStep(trainable, labels, StepSettings(precision=precision, max_grad_norm=1.0))
     plan = BatchPlan(table, spec.batch_size, spec.seed)
     model.train()
 

@@ -29,7 +29,7 @@ from pydantic_settings import (
 from flowerkit.errors import ConfigError, MissingInputError
 from flowerkit.layout import SWEEPS_ROOT, TB_ROOT, RunLayout
 from flowerkit.models.configs import MODEL_CONFIGS
-from flowerkit.tracking import MLFLOW_MISSING, mlflow_installed
+from flowerkit.optional import MLFLOW
 
 _yaml_file: ContextVar[Path | None] = ContextVar("flowerkit_yaml_file", default=None)
 
@@ -186,8 +186,8 @@ class RunConfig(BaseSettings):
     @classmethod
     def _tracker_installed(cls, value: str) -> str:
         # Checked without importing MLflow (slow); the core runs without the extra.
-        if value == "mlflow" and not mlflow_installed():
-            raise ValueError(f"{MLFLOW_MISSING}, or use --tracker none")
+        if value == "mlflow" and not MLFLOW.installed():
+            raise ValueError(f"{MLFLOW.missing()}, or use --tracker none")
         return value
 
     @field_validator("name")

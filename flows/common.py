@@ -1,4 +1,5 @@
-"""The run lifecycle shared by the train and eval flows: claim, log to run.log, finish or fail."""
+"""What the train and eval flows share: the run lifecycle (claim, log to run.log, finish or fail) and the
+outcome they return."""
 
 from __future__ import annotations
 
@@ -6,16 +7,19 @@ import contextlib
 import errno
 import logging
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+from flowerkit.artifacts.export import Exported
 from flowerkit.artifacts.files import utc_now
 from flowerkit.artifacts.record import refresh_artifact_index, update_record
 from flowerkit.config import RunConfig
+from flowerkit.device import DeviceChoice
+from flowerkit.engine.trainer import TrainResult
 from flowerkit.engine.world import world_facts
 from flowerkit.errors import DiskFullError, FlowerkitError
 from flowerkit.plan import RunPlan
 from flowerkit.rundir import RunLock, claim_run_dir
-from flowerkit.tasks import load_subset
 from flowerkit.tracking import tracked_run
 
 LOGGERS = ("flowerkit", "prefect.flow_runs", "prefect.task_runs")
@@ -48,19 +52,14 @@ def _log_to_file(path: Path) -> Iterator[None]:
         handler.close()
 
 
-def select_splits(plan: RunPlan) -> list[dict]:
-    """The ``load_subset`` task for each split of the plan, in the plan's order."""
-    return [load_subset(plan.config.dataset, plan.config.data_root, r.split, r.subset, r.batch_size)
-            for r in plan.splits]
-
-
 # Tasks that run before the run directory exists: the record lists them once it does.
 PLANNING_TASKS = ("detect_device", "load_subset")
 
 
 @contextlib.contextmanager
-def run_lifecycle(plan: RunPlan, device: str, determinism: dict) -> Iterator[dict]:
-    """Claim the run directory, keep the record current, and always leave it ``complete`` or ``failed``."""
+def run_lifecycle(plan: RunPlan, determinism: dict) -> Iterator[str]:
+    """Claim the run directory, keep the record current, and always leave it ``complete`` or ``failed``;
+    yields the run's id."""
     config = plan.config
     lock = RunLock(plan.layout)
     record = claim_run_dir(config, plan.flow, plan.resume, flow_run_id(), plan.total_steps, lock)
@@ -71,6 +70,7 @@ def run_lifecycle(plan: RunPlan, device: str, determinism: dict) -> Iterator[dic
             rec["tasks"].setdefault(name, {"state": "completed", "attempt": 1, "updated_utc": utc_now()})
 
     try:
+        device = plan.device.device
         update_record(run_dir, mark_done, device=device, determinism=determinism,
                       distributed=world_facts(config, device))
         # the optional MLflow run never fails the run
@@ -78,7 +78,7 @@ def run_lifecycle(plan: RunPlan, device: str, determinism: dict) -> Iterator[dic
             for note in plan.notes:
                 logging.getLogger("flowerkit").info("%s", note)
             try:
-                yield record
+                yield record["run_id"]
             except BaseException as exc:
                 if isinstance(exc, DiskFullError) or getattr(exc, "errno", None) == errno.ENOSPC:
                     lock.free_reserve()  # room to record the failure
@@ -109,3 +109,21 @@ def _finish(config: RunConfig, status: str, error: dict | None) -> None:
 
     refresh_artifact_index(config.layout.run_dir)
     update_record(config.layout.run_dir, settle_tasks, stage_status=status, ended_utc=utc_now(), error=error)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunOutcome:
+    """What a train or eval flow returns: where the run is, what ran it, and its report."""
+
+    run_dir: Path
+    tb_dir: Path
+    device: DeviceChoice
+    precision: str
+    metrics: dict
+    files: tuple[Path, ...]
+    train: TrainResult | None = None
+
+
+def outcome(plan: RunPlan, exported: Exported, trained: TrainResult | None = None) -> RunOutcome:
+    return RunOutcome(run_dir=plan.layout.run_dir, tb_dir=plan.layout.tb_dir, device=plan.device,
+                      precision=plan.precision, metrics=exported.metrics, files=exported.files, train=trained)

@@ -21,49 +21,53 @@ from typing import Any
 
 from flowerkit.artifacts.files import sha256_file
 from flowerkit.artifacts.record import RECORD_NAME, read_record
+from flowerkit.data.selection import Selection
+from flowerkit.plan import RunPlan
 
 
-def _run_scoped_key(task: str, run_dir: Path, *parts: Any) -> str | None:
+def _run_scoped_key(task: str, plan: RunPlan, *parts: Any) -> str | None:
     """sha256 of (task, run_id, parts); None (no caching) outside a claimed run directory."""
-    if not (Path(run_dir) / RECORD_NAME).is_file():
+    run_dir = plan.layout.run_dir
+    if not (run_dir / RECORD_NAME).is_file():
         return None
-    run_id = read_record(Path(run_dir))["run_id"]
+    run_id = read_record(run_dir)["run_id"]
     payload = json.dumps([task, run_id, *parts], sort_keys=True, default=str)
     return f"flowerkit-{task}-{hashlib.sha256(payload.encode()).hexdigest()}"
 
 
-def _selection_key(selection: dict) -> list:
-    return [selection["root"], selection["split"], selection["ids_sha256"]]
+def _selection_key(selection: Selection) -> list:
+    return [selection.root, selection.split, selection.ids_sha256]
 
 
 def train_cache_key(context: Any, parameters: dict[str, Any]) -> str | None:
     """Configuration (hash), device, precision and both selections of this run. None (always run) for a
     distributed run: every process takes part in the train task, even when its training is done (it then
     only loads the last checkpoint), or the other ranks (torchrun's, other machines') would wait for rank 0."""
-    config = parameters["config"]
-    if config.world_size > 1:
+    plan: RunPlan = parameters["plan"]
+    if plan.train_config.world_size > 1:
         return None
-    return _run_scoped_key("train", parameters["run_dir"], config.config_hash(), parameters["device"],
-                           parameters["precision"], _selection_key(parameters["train_selection"]),
-                           _selection_key(parameters["val_selection"]))
+    return _run_scoped_key("train", plan, plan.config.config_hash(), plan.device.device, plan.precision,
+                           _selection_key(parameters["train_selection"]), _selection_key(parameters["val_selection"]))
 
 
 def evaluate_cache_key(context: Any, parameters: dict[str, Any]) -> str | None:
     """The checkpoint's content, the selection's ids and the settings that change the logits."""
-    config = parameters["config"]
+    plan: RunPlan = parameters["plan"]
     checkpoint = Path(parameters["checkpoint"])
-    digest = parameters.get("checkpoint_sha256")
+    planned = plan.checkpoint
+    digest = planned.sha256 if planned is not None and planned.path == checkpoint else None
     if digest is None and not checkpoint.is_file():
         return None  # let the task raise its clear error
-    return _run_scoped_key("evaluate", parameters["run_dir"], digest or sha256_file(checkpoint),
-                           _selection_key(parameters["selection"]), parameters["device"], parameters["precision"],
-                           config.data_pipeline, config.eval_batch_size)
+    return _run_scoped_key("evaluate", plan, digest or sha256_file(checkpoint),
+                           _selection_key(parameters["selection"]), plan.device.device, plan.precision,
+                           plan.config.data_pipeline, plan.config.eval_batch_size, parameters.get("held_out"))
 
 
 def export_cache_key(context: Any, parameters: dict[str, Any]) -> str | None:
     """The evaluation it exports (which carries checkpoint and ids hashes) and the export settings."""
-    config = parameters["config"]
-    return _run_scoped_key("export_predictions", parameters["run_dir"], parameters["evaluation"],
-                           _selection_key(parameters["selection"]), parameters["total_steps"], config.export_logits,
-                           str(config.layout.tb_dir), parameters.get("summary_extra"), parameters.get("held_out"),
-                           parameters.get("log_summary"))
+    plan: RunPlan = parameters["plan"]
+    trained = parameters.get("trained")
+    return _run_scoped_key("export_predictions", plan, parameters["evaluation"],
+                           _selection_key(parameters["selection"]), plan.total_steps, plan.config.export_logits,
+                           str(plan.layout.tb_dir), trained.selection(plan.layout) if trained else None,
+                           parameters.get("held_out"), plan.flow)

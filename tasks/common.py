@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from flowerkit.artifacts.record import refresh_artifact_index, set_task_state
@@ -18,6 +17,7 @@ from flowerkit.errors import (
     NonFiniteLossError,
     RunExistsError,
 )
+from flowerkit.plan import RunPlan
 
 log = logging.getLogger(__name__)
 
@@ -45,18 +45,18 @@ def _attempt() -> int:
 
 
 def tracked(name: str, retries: int) -> Callable:
-    """Record running / retrying / completed / failed in ``run_dir``'s run record around the task body.
+    """Record running / retrying / completed / failed in the run record around the task body.
 
-    The task must take ``run_dir`` as a keyword argument; another process (the dashboard) reads these states
-    because it cannot reach this process's ephemeral Prefect server.
+    The task takes the run's plan as its first argument (the record is in its layout); another process (the
+    dashboard) reads these states because it cannot reach this process's ephemeral Prefect server.
     """
     def decorate(fn: Callable) -> Callable:
         @functools.wraps(fn)
-        def wrapper(*args: Any, run_dir: Path, **kwargs: Any) -> Any:
-            attempt = _attempt()
+        def wrapper(plan: RunPlan, *args: Any, **kwargs: Any) -> Any:
+            run_dir, attempt = plan.layout.run_dir, _attempt()
             set_task_state(run_dir, name, "running", attempt)
             try:
-                result = fn(*args, run_dir=run_dir, **kwargs)
+                result = fn(plan, *args, **kwargs)
             except (*NOT_RETRIED, KeyboardInterrupt, SystemExit):  # a user's mistake, or the user stopping it
                 _note_state(run_dir, name, "failed", attempt)
                 raise
@@ -72,7 +72,7 @@ def tracked(name: str, retries: int) -> Callable:
     return decorate
 
 
-def _note_state(run_dir: Path, name: str, state: str, attempt: int) -> None:
+def _note_state(run_dir, name: str, state: str, attempt: int) -> None:
     """Record a failing task's state without masking its error (the disk may be the thing that failed)."""
     try:
         set_task_state(run_dir, name, state, attempt)

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from prefect import task
 
-from flowerkit.config import RunConfig
-from flowerkit.tasks.prefect_artifacts import publish_summary, summary_markdown
+from flowerkit.engine.trainer import TrainResult
+from flowerkit.plan import RunPlan
 from flowerkit.tasks.common import retry_unless_user_error
+from flowerkit.tasks.prefect_artifacts import publish_summary, summary_markdown
+
 
 @task(name="publish_results", retries=2, retry_delay_seconds=1, retry_condition_fn=retry_unless_user_error)
-def publish_results(config: RunConfig, flow: str, run_id: str, device: str, precision: str, metrics: dict,
-                    training: dict | None = None, checkpoint: str | None = None, *, run_dir: Path) -> dict:
+def publish_results(plan: RunPlan, run_id: str, metrics: dict, trained: TrainResult | None = None) -> dict:
     """Markdown summary (device, config hash, metrics, file paths) and a per-class metrics table."""
-    paths = [*config.layout.key_files(), config.layout.tb_dir]
-    markdown = summary_markdown(flow, config.name, run_id, device, precision, config.config_hash(), metrics,
-                                paths, training, checkpoint)
-    summary_id, table_id = publish_summary(flow, config.name, markdown, config.layout.per_class)
+    config, layout = plan.config, plan.layout
+    training = None if trained is None else {
+        "start_step": trained.start_step, "steps": trained.steps, "final_loss": trained.final_loss,
+        "images_per_second": trained.images_per_second}
+    checkpoint = str(plan.checkpoint.path) if plan.checkpoint is not None else None
+    markdown = summary_markdown(plan.flow, config.name, run_id, plan.device.device, plan.precision,
+                                config.config_hash(), metrics, [*layout.key_files(), layout.tb_dir], training,
+                                checkpoint)
+    summary_id, table_id = publish_summary(plan.flow, config.name, markdown, layout.per_class)
     return {"summary": str(summary_id), "per_class": str(table_id)}

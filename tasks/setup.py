@@ -1,26 +1,35 @@
-"""Tasks that run before the run directory exists: they validate and select, and write nothing."""
+"""Tasks that run before the run directory exists: they record the plan's decisions, and write nothing.
+
+The plan decided the device and selected every split's images once (``flowerkit.prepare``); these tasks make
+those decisions visible as task runs (in the Prefect UI and the run record) and hand them on as typed records.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+import logging
 
 from prefect import task
 
-from flowerkit.data.selection import select_split
-from flowerkit.device import detect_device as _detect_device
+from flowerkit.data.selection import Selection
+from flowerkit.device import DeviceChoice
+from flowerkit.plan import RunPlan, SplitRequest, select
 from flowerkit.tasks.common import retry_unless_user_error
+
+log = logging.getLogger("flowerkit")
 
 
 @task(name="detect_device", persist_result=True)
-def detect_device(request: str, prefer_mps: bool) -> dict:
-    """Pick CPU / CUDA / MPS and say why."""
-    choice = _detect_device(request, prefer_mps)
-    return {"device": choice.device, "name": choice.name, "reason": choice.reason}
+def detect_device(plan: RunPlan) -> DeviceChoice:
+    """The device and precision the plan chose, and why."""
+    device = plan.device
+    log.info("device: %s (%s; %s), %s", device.device, device.name, device.reason, plan.precision)
+    return device
 
 
 # One run per split: the run name says which, so the UI and the dashboard tell them apart.
-@task(name="load_subset", task_run_name="load_subset[{split}]", retries=2, retry_delay_seconds=1,
+@task(name="load_subset", task_run_name="load_subset[{request.split}]", retries=2, retry_delay_seconds=1,
       retry_condition_fn=retry_unless_user_error, persist_result=True)
-def load_subset(dataset: str, data_root: Path | None, split: str, subset: str | None, batch_size: int) -> dict:
-    """Resolve the dataset and the image ids of one split (or its tiny subset); retried on I/O errors."""
-    return select_split(dataset, data_root, split, subset, batch_size).to_dict()
+def load_subset(plan: RunPlan, request: SplitRequest) -> Selection:
+    """The images of one split (or its tiny subset) as the plan selected them; the synthetic set, when the
+    plan found it not yet generated, is generated once here and then selected (retried on I/O errors)."""
+    return plan.selections.get(request.split) or select(plan.config, request)

@@ -31,8 +31,8 @@ def test_train_and_eval_flows_on_cuda_with_bf16_and_compile(prefect_harness, flo
     from flowerkit.flows.train import train_flow
 
     trained = train_flow(tiny(flowers_root, tmp_path, "gpu", precision="bf16", compile=True))
-    assert trained["device"]["device"] == "cuda:0" and trained["precision"] == "bf16"
-    run = Path(trained["run_dir"])
+    assert trained.device.device == "cuda:0" and trained.precision == "bf16"
+    run = Path(trained.run_dir)
     record = json.loads((run / "run_record.json").read_text())
     assert record["stage_status"] == "complete" and record["distributed"]["backend"] == "none"
     stamp = json.loads((run / "env_stamp.json").read_text())
@@ -42,7 +42,7 @@ def test_train_and_eval_flows_on_cuda_with_bf16_and_compile(prefect_harness, flo
     evaluated = eval_flow(load_config(EvalConfig, dict(
         name="gpu-eval", dataset="flower102", data_root=flowers_root, checkpoint=run / "checkpoints" / "best.bin",
         tiny_infer_subset="flower102_tiny", eval_batch_size=2, device="cuda", output_dir=tmp_path)))
-    assert evaluated["metrics"]["num_samples"] == 4 and evaluated["precision"] == "bf16"
+    assert evaluated.metrics["num_samples"] == 4 and evaluated.precision == "bf16"
 
 
 def test_inputs_and_weights_are_channels_last_on_cuda() -> None:
@@ -62,7 +62,6 @@ class _Stop(Exception):
 
 def _train(config: TrainConfig, stop_at: int | None = None) -> None:
     """Through the trainer, as the train task calls it; ``stop_at``: fail after that step (a killed run)."""
-    from flowerkit.data.selection import Selection
     from flowerkit.engine import trainer
     from flowerkit.plan import select, split_requests
 
@@ -70,7 +69,7 @@ def _train(config: TrainConfig, stop_at: int | None = None) -> None:
         if report.step == stop_at:
             raise _Stop
 
-    train, val = (Selection.from_dict(select(config, r).to_dict()).table() for r in split_requests(config))
+    train, val = (select(config, r).table() for r in split_requests(config))
     trainer.seed_everything(config.seed, config.deterministic)
     trainer.train(config, torch.device("cuda:0"), "fp32", train, val, config.layout, on_progress=stop)
 

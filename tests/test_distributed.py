@@ -22,8 +22,10 @@ import pytest
 import torch
 
 from flowerkit.config import TrainConfig, load_config
+from flowerkit.data.selection import Selection
 from flowerkit.data.pipeline import BatchPlan, shard_bounds
 from flowerkit.engine.checkpoint import load_checkpoint
+from flowerkit.plan import RunPlan
 
 pytestmark = pytest.mark.distributed
 
@@ -83,16 +85,25 @@ def train_config(flowers_root: Path, manifest: Path, output_dir: Path, name: str
         name=name, output_dir=output_dir, **extra))
 
 
-def selections(config: TrainConfig) -> tuple[dict, dict]:
+def selections(config: TrainConfig) -> tuple[Selection, Selection]:
     from flowerkit.plan import select, split_requests
 
-    train, val = (select(config, request).to_dict() for request in split_requests(config))
+    train, val = (select(config, request) for request in split_requests(config))
     return train, val
+
+
+def plan_of(config: TrainConfig, device: str = "cpu") -> RunPlan:
+    """The plan the flow would run (its device as given, its images selected)."""
+    from flowerkit.device import DeviceChoice
+    from flowerkit.plan import split_requests
+
+    return RunPlan(flow="train", config=config, resume=False, device=DeviceChoice(device, device, "test"),
+                   precision="fp32", splits=split_requests(config), selections=dict(zip(("train", "val"),
+                                                                                       selections(config))))
 
 
 def train_in_one_process(config: TrainConfig, device: str = "cpu") -> Path:
     """The run in this process, through the trainer itself (as the train task calls it); returns its folder."""
-    from flowerkit.data.selection import Selection
     from flowerkit.engine import trainer
     from flowerkit.rundir import RunLock, claim_run_dir
 
@@ -101,8 +112,7 @@ def train_in_one_process(config: TrainConfig, device: str = "cpu") -> Path:
     try:
         train, val = selections(config)
         trainer.seed_everything(config.seed, config.deterministic)
-        trainer.train(config, torch.device(device), "fp32", Selection.from_dict(train).table(),
-                      Selection.from_dict(val).table(), config.layout)
+        trainer.train(config, torch.device(device), "fp32", train.table(), val.table(), config.layout)
     finally:
         lock.release()
     return config.layout.run_dir
@@ -116,8 +126,8 @@ def train_in_processes(config: TrainConfig, device: str = "cpu", reports: list |
     lock = RunLock(config.layout)
     claim_run_dir(config, "train", False, None, config.num_steps, lock)
     try:
-        train, val = selections(config)
-        return distributed.launch(config, device, "fp32", train, val,
+        plan = plan_of(config, device)
+        return distributed.launch(plan, plan.selections["train"], plan.selections["val"],
                                   on_progress=None if reports is None else reports.append)
     finally:
         lock.release()
@@ -151,10 +161,8 @@ def assert_same_rows(a: Path, b: Path, rel: float = 1e-4) -> None:
 
 
 def test_batches_and_evaluations_shard_into_what_one_process_sees(flowers_root: Path, manifest: Path) -> None:
-    from flowerkit.data.selection import Selection
-
     config = train_config(flowers_root, manifest, Path("unused"), "plan")
-    plan = BatchPlan(Selection.from_dict(selections(config)[0]).table(), 4, seed=3)
+    plan = BatchPlan(selections(config)[0].table(), 4, seed=3)
     for k in range(4):  # a full batch (4) and an epoch's short last one (3), twice
         whole = plan.batch(k)
         shares = [plan.batches(k, k + 1, rank, 2)[0] for rank in range(2)]
@@ -178,7 +186,7 @@ def test_two_processes_train_as_one_with_the_same_global_batch(reference: Path, 
     reports: list = []
     result = train_in_processes(config, reports=reports)
     two = config.layout.run_dir
-    assert result is not None and result["steps"] == STEPS and result["start_step"] == 0
+    assert result is not None and result.steps == STEPS and result.start_step == 0
     assert_same_weights(weights(reference), weights(two))
     assert_same_rows(reference, two)
     np.testing.assert_allclose(best_logits(reference, config), best_logits(two, config), rtol=1e-4, atol=1e-5)
@@ -190,11 +198,10 @@ def test_two_processes_train_as_one_with_the_same_global_batch(reference: Path, 
 
 def best_logits(run_dir: Path, config: TrainConfig) -> np.ndarray:
     """The selected checkpoint's logits over the validation images, in table order, in this process."""
-    from flowerkit.data.selection import Selection
     from flowerkit.engine.evaluator import evaluate_checkpoint
     from flowerkit.engine.trainer import make_pipeline
 
-    table = Selection.from_dict(selections(config)[1]).table()
+    table = selections(config)[1].table()
     return evaluate_checkpoint(load_checkpoint(run_dir / "checkpoints" / "best.bin"),
                                make_pipeline(config, table, config.img_size, torch.device("cpu")), 3, "fp32")
 
@@ -256,7 +263,7 @@ def test_a_killed_rank_fails_the_run_and_torchrun_resumes_it(prefect_harness, re
     assert_same_rows(reference, run)
     config = train_config(flowers_root, manifest, workdir, "split")
     rows = read_jsonl(run / "fiftyone" / "predictions.jsonl")
-    assert [r["image_id"] for r in rows] == selections(config)[1]["image_ids"]  # one row per sample, in order
+    assert [r["image_id"] for r in rows] == selections(config)[1].image_ids  # one row per sample, in order
     expected = best_logits(reference, config)
     assert [r["prediction"] for r in rows] == expected.argmax(1).tolist()
     confidence = torch.softmax(torch.from_numpy(expected), 1).max(1).values.tolist()
@@ -273,7 +280,7 @@ def test_ddp_over_nccl_trains_as_one_gpu(no_dropout, flowers_root: Path, manifes
     one = train_in_one_process(train_config(flowers_root, manifest, tmp_path / "one", "one", **options), "cuda:0")
     config = train_config(flowers_root, manifest, tmp_path / "many", "many", nproc_per_node=gpus, **options)
     result = train_in_processes(config, "cuda:0")
-    assert result is not None and result["steps"] == STEPS
+    assert result is not None and result.steps == STEPS
     # Looser than on the CPU: TF32 convolutions and GPU reductions round differently for other batch shapes.
     assert_same_weights(weights(one), weights(config.layout.run_dir), atol=1e-3)
     assert_same_rows(one, config.layout.run_dir, rel=1e-3)

@@ -118,7 +118,7 @@ def test_full_split_evaluation(prefect_harness, tiny_run: Path, flowers_root: Pa
                                           checkpoint=tiny_run / "checkpoints" / "ckpt.bin", split="test",
                                           eval_batch_size=32))
     result = eval_flow(config)
-    assert result["metrics"]["num_samples"] == 102
+    assert result.metrics["num_samples"] == 102
     assert len(rows(workdir / "output" / "full")) == 102
 
 

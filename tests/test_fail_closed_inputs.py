@@ -251,7 +251,7 @@ def test_unwritable_output_dir_and_prefect_home_exit_3(monkeypatch: pytest.Monke
 
     from flowerkit.cli.prefect_env import check_prefect_home
     from flowerkit.config import TrainConfig
-    from flowerkit.plan import check_output_writable
+    from flowerkit.prepare import check_output_writable
 
     # Not under pytest's tmp folder: its parents are private to root, and the unprivileged child must reach it.
     tmp_path = Path(tempfile.mkdtemp(prefix="flowerkit-perm-"))

@@ -63,7 +63,7 @@ def run_dir(prefect_harness, flowers_root: Path, tmp_path_factory) -> Path:
         name="tiny-run", dataset="flower102", data_root=flowers_root, model_type="testing", img_size=32,
         num_steps=20, eval_every=10, train_batch_size=8, eval_batch_size=6, tiny_train_subset="flower102_tiny",
         tiny_infer_subset="flower102_tiny", export_logits=True, output_dir=tmp_path_factory.mktemp("output")))
-    return Path(train_flow(config)["run_dir"])
+    return Path(train_flow(config).run_dir)
 
 
 # --------------------------------------------------------------------------------------------------

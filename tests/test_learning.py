@@ -92,7 +92,8 @@ def test_the_train_step_raises_on_a_non_finite_loss_before_returning_it() -> Non
     model = build_model("testing", 32, 102)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     scheduler = make_scheduler(optimizer, 0, 10, "cosine")
-    step = trainer.TrainStep(model, model, optimizer, scheduler, torch.arange(4), "fp32", 1.0)
+    step = trainer.TrainStep(trainer.Trainable(model=model, optimizer=optimizer, scheduler=scheduler), torch.arange(4),
+                             trainer.StepSettings(precision="fp32", max_grad_norm=1.0))
     batch = [(torch.randn(4, 3, 32, 32), np.arange(4))]
     assert np.isfinite(step(batch).loss)
     model.register_forward_hook(lambda module, args, out: out * float("inf"))

@@ -139,7 +139,7 @@ def tracked(prefect_harness, server: MlflowServer, flowers_root: Path, tmp_path_
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_URI", server.uri)
         _, result = train(flowers_root, tmp_path_factory.mktemp("tracked"), "tracked")
-    return Path(result["run_dir"])
+    return Path(result.run_dir)
 
 
 def test_a_train_run_is_in_mlflow(tracked: Path, server: MlflowServer) -> None:
@@ -277,7 +277,7 @@ def test_server_stopped_mid_run_then_sync(prefect_harness, server: MlflowServer,
     finally:
         watcher.join()
         server.start()
-    run_dir = Path(result["run_dir"])
+    run_dir = Path(result.run_dir)
     assert json.loads(record.read_text())["stage_status"] == "complete"
     entry = mlflow_entry(run_dir)
     assert entry["complete"] is False and entry["error"] and entry["run_id"]

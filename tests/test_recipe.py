@@ -75,12 +75,14 @@ def test_label_smoothing_and_mixing_change_the_loss_as_torch_defines_it() -> Non
     x, labels = torch.randn(4, 3, 32, 32), torch.tensor([1, 2, 3, 4])
     with torch.no_grad():
         logits = model(x)
-    step = trainer.TrainStep(model, model, optimizer, scheduler, labels, "fp32", 1.0, label_smoothing=0.1)
+    trainable = trainer.Trainable(model=model, optimizer=optimizer, scheduler=scheduler)
+    step = trainer.TrainStep(trainable, labels, trainer.StepSettings(precision="fp32", max_grad_norm=1.0,
+                                                                      label_smoothing=0.1))
     assert step([(x, np.arange(4))]).loss == pytest.approx(F.cross_entropy(logits, labels, label_smoothing=0.1).item(),
                                                            rel=1e-5)
     mixer = BatchMixer(0.8, 0.0, 10, seed=0)
-    mixed = trainer.TrainStep(model, model, optimizer, scheduler, labels, "fp32", 1.0, label_smoothing=0.1,
-                              mixer=mixer)
+    mixed = trainer.TrainStep(trainable, labels, trainer.StepSettings(precision="fp32", max_grad_norm=1.0,
+                                                                       label_smoothing=0.1, mixer=mixer))
     index = scheduler.last_epoch
     mx, target = mixer(x, labels, index)
     with torch.no_grad():

@@ -53,6 +53,7 @@ def interrupted_run(prefect_harness, flowers_root: Path, tmp_path_factory: pytes
     export_predictions keeps failing with an I/O error until its retries are spent, so the flow fails.
     2nd flow run (``resume=True``, no faults): continues the run.
     """
+    from flowerkit.engine import evaluation as engine_evaluation
     from flowerkit.tasks import evaluation as tasks_evaluation
     from flowerkit.config import TrainConfig, load_config
     from flowerkit.engine import trainer
@@ -73,9 +74,9 @@ def interrupted_run(prefect_harness, flowers_root: Path, tmp_path_factory: pytes
         after_crash = read_record(config.layout.run_dir)
     with pytest.MonkeyPatch.context() as patch:
         trains = Calls(trainer.train)
-        evaluations = Calls(tasks_evaluation.evaluate_checkpoint)
+        evaluations = Calls(engine_evaluation.evaluate_checkpoint)
         patch.setattr(trainer, "train", trains)
-        patch.setattr(tasks_evaluation, "evaluate_checkpoint", evaluations)
+        patch.setattr(engine_evaluation, "evaluate_checkpoint", evaluations)
         result = train_flow(config, resume=True)
     return {"run_dir": config.layout.run_dir, "result": result, "after_crash": after_crash, "saves": save.count,
             "exports": export.count, "trains_on_resume": trains.count,
@@ -84,8 +85,8 @@ def interrupted_run(prefect_harness, flowers_root: Path, tmp_path_factory: pytes
 
 def test_train_retry_resumes_from_the_last_checkpoint(interrupted_run: dict) -> None:
     run_dir = interrupted_run["run_dir"]
-    trained = interrupted_run["result"]["train"]
-    assert (trained["start_step"], trained["steps"]) == (5, 10)
+    trained = interrupted_run["result"].train
+    assert (trained.start_step, trained.steps) == (5, 10)
     assert interrupted_run["after_crash"]["tasks"]["train"]["state"] == "completed"
     assert interrupted_run["after_crash"]["tasks"]["train"]["attempt"] == 2
     assert interrupted_run["saves"] == 2  # step 5 (then the failure), and step 10 in the retry
@@ -123,25 +124,34 @@ def test_a_resumed_flow_reuses_completed_task_results(interrupted_run: dict) -> 
     assert read_record(interrupted_run["run_dir"])["tasks"]["export_predictions"]["state"] == "completed"
 
 
-def _load_subset_in_a_flow(*args: Any) -> dict:
-    """load_subset as the flows call it: inside a flow run. (Called bare, after another flow in this process,
-    Prefect records the task run under that earlier flow run, which other tests read back.)"""
+def _load_subset_in_a_flow(dataset: str, data_root: Path, split: str, subset: str | None, batch_size: int) -> Any:
+    """load_subset as the flows call it: inside a flow run, for a plan that has not selected the split yet.
+    (Called bare, after another flow in this process, Prefect records the task run under that earlier flow
+    run, which other tests read back.)"""
     from prefect import flow
 
+    from flowerkit.config import TrainConfig, load_config
+    from flowerkit.device import DeviceChoice
+    from flowerkit.plan import RunPlan, SplitRequest
     from flowerkit.tasks import setup as tasks_setup
 
-    return flow(name="load_subset_only")(lambda: tasks_setup.load_subset(*args))()
+    config = load_config(TrainConfig, dict(name="load-subset", dataset=dataset, data_root=data_root,
+                                           tiny_infer_subset=subset, eval_batch_size=batch_size))
+    request = SplitRequest(split, subset, batch_size)
+    plan = RunPlan(flow="train", config=config, resume=False, device=DeviceChoice("cpu", "CPU", "test"),
+                   precision="fp32", splits=(request,))
+    return flow(name="load_subset_only")(lambda: tasks_setup.load_subset(plan, request))()
 
 
 def test_transient_io_error_in_load_subset_is_retried(prefect_harness, flowers_root: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     from flowerkit.tasks import setup as tasks_setup
 
-    flaky = Calls(tasks_setup.select_split, lambda n: OSError("NFS timeout") if n == 1 else None)
-    monkeypatch.setattr(tasks_setup, "select_split", flaky)
+    flaky = Calls(tasks_setup.select, lambda n: OSError("NFS timeout") if n == 1 else None)
+    monkeypatch.setattr(tasks_setup, "select", flaky)
     selection = _load_subset_in_a_flow("flower102", flowers_root, "val", "flower102_tiny", 2)
     assert flaky.count == 2
-    assert selection["split"] == "val" and len(selection["image_ids"]) == 4
+    assert selection.split == "val" and len(selection.image_ids) == 4
 
 
 @pytest.mark.parametrize("data_root, subset, error", [
@@ -153,8 +163,8 @@ def test_user_errors_are_not_retried(prefect_harness, flowers_root: Path, tmp_pa
                                      error: type[Exception]) -> None:
     from flowerkit.tasks import setup as tasks_setup
 
-    calls = Calls(tasks_setup.select_split)
-    monkeypatch.setattr(tasks_setup, "select_split", calls)
+    calls = Calls(tasks_setup.select)
+    monkeypatch.setattr(tasks_setup, "select", calls)
     root = tmp_path / data_root if data_root else flowers_root
     with pytest.raises(error):
         _load_subset_in_a_flow("flower102", root, "val", subset, 2)

@@ -247,10 +247,10 @@ def test_two_identical_runs_give_identical_predictions(prefect_harness, flowers_
                                                train_batch_size=4, eval_batch_size=2, deterministic=True,
                                                tiny_train_subset="flower102_tiny", tiny_infer_subset="flower102_tiny"))
         results.append(train_flow(config))
-    a, b = (Path(r["run_dir"]) / "fiftyone" / "predictions.jsonl" for r in results)
+    a, b = (Path(r.run_dir) / "fiftyone" / "predictions.jsonl" for r in results)
     assert a.read_bytes() == b.read_bytes()
-    assert results[0]["train"]["final_loss"] == results[1]["train"]["final_loss"]
-    record = json.loads((Path(results[0]["run_dir"]) / "run_record.json").read_text())
+    assert results[0].train.final_loss == results[1].train.final_loss
+    record = json.loads((Path(results[0].run_dir) / "run_record.json").read_text())
     assert record["determinism"]["torch_deterministic_algorithms"] is True
     assert set(record["determinism"]["sample_ids_sha256"]) == {"train", "val"}
 
@@ -285,9 +285,9 @@ def test_resume_after_the_process_is_killed(prefect_harness, flowers_root: Path,
     assert "resuming from" in (workdir / "output" / "killed" / "run.log").read_text()
 
     straight = train_flow(load_config(TrainConfig, dict(name="straight", **_as_kwargs(flags))))
-    assert straight["train"]["steps"] == 200
+    assert straight.train.steps == 200
     killed_rows = (workdir / "output" / "killed" / "fiftyone" / "predictions.jsonl").read_bytes()
-    assert killed_rows == (Path(straight["run_dir"]) / "fiftyone" / "predictions.jsonl").read_bytes()
+    assert killed_rows == (Path(straight.run_dir) / "fiftyone" / "predictions.jsonl").read_bytes()
 
 
 def _as_kwargs(flags: list[str]) -> dict[str, str]:

@@ -179,8 +179,8 @@ def test_fine_tunes_from_a_google_npz(prefect_harness, flowers_root: Path, workd
     result = train_flow(config)
     # position embeddings resized 2x2 -> 4x4; the run says exactly which file it started from
     sha = hashlib.sha256(npz.read_bytes()).hexdigest()
-    assert result["train"]["weights"] == f"pretrained from {npz} (npz, local file, sha256 {sha})"
-    stamp = json.loads((Path(result["run_dir"]) / "env_stamp.json").read_text())
+    assert result.train.weights == f"pretrained from {npz} (npz, local file, sha256 {sha})"
+    stamp = json.loads((Path(result.run_dir) / "env_stamp.json").read_text())
     assert stamp["pretrained_weights"]["sha256"] == sha and stamp["pretrained_weights"]["format"] == "npz"
 
 

@@ -90,7 +90,7 @@ def resumable(output_dir: Path, name: str) -> bool:
 
 def validate(flow: str, values: dict[str, Any], output_dir: Path, resume: bool = False) -> RunConfig:
     """The CLI's pre-run checks: ConfigError naming ``--option``, MissingInputError, RunExistsError ..."""
-    from flowerkit.plan import prepare_plan
+    from flowerkit.prepare import prepare_plan
 
     config = load_config(CONFIG_CLASSES[flow], {**values, "output_dir": output_dir})
     prepare_plan(flow, config, resume)

@@ -38,6 +38,14 @@ class ExportedFiles:
         return [self.predictions, self.per_class, self.metrics, self.labelmap]
 
 
+@dataclass(frozen=True)
+class Exported:
+    """What an export wrote: metrics.json's summary, and the files."""
+
+    metrics: dict
+    files: tuple[Path, ...]
+
+
 def export_evaluation(outputs: Path, dataset_root: Path, split: str, layout: RunLayout, step: int,
                       total_steps: int, export_logits: bool, *, summary_extra: dict | None = None,
                       held_out: bool = False, log_summary: bool = True) -> tuple[dict, ExportedFiles]:

@@ -1,5 +1,6 @@
 """Scalars go to TensorBoard (``OUTPUT/tb/<run>``), to ``metrics.jsonl`` (read live by the dashboard) and, when
-the flow opened one, to the run's tracker (``flowerkit.tracking``: MLflow), under the same tags and steps."""
+the flow opened one, to the run's tracker (a sink registered in ``flowerkit.artifacts.sinks``), under the same
+tags and steps."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from flowerkit import tracking
 from flowerkit.artifacts.files import atomic_write_text, utc_now
+from flowerkit.artifacts.sinks import sink_for
 from flowerkit.layout import temp_name
 
 
@@ -36,7 +37,7 @@ class ScalarLog:
         self._staging: Path | None = None
         self._t0 = time.monotonic()
         # The run directory holds metrics.jsonl; a flow that tracks the run registered its sink under it.
-        self.sink = tracking.sink_for(self.jsonl_path.parent)
+        self.sink = sink_for(self.jsonl_path.parent)
 
     @property
     def writer(self):

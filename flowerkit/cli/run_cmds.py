@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -14,6 +14,9 @@ from flowerkit.cli.prefect_env import check_prefect_environment, start_ephemeral
 from flowerkit.config import CONFIG_CLASSES, EvalConfig, RunConfig, TrainConfig, load_config
 from flowerkit.errors import ConfigError
 
+if TYPE_CHECKING:  # the flows and the plan are imported when a run starts: --help stays fast
+    from flowerkit.flows.common import RunOutcome
+    from flowerkit.plan import RunPlan
 
 def register(app: typer.Typer) -> None:
     app.command("train", help="Train a ViT on Flowers-102 (Prefect flow 'train'); writes OUTPUT_DIR/NAME.",
@@ -28,16 +31,16 @@ def _run(flow: str, given: dict[str, Any], config_file: Path | None, resume: boo
          debug: bool) -> None:
     with user_errors(debug):
         config = _as_launched(flow, load_config(CONFIG_CLASSES[flow], given, config_file))
-        if isinstance(config, TrainConfig) and _follows(config, dry_run):
+        if isinstance(config, TrainConfig) and _trains_a_share(config, dry_run):
             return
-        from flowerkit.plan import handing, prepare_plan
+        from flowerkit.prepare import describe_plan, prepare_plan
 
         plan = prepare_plan(flow, config, resume)  # fails fast, before Prefect starts or anything is written
         prefect = check_prefect_environment()
         if resume and not dry_run:
             _settle_crashed(config)
         if dry_run:
-            typer.echo(plan.describe({"prefect": prefect}))
+            typer.echo(describe_plan(plan, {"prefect": prefect}))
             return
         logging.getLogger("flowerkit").setLevel(logging.INFO)
         if not debug:
@@ -45,9 +48,9 @@ def _run(flow: str, given: dict[str, Any], config_file: Path | None, resume: boo
         start_ephemeral_server()
         from flowerkit.cli.progress import progress_display
 
-        with handing(plan), progress_display(quiet if flow == "train" else True):
-            result = run_flow(flow, config, resume)
-        print_summary(flow, plan.config, result)
+        with progress_display(quiet if flow == "train" else True):
+            result = run_plan(plan)
+        print_summary(plan, result)
 
 
 def _as_launched(flow: str, config: RunConfig) -> RunConfig:
@@ -61,28 +64,37 @@ def _as_launched(flow: str, config: RunConfig) -> RunConfig:
     return config
 
 
-def _follows(config: TrainConfig, dry_run: bool) -> bool:
+def _trains_a_share(config: TrainConfig, dry_run: bool) -> bool:
     """Train a share of a run whose flow another process runs (torchrun's ranks above 0, machines with
     --node_rank above 0): no Prefect, no run directory, nothing written. True when this command did that."""
-    from flowerkit.engine.distributed import follow, is_follower, torchrun_env
+    from flowerkit.engine.distributed import is_follower, torchrun_env
 
     if not is_follower(config):
         return False
-    message = follow(config, dry_run)
-    if dry_run or torchrun_env() is None:  # under torchrun, rank 0's command speaks for the run
-        typer.echo(message)
+    from flowerkit.prepare import prepare_share, share_description
+
+    plan = prepare_share(config)
+    who = f"{share_description(plan)} of run '{config.name}'"
+    if dry_run:
+        typer.echo(f"{who}: would train its share on {plan.device.device}; rank 0 writes the run")
+        return True
+    from flowerkit.engine.run import run_training
+
+    run_training(plan, plan.selections["train"], plan.selections["val"])
+    if torchrun_env() is None:  # under torchrun, rank 0's command speaks for the run
+        typer.echo(f"{who}: done (rank 0 wrote the run)")
     return True
 
 
-def run_flow(flow: str, config: RunConfig, resume: bool) -> dict:
-    """Start the Prefect flow ``flow`` in this process (it picks up a plan handed to it)."""
-    if flow == "train":
-        from flowerkit.flows.train import train_flow
+def run_plan(plan: RunPlan) -> RunOutcome:
+    """Run the prepared plan as its Prefect flow, in this process."""
+    if plan.flow == "train":
+        from flowerkit.flows.train import run_train_plan
 
-        return train_flow(config, resume=resume)
-    from flowerkit.flows.eval import eval_flow
+        return run_train_plan(plan)
+    from flowerkit.flows.eval import run_eval_plan
 
-    return eval_flow(config, resume=resume)
+    return run_eval_plan(plan)
 
 
 def _settle_crashed(config: RunConfig) -> None:
@@ -106,18 +118,18 @@ def _scores(metrics: dict, prefix: str = "") -> str:
             f"macro F1 {metrics[prefix + 'macro_f1']:.4f}, loss {metrics[prefix + 'loss']:.4f}")
 
 
-def print_summary(flow: str, config: RunConfig, result: dict) -> None:
+def print_summary(plan: RunPlan, result: RunOutcome) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    metrics = result["metrics"]
-    table = Table(title=f"flowerkit {flow}: run '{config.name}' complete", show_header=False, title_justify="left")
-    table.add_row("device", f"{result['device']['device']} ({result['device']['name']}; {result['device']['reason']})"
-                  f", {result['precision']}")
-    if "train" in result:
-        trained = result["train"]
-        table.add_row("training", f"steps {trained['start_step']}->{trained['steps']}, final loss "
-                                  f"{trained['final_loss']:.4f}, {trained['images_per_second']:.1f} img/s")
+    config, metrics, device = plan.config, result.metrics, result.device
+    table = Table(title=f"flowerkit {plan.flow}: run '{config.name}' complete", show_header=False,
+                  title_justify="left")
+    table.add_row("device", f"{device.device} ({device.name}; {device.reason}), {result.precision}")
+    trained = result.train
+    if trained is not None:
+        table.add_row("training", f"steps {trained.start_step}->{trained.steps}, final loss "
+                                  f"{trained.final_loss:.4f}, {trained.images_per_second:.1f} img/s")
     if "selected_step" in metrics:
         table.add_row("selected", selection_text(metrics))
     table.add_row(f"eval ({metrics['split']}, {metrics['num_samples']} samples)", _scores(metrics))
@@ -131,7 +143,7 @@ def print_summary(flow: str, config: RunConfig, result: dict) -> None:
                         ("metrics", layout.metrics), ("labelmap", layout.labelmap), ("env stamp", layout.stamp),
                         ("retention", layout.retention), ("record", layout.record)):
         table.add_row(label, str(path))
-    if flow == "train":
+    if plan.flow == "train":
         table.add_row("checkpoints", f"{layout.best_checkpoint} (selected), {layout.checkpoint} (latest, --resume)")
     from flowerkit.artifacts.record import read_record
     from flowerkit.tracking import mlflow_line

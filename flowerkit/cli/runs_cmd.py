@@ -176,10 +176,10 @@ def sync_mlflow(name: str = typer.Argument(..., help="Run name."), output_dir: P
     with user_errors():
         run_dir = run_dir_of(output_dir, name)
         from flowerkit.errors import ConfigError
-        from flowerkit.tracking import MLFLOW_MISSING, mlflow_installed
+        from flowerkit.optional import MLFLOW
 
-        if not mlflow_installed():
-            raise ConfigError(f"sync-mlflow: {MLFLOW_MISSING}.")
+        if not MLFLOW.installed():
+            raise ConfigError(f"sync-mlflow: {MLFLOW.missing()}.")
         from flowerkit.tracking.sync import sync_run
 
         report = sync_run(run_dir, experiment)

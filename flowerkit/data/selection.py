@@ -1,13 +1,13 @@
 """Which images a run uses: resolve the dataset, select a split (or a tiny subset of it), hash the ids.
 
-A ``Selection`` is a small JSON-able record, so Prefect tasks can pass and persist it.
+A ``Selection`` is a small record of plain values, so Prefect tasks can pass and persist it.
 """
 
 from __future__ import annotations
 
 import fcntl
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,13 +35,6 @@ class Selection:
     image_ids: list[int]
     ids_sha256: str
     subset: str  # the subset's manifest path, or "full <split> split"
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> Selection:
-        return cls(**data)
 
     def table(self) -> SampleTable:
         return build_table(open_flowers102(Path(self.root)), np.asarray(self.image_ids, dtype=np.int64))

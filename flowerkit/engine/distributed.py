@@ -1,15 +1,15 @@
 """One training run on several processes: launch them with torch's elastic launcher, or join torchrun's.
 
 Every way ends in ``run_rank``: join the process group the environment describes, train this rank's share
-(``trainer.train`` with a ``World``), leave. The run's flow, its other tasks, retries and the run record's
-lifecycle stay in one process, the one that holds rank 0:
+(``trainer.train`` with a ``World``), leave. ``flowerkit.engine.run.run_training`` picks the way; the run's
+flow, its other tasks, retries and the run record's lifecycle stay in one process, the one that holds rank 0:
 
-- ``flowerkit train --nproc_per_node N``: the train task calls ``launch``, which starts N workers
-  (``worker_main``) with ``torch.distributed.launcher`` and returns rank 0's result. With ``--nnodes M``, the
-  command on every other machine (``--node_rank`` 1..M-1) only ``follow``s: it launches its own N workers,
+- ``flowerkit train --nproc_per_node N``: ``launch`` starts N workers (``worker_main``) with
+  ``torch.distributed.launcher`` and returns rank 0's result. With ``--nnodes M``, the command on every other
+  machine (``--node_rank`` 1..M-1) trains its share (a plan of role "share"): it launches its own N workers,
   which meet rank 0's at ``--master_addr:--master_port``, and writes nothing.
 - ``torchrun ... -m flowerkit train ...``: rank 0's command runs the flow, and its train task joins
-  torchrun's process group in-process (``run_torchrun_rank``); every other rank's command ``follow``s.
+  torchrun's process group in-process (``run_torchrun_rank``); every other rank's command trains its share.
 
 Only rank 0 writes (metrics, TensorBoard, checkpoints, run.log, the record's progress). A rank that dies
 fails the run with a ``DistributedError`` naming it; collectives time out after ``TIMEOUT_S``, so a peer that
@@ -33,13 +33,14 @@ from typing import Any
 
 import torch
 
-from flowerkit.artifacts.record import read_record, set_progress
+from flowerkit.artifacts.record import read_record
 from flowerkit.config import TrainConfig
 from flowerkit.data.selection import Selection
-from flowerkit.engine.progress import Progress
-from flowerkit.engine.world import World, backend_for, check_world_device
+from flowerkit.engine.progress import Progress, RecordProgress
+from flowerkit.engine.trainer import TrainResult
+from flowerkit.engine.world import World, backend_for
 from flowerkit.errors import ConfigError, DistributedError, FlowerkitError
-from flowerkit.throttle import Throttle
+from flowerkit.plan import RunPlan
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,6 @@ log = logging.getLogger(__name__)
 # largest model's checkpoints, one process per machine building the pixel cache, rank 0's flow starting a
 # Prefect server under torchrun), short enough that a vanished peer fails the run within the quarter hour.
 TIMEOUT_S = 900
-RECORD_PROGRESS_INTERVAL_S = 0.5  # rank 0's progress in the run record: what the launching process shows
 FORWARD_INTERVAL_S = 0.5
 ELASTIC_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
 # A rank that stopped because another one vanished says so in one of these ways; the vanished one is the cause.
@@ -127,27 +127,26 @@ def leave() -> None:
         torch.distributed.destroy_process_group()
 
 
-def run_rank(config: TrainConfig, device: str, precision: str, train_selection: dict, val_selection: dict,
-             on_progress: Callable[[Progress], None] | None = None) -> dict | None:
-    """Train this rank's share of the run; returns the TrainResult dict on rank 0, None elsewhere."""
+def run_rank(plan: RunPlan, train: Selection, val: Selection,
+             on_progress: Callable[[Progress], None] | None = None) -> TrainResult | None:
+    """Train this rank's share of the run; returns the TrainResult on rank 0, None elsewhere."""
     from flowerkit.engine import trainer
 
-    world, rank_device = join(torch.device(device).type)
+    config = plan.train_config
+    world, rank_device = join(plan.device.type)
     try:
         trainer.seed_everything(config.seed, config.deterministic)  # every rank builds the same initial model
-        result = trainer.train(config, rank_device, precision, Selection.from_dict(train_selection).table(),
-                               Selection.from_dict(val_selection).table(), config.layout,
-                               on_progress if world.is_main else None, world)
-        return result.to_dict() if result is not None else None
+        return trainer.train(config, rank_device, plan.precision, train.table(), val.table(), plan.layout,
+                             on_progress if world.is_main else None, world)
     finally:
         leave()
 
 
-def run_torchrun_rank(config: TrainConfig, device: str, precision: str, train_selection: dict,
-                      val_selection: dict, on_progress: Callable[[Progress], None] | None = None) -> dict | None:
+def run_torchrun_rank(plan: RunPlan, train: Selection, val: Selection,
+                      on_progress: Callable[[Progress], None] | None = None) -> TrainResult | None:
     """``run_rank`` inside a world torchrun started, with an unexpected error turned into one paragraph."""
     try:
-        return run_rank(config, device, precision, train_selection, val_selection, on_progress)
+        return run_rank(plan, train, val, on_progress)
     except FlowerkitError:
         raise
     except Exception as exc:
@@ -158,46 +157,21 @@ def run_torchrun_rank(config: TrainConfig, device: str, precision: str, train_se
             "with --resume to continue from the last checkpoint.") from exc
 
 
-def follow(config: TrainConfig, dry_run: bool = False) -> str:
-    """What the command of every process (torchrun) or machine (``--node_rank`` > 0) other than rank 0's
-    does: select the same data, then train its share. It never claims the run directory or writes to it."""
-    from flowerkit.device import detect_device, resolve_precision
-    from flowerkit.plan import select, split_requests
-
-    device = detect_device(config.device, config.prefer_mps)
-    precision = resolve_precision(config.precision, device)
-    check_world_device(config.nproc_per_node * config.nnodes, config.nproc_per_node, device.type)
-    train_selection, val_selection = (select(config, request).to_dict() for request in split_requests(config))
-    env = torchrun_env()
-    who = (f"rank {env['rank']} of {env['world_size']}" if env is not None
-           else f"machine {config.node_rank} of {config.nnodes} (--node_rank {config.node_rank})")
-    if dry_run:
-        return f"{who} of run '{config.name}': would train its share on {device.device}; rank 0 writes the run"
-    if env is not None:
-        run_torchrun_rank(config, device.device, precision, train_selection, val_selection)
-    else:
-        launch(config, device.device, precision, train_selection, val_selection)
-    return f"{who} of run '{config.name}': done (rank 0 wrote the run)"
-
-
 # --- launching workers ---------------------------------------------------------------------------------------
 
-def worker_main(config_json: dict, device: str, precision: str, train_selection: dict,
-                val_selection: dict) -> dict | None:
+def worker_main(plan: RunPlan, train: Selection, val: Selection) -> TrainResult | None:
     """One worker process started by ``launch`` (module level, so the spawned interpreter can import it)."""
-    config = TrainConfig.model_validate(config_json)
     rank = int(os.environ["RANK"])
     _name_process(f"flowerkit-r{rank}")
-    if torch.device(device).type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+    if plan.device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
         # As torchrun does: the machine's cores shared among its training processes, not each taking all.
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["LOCAL_WORLD_SIZE"])))
     if rank != 0:
-        return run_rank(config, device, precision, train_selection, val_selection)
-    layout = config.layout
+        return run_rank(plan, train, val)
+    layout = plan.layout
     with _rank0_logging(layout.run_log):
         try:
-            return run_rank(config, device, precision, train_selection, val_selection,
-                            on_progress=_RecordProgress(layout.run_dir))
+            return run_rank(plan, train, val, on_progress=RecordProgress(layout.run_dir, detail=True))
         except Exception:
             log.error("rank 0 failed", exc_info=True)  # the traceback, in run.log; the launcher names the error
             raise
@@ -212,19 +186,6 @@ def _name_process(name: str) -> None:
         ctypes.CDLL(None).prctl(15, name.encode()[:15], 0, 0, 0)  # PR_SET_NAME
     except (OSError, AttributeError):  # not Linux: the name stays python
         pass
-
-
-class _RecordProgress:
-    """Rank 0's progress into the run record (throttled), with the rate and latest evaluation, so the
-    launching process and the dashboard can follow a run whose training happens in other processes."""
-
-    def __init__(self, run_dir: Path) -> None:
-        self.run_dir, self.throttle = run_dir, Throttle(RECORD_PROGRESS_INTERVAL_S)
-
-    def __call__(self, report: Progress) -> None:
-        if self.throttle.ready(report.step, report.total):
-            set_progress(self.run_dir, report.step, report.total, images_per_second=report.images_per_second,
-                         last_eval=report.last_eval)
 
 
 @contextlib.contextmanager
@@ -268,22 +229,22 @@ def launch_config(config: TrainConfig, log_dir: str | None = None) -> Any:
                         rdzv_configs={"rank": config.node_rank, "timeout": TIMEOUT_S})
 
 
-def launch(config: TrainConfig, device: str, precision: str, train_selection: dict, val_selection: dict,
-           on_progress: Callable[[Progress], None] | None = None) -> dict | None:
-    """Train in this machine's ``config.nproc_per_node`` worker processes and wait for them (and for the
-    other machines' workers); returns rank 0's TrainResult dict (None on a machine without rank 0).
-    ``on_progress`` hears rank 0's progress, read back from the run record."""
+def launch(plan: RunPlan, train: Selection, val: Selection,
+           on_progress: Callable[[Progress], None] | None = None) -> TrainResult | None:
+    """Train in this machine's ``--nproc_per_node`` worker processes and wait for them (and for the other
+    machines' workers); returns rank 0's TrainResult (None on a machine without rank 0). ``on_progress``
+    hears rank 0's progress, read back from the run record."""
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import elastic_launch
 
-    args = (config.model_dump(mode="json"), device, precision, train_selection, val_selection)
+    config = plan.train_config
     forward = on_progress if on_progress is not None and config.node_rank == 0 else None
     # The agent's error files live in a folder of our own, removed afterwards (its default one stays in /tmp).
     with tempfile.TemporaryDirectory(prefix="flowerkit-elastic-") as log_dir, _quiet_elastic_logs(), \
-            _own_signal_handlers(), _forwarding(config.layout.run_dir, forward):
+            _own_signal_handlers(), _forwarding(plan.layout.run_dir, forward):
         try:
-            results = elastic_launch(launch_config(config, log_dir), worker_main)(*args)
+            results = elastic_launch(launch_config(config, log_dir), worker_main)(plan, train, val)
         except ChildFailedError as exc:
             raise worker_failure(exc.failures, config.nproc_per_node * config.nnodes) from None
         except SignalException as exc:

@@ -11,7 +11,13 @@ import contextlib
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+from flowerkit.artifacts.record import set_progress
+from flowerkit.throttle import Throttle
+
+RECORD_PROGRESS_INTERVAL_S = 0.5  # a read-modify-write of run_record.json per step is needless I/O
 
 
 @dataclass(frozen=True)
@@ -88,3 +94,22 @@ def describe(progress: Progress, eta_s: float | None) -> str:
     """One line: ``step 50/1000 (5%), 120.3 img/s, ETA 2:10, eval at step 40: acc 0.250, loss 4.1234``."""
     return (f"step {progress.step}/{progress.total} ({100 * progress.fraction:.0f}%), "
             f"{progress.images_per_second:.1f} img/s, ETA {duration(eta_s)}, {last_eval_text(progress)}")
+
+
+class RecordProgress:
+    """The writing process's progress into the run record (throttled): what ``runs list`` and the dashboard
+    read while a run trains; then ``then`` hears every report (the flow's displays).
+
+    ``detail`` adds the rate and the latest evaluation, for a launching process that shows the progress of
+    training in its worker processes (it hears them only through the record)."""
+
+    def __init__(self, run_dir: Path, then: Listener | None = None, detail: bool = False) -> None:
+        self.run_dir, self.then, self.detail = run_dir, then, detail
+        self.throttle = Throttle(RECORD_PROGRESS_INTERVAL_S)
+
+    def __call__(self, report: Progress) -> None:
+        if self.throttle.ready(report.step, report.total):
+            extra = {"images_per_second": report.images_per_second, "last_eval": report.last_eval} if self.detail else {}
+            set_progress(self.run_dir, report.step, report.total, **extra)
+        if self.then is not None:
+            self.then(report)

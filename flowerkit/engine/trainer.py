@@ -16,7 +16,7 @@ import os
 import random
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -64,32 +64,40 @@ def seed_everything(seed: int, deterministic: bool) -> dict:
     }
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
+class SelectedCheckpoint:
+    """The checkpoint chosen on validation (``--monitor``): the one a training run reports."""
+
+    path: Path
+    step: int
+    weights: str  # "raw" or "ema"
+    monitor: str
+    value: float
+
+
+@dataclass(frozen=True, kw_only=True)
 class TrainResult:
-    checkpoint: str
+    """What a training run did: from which step to which, how fast, and which checkpoint it selected."""
+
+    checkpoint: Path  # the latest (ckpt.bin): what --resume continues from
+    weights: str  # what training started from, in words
     start_step: int
     steps: int
     final_loss: float
     images_per_second: float
-    weights: str
-    selected_checkpoint: str = ""
-    selected_step: int = 0
-    selected_weights: str = "raw"
-    monitor: str = "val_accuracy"
-    monitor_value: float = 0.0
-    stopped_early: bool = False
-    stop_reason: str | None = None
+    selected: SelectedCheckpoint
+    stop_reason: str | None = None  # set when early stopping ended the run before --num_steps
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    @property
+    def stopped_early(self) -> bool:
+        return self.stop_reason is not None
 
     def selection(self, layout: RunLayout) -> dict:
         """What metrics.json and the run record say about the reported checkpoint."""
-        return {"selected_step": self.selected_step,
-                "selected_checkpoint": layout.relative(Path(self.selected_checkpoint)),
-                "selected_weights": self.selected_weights, "monitor": self.monitor,
-                "monitor_value": self.monitor_value, "last_step": self.steps, "stopped_early": self.stopped_early,
-                "stop_reason": self.stop_reason}
+        selected = self.selected
+        return {"selected_step": selected.step, "selected_checkpoint": layout.relative(selected.path),
+                "selected_weights": selected.weights, "monitor": selected.monitor, "monitor_value": selected.value,
+                "last_step": self.steps, "stopped_early": self.stopped_early, "stop_reason": self.stop_reason}
 
 
 def make_pipeline(config, table: SampleTable, img_size: int, device: torch.device) -> InputPipeline:
@@ -105,79 +113,118 @@ class StepStats:
     lr: float
 
 
+@dataclass(frozen=True, kw_only=True)
+class Trainable:
+    """The model a step updates and what updates it. ``step_model`` is what the forward pass calls (the
+    compiled and/or DistributedDataParallel wrapper; the model itself by default); ``ema`` follows the model."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    step_model: torch.nn.Module | None = None
+    ema: torch.nn.Module | None = None
+
+    @property
+    def forward_model(self) -> torch.nn.Module:
+        return self.step_model if self.step_model is not None else self.model
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepSettings:
+    """How one optimizer step is computed: the recipe's part of the configuration."""
+
+    precision: str
+    max_grad_norm: float
+    accumulation: int = 1
+    label_smoothing: float = 0.0
+    mixer: BatchMixer | None = None
+
+    @classmethod
+    def of(cls, config: TrainConfig, precision: str) -> StepSettings:
+        mixer = (BatchMixer(config.mixup_alpha, config.cutmix_alpha, NUM_CLASSES, config.seed)
+                 if config.mixup_alpha or config.cutmix_alpha else None)
+        return cls(precision=precision, max_grad_norm=config.max_grad_norm,
+                   accumulation=config.gradient_accumulation_steps, label_smoothing=config.label_smoothing,
+                   mixer=mixer)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Sharing:
+    """How a step's micro-batches are shared among the processes of a distributed run: ``global_size(k)`` is
+    how many samples micro-batch ``k`` holds over all ranks; ``no_sync`` skips DDP's gradient all-reduce."""
+
+    world: World
+    global_size: Callable[[int], int]
+    no_sync: Callable[[], contextlib.AbstractContextManager]
+
+
 class TrainStep:
     """One optimizer step over its micro-batches: forward (autocast), backward, clip, SGD, schedule.
 
     ``train`` and ``flowerkit bench`` share it, so the benchmark's compute-only and end-to-end rates time
     exactly the step a run takes. Loss and accuracy stay on the device until one transfer per step.
 
-    In a distributed ``world`` each rank runs its share of every micro-batch through ``step_model`` (the
+    In a distributed run (``sharing``) each rank runs its share of every micro-batch through the
     DistributedDataParallel wrapper, whose ``no_sync`` skips the gradient all-reduce of all but the last
-    micro-batch), and ``global_size(k)`` is how many samples micro-batch ``k`` holds over all ranks.
+    micro-batch.
     """
 
-    def __init__(self, model: torch.nn.Module, step_model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                 scheduler, labels: torch.Tensor, precision: str, max_grad_norm: float,
-                 accumulation: int = 1, label_smoothing: float = 0.0, mixer: BatchMixer | None = None,
-                 ema: torch.nn.Module | None = None, world: World = SINGLE,
-                 global_size: Callable[[int], int] | None = None,
-                 no_sync: Callable[[], contextlib.AbstractContextManager] | None = None) -> None:
-        self.model, self.step_model, self.optimizer, self.scheduler = model, step_model, optimizer, scheduler
+    def __init__(self, trainable: Trainable, labels: torch.Tensor, settings: StepSettings,
+                 sharing: Sharing | None = None) -> None:
+        self.trainable, self.settings, self.sharing = trainable, settings, sharing
         self.labels = labels  # every sample's label, on the model's device
-        self.precision, self.max_grad_norm, self.accumulation = precision, max_grad_norm, accumulation
-        self.loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=label_smoothing)  # also smooths soft targets
-        self.mixer, self.ema = mixer, ema
-        self.world, self.global_size, self.no_sync = world, global_size, no_sync
+        self.loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)  # smooths soft targets too
+        self.world = sharing.world if sharing is not None else SINGLE
 
     def _share(self, k: int, n: int) -> float:
         """The factor that makes DDP's mean over ranks of this rank's mean loss the mean over all samples of
         micro-batch ``k``: exactly 1.0 in one process, and for equal shares."""
-        if not self.world.distributed:
+        if self.sharing is None:
             return 1.0
-        assert self.global_size is not None, "a distributed step needs the micro-batches' global sizes"
-        return n * self.world.size / self.global_size(k)
+        return n * self.world.size / self.sharing.global_size(k)
 
     def _gradient_sync(self, i: int) -> contextlib.AbstractContextManager:
-        last = i == self.accumulation - 1
-        return self.no_sync() if self.no_sync is not None and not last else contextlib.nullcontext()
+        last = i == self.settings.accumulation - 1
+        return self.sharing.no_sync() if self.sharing is not None and not last else contextlib.nullcontext()
 
     def __call__(self, micro_batches: Iterable[tuple[torch.Tensor, np.ndarray]]) -> StepStats:
         """Consume ``accumulation`` micro-batches one at a time (the pipeline keeps producing meanwhile)."""
         device = self.labels.device
+        trainable, settings = self.trainable, self.settings
         totals = torch.zeros(2, device=device)  # summed loss, correct predictions
         seen = 0
-        first = self.scheduler.last_epoch * self.accumulation  # the run's index of this step's first micro-batch
+        first = trainable.scheduler.last_epoch * settings.accumulation  # this step's first micro-batch, run-wide
         for i, (x, positions) in enumerate(micro_batches):
             y = self.labels[torch.as_tensor(positions).to(device, non_blocking=True)]
             target = y
-            if self.mixer is not None and len(y):  # several ranks: each mixes within its own share
-                x, target = self.mixer(x, y, first + i)
+            if settings.mixer is not None and len(y):  # several ranks: each mixes within its own share
+                x, target = settings.mixer(x, y, first + i)
                 # Training accuracy against mixed targets: the label with the larger share of each image.
                 y = target.argmax(1)
             with self._gradient_sync(i):
-                with autocast(device, self.precision):
-                    logits = self.step_model(prepare_input(x))
+                with autocast(device, settings.precision):
+                    logits = trainable.forward_model(prepare_input(x))
                     # A rank with no sample of an epoch's short last batch still joins the gradient all-reduce.
                     loss = self.loss_fn(logits.float(), target) if len(y) else logits.float().sum() * 0.0
-                (loss * self._share(first + i, len(y)) / self.accumulation).backward()
+                (loss * self._share(first + i, len(y)) / settings.accumulation).backward()
             totals += torch.stack([loss.detach().float() * len(y), (logits.detach().argmax(1) == y).sum().float()])
             seen += len(y)
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
-        lr = max(self.scheduler.get_last_lr())  # the rate this step uses (the head's, under layer decay)
-        self.optimizer.step()
-        if self.ema is not None:
-            self.ema.update_parameters(self.model)
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        grad_norm = torch.nn.utils.clip_grad_norm_(trainable.model.parameters(), settings.max_grad_norm)
+        lr = max(trainable.scheduler.get_last_lr())  # the rate this step uses (the head's, under layer decay)
+        trainable.optimizer.step()
+        if trainable.ema is not None:
+            trainable.ema.update_parameters(trainable.model)
+        trainable.scheduler.step()
+        trainable.optimizer.zero_grad(set_to_none=True)
         # The step's one device-to-host sync carries the divergence check too. A non-finite loss or gradient
         # norm has already poisoned the weights in memory: raise before anything of this step is logged or saved.
         # Summed over the ranks, so every rank logs (and checks) what one process would have.
         summary = self.world.all_reduce_sum(torch.cat([totals, totals.new_tensor([seen])]))
         loss_sum, correct, seen, norm = torch.cat([summary, grad_norm.detach().float().reshape(1)]).tolist()
         if not math.isfinite(loss_sum):
-            raise NonFiniteLossError(self.scheduler.last_epoch, "loss")
+            raise NonFiniteLossError(trainable.scheduler.last_epoch, "loss")
         if not math.isfinite(norm):
-            raise NonFiniteLossError(self.scheduler.last_epoch, "gradient norm")
+            raise NonFiniteLossError(trainable.scheduler.last_epoch, "gradient norm")
         return StepStats(loss_sum / seen, correct / seen, int(seen), lr)
 
 
@@ -230,8 +277,6 @@ def train(config: TrainConfig, device: torch.device, precision: str, train_table
     ema = make_ema(model, config.ema_decay) if config.ema_decay else None  # on the model's device
     if ema is not None and ema_state is not None:
         ema.load_state_dict(ema_state)
-    mixer = (BatchMixer(config.mixup_alpha, config.cutmix_alpha, NUM_CLASSES, config.seed)
-             if config.mixup_alpha or config.cutmix_alpha else None)
 
     scalars = (ScalarLog(layout.metrics_jsonl, layout.tb_dir, purge_step=start_step + 1 if retried else None)
                if world.is_main else None)
@@ -241,11 +286,14 @@ def train(config: TrainConfig, device: torch.device, precision: str, train_table
         val_pipe = make_pipeline(config, val_table, config.img_size, device)
     labels = torch.as_tensor(train_table.labels, dtype=torch.long).to(device)
     accumulation = config.gradient_accumulation_steps
-    train_step = TrainStep(model, step_model, optimizer, scheduler, labels, precision, config.max_grad_norm,
-                           accumulation, config.label_smoothing, mixer, ema, world, plan.batch_length,
-                           ddp.no_sync if world.distributed else None)
-    evaluation = _Evaluation(config, precision, layout, world, device, model, ema, optimizer, scheduler, selector,
-                             val_pipe, val_table, scalars, weights)
+    trainable = Trainable(model=model, optimizer=optimizer, scheduler=scheduler, step_model=step_model, ema=ema)
+    sharing = (Sharing(world=world, global_size=plan.batch_length, no_sync=ddp.no_sync) if world.distributed
+               else None)
+    train_step = TrainStep(trainable, labels, StepSettings.of(config, precision), sharing)
+    evaluation = _Evaluation(run=_TrainingRun(config=config, layout=layout, precision=precision, device=device,
+                                              world=world, weights=weights),
+                             trainable=trainable, selector=selector, val_pipe=val_pipe, val_table=val_table,
+                             scalars=scalars)
     console_every = max(1, config.num_steps // 20)
 
     model.train()
@@ -277,61 +325,68 @@ def train(config: TrainConfig, device: torch.device, precision: str, train_table
     elapsed = time.perf_counter() - t0
     best = selector.best
     assert best is not None, "training always evaluates its last step"
-    return TrainResult(str(ckpt_path), start_step, step, float(loss_value), images / elapsed if elapsed else 0.0,
-                       weights, str(layout.best_checkpoint), best.step, best.weights, config.monitor, best.value,
-                       stopped_early, selector.stop_reason() if stopped_early else None)
+    selected = SelectedCheckpoint(path=layout.best_checkpoint, step=best.step, weights=best.weights,
+                                  monitor=config.monitor, value=best.value)
+    return TrainResult(checkpoint=ckpt_path, weights=weights, start_step=start_step, steps=step,
+                       final_loss=float(loss_value), images_per_second=images / elapsed if elapsed else 0.0,
+                       selected=selected, stop_reason=selector.stop_reason() if stopped_early else None)
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
+class _TrainingRun:
+    """Where a training run's evaluations go and how they are computed: fixed for the whole run."""
+
+    config: TrainConfig
+    layout: RunLayout
+    precision: str
+    device: torch.device
+    world: World
+    weights: str  # what training started from, recorded in every checkpoint
+
+
+@dataclass(kw_only=True)
 class _Evaluation:
     """Evaluation during training, selection and checkpoints. Every rank evaluates its share of the
     validation table; rank 0 alone decides and writes, then tells the others whether to stop."""
 
-    config: TrainConfig
-    precision: str
-    layout: RunLayout
-    world: World
-    device: torch.device
-    model: torch.nn.Module
-    ema: torch.nn.Module | None
-    optimizer: torch.optim.Optimizer
-    scheduler: Any
+    run: _TrainingRun
+    trainable: Trainable
     selector: Selector
     val_pipe: InputPipeline
     val_table: SampleTable
     scalars: ScalarLog | None
-    weights: str
 
     def __call__(self, step: int, train_loss: float) -> tuple[dict | None, bool]:
         """Rank 0's evaluation summary (``{step, accuracy, loss}``; None elsewhere) and whether to stop now."""
-        candidates = {"raw": self.model} | ({"ema": self.ema.module} if self.ema is not None else {})
+        run, trainable = self.run, self.trainable
+        candidates = {"raw": trainable.model} | ({"ema": trainable.ema.module} if trainable.ema is not None else {})
         for net in candidates.values():
             check_finite_weights(net, step)  # a finite loss can still leave inf weights (a huge rate)
-        logits = {name: _predict_all(net, self.val_pipe, self.config.eval_batch_size, self.precision, self.world,
-                                     self.device) for name, net in candidates.items()}
-        rng = self.world.all_gather_object(_rng_state(self.device))  # each rank's: resume is exact per rank
+        logits = {name: _predict_all(net, self.val_pipe, run.config.eval_batch_size, run.precision, run.world,
+                                     run.device) for name, net in candidates.items()}
+        rng = run.world.all_gather_object(_rng_state(run.device))  # each rank's: resume is exact per rank
         outcome = None
-        if self.world.is_main:
+        if run.world.is_main:
             try:
                 outcome = self._select_and_save(step, candidates, logits, rng, train_loss)
             except Exception as exc:  # the other ranks wait for rank 0's word: give it before failing
-                self.world.broadcast_object({"error": f"{type(exc).__name__}: {exc}"})
+                run.world.broadcast_object({"error": f"{type(exc).__name__}: {exc}"})
                 raise
-        outcome = self.world.broadcast_object(outcome)
+        outcome = run.world.broadcast_object(outcome)
         if "error" in outcome:
-            raise PeerStoppedError(f"Rank {self.world.rank} stopped because rank 0 failed at step {step}: "
+            raise PeerStoppedError(f"Rank {run.world.rank} stopped because rank 0 failed at step {step}: "
                                    f"{outcome['error']}")
         return outcome["last_eval"], outcome["stop"]
 
     def _select_and_save(self, step: int, candidates: dict[str, torch.nn.Module], logits: dict[str, np.ndarray],
                          rng: list[dict[str, torch.Tensor]], train_loss: float) -> dict:
-        reports = {name: _evaluate_during_training(logits[name], self.val_table, self.config, step, self.scalars,
+        run = self.run
+        reports = {name: _evaluate_during_training(logits[name], self.val_table, run.config, step, self.scalars,
                                                    name) for name in candidates}
         decision = self.selector.update(self.selector.candidate(step, reports))
         raw = reports["raw"]
-        _save_selected(self.layout, decision, candidates, step, self.config, self.weights)
-        _save(self.layout.checkpoint, self.model, self.optimizer, self.scheduler, step, self.config, self.weights,
-              self.selector, decision.stop, self.ema, rng, train_loss)
+        _save_selected(run.layout, decision, candidates, step, run.config, run.weights)
+        _save(run.layout.checkpoint, self.trainable, step, run, self.selector, decision.stop, rng, train_loss)
         if decision.stop:
             log.info("stopping early at step %d: %s", step, self.selector.stop_reason())
         return {"stop": decision.stop, "last_eval": {"step": step, "accuracy": raw["accuracy"], "loss": raw["loss"]}}
@@ -404,16 +459,15 @@ def _model_payload(model: torch.nn.Module, step: int, config: TrainConfig, weigh
     }
 
 
-def _save(path: Path, model, optimizer, scheduler, step: int, config: TrainConfig, weights: str,
-          selector: Selector, stopped_early: bool, ema: torch.nn.Module | None = None,
-          rng: list[dict[str, torch.Tensor]] | None = None, train_loss: float = float("nan")) -> None:
+def _save(path: Path, trainable: Trainable, step: int, run: _TrainingRun, selector: Selector, stopped_early: bool,
+          rng: list[dict[str, torch.Tensor]], train_loss: float) -> None:
     """The latest checkpoint: everything a resumed run needs to continue exactly (``rng``: each rank's
     ``_rng_state``, rank 0's first)."""
+    ema = trainable.ema
     extra = {"ema": {k: v.detach().cpu() for k, v in ema.state_dict().items()}} if ema is not None else {}
-    rng = rng or [_rng_state(torch.device("cpu"))]
-    save_checkpoint(path, _model_payload(model, step, config, weights) | extra | {
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
+    save_checkpoint(path, _model_payload(trainable.model, step, run.config, run.weights) | extra | {
+        "optimizer": trainable.optimizer.state_dict(),
+        "scheduler": trainable.scheduler.state_dict(),
         "rng": rng[0] | ({"ranks": rng} if len(rng) > 1 else {}),
         "selection": selector.state_dict(),
         "stopped_early": stopped_early,

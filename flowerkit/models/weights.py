@@ -23,8 +23,6 @@ if TYPE_CHECKING:  # torch is imported where tensors are read, so resolving a so
     import torch
     from torchvision.models.vision_transformer import VisionTransformer
 
-    from flowerkit.config import RunConfig
-
 log = logging.getLogger(__name__)
 
 HUB_PREFIX = "hf-hub:"
@@ -250,14 +248,13 @@ def check_weights(source: WeightsSource, model_type: str, img_size: int) -> None
         mapped_state_dict(source, model, model_type)
 
 
-def stamp_weights(config: RunConfig) -> dict[str, Any]:
-    """The weights a run started from, for env_stamp.json (no download: the run already fetched them)."""
-    from flowerkit.config import TrainConfig
-
-    if not isinstance(config, TrainConfig):
-        return WeightsSource(config.pretrained, "none", "not used (eval-only run: the checkpoint holds the "
+def stamp_weights(pretrained: str | None, trained: bool) -> dict[str, Any]:
+    """The weights a run started from, for env_stamp.json (no download: the run already fetched them); an
+    eval-only run (``trained=False``) uses its checkpoint's weights instead."""
+    if not trained:
+        return WeightsSource(pretrained, "none", "not used (eval-only run: the checkpoint holds the "
                              "weights)").as_record()
-    return resolve_weights(config.pretrained, download=False).as_record()
+    return resolve_weights(pretrained, download=False).as_record()
 
 
 def load_weights(model: VisionTransformer, spec: str | os.PathLike | None, model_type: str) -> WeightsSource:

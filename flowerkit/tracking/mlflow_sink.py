@@ -49,7 +49,7 @@ def describe(exc: BaseException, limit: int = 200) -> str:
 
 
 class MlflowSink:
-    """One MLflow run, fed from any thread; implements ``flowerkit.tracking.ScalarSink``."""
+    """One MLflow run, fed from any thread; implements ``flowerkit.artifacts.sinks.ScalarSink``."""
 
     def __init__(self, experiment: str, run_name: str, run_id: str | None = None,
                  tracking_uri: str | None = None) -> None:

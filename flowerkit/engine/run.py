@@ -1,0 +1,36 @@
+"""How this process takes part in training a planned run: the engine's one entry point for training.
+
+One process trains the run itself; ``--nproc_per_node N`` (N > 1) launches N workers; a process that torchrun
+started joins torchrun's process group. The choice is made here, from the plan and the environment, so the
+train task and the CLI's other processes (``prepare_share``) call the same function and never decide it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from flowerkit.data.selection import Selection
+from flowerkit.engine import distributed, trainer
+from flowerkit.engine.progress import Progress, RecordProgress
+from flowerkit.engine.trainer import TrainResult
+from flowerkit.plan import RunPlan
+
+
+def run_training(plan: RunPlan, train: Selection, val: Selection,
+                 on_progress: Callable[[Progress], None] | None = None) -> TrainResult | None:
+    """Train the plan's run (or this process's share of it) on the ``train`` images, evaluating on ``val``;
+    returns the TrainResult where this process holds rank 0, None in the other processes.
+
+    The writing process's progress goes into the run record; ``on_progress`` also hears it (the flow's
+    displays), whichever process trains.
+    """
+    writes = plan.role == "run"
+    if distributed.torchrun_env() is not None:
+        recorded = RecordProgress(plan.layout.run_dir, on_progress) if writes else None
+        return distributed.run_torchrun_rank(plan, train, val, recorded)
+    if plan.train_config.world_size > 1:  # rank 0's worker records; its progress comes back through the record
+        return distributed.launch(plan, train, val, on_progress if writes else None)
+    return trainer.train(plan.train_config, torch.device(plan.device.device), plan.precision, train.table(),
+                         val.table(), plan.layout, RecordProgress(plan.layout.run_dir, on_progress))

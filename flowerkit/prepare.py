@@ -1,0 +1,168 @@
+"""Prepare a run's plan once, validating everything it needs before anything is written.
+
+``prepare_plan`` checks that the run can be claimed and its folders written, reads an eval run's checkpoint
+(its sha256, model and step), picks the device and precision, checks the process layout, selects the images
+of every split the run will read and resolves the pretrained weights (no download). A bad input raises a
+FlowerkitError here, in a second, with one paragraph; nothing is written.
+
+Who prepares it: the CLI (before Prefect starts, so ``--dry_run`` and a bad flag cost no server start), the
+dashboard's form (to validate before it launches the CLI), and a Prefect deployment's flow run (which does
+not go through the CLI). Each prepares it once and hands it on; see docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from flowerkit.config import EvalConfig, RunConfig, TrainConfig, describe_validation_error
+from flowerkit.data.selection import synthetic_root_path
+from flowerkit.device import DeviceChoice, detect_device, resolve_precision
+from flowerkit.engine.checkpoint import checkpoint_model, read_checkpoint
+from flowerkit.engine.world import check_world_device, world_facts
+from flowerkit.errors import ConfigError
+from flowerkit.paths import cache_root
+from flowerkit.plan import CheckpointInfo, RunPlan, select, split_requests
+from flowerkit.rundir import check_claimable
+from flowerkit.writable import check_writable_folder
+
+
+def prepare_plan(flow: str, config: RunConfig, resume: bool) -> RunPlan:
+    """Validate everything the run needs and resolve it; raises a FlowerkitError, writing nothing."""
+    check_claimable(config, resume)
+    check_output_writable(config)
+    check_cache_writable(config)
+    checkpoint, notes = None, ()
+    if isinstance(config, EvalConfig):
+        config, checkpoint = _read_eval_checkpoint(config)
+        if config.pretrained is not None:
+            notes = ("--pretrained is ignored: the checkpoint holds the weights",)
+    device = detect_device(config.device, config.prefer_mps)
+    if isinstance(config, TrainConfig):
+        _check_runs_the_flow(config)
+        check_world_device(config.world_size, config.nproc_per_node, device.type)
+    data = None
+    if config.dataset == "flower102":
+        from flowerkit.data.check import plan_line
+
+        data = plan_line(config.data_root)
+    return RunPlan(flow=flow, config=config, resume=resume, device=device,
+                   precision=resolve_precision(config.precision, device), splits=split_requests(config),
+                   selections=_selections(config), checkpoint=checkpoint,
+                   weights=describe_pretrained(config) if isinstance(config, TrainConfig) else None, data=data,
+                   notes=notes)
+
+
+def prepare_share(config: TrainConfig) -> RunPlan:
+    """The plan of a process that only trains its share of a distributed run (torchrun's ranks above 0, a
+    machine with --node_rank above 0): the same device, layout checks and images as rank 0's, and no claim
+    on the run directory, which rank 0 alone writes."""
+    device = detect_device(config.device, config.prefer_mps)
+    check_world_device(config.world_size, config.nproc_per_node, device.type)
+    requests = tuple(r for r in split_requests(config) if r.split in ("train", "val"))
+    return RunPlan(flow="train", config=config, resume=False, device=device,
+                   precision=resolve_precision(config.precision, device), splits=requests,
+                   selections={r.split: select(config, r) for r in requests}, role="share")
+
+
+def _selections(config: RunConfig) -> dict:
+    """Every split's images, checked now; none yet when the synthetic set is still to be generated (the
+    ``load_subset`` task generates it once, then selects)."""
+    if config.dataset == "flower102_synthetic" and not (synthetic_root_path() / "setid.mat").is_file():
+        return {}
+    return {request.split: select(config, request) for request in split_requests(config)}
+
+
+def describe_plan(plan: RunPlan, extra: dict[str, str] | None = None) -> str:
+    """The ``--dry_run`` text: what the run would do (``extra``: lines a front end adds), and that nothing
+    was written."""
+    config = plan.config
+    lines = [f"{'config hash':<14} {config.config_hash()}"]
+    if plan.checkpoint is not None:
+        ckpt = plan.checkpoint
+        lines.append(f"{'checkpoint':<14} {ckpt.path} ({ckpt.model_type}, img_size {ckpt.img_size}, step "
+                     f"{ckpt.step}, sha256 {ckpt.sha256[:12]})")
+    lines.append(f"{'device':<14} {plan.device.device} ({plan.device.reason}), {plan.precision}")
+    for request in plan.splits:
+        chosen = plan.selections.get(request.split)
+        if chosen is None:
+            lines.append(f"{request.split:<14} flower102_synthetic, not generated yet: the run generates it "
+                         f"once into {synthetic_root_path()}")
+        else:
+            lines.append(f"{request.split:<14} {len(chosen.image_ids)} images from {chosen.root} "
+                         f"({chosen.subset}); ids sha256 {chosen.ids_sha256[:12]}")
+    if plan.data:
+        lines.append(f"{'data':<14} {plan.data}")
+    if isinstance(config, TrainConfig):
+        lines.append(f"{'weights':<14} {plan.weights}")
+        lines.append(f"{'model':<14} {config.model_type} at {config.img_size} px; {config.num_steps} steps of "
+                     f"batch {config.train_batch_size}, lr {config.learning_rate}, warmup "
+                     f"{config.warmup_steps}, {config.decay_type} decay")
+        if config.world_size > 1:
+            world = world_facts(config, plan.device.device)
+            lines.append(f"{'processes':<14} {config.nproc_per_node} on each of {config.nnodes} machine(s) "
+                         f"({world['backend']}), {world['per_rank_batch']} samples of every step each; rank 0 "
+                         "writes the run")
+    lines += [f"{'note':<14} {note}" for note in plan.notes]
+    lines += [f"{label:<14} {text}" for label, text in (extra or {}).items()]
+    lines.append(f"{'writes':<14} {plan.layout.run_dir} and {plan.layout.tb_dir}")
+    head = f"Plan for flowerkit {plan.flow} '{config.name}' (dry run: nothing is written)"
+    return "\n".join([head, *(f"  {line}" for line in lines)])
+
+
+def check_output_writable(config: RunConfig) -> None:
+    """The run's folders (run dir, TensorBoard, FiftyOne) can be created and written."""
+    layout = config.layout
+    for what, path in ((f"--output_dir {config.output_dir}", layout.run_dir), (f"--tb_dir {layout.tb_dir}",
+                       layout.tb_dir), (f"--fiftyone_dir {layout.fiftyone_dir}", layout.fiftyone_dir)):
+        check_writable_folder(path, what, "Point it at a folder you can write to.")
+
+
+def check_cache_writable(config: RunConfig) -> None:
+    """The decoded-pixel cache and the synthetic dataset live in the cache folder."""
+    if config.data_pipeline == "cached" or config.dataset == "flower102_synthetic":
+        root = cache_root()
+        check_writable_folder(root, f"The cache folder {root}", "Set FLOWERKIT_CACHE_DIR to a writable folder "
+                              "(or use --data_pipeline pil with --dataset flower102, which need no cache).")
+
+
+def _check_runs_the_flow(config: TrainConfig) -> None:
+    """Only the --node_rank 0 machine runs the flow; the others train their share (``prepare_share``)."""
+    if config.node_rank != 0:
+        raise ConfigError(f"--node_rank {config.node_rank}: only the --node_rank 0 machine runs the flow and writes "
+                          "the run. On the other machines run the same `flowerkit train` command with their "
+                          "--node_rank: it trains its share without a flow and writes nothing.")
+
+
+def _read_eval_checkpoint(config: EvalConfig) -> tuple[EvalConfig, CheckpointInfo]:
+    """Read the checkpoint for its sha256, model and step; the model it records enters the config
+    through the config's own validation (the one place model and cache size are checked)."""
+    path = Path(config.checkpoint).expanduser()
+    read = read_checkpoint(path, keep=True)  # kept for the evaluation: a large checkpoint is read once
+    state = read.state
+    model_type, img_size = checkpoint_model(state, path, config.model_type, config.img_size)
+    try:
+        config = EvalConfig.model_validate(config.model_dump() | {"model_type": model_type, "img_size": img_size})
+    except ValidationError as exc:
+        origin = f"the checkpoint {path}"
+        raise ConfigError(describe_validation_error(exc, {"model_type": origin, "img_size": origin})) from None
+    return config, CheckpointInfo(path, read.sha256, model_type, img_size, int(state["step"]))
+
+
+def describe_pretrained(config: TrainConfig) -> str:
+    """Resolve --pretrained (no download) and check that it fits the model; a missing file means random init."""
+    from flowerkit.models.weights import check_weights, resolve_weights
+
+    source = resolve_weights(config.pretrained, download=False)
+    check_weights(source, config.model_type, config.img_size)
+    return source.describe()
+
+
+def share_description(plan: RunPlan) -> str:
+    """Who this process is in the run it trains a share of (for its one line of output)."""
+    from flowerkit.engine.distributed import torchrun_env
+
+    config, env = plan.train_config, torchrun_env()
+    return (f"rank {env['rank']} of {env['world_size']}" if env is not None
+            else f"machine {config.node_rank} of {config.nnodes} (--node_rank {config.node_rank})")
