@@ -1,8 +1,8 @@
-"""The import graph keeps its layers: a Prefect-free library, front ends on top, and no cycles.
+"""The import graph keeps its layers: a Prefect-free library, front ends on top, no arrow back up, no cycles.
 
-Layers, lowest first: the library (``flowerkit``: config, data, models, engine, artifacts, runs, plan) <
+Layers, lowest first: the library (``flowerkit``, itself in the layers of ``LIBRARY_LAYERS``) <
 ``flowerkit.tasks`` < ``flowerkit.flows`` < the front ends (``flowerkit.cli``, ``flowerkit.tui``). Every import
-statement counts, including the lazy ones inside functions.
+statement counts, including the lazy ones inside functions and those only for type checking.
 """
 
 from __future__ import annotations
@@ -53,6 +53,72 @@ def within(module: str, packages: tuple[str, ...]) -> bool:
 
 LIBRARY = sorted(m for m in modules() if not within(m, FRONT_ENDS + ORCHESTRATION))
 
+# The library's own layers, lowest first: a module imports only from its own layer or below (docs/architecture.md).
+LIBRARY_LAYERS = (
+    ("foundations", ("flowerkit.errors", "flowerkit.paths", "flowerkit.fields", "flowerkit.throttle",
+                     "flowerkit.writable", "flowerkit.layout", "flowerkit.optional", "flowerkit.fetch",
+                     "flowerkit.artifacts.files", "flowerkit.artifacts.sinks")),
+    ("data and models", ("flowerkit.data", "flowerkit.models", "flowerkit.device")),
+    ("artifact writers", ("flowerkit.artifacts",)),
+    ("the option model", ("flowerkit.config",)),
+    ("the run plan's records", ("flowerkit.plan",)),
+    ("the engine", ("flowerkit.engine",)),
+    ("trackers", ("flowerkit.tracking",)),
+    ("runs: preparing, claiming, listing, sweeping, benchmarking, FiftyOne", (
+        "flowerkit.prepare", "flowerkit.rundir", "flowerkit.runs", "flowerkit.sweep", "flowerkit.bench",
+        "flowerkit.fiftyone_runtime", "flowerkit.fiftyone_load", "flowerkit.predict")),
+)
+
+
+def layer_of(module: str) -> int:
+    """The index of the most specific prefix that names ``module`` (``flowerkit.artifacts.files`` is a
+    foundation although ``flowerkit.artifacts`` is not)."""
+    best = (-1, -1)
+    for index, (_, prefixes) in enumerate(LIBRARY_LAYERS):
+        for prefix in prefixes:
+            if within(module, (prefix,)) and len(prefix) > best[0]:
+                best = (len(prefix), index)
+    return best[1]
+
+
+def project_imports(name: str, path: Path) -> set[str]:
+    """The project modules ``name`` imports (``from pkg import submodule`` counts as the submodule only)."""
+    mods = modules()
+    found = set()
+    for imported in imports_of(name, path):
+        if imported in mods:
+            found.add(imported)
+        elif imported.rpartition(".")[0] in mods:
+            found.add(imported.rpartition(".")[0])  # a name imported from a module
+    parents = {i for i in found if any(j.startswith(i + ".") for j in found) and i != name}
+    return {i for i in found - parents if i != name} | {i for i in parents if _names_from(i, name, path)}
+
+
+def _names_from(package: str, name: str, path: Path) -> bool:
+    """Whether ``name`` imports a name (not only submodules) from ``package``."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    mods = modules()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module == package:
+            if any(f"{package}.{alias.name}" not in mods for alias in node.names):
+                return True
+    return False
+
+
+@pytest.mark.parametrize("module", LIBRARY)
+def test_every_library_module_has_a_layer(module: str) -> None:
+    if module.count(".") == 0 or modules()[module].name == "__init__.py" and not modules()[module].read_text().strip():
+        return
+    assert layer_of(module) >= 0, f"{module} is in none of LIBRARY_LAYERS: give it one"
+
+
+@pytest.mark.parametrize("module", LIBRARY)
+def test_no_library_module_imports_a_layer_above_it(module: str) -> None:
+    here = layer_of(module)
+    upward = sorted(f"{i} ({LIBRARY_LAYERS[layer_of(i)][0]})" for i in project_imports(module, modules()[module])
+                    if i in LIBRARY and layer_of(i) > here)
+    assert not upward, f"{module} ({LIBRARY_LAYERS[here][0]}) imports from above: {upward}"
+
 
 @pytest.mark.parametrize("module", LIBRARY)
 def test_the_library_imports_no_app_framework_and_nothing_above_it(module: str) -> None:
@@ -74,9 +140,9 @@ def test_the_dashboard_does_not_import_the_cli() -> None:
 
 
 def test_no_import_cycles_between_modules() -> None:
-    """Module-level imports of project modules form no cycle (lazy imports inside functions may point up)."""
+    """Imports of project modules, lazy ones included, form no cycle."""
     mods = modules()
-    graph = {m: {i for i in imports_of(m, p, top_level_only=True) if i in mods and i != m} for m, p in mods.items()}
+    graph = {m: project_imports(m, p) & set(mods) for m, p in mods.items()}
     state: dict[str, int] = {}
     stack: list[str] = []
 
