@@ -71,7 +71,7 @@ def test_selection_picks_the_mid_run_best_and_a_resumed_run_selects_the_same(flo
     losses = _eval_losses(config)
     best_step = min(losses, key=lambda s: (losses[s], s))
     assert 1 < best_step < config.num_steps, losses  # validation peaks mid-run
-    assert (result.selected_step, result.steps) == (best_step, config.num_steps)
+    assert (result.selected.step, result.steps) == (best_step, config.num_steps)
     best = load_checkpoint(config.layout.best_checkpoint)
     assert best["step"] == best_step and best["selection"]["value"] == pytest.approx(losses[best_step])
     top_two = sorted(losses, key=lambda s: (losses[s], s))[:2]
@@ -88,7 +88,7 @@ def test_selection_picks_the_mid_run_best_and_a_resumed_run_selects_the_same(flo
     with pytest.raises(Interrupt):
         trainer.train(killed, torch.device("cpu"), "fp32", train_table, val_table, killed.layout, stop_after)
     resumed = trainer.train(killed, torch.device("cpu"), "fp32", train_table, val_table, killed.layout)
-    assert resumed.start_step == best_step + 2 and resumed.selected_step == best_step
+    assert resumed.start_step == best_step + 2 and resumed.selected.step == best_step
     again = load_checkpoint(killed.layout.best_checkpoint)
     assert all(torch.equal(again["model"][k], v) for k, v in best["model"].items())
     assert [p.name for p in killed.layout.top_k_checkpoints()] == [p.name for p in config.layout.top_k_checkpoints()]
@@ -97,9 +97,9 @@ def test_selection_picks_the_mid_run_best_and_a_resumed_run_selects_the_same(flo
 def test_early_stopping_stops_after_patience_evaluations(flowers_root: Path, tmp_path: Path) -> None:
     config, train_table, val_table = _setup(flowers_root, tmp_path, "patient", early_stop_patience=2, save_top_k=0)
     result = trainer.train(config, torch.device("cpu"), "fp32", train_table, val_table, config.layout)
-    assert result.stopped_early and result.steps == result.selected_step + 2 < config.num_steps
+    assert result.stopped_early and result.steps == result.selected.step + 2 < config.num_steps
     assert "--early_stop_patience 2" in result.stop_reason
     assert max(_eval_losses(config)) == result.steps
     # A retry of the finished task does not train on.
     again = trainer.train(config, torch.device("cpu"), "fp32", train_table, val_table, config.layout)
-    assert again.steps == result.steps and again.stopped_early and again.selected_step == result.selected_step
+    assert again.steps == result.steps and again.stopped_early and again.selected.step == result.selected.step
