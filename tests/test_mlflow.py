@@ -364,6 +364,35 @@ def test_rerunning_the_sweep_reopens_the_same_parent(tracked_sweep: Path, server
     assert client(server).get_run(before).info.status == "FINISHED"
 
 
+@pytest.mark.slow  # two `flowerkit train` processes, each importing torch
+def test_trials_in_processes_nest_too(prefect_harness, server: MlflowServer, flowers_root: Path,
+                                      tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--max_parallel 2: each trial is a `flowerkit train` process, which inherits the parent's id."""
+    from flowerkit.flows.sweep import sweep_flow
+
+    base = TINY | {"num_steps": 1, "eval_every": 1, "data_root": str(flowers_root), "output_dir": str(tmp_path),
+                   "tracker": "mlflow", "mlflow_experiment": "flowerkit-sweeps"}
+    path = tmp_path / "procs.yaml"
+    path.write_text(yaml.safe_dump({"name": "procs", "base": base, "grid": {"seed": [3, 4]}}))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server.uri)
+    monkeypatch.delenv(run_data.PARENT_ENV, raising=False)
+    sweep_flow(str(path), max_parallel=2)
+    parent_id = json.loads((tmp_path / "sweeps" / "procs" / "mlflow.json").read_text())["run_id"]
+    for trial in ("procs-000", "procs-001"):
+        entry = mlflow_entry(tmp_path / trial)
+        assert entry["parent_run_id"] == parent_id and entry["complete"] is True
+        assert client(server).get_run(entry["run_id"]).data.tags["mlflow.parentRunId"] == parent_id
+
+
+def test_pool_trials_get_the_parent_through_job_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    from flowerkit.tracking.sweep_run import trial_job_variables
+
+    monkeypatch.delenv(run_data.PARENT_ENV, raising=False)
+    assert trial_job_variables() is None  # outside a tracked sweep: the deployment's own job variables
+    monkeypatch.setenv(run_data.PARENT_ENV, "abc123")
+    assert trial_job_variables() == {"env": {"MLFLOW_PARENT_RUN_ID": "abc123"}}
+
+
 def test_prefect_summary_links_the_mlflow_run(tracked: Path) -> None:
     from prefect.client.orchestration import get_client
 

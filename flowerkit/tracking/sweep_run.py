@@ -88,6 +88,14 @@ def close_sweep_run(parent: SweepRun | None, sweep: Sweep, rows: list[dict[str, 
                     parent.run_id, describe(exc))
 
 
+def trial_job_variables() -> dict[str, Any] | None:
+    """Job variables that carry the open parent run to a trial submitted to a work pool (its worker's process
+    does not see this one's environment): ``run_deployment(..., job_variables=trial_job_variables())``.
+    None outside a tracked sweep, so the deployment's own job variables apply unchanged."""
+    parent = os.environ.get(run_data.PARENT_ENV, "").strip()
+    return {"env": {run_data.PARENT_ENV: parent}} if parent else None
+
+
 def _open(sweep: Sweep, experiment: str, flow_run_id: str | None) -> SweepRun:
     import mlflow
     from mlflow import MlflowClient
