@@ -378,10 +378,16 @@ def test_trials_in_processes_nest_too(prefect_harness, server: MlflowServer, flo
     monkeypatch.delenv(run_data.PARENT_ENV, raising=False)
     sweep_flow(str(path), max_parallel=2)
     parent_id = json.loads((tmp_path / "sweeps" / "procs" / "mlflow.json").read_text())["run_id"]
+    from flowerkit.flows.sweep import _current_api_url
+
+    ui = _current_api_url().removesuffix("/api")  # the processes report to this server, named in their env
     for trial in ("procs-000", "procs-001"):
         entry = mlflow_entry(tmp_path / trial)
         assert entry["parent_run_id"] == parent_id and entry["complete"] is True
-        assert client(server).get_run(entry["run_id"]).data.tags["mlflow.parentRunId"] == parent_id
+        tags = client(server).get_run(entry["run_id"]).data.tags
+        assert tags["mlflow.parentRunId"] == parent_id
+        flow_run_id = json.loads((tmp_path / trial / "run_record.json").read_text())["flow_run_id"]
+        assert tags[run_data.PREFECT_URL_TAG] == f"{ui}/runs/flow-run/{flow_run_id}"
 
 
 def test_pool_trials_get_the_parent_through_job_variables(monkeypatch: pytest.MonkeyPatch) -> None:
