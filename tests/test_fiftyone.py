@@ -359,6 +359,14 @@ def test_cli_compare_puts_two_runs_side_by_side(fo, run_dir, second_run):
         assert dataset.load_evaluation_results(f"eval_{name}").metrics()["accuracy"] == pytest.approx(accuracy)
         assert f"field '{name}', eval key 'eval_{name}', accuracy {accuracy:.4f}" in result.output
 
+    from flowerkit.fiftyone_compare import compare_runs  # what `compare --launch` does with a comparison made before
+
+    again = compare_runs([run_dir, second_run], reuse=True)
+    assert again.reused and fo.load_dataset(again.dataset_name)._doc.id == dataset._doc.id
+    assert again.disagreements == expected and len(again.brain_fields) == 4
+    with pytest.raises(DatasetExistsError):  # the same name over other runs is not reused
+        compare_runs([second_run, run_dir], dataset_name=again.dataset_name, reuse=True)
+
 
 def test_cli_compare_refuses_runs_on_different_samples(fo, run_dir, broken_run):
     from typer.testing import CliRunner
