@@ -74,7 +74,15 @@ def load(
         _launch(result.dataset_name, port, address)
 
 
-@app.command("compare")
+COMPARE_HELP = (
+    "Put the predictions of runs that evaluated the same samples side by side in one FiftyOne dataset.\n\n"
+    "Each run's predictions are a field named after the run, evaluated under eval key eval_<field>; samples "
+    "where the runs disagree are tagged 'disagree' (saved view 'disagreements'). Runs with exported logits also "
+    "get FiftyOne Brain's mistakenness_<field> and hardness_<field>. Runs on different samples are refused (exit 2)."
+)
+
+
+@app.command("compare", help=COMPARE_HELP)
 def compare(
     runs: list[str] = typer.Argument(..., help="Two or more runs: names under --output-dir, or run directories."),
     output_dir: Path = typer.Option(Path("output"), "--output-dir", "--output_dir", help="Folder holding the runs."),
@@ -87,12 +95,7 @@ def compare(
     port: int = typer.Option(5151, "--port", help="Port of the FiftyOne App (with --launch)."),
     address: str = typer.Option("127.0.0.1", "--address", help="Address the App listens on (with --launch)."),
 ) -> None:
-    """Put the predictions of runs that evaluated the same samples side by side in one FiftyOne dataset.
-
-    Each run's predictions are a field named after the run, evaluated under eval key eval_<field>; samples
-    where the runs disagree are tagged 'disagree' (saved view 'disagreements'). Runs with exported logits also
-    get FiftyOne Brain's mistakenness_<field> and hardness_<field>.
-    """
+    """See COMPARE_HELP (one paragraph there: the help text is not re-wrapped)."""
     from flowerkit.fiftyone_compare import DISAGREE, DISAGREEMENTS_VIEW, compare_runs
 
     with user_errors():
