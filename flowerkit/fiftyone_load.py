@@ -61,6 +61,7 @@ class LoadResult:
     metrics: dict[str, Any]  # results.metrics(): accuracy, precision, recall, fscore, support
     report: dict[str, Any]  # results.report(): sklearn classification_report(output_dict=True)
     results: Any = field(repr=False)  # fiftyone ClassificationResults (print_report, confusion_matrix)
+    reused: bool = False  # an existing dataset of this run, opened as it was (``reuse``)
 
     @property
     def accuracy(self) -> float:
@@ -226,19 +227,28 @@ def default_dataset_name(run_name: str) -> str:
     return f"flowerkit-{run_name}"
 
 
-def load_run(run_dir: Path, dataset_name: str | None = None, overwrite: bool = False) -> LoadResult:
-    """Build the persistent FiftyOne dataset of a run's predictions and evaluate it with FiftyOne.
-
-    One sample per row of ``fiftyone/predictions.jsonl``; ``ground_truth`` and ``predictions`` are
-    ``fo.Classification`` fields; ``dataset.info`` holds the run name, config hash and split(s).
-    Raises a ``FlowerkitError`` subclass with a user-facing message on bad input.
-    """
+def require_run_dir(run_dir: Path) -> Path:
+    """``run_dir`` as a Path; a MissingInputError naming how to give a run when it is not a directory."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise MissingInputError(
             f"The run directory {run_dir} does not exist. Give a run name under the output directory "
             "(for example `flowerkit fiftyone load my-run --output-dir output`) or a path to a run directory."
         )
+    return run_dir
+
+
+def load_run(run_dir: Path, dataset_name: str | None = None, overwrite: bool = False,
+             reuse: bool = False) -> LoadResult:
+    """Build the persistent FiftyOne dataset of a run's predictions and evaluate it with FiftyOne.
+
+    One sample per row of ``fiftyone/predictions.jsonl``; ``ground_truth`` and ``predictions`` are
+    ``fo.Classification`` fields; ``dataset.info`` holds the run name, config hash and split(s).
+    An existing dataset is replaced with ``overwrite``; with ``reuse`` (and no ``overwrite``), an existing
+    dataset of this same run is returned as it is, with its stored evaluation (``--launch`` opens it).
+    Raises a ``FlowerkitError`` subclass with a user-facing message on bad input.
+    """
+    run_dir = require_run_dir(run_dir)
     # Validate every input before starting FiftyOne: bad input should fail in milliseconds.
     classes = read_labelmap(run_dir)
     run_name, config_hash, config = read_run_info(run_dir)
@@ -248,6 +258,8 @@ def load_run(run_dir: Path, dataset_name: str | None = None, overwrite: bool = F
 
     fo = import_fiftyone()
     if fo.dataset_exists(name):
+        if reuse and not overwrite and _is_dataset_of(fo.load_dataset(name), run_dir):
+            return _stored_result(fo.load_dataset(name), run_dir, rows, classes)
         if not overwrite:
             raise DatasetExistsError(
                 f"The FiftyOne dataset {name!r} exists already. Pass --overwrite to replace it, or "
@@ -284,22 +296,43 @@ def load_run(run_dir: Path, dataset_name: str | None = None, overwrite: bool = F
             fo.delete_dataset(name)
         raise
 
-    # Report the classes that occur (as truth or prediction), as sklearn does: a tiny subset would
-    # otherwise drown its handful of classes in rows of zeros, and macro averages would disagree with the run.
+    return _result(dataset, run_dir, rows, classes, results)
+
+
+def occurring_classes(rows: list[PredictionRow], classes: list[str]) -> list[str]:
+    """The classes that occur (as truth or prediction), as sklearn reports them: a tiny subset would otherwise
+    drown its handful of classes in rows of zeros, and macro averages would disagree with the run."""
     seen = {r.label for r in rows} | {r.prediction for r in rows}
-    report_classes = [c for i, c in enumerate(classes) if i in seen]
+    return [c for i, c in enumerate(classes) if i in seen]
+
+
+def _result(dataset: Any, run_dir: Path, rows: list[PredictionRow], classes: list[str], results: Any) -> LoadResult:
+    report_classes = occurring_classes(rows, classes)
+    info = dataset.info
     return LoadResult(
-        dataset_name=name,
-        run_name=run_name,
+        dataset_name=dataset.name,
+        run_name=info["flowerkit_run_name"],
         run_dir=run_dir,
         num_samples=len(dataset),
-        splits=splits,
-        config_hash=config_hash,
+        splits=list(info.get("splits") or []),
+        config_hash=info.get("config_hash"),
         classes=report_classes,
         metrics=dict(results.metrics(classes=report_classes)),
         report=results.report(classes=report_classes),
         results=results,
     )
+
+
+def _is_dataset_of(dataset: Any, run_dir: Path) -> bool:
+    """Whether ``dataset`` was loaded by flowerkit from this run directory (and evaluated)."""
+    info = dataset.info or {}
+    return info.get("run_dir") == str(run_dir.resolve()) and EVAL_KEY in dataset.list_evaluations()
+
+
+def _stored_result(dataset: Any, run_dir: Path, rows: list[PredictionRow], classes: list[str]) -> LoadResult:
+    result = _result(dataset, run_dir, rows, classes, dataset.load_evaluation_results(EVAL_KEY))
+    result.reused = True
+    return result
 
 
 def _to_sample(fo: Any, r: PredictionRow) -> Any:
@@ -327,7 +360,9 @@ __all__ = [
     "default_dataset_name",
     "iter_prediction_rows",
     "load_run",
+    "occurring_classes",
     "read_labelmap",
     "read_predictions",
     "read_run_info",
+    "require_run_dir",
 ]

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Literal
 
 from prefect import flow
+from prefect.runtime import flow_run as current_flow_run
 
 from flowerkit.sweep import (
     Outcome,
@@ -39,6 +40,7 @@ from flowerkit.sweep import (
     write_expansion,
     write_results,
 )
+from flowerkit.tracking.sweep_run import close_sweep_run, open_sweep_run, trial_job_variables
 
 TRAIN_DEPLOYMENT = "train/flowerkit-train"
 POLL_S = 2.0
@@ -64,6 +66,7 @@ def sweep_flow(sweep_file: str, max_parallel: int = 1, backend: Literal["local",
     outcomes = {name: Outcome(action, "SKIPPED" if action == "skip" else "RUNNING",
                               "another process is running this trial" if action == "busy" else None)
                 for name, action in actions.items() if action in ("skip", "busy")}
+    parent = open_sweep_run(sweep, current_flow_run.id)  # MLflow parent of the trials' runs (--tracker mlflow)
     if backend == "pool":
         outcomes |= run_on_pool(sweep, todo, actions, max_parallel, deployment)
     elif max_parallel > 1 and len(todo) > 1:
@@ -71,6 +74,7 @@ def sweep_flow(sweep_file: str, max_parallel: int = 1, backend: Literal["local",
     else:
         outcomes |= {trial.name: run_subflow(trial, actions[trial.name]) for trial in todo}
     rows = write_results(sweep, outcomes)
+    close_sweep_run(parent, sweep, rows)
     from flowerkit.tasks.prefect_artifacts import publish_sweep_table
 
     publish_sweep_table(sweep.name, rows)
@@ -160,7 +164,9 @@ def _run_deployment(trial: Trial, action: str, limit: str, deployment: str) -> O
     # the worker's environment cannot change what was validated here.
     parameters = {"config": trial.config.model_dump(mode="json"), "resume": action == "resume"}
     with concurrency(limit, occupy=1):
-        run = run_deployment(deployment, parameters=parameters, timeout=0, flow_run_name=trial.name)
+        # job_variables: a tracked sweep's parent MLflow run, for the trial's worker process (None otherwise).
+        run = run_deployment(deployment, parameters=parameters, timeout=0, flow_run_name=trial.name,
+                             job_variables=trial_job_variables())
         state = _wait_final(run.id)
     return Outcome(action, state.type.value, None if state.is_completed() else state.message, str(run.id))
 

@@ -38,12 +38,16 @@ def artifact_key(flow: str, run_name: str, kind: str) -> str:
 
 def summary_markdown(flow: str, run_name: str, run_id: str, device: str, precision: str, config_hash: str,
                      metrics: dict, paths: Iterable[Path], training: dict | None = None,
-                     checkpoint: str | None = None) -> str:
-    """The run summary: where it ran, which configuration, how well it did, and where its files are."""
+                     checkpoint: str | None = None, mlflow: dict | None = None) -> str:
+    """The run summary: where it ran, which configuration, how well it did, and where its files are.
+
+    ``mlflow`` is the run record's ``mlflow`` entry (``--tracker mlflow``): the summary links the MLflow run.
+    """
     lines = [f"# flowerkit {flow}: `{run_name}`", "",
              f"- run id: `{run_id}`",
              f"- device: `{device}` ({precision})",
              f"- config hash: `{config_hash}`"]
+    lines += mlflow_lines(mlflow)
     if checkpoint:
         lines.append(f"- evaluated checkpoint: `{checkpoint}`")
     if training:
@@ -59,6 +63,17 @@ def summary_markdown(flow: str, run_name: str, run_id: str, device: str, precisi
     lines += ["", f"Worst classes: {worst or '-'}", "", "## Files", ""]
     lines += [f"- `{path}`" for path in paths]
     return "\n".join(lines) + "\n"
+
+
+def mlflow_lines(entry: dict | None) -> list[str]:
+    """The MLflow run as a link (its UI page), else its id; and the sweep run it is nested under."""
+    if not isinstance(entry, dict) or not entry.get("run_id"):
+        return []
+    run = f"[{entry['run_id']}]({entry['url']})" if entry.get("url") else f"`{entry['run_id']}`"
+    lines = [f"- MLflow run: {run} (experiment `{entry.get('experiment') or '?'}`)"]
+    if entry.get("parent_run_id"):
+        lines.append(f"- MLflow parent run (sweep): `{entry['parent_run_id']}`")
+    return lines
 
 
 def selection_lines(metrics: dict, training: dict | None = None) -> list[str]:

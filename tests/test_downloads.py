@@ -177,3 +177,64 @@ def test_weights_download_verifies_reports_sha256_and_refuses_a_truncated_file(s
                               "--out", str(out), "--mirror", mirror])
     assert bad.exit_code == 2 and "failed verification" in " ".join(bad.output.split()), bad.output
     assert not any((out / "imagenet21k+imagenet2012").iterdir())  # neither the file nor a partial is kept
+
+
+def _readme_weights_mirror() -> dict[str, dict[str, str]]:
+    """The README's weights-mirror table: model -> variant -> path in the mirror."""
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    table = text.split("<!-- weights-mirror -->")[1].split("<!-- /weights-mirror -->")[0]
+    found = {}
+    for line in table.strip().splitlines()[2:]:
+        model, pretrained, fine_tuned = (cell.strip().strip("`") for cell in line.strip("|").split("|"))
+        found[model] = {k: v for k, v in (("imagenet21k", pretrained), ("imagenet21k+imagenet2012", fine_tuned))
+                        if v != "-"}
+    return found
+
+
+def test_readme_weights_mirror_served_by_python_http_server(tmp_path: Path) -> None:
+    """The README's mirror layout, served by `python -m http.server --bind 127.0.0.1`, for the README's command."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    import numpy as np
+
+    from flowerkit.models.configs import get_config
+    from flowerkit.models.google import PUBLISHED
+    from tests.test_models import google_npz
+
+    layout = _readme_weights_mirror()
+    assert layout == PUBLISHED  # the documented paths are the ones the command requests
+    buffer = io.BytesIO()
+    weights = google_npz(get_config("ViT-Ti_16"), grid=2, rng=np.random.default_rng(1))
+    np.savez(buffer, **{k: v.astype(np.float32) for k, v in weights.items()})
+    mirror = tmp_path / "mirror"
+    for path in layout["ViT-Ti_16"].values():
+        (mirror / path).parent.mkdir(parents=True, exist_ok=True)
+        (mirror / path).write_bytes(buffer.getvalue())
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory",
+                               str(mirror)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and server.poll() is None, "http.server did not start"
+                time.sleep(0.1)
+        out = tmp_path / "weights"
+        result = runner.invoke(app, ["weights", "download", "ViT-Ti_16", "--variant", "all", "--out", str(out),
+                                     "--mirror", f"http://127.0.0.1:{port}"])
+    finally:
+        server.terminate()
+        server.wait(10)
+    assert result.exit_code == 0, result.output
+    for variant in layout["ViT-Ti_16"]:
+        assert (out / variant / "ViT-Ti_16.npz").read_bytes() == buffer.getvalue()
+    assert hashlib.sha256(buffer.getvalue()).hexdigest() in result.output

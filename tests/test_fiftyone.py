@@ -11,6 +11,7 @@ of the session; ~/.fiftyone and any FiftyOne database already running are never 
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import shutil
@@ -256,3 +257,129 @@ def test_cli_load_prints_report_and_dataset_name(fo, run_dir):
     missing = runner.invoke(app, ["load", "no-such-run", "--output-dir", str(run_dir.parent)])
     assert missing.exit_code == 3
     assert "does not exist" in missing.output
+
+
+# --------------------------------------------------------------------------------------------------
+# load --launch on a run loaded before; compare
+
+
+@pytest.fixture(scope="session")
+def second_run(prefect_harness, flowers_root: Path, run_dir: Path) -> Path:
+    """Another real run on the same samples as `run_dir` (another seed, fewer steps), logits exported too."""
+    from flowerkit.config import TrainConfig, load_config
+    from flowerkit.flows.train import train_flow
+
+    config = load_config(TrainConfig, dict(
+        name="tiny-run-b", dataset="flower102", data_root=flowers_root, model_type="testing", img_size=32,
+        num_steps=4, eval_every=4, train_batch_size=8, eval_batch_size=6, tiny_train_subset="flower102_tiny",
+        tiny_infer_subset="flower102_tiny", export_logits=True, seed=7, output_dir=run_dir.parent))
+    return Path(train_flow(config)["run_dir"])
+
+
+def test_load_reuses_a_dataset_of_the_same_run_only(fo, run_dir, tmp_path):
+    first = load_run(run_dir, dataset_name="fk-test-reuse", overwrite=True)
+    dataset_id = fo.load_dataset("fk-test-reuse")._doc.id
+    again = load_run(run_dir, dataset_name="fk-test-reuse", reuse=True)
+    assert again.reused and fo.load_dataset("fk-test-reuse")._doc.id == dataset_id
+    assert again.accuracy == first.accuracy and again.report == first.report
+    other = tmp_path / "other-run"  # the same files in another directory: another run, not reused
+    shutil.copytree(run_dir, other)
+    with pytest.raises(DatasetExistsError):
+        load_run(other, dataset_name="fk-test-reuse", reuse=True)
+
+
+def test_cli_load_launch_opens_a_run_loaded_before(fo, run_dir, tmp_path):
+    """`fiftyone load RUN --launch` on a loaded run: no refusal, the report, then the App answers on its port."""
+    import signal
+    import socket
+    import time
+    import urllib.request
+
+    load_run(run_dir, dataset_name="fk-test-launch", overwrite=True)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    cmd = [sys.executable, "-m", "flowerkit", "fiftyone", "load", str(run_dir), "--dataset-name", "fk-test-launch",
+           "--launch", "--port", str(port)]
+    log = tmp_path / "launch.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline, answered = time.monotonic() + 120, False
+        while time.monotonic() < deadline and not answered and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as response:
+                    answered = response.status == 200
+            except OSError:
+                time.sleep(0.5)
+        assert answered, log.read_text()[-3000:]
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    text = log.read_text()
+    assert "loaded before; --overwrite reloads it" in text and "FiftyOne dataset: fk-test-launch" in text
+    assert "exists already" not in text
+
+
+def test_cli_compare_puts_two_runs_side_by_side(fo, run_dir, second_run):
+    from typer.testing import CliRunner
+
+    from flowerkit.cli.fiftyone_cmd import app
+
+    result = CliRunner().invoke(app, ["compare", "tiny-run", "tiny-run-b", "--output-dir", str(run_dir.parent),
+                                      "--overwrite"])
+    assert result.exit_code == 0, result.output
+    assert "FiftyOne dataset: flowerkit-compare-tiny_run-tiny_run_b" in result.output
+    dataset = fo.load_dataset("flowerkit-compare-tiny_run-tiny_run_b")
+    a, b = {r["sample_id"]: r for r in _rows(run_dir)}, {r["sample_id"]: r for r in _rows(second_run)}
+    assert len(dataset) == len(a) == len(b)
+    classes = _labelmap(run_dir)
+    for sample in dataset:
+        row_a, row_b = a[sample["sample_id"]], b[sample["sample_id"]]
+        assert sample.ground_truth.label == row_a["label_name"]
+        assert sample.tiny_run.label == classes[row_a["prediction"]]
+        assert sample.tiny_run_b.label == classes[row_b["prediction"]]
+        assert sample["eval_tiny_run"] == (row_a["label"] == row_a["prediction"])
+        assert sample["eval_tiny_run_b"] == (row_b["label"] == row_b["prediction"])
+        disagree = row_a["prediction"] != row_b["prediction"]
+        assert sample["disagree"] == disagree and ("disagree" in sample.tags) == disagree
+        for name in ("tiny_run", "tiny_run_b"):  # Brain's scores from each run's logits
+            assert 0.0 <= sample[f"mistakenness_{name}"] <= 1.0
+            assert 0.0 <= sample[f"hardness_{name}"] <= math.log(len(classes)) + 1e-6  # softmax entropy
+    expected = sum(a[i]["prediction"] != b[i]["prediction"] for i in a)
+    assert f"disagreements: {expected} samples" in result.output
+    assert len(dataset.load_saved_view("disagreements")) == expected
+    for name, rows in (("tiny_run", a), ("tiny_run_b", b)):
+        accuracy = sum(r["label"] == r["prediction"] for r in rows.values()) / len(rows)
+        assert dataset.load_evaluation_results(f"eval_{name}").metrics()["accuracy"] == pytest.approx(accuracy)
+        assert f"field '{name}', eval key 'eval_{name}', accuracy {accuracy:.4f}" in result.output
+
+    from flowerkit.fiftyone_compare import compare_runs  # what `compare --launch` does with a comparison made before
+
+    again = compare_runs([run_dir, second_run], reuse=True)
+    assert again.reused and fo.load_dataset(again.dataset_name)._doc.id == dataset._doc.id
+    assert again.disagreements == expected and len(again.brain_fields) == 4
+    with pytest.raises(DatasetExistsError):  # the same name over other runs is not reused
+        compare_runs([second_run, run_dir], dataset_name=again.dataset_name, reuse=True)
+
+
+def test_cli_compare_refuses_runs_on_different_samples(fo, run_dir, broken_run):
+    from typer.testing import CliRunner
+
+    from flowerkit.cli.fiftyone_cmd import app
+
+    pred = broken_run / "fiftyone" / "predictions.jsonl"
+    pred.write_text("\n".join(pred.read_text().splitlines()[:-2]) + "\n")  # a run that evaluated fewer samples
+    record = json.loads((broken_run / "run_record.json").read_text())
+    (broken_run / "run_record.json").write_text(json.dumps(record | {"name": "fewer"}))
+    result = CliRunner().invoke(app, ["compare", str(run_dir), str(broken_run), "--dataset-name", "fk-test-refused"])
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert "Runs tiny-run and fewer evaluated different samples" in text and "2 only in tiny-run" in text
+    assert result.output.count("Error:") == 1
+    assert not fo.dataset_exists("fk-test-refused")

@@ -63,10 +63,10 @@ LIBRARY_LAYERS = (
     ("the option model", ("flowerkit.config",)),
     ("the run plan's records", ("flowerkit.plan",)),
     ("the engine", ("flowerkit.engine",)),
-    ("trackers", ("flowerkit.tracking",)),
     ("runs: preparing, claiming, listing, sweeping, benchmarking, FiftyOne", (
         "flowerkit.prepare", "flowerkit.rundir", "flowerkit.runs", "flowerkit.sweep", "flowerkit.bench",
-        "flowerkit.fiftyone_runtime", "flowerkit.fiftyone_load", "flowerkit.predict")),
+        "flowerkit.fiftyone_runtime", "flowerkit.fiftyone_load", "flowerkit.fiftyone_compare", "flowerkit.predict")),
+    ("trackers: a run's and a sweep's MLflow runs", ("flowerkit.tracking",)),
 )
 
 

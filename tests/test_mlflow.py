@@ -45,7 +45,8 @@ class MlflowServer:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
-        cmd = [str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1", "--port",
+        # `python -m mlflow`: the same CLI as the `mlflow` script, in a virtual environment that lacks the script
+        cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port",
                str(self.port), "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
                "--artifacts-destination", str(self.root / "artifacts"), "--workers", "1"]
         self.proc = subprocess.Popen(cmd, cwd=self.root, stdout=open(self.root / "server.log", "ab"),
@@ -311,3 +312,136 @@ def test_missing_extra_is_exit_2_naming_the_install(tmp_path: Path) -> None:
     assert proc.returncode == 2, proc.stdout + proc.stderr
     message = " ".join((proc.stdout + proc.stderr).split())
     assert "--tracker" in message and "pip install 'flowerkit[mlflow]'" in message
+
+
+# --- sweeps, Prefect links, an unreachable server -------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tracked_sweep(prefect_harness, server: MlflowServer, flowers_root: Path, tmp_path_factory) -> Path:
+    """A two-trial sweep whose base tracks with MLflow, run locally (subflows); returns its sweep folder."""
+    from flowerkit.flows.sweep import sweep_flow
+
+    folder = tmp_path_factory.mktemp("tracked-sweep")
+    base = TINY | {"num_steps": 2, "eval_every": 2, "data_root": str(flowers_root),
+                   "output_dir": str(folder / "out"), "tracker": "mlflow", "mlflow_experiment": "flowerkit-sweeps"}
+    path = folder / "nest.yaml"
+    path.write_text(yaml.safe_dump({"name": "nest", "base": base, "grid": {"seed": [1, 2]}}))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", server.uri)
+        patch.delenv(run_data.PARENT_ENV, raising=False)
+        sweep_flow(str(path))
+        assert run_data.PARENT_ENV not in os.environ  # the sweep's parent id does not outlive it
+    return folder / "out" / "sweeps" / "nest"
+
+
+def test_a_sweep_is_a_parent_run_with_one_nested_run_per_trial(tracked_sweep: Path, server: MlflowServer) -> None:
+    parent_id = json.loads((tracked_sweep / "mlflow.json").read_text())["run_id"]
+    parent = client(server).get_run(parent_id)
+    assert parent.info.status == "FINISHED" and parent.info.run_name == "nest"
+    assert parent.data.tags["flowerkit.sweep"] == "nest" and parent.data.tags["flowerkit.prefect_flow_run_id"]
+    assert client(server).get_experiment(parent.info.experiment_id).name == "flowerkit-sweeps"
+    assert artifact_paths(server, parent_id) == {"results.md", "results.json"}
+    local = client(server).download_artifacts(parent_id, "results.md", str(tracked_sweep.parent / "dl"))
+    assert Path(local).read_text() == (tracked_sweep / "results.md").read_text()
+
+    children = client(server).search_runs([parent.info.experiment_id],
+                                          filter_string=f"tags.mlflow.parentRunId = '{parent_id}'")
+    assert sorted(run.info.run_name for run in children) == ["nest-000", "nest-001"]
+    output = tracked_sweep.parent.parent
+    for run in children:  # each trial's nested run is the one its own training opened and recorded
+        entry = mlflow_entry(output / run.info.run_name)
+        assert entry["run_id"] == run.info.run_id and entry["parent_run_id"] == parent_id
+        assert entry["complete"] is True and run.info.status == "FINISHED"
+        assert run.info.experiment_id == parent.info.experiment_id
+
+
+def test_rerunning_the_sweep_reopens_the_same_parent(tracked_sweep: Path, server: MlflowServer) -> None:
+    from flowerkit.flows.sweep import sweep_flow
+
+    before = json.loads((tracked_sweep / "mlflow.json").read_text())["run_id"]
+    rows = sweep_flow(str(tracked_sweep.parent.parent.parent / "nest.yaml"))
+    assert {row["action"] for row in rows} == {"skip"}
+    assert json.loads((tracked_sweep / "mlflow.json").read_text())["run_id"] == before
+    assert client(server).get_run(before).info.status == "FINISHED"
+
+
+@pytest.mark.slow  # two `flowerkit train` processes, each importing torch
+def test_trials_in_processes_nest_too(prefect_harness, server: MlflowServer, flowers_root: Path,
+                                      tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--max_parallel 2: each trial is a `flowerkit train` process, which inherits the parent's id."""
+    from flowerkit.flows.sweep import sweep_flow
+
+    base = TINY | {"num_steps": 1, "eval_every": 1, "data_root": str(flowers_root), "output_dir": str(tmp_path),
+                   "tracker": "mlflow", "mlflow_experiment": "flowerkit-sweeps"}
+    path = tmp_path / "procs.yaml"
+    path.write_text(yaml.safe_dump({"name": "procs", "base": base, "grid": {"seed": [3, 4]}}))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server.uri)
+    monkeypatch.delenv(run_data.PARENT_ENV, raising=False)
+    sweep_flow(str(path), max_parallel=2)
+    parent_id = json.loads((tmp_path / "sweeps" / "procs" / "mlflow.json").read_text())["run_id"]
+    from flowerkit.flows.sweep import _current_api_url
+
+    ui = _current_api_url().removesuffix("/api")  # the processes report to this server, named in their env
+    for trial in ("procs-000", "procs-001"):
+        entry = mlflow_entry(tmp_path / trial)
+        assert entry["parent_run_id"] == parent_id and entry["complete"] is True
+        tags = client(server).get_run(entry["run_id"]).data.tags
+        assert tags["mlflow.parentRunId"] == parent_id
+        flow_run_id = json.loads((tmp_path / trial / "run_record.json").read_text())["flow_run_id"]
+        assert tags[run_data.PREFECT_URL_TAG] == f"{ui}/runs/flow-run/{flow_run_id}"
+
+
+def test_pool_trials_get_the_parent_through_job_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    from flowerkit.tracking.sweep_run import trial_job_variables
+
+    monkeypatch.delenv(run_data.PARENT_ENV, raising=False)
+    assert trial_job_variables() is None  # outside a tracked sweep: the deployment's own job variables
+    monkeypatch.setenv(run_data.PARENT_ENV, "abc123")
+    assert trial_job_variables() == {"env": {"MLFLOW_PARENT_RUN_ID": "abc123"}}
+
+
+def test_prefect_summary_links_the_mlflow_run(tracked: Path) -> None:
+    from prefect.client.orchestration import get_client
+
+    entry = mlflow_entry(tracked)
+    with get_client(sync_client=True) as prefect:
+        summary = next(a for a in prefect.read_latest_artifacts() if a.key == "flowerkit-train-tracked-summary")
+    assert f"- MLflow run: [{entry['run_id']}]({entry['url']}) (experiment `flowerkit`)" in summary.data
+
+
+def test_the_mlflow_run_links_the_prefect_flow_run_when_the_ui_is_known(tracked: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from flowerkit.layout import RunLayout
+
+    record = json.loads((tracked / "run_record.json").read_text())
+    layout = RunLayout.for_run(tracked, record)
+    for unset in ("PREFECT_UI_URL", "PREFECT_API_URL"):
+        monkeypatch.delenv(unset, raising=False)
+    assert run_data.PREFECT_URL_TAG not in run_data.tags(layout, record)  # a temporary server's UI is gone
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:4200/api")
+    expected = f"http://127.0.0.1:4200/runs/flow-run/{record['flow_run_id']}"
+    assert run_data.tags(layout, record)[run_data.PREFECT_URL_TAG] == expected
+    monkeypatch.setenv("PREFECT_UI_URL", "https://prefect.example.org/")
+    assert run_data.tags(layout, record)[run_data.PREFECT_URL_TAG] == expected.replace(
+        "http://127.0.0.1:4200", "https://prefect.example.org")
+
+
+def test_an_unreachable_server_is_one_warning_line(prefect_harness, flowers_root: Path, tmp_path: Path) -> None:
+    """`flowerkit train --tracker mlflow` against a port nothing listens on, with MLflow's default retries: the
+    run completes, and its output has one warning about the tracker and none of urllib3's retry lines."""
+    from prefect.settings import PREFECT_API_URL
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env |= {"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}", "PREFECT_API_URL": PREFECT_API_URL.value()}
+    flags = [f"--{key}={value}" for key, value in TINY.items()]
+    cmd = [sys.executable, "-m", "flowerkit", "train", "--name", "unreachable", "--data_root", str(flowers_root),
+           "--output_dir", str(tmp_path), "--tracker", "mlflow", *flags]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-3000:]
+    assert "urllib3" not in output and "Retrying" not in output
+    warnings = [line for line in output.splitlines() if "WARNING" in line or "Warning" in line]
+    assert len(warnings) == 1, "\n".join(warnings)
+    assert "MLflow tracking of unreachable" in warnings[0] and "no server answers" in warnings[0]
+    assert "sync-mlflow unreachable" in warnings[0]
+    entry = mlflow_entry(tmp_path / "unreachable")
+    assert entry["complete"] is False and entry["run_id"] is None

@@ -221,3 +221,68 @@ def test_pretrained_dir_is_an_alias_in_every_source(workdir: Path, monkeypatch: 
     assert load_config(TrainConfig, {"name": "a"}, yaml_file).pretrained == "yaml.npz"  # YAML over env
     yaml_file.write_text("pretrained: yaml.npz\n")
     assert load_config(TrainConfig, {"name": "a", "pretrained_dir": "cli.npz"}, yaml_file).pretrained == "cli.npz"
+
+
+def test_readme_hub_mirror_serves_hf_hub_ids(checkpoints: dict[str, Path], tmp_path: Path) -> None:
+    """The README's Hub mirror: a folder per repo served by scripts/hub_mirror.py; `--pretrained hf-hub:...` with
+    HF_ENDPOINT pointing at it downloads through huggingface_hub, and a repo without model.safetensors falls back
+    to pytorch_model.bin. A plain static server is refused by huggingface_hub, as the README says."""
+    import socket
+    import time
+    import urllib.request
+
+    repo_root = Path(__file__).resolve().parents[1]
+    hub = tmp_path / "hub"
+    (hub / REPO).mkdir(parents=True)
+    for name in ("model.safetensors", "config.json"):
+        (hub / REPO / name).write_bytes((checkpoints["folder"] / name).read_bytes())
+    (hub / "timm" / "vit_bin_only").mkdir(parents=True)
+    (hub / "timm" / "vit_bin_only" / "pytorch_model.bin").write_bytes(checkpoints["bin"].read_bytes())
+
+    def serve(cmd: list[str]) -> tuple[subprocess.Popen, str]:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        proc = subprocess.Popen(cmd + [str(port)], cwd=repo_root, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1).close()
+            except urllib.error.HTTPError:
+                break  # answering (a 404 for /)
+            except OSError:
+                assert time.monotonic() < deadline and proc.poll() is None, cmd
+                time.sleep(0.1)
+                continue
+            break
+        return proc, f"http://127.0.0.1:{port}"
+
+    specs = [f"hf-hub:{REPO}", "hf-hub:timm/vit_bin_only", f"hf-hub:{REPO}@no-such-revision"]
+    mirror, url = serve([sys.executable, "scripts/hub_mirror.py", str(hub), "--bind", "127.0.0.1", "--port"])
+    try:
+        got = _in_subprocess(RESOLVE.format(specs=specs), {"HF_HOME": str(tmp_path / "hf"), "HF_ENDPOINT": url})
+    finally:
+        mirror.terminate()
+        mirror.wait(10)
+    assert got.returncode == 0, got.stderr
+    safetensors, binary, revision = (json.loads(line) for line in got.stdout.splitlines()[-3:])
+    assert safetensors["format"] == "safetensors" and safetensors["config_json"]
+    assert safetensors["sha256"] == hashlib.sha256((hub / REPO / "model.safetensors").read_bytes()).hexdigest()
+    assert binary["format"] == "bin" and binary["sha256"] == hashlib.sha256(checkpoints["bin"].read_bytes()).hexdigest()
+    assert revision["error"] == 2 and "no such repository or revision" in revision["message"]
+
+    static_root = tmp_path / "static"  # the exact URL paths, yet no X-Repo-Commit or ETag header
+    (static_root / REPO / "resolve" / "main").mkdir(parents=True)
+    for name in ("model.safetensors", "config.json"):
+        (static_root / REPO / "resolve" / "main" / name).write_bytes((hub / REPO / name).read_bytes())
+    static, url = serve([sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "--directory", str(static_root)])
+    try:
+        plain = _in_subprocess(RESOLVE.format(specs=[f"hf-hub:{REPO}"]),
+                               {"HF_HOME": str(tmp_path / "hf-plain"), "HF_ENDPOINT": url})
+    finally:
+        static.terminate()
+        static.wait(10)
+    refused = json.loads(plain.stdout.splitlines()[-1])
+    assert refused["error"] == 2 and "does not answer as a Hugging Face Hub endpoint" in refused["message"]
+    assert "X-Repo-Commit" in refused["message"] and "scripts/hub_mirror.py" in refused["message"]

@@ -41,6 +41,9 @@ def _has_display() -> bool:
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
+LAUNCH_HELP = "Open the FiftyOne App on the dataset and wait (an existing dataset of the same runs opens as it is)."
+
+
 @app.command("load")
 def load(
     run: str = typer.Argument(..., help="Run name under --output-dir, or the path of a run directory."),
@@ -48,8 +51,8 @@ def load(
     dataset_name: str | None = typer.Option(
         None, "--dataset-name", "--dataset_name", help="FiftyOne dataset name (default: flowerkit-<run name>)."
     ),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the dataset if it exists."),
-    launch: bool = typer.Option(False, "--launch", help="Open the FiftyOne App on the dataset and wait."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the dataset if it exists (reload the run)."),
+    launch: bool = typer.Option(False, "--launch", help=LAUNCH_HELP),
     port: int = typer.Option(5151, "--port", help="Port of the FiftyOne App (with --launch)."),
     address: str = typer.Option("127.0.0.1", "--address", help="Address the App listens on (with --launch)."),
 ) -> None:
@@ -57,22 +60,71 @@ def load(
     from flowerkit.fiftyone_load import load_run
 
     with user_errors():
-        result = load_run(_resolve_run_dir(run, output_dir), dataset_name=dataset_name, overwrite=overwrite)
+        # With --launch, a run loaded before is opened, not refused: looking again needs no --overwrite.
+        result = load_run(_resolve_run_dir(run, output_dir), dataset_name=dataset_name, overwrite=overwrite,
+                          reuse=launch)
 
+    state = " (loaded before; --overwrite reloads it)" if result.reused else ""
     typer.echo(f"Per-class report for run {result.run_name} ({', '.join(result.splits) or 'unknown split'}, "
-               f"{result.num_samples} samples):")
+               f"{result.num_samples} samples){state}:")
     result.print_report()
     typer.echo(f"accuracy: {result.accuracy:.4f}")
     typer.echo(f"FiftyOne dataset: {result.dataset_name} (evaluation key 'eval')")
+    if launch:
+        _launch(result.dataset_name, port, address)
 
-    if not launch:
-        return
+
+COMPARE_HELP = (
+    "Put the predictions of runs that evaluated the same samples side by side in one FiftyOne dataset.\n\n"
+    "Each run's predictions are a field named after the run, evaluated under eval key eval_<field>; samples "
+    "where the runs disagree are tagged 'disagree' (saved view 'disagreements'). Runs with exported logits also "
+    "get FiftyOne Brain's mistakenness_<field> and hardness_<field>. Runs on different samples are refused (exit 2)."
+)
+
+
+@app.command("compare", help=COMPARE_HELP)
+def compare(
+    runs: list[str] = typer.Argument(..., help="Two or more runs: names under --output-dir, or run directories."),
+    output_dir: Path = typer.Option(Path("output"), "--output-dir", "--output_dir", help="Folder holding the runs."),
+    dataset_name: str | None = typer.Option(
+        None, "--dataset-name", "--dataset_name",
+        help="FiftyOne dataset name (default: flowerkit-compare-<run>-<run>...)."
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the dataset if it exists."),
+    launch: bool = typer.Option(False, "--launch", help=LAUNCH_HELP),
+    port: int = typer.Option(5151, "--port", help="Port of the FiftyOne App (with --launch)."),
+    address: str = typer.Option("127.0.0.1", "--address", help="Address the App listens on (with --launch)."),
+) -> None:
+    """See COMPARE_HELP (one paragraph there: the help text is not re-wrapped)."""
+    from flowerkit.fiftyone_compare import DISAGREE, DISAGREEMENTS_VIEW, compare_runs
+
+    with user_errors():
+        result = compare_runs([_resolve_run_dir(r, output_dir) for r in runs], dataset_name=dataset_name,
+                              overwrite=overwrite, reuse=launch)
+
+    state = " (compared before; --overwrite rebuilds it)" if result.reused else ""
+    typer.echo(f"Compared {len(result.runs)} runs on the same {result.num_samples} samples{state}:")
+    for run in result.runs:
+        typer.echo(f"  {run.run_name}: field '{run.field}', eval key '{run.eval_key}', "
+                   f"accuracy {result.accuracy[run.field]:.4f}")
+    typer.echo(f"disagreements: {result.disagreements} samples (tag '{DISAGREE}', saved view '{DISAGREEMENTS_VIEW}')")
+    if result.brain_fields:
+        typer.echo(f"FiftyOne Brain: {', '.join(result.brain_fields)}")
+    if result.brain_note:
+        typer.echo(f"Note: {result.brain_note}")
+    typer.echo(f"FiftyOne dataset: {result.dataset_name}")
+    if launch:
+        _launch(result.dataset_name, port, address)
+
+
+def _launch(dataset_name: str, port: int, address: str) -> None:
+    """Open the App on the dataset and wait: until Ctrl-C without a display (remote), else a moment."""
     from flowerkit.fiftyone_runtime import import_fiftyone
 
     with user_errors():
         fo = import_fiftyone()
     remote = not _has_display()
-    session = fo.launch_app(fo.load_dataset(result.dataset_name), port=port, address=address, remote=remote)
+    session = fo.launch_app(fo.load_dataset(dataset_name), port=port, address=address, remote=remote)
     typer.echo(f"FiftyOne App: http://{address}:{port}/ (Ctrl-C to stop)")
     try:
         session.wait(-1 if remote else 3)

@@ -139,8 +139,10 @@ def _resolve_hub(spec: str, download: bool) -> WeightsSource:
 def _hub_download(spec: str, repo_id: str, filename: str, revision: str | None) -> Path | None:
     """One file into the Hub cache; None when the repo simply does not have it."""
     from huggingface_hub import hf_hub_download
+    from huggingface_hub.constants import ENDPOINT as endpoint_url
     from huggingface_hub.errors import (
         EntryNotFoundError,
+        FileMetadataError,
         HfHubHTTPError,
         LocalEntryNotFoundError,
         RepositoryNotFoundError,
@@ -153,7 +155,16 @@ def _hub_download(spec: str, repo_id: str, filename: str, revision: str | None) 
         raise ConfigError(f"--pretrained {spec}: no such repository or revision on the Hub "
                           f"({type(exc).__name__}). Check the id (e.g. hf-hub:timm/vit_base_patch16_224."
                           "augreg2_in21k_ft_in1k); private repos need `hf auth login` or HF_TOKEN.") from None
-    except LocalEntryNotFoundError:
+    except LocalEntryNotFoundError as exc:
+        # An answer, but not as the Hub answers (e.g. a static server as HF_ENDPOINT): not a connection problem.
+        # The Hub's own 404s carry X-Error-Code and arrive as the errors above; a bare 404 is another server's.
+        cause = exc.__cause__
+        bare_404 = isinstance(cause, HfHubHTTPError) and getattr(cause.response, "status_code", None) == 404
+        if isinstance(cause, FileMetadataError) or bare_404:
+            raise ConfigError(f"--pretrained {spec}: {endpoint_url} does not answer as a Hugging Face Hub endpoint "
+                              f"({str(cause).splitlines()[0].split('. ')[0]}). A mirror set with HF_ENDPOINT "
+                              "must serve the Hub's resolve endpoint with its headers (README, Mirrors; "
+                              "scripts/hub_mirror.py serves a folder of repos).") from None
         # Offline (HF_HUB_OFFLINE=1) or unreachable, and not cached: not a typo, so not exit 2.
         raise MissingInputError(f"--pretrained {spec}: {filename} is not in the Hugging Face cache and the Hub "
                                 "cannot be reached (offline, or HF_HUB_OFFLINE=1). Run once with internet access "

@@ -52,10 +52,11 @@ class LiveMlflowRun:
             report = self.sink.report() | {"complete": False, "error": f"{type(exc).__name__}: {exc}"}
         update_record(self.layout.run_dir, mlflow=report)
         if not report["complete"]:
-            log.warning("MLflow logging of run %s is incomplete (%s; not sent: %s). Once the server is reachable, "
-                        "`flowerkit runs sync-mlflow %s --output-dir %s` sends the rest.", self.layout.name,
-                        report["error"], ", ".join(report["not_sent"]) or "-", self.layout.name,
-                        self.layout.output_dir)
+            # INFO: the sink warned once when it stopped; this line (run.log, the console) lists what is missing.
+            log.info("MLflow logging of run %s is incomplete (%s; not sent: %s). Once the server is reachable, "
+                     "`flowerkit runs sync-mlflow %s --output-dir %s` sends the rest.", self.layout.name,
+                     report["error"], ", ".join(report["not_sent"]) or "-", self.layout.name,
+                     self.layout.output_dir)
 
     def _finish(self, succeeded: bool) -> dict:
         sink, layout = self.sink, self.layout

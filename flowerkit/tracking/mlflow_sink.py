@@ -11,19 +11,21 @@ resumed run re-logs the steps after its last checkpoint, and a sync re-sends eve
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
+import re
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
-from flowerkit.tracking.run_data import MODEL_TAG, Point, metric_key, now_ms, per_class_points
+from flowerkit.tracking.run_data import MODEL_TAG, PARENT_TAG, Point, metric_key, now_ms, per_class_points
 
 log = logging.getLogger("flowerkit.tracking")
 
@@ -32,6 +34,41 @@ MAX_BATCH = 1000  # MLflow's limit of metrics per log_batch request
 # MLflow's defaults (120 s timeout, 7 retries with backoff) would let one request hang for many minutes; a
 # user's own MLFLOW_HTTP_REQUEST_* settings win.
 HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "10", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2"}
+
+
+# Loggers that repeat, per retried request, what the sink reports once: urllib3's "Retrying (Retry(total=...))"
+# and MLflow's own request warnings.
+NOISY_LOGGERS = ("urllib3.connectionpool", "mlflow.utils.rest_utils", "mlflow.utils.request_utils",
+                 "mlflow.tracking._tracking_service.client")
+_quiet = threading.local()
+
+
+class _TrackerNoise(logging.Filter):
+    """Drops warnings (and below) logged while this thread talks to the tracking server for flowerkit: the
+    sink turns the first failure into one warning of its own, and a user's other MLflow use stays as loud."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno > logging.WARNING or not getattr(_quiet, "on", False)
+
+
+_NOISE_FILTER = _TrackerNoise()
+
+
+@contextlib.contextmanager
+def quiet_requests() -> Iterator[None]:
+    """In this thread, silence the per-request retry noise of urllib3 and MLflow (see ``_TrackerNoise``)."""
+    for name in NOISY_LOGGERS:
+        logger = logging.getLogger(name)
+        if _NOISE_FILTER not in logger.filters:
+            logger.addFilter(_NOISE_FILTER)
+    before, _quiet.on = getattr(_quiet, "on", False), True
+    try:
+        yield
+    finally:
+        _quiet.on = before
+
+
+_ERRNO = re.compile(r"\[Errno -?\d+\] ([^'\")]+)")
 
 
 def public_uri(uri: str) -> str:
@@ -43,7 +80,11 @@ def public_uri(uri: str) -> str:
 
 
 def describe(exc: BaseException, limit: int = 200) -> str:
-    """One short line: MLflow's messages embed whole urllib3 reprs."""
+    """One short line: MLflow's messages embed whole urllib3 reprs; a refused or unresolvable address is said
+    as such."""
+    errno = _ERRNO.search(str(exc))
+    if errno and ("NewConnectionError" in str(exc) or "NameResolutionError" in str(exc)):
+        return f"no server answers ({errno.group(1).strip()})"
     text = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
@@ -61,6 +102,7 @@ class MlflowSink:
             mlflow.set_tracking_uri(tracking_uri)  # log_model uses the fluent API, which reads the global URI
         self.tracking_uri = mlflow.get_tracking_uri()
         self.experiment, self.run_name, self.run_id = experiment, run_name, run_id
+        self.parent_run_id: str | None = None
         self.experiment_id: str | None = None
         self.failure: str | None = None
         self.not_sent: Counter[str] = Counter()
@@ -76,6 +118,7 @@ class MlflowSink:
     # --- called by the run: never blocks longer than asked, never raises --------------------------------
     def open(self, params: dict[str, str], tags: dict[str, str], wait_s: float) -> bool:
         """Create (or reopen) the MLflow run; wait at most ``wait_s`` for the server. True when it is open."""
+        self.parent_run_id = tags.get(PARENT_TAG)
         self._thread.start()
         self._jobs.put(("open", lambda: self._open(params, tags), 1))
         self._opened.wait(wait_s)
@@ -121,7 +164,8 @@ class MlflowSink:
                   for what, n in sorted(self.not_sent.items())]
         return {"run_id": self.run_id, "experiment": self.experiment, "experiment_id": self.experiment_id,
                 "tracking_uri": public_uri(self.tracking_uri), "url": self.url(),
-                "complete": self.failure is None and not unsent, "error": self.failure, "not_sent": unsent}
+                "complete": self.failure is None and not unsent, "error": self.failure, "not_sent": unsent,
+                "parent_run_id": self.parent_run_id}
 
     def url(self) -> str | None:
         uri = public_uri(self.tracking_uri).rstrip("/")
@@ -131,6 +175,10 @@ class MlflowSink:
 
     # --- the worker thread ---------------------------------------------------------------------------------
     def _work(self) -> None:
+        with quiet_requests():
+            self._work_quietly()
+
+    def _work_quietly(self) -> None:
         while True:
             try:
                 item = self._jobs.get(timeout=FLUSH_INTERVAL_S)
@@ -160,8 +208,10 @@ class MlflowSink:
     def _fail(self, reason: str) -> None:
         if self.failure is None:
             self.failure = reason
-            log.warning("MLflow tracking at %s stopped (%s); the run goes on, and `flowerkit runs sync-mlflow` "
-                        "re-sends what was not sent", public_uri(self.tracking_uri), reason)
+            # The one warning of an outage: every later request is counted, not tried (see the module doc).
+            log.warning("MLflow tracking of %s at %s stopped (%s); the run goes on, and `flowerkit runs "
+                        "sync-mlflow %s` sends the rest once the server is reachable", self.run_name,
+                        public_uri(self.tracking_uri), reason, self.run_name)
 
     def _give_up(self, reason: str) -> None:
         self._fail(reason)

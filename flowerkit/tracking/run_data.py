@@ -7,6 +7,7 @@ these functions, so a synced run looks exactly like one that was tracked live.
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from dataclasses import dataclass
@@ -27,6 +28,12 @@ ROW_META = {"kind", "step", "total_steps", "time_utc", "elapsed_s", "num_samples
 PER_CLASS_METRIC = "f1"  # per-class precision and recall stay in the per_class_metrics.json artifact
 MODEL_TAG = "flowerkit.model_logged"
 TRAIN_LINK_TAG = "flowerkit.train_mlflow_run_id"
+PREFECT_URL_TAG = "flowerkit.prefect_flow_run_url"
+# MLflow's own tag for nesting (what ``mlflow.start_run(nested=True)`` sets): the UI shows the run under it.
+PARENT_TAG = "mlflow.parentRunId"
+# The parent run a tracked run nests under: a sweep sets it for its trials (flowerkit.tracking.sweep_run);
+# a work-pool trial gets it through its worker's environment. Not an MLflow setting: flowerkit reads it.
+PARENT_ENV = "MLFLOW_PARENT_RUN_ID"
 _BAD_KEY_CHARS = re.compile(r"[^/\w.\- :]")  # MLflow's metric-name alphabet
 
 
@@ -87,7 +94,32 @@ def tags(layout: RunLayout, record: dict[str, Any]) -> dict[str, str]:
         found["flowerkit.checkpoint"] = str(checkpoint)
     if record.get("flow") == "eval" and config.get("checkpoint"):
         found[TRAIN_LINK_TAG] = training_mlflow_run_id(Path(config["checkpoint"]))
+    found[PREFECT_URL_TAG] = prefect_flow_run_url(record.get("flow_run_id"))
+    found[PARENT_TAG] = parent_run_id(record)
     return {key: str(value) for key, value in found.items() if value not in (None, "")}
+
+
+def parent_run_id(record: dict[str, Any]) -> str | None:
+    """The MLflow run this one nests under: the environment's (a sweep running it), else the one recorded
+    when it was tracked live (so ``runs sync-mlflow`` keeps the nesting)."""
+    return os.environ.get(PARENT_ENV, "").strip() or (record.get("mlflow") or {}).get("parent_run_id")
+
+
+def prefect_ui_url() -> str | None:
+    """The Prefect UI of the server this process reports to, when its address is known (PREFECT_UI_URL, else
+    PREFECT_API_URL without ``/api``, as Prefect derives it); None for Prefect's temporary server, whose UI
+    is gone once the run ends."""
+    ui = os.environ.get("PREFECT_UI_URL", "").strip()
+    if not ui:
+        api = os.environ.get("PREFECT_API_URL", "").strip().rstrip("/")
+        ui = api[:-len("/api")] if api.endswith("/api") else api.replace("/api/", "/")
+    return ui.rstrip("/") or None
+
+
+def prefect_flow_run_url(flow_run_id: str | None) -> str | None:
+    """The flow run's page in the Prefect UI, or None when the run had no flow run or the UI is unknown."""
+    ui = prefect_ui_url()
+    return f"{ui}/runs/flow-run/{flow_run_id}" if ui and flow_run_id else None
 
 
 def _git_commit(layout: RunLayout) -> str:
