@@ -6,6 +6,7 @@ or ~/.fiftyone.
 
 from __future__ import annotations
 
+import inspect
 import os
 from pathlib import Path
 
@@ -42,12 +43,57 @@ def flowers_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def prefect_harness(isolated_home: Path):
-    """One Prefect test server (SQLite in a temp folder) for the whole session: starting one costs ~10 s."""
-    from prefect.testing.utilities import prefect_test_harness
+def prefect_server(isolated_home: Path, tmp_path_factory: pytest.TempPathFactory):
+    """One real `prefect server start` (SQLite in a temp folder) for the whole session: flows run in this
+    process, the CLI's subprocesses, workers and deployments all report to it. Starting one costs seconds."""
+    from tests.servers import PrefectServer
 
-    with prefect_test_harness(server_startup_timeout=60):
-        yield
+    server = PrefectServer.start(tmp_path_factory.mktemp("prefect-server"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def prefect_harness(prefect_server):
+    """This process's flows and clients report to the session's Prefect server, as Prefect's own test
+    harness points them at its server: also in contexts copied before this fixture (an async test's loop,
+    a dashboard's worker threads). Logs and events are drained before the server stops."""
+    import prefect.context
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.utilities.asyncutils import run_coro_as_sync
+
+    with temporary_settings(updates={PREFECT_API_URL: prefect_server.url}), \
+            prefect.context._temporary_global_settings_context(prefect.context.get_settings_context()):
+        yield prefect_server
+
+        async def drain() -> None:
+            for drain_one in (lambda: APILogWorker.instance().drain(), EventsWorker.drain_all):
+                try:
+                    result = drain_one()
+                    if inspect.isawaitable(result):
+                        await result
+                except RuntimeError:  # never started
+                    pass
+
+        run_coro_as_sync(drain())
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
+    """One real `mlflow server` for the whole session (every module that tracks to MLflow)."""
+    pytest.importorskip("mlflow", reason="the mlflow extra is part of the dev install (make setup)")
+    from tests.servers import MlflowServer
+
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow-server"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture

@@ -7,12 +7,9 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections import defaultdict
 from pathlib import Path
 
@@ -24,64 +21,16 @@ pytest.importorskip("mlflow", reason="the mlflow extra is part of the dev instal
 
 from flowerkit.cli import app  # noqa: E402
 from flowerkit.tracking import run_data  # noqa: E402
+from tests.servers import MlflowServer, free_port  # noqa: E402
 
 runner = CliRunner()
 TINY = dict(dataset="flower102", model_type="testing", img_size=32, num_steps=6, eval_every=3, train_batch_size=4,
             eval_batch_size=2, tiny_train_subset="flower102_tiny", tiny_infer_subset="flower102_tiny")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class MlflowServer:
-    """A real ``mlflow server`` process; ``stop`` and ``start`` again keep its database and artifacts."""
-
-    def __init__(self, root: Path) -> None:
-        self.root, self.port = root, free_port()
-        self.uri = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        # `python -m mlflow`: the same CLI as the `mlflow` script, in a virtual environment that lacks the script
-        cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port",
-               str(self.port), "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
-               "--artifacts-destination", str(self.root / "artifacts"), "--workers", "1"]
-        self.proc = subprocess.Popen(cmd, cwd=self.root, stdout=open(self.root / "server.log", "ab"),
-                                     stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, (self.root / "server.log").read_text()[-2000:]
-            try:  # the port opens before the app is ready: ask the app itself
-                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.3)
-        raise RuntimeError("mlflow server did not start")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)  # the server and its uvicorn worker
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self.proc = None
-
-
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory):
-    srv = MlflowServer(tmp_path_factory.mktemp("mlflow-server"))
-    srv.start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
+def server(mlflow_server: MlflowServer) -> MlflowServer:
+    return mlflow_server
 
 
 @pytest.fixture(autouse=True)

@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from uuid import UUID
 import pytest
 
 from flowerkit.artifacts.record import read_record
+from tests.servers import PrefectServer, start as _start, stop as _stop, tail as _tail
 
 REPO = Path(__file__).resolve().parents[1]
 PREFECT = [sys.executable, "-m", "prefect"]  # this environment's Prefect, whether or not its script is installed
@@ -40,77 +40,15 @@ RUN_TIMEOUT_S = 180
 DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # 127.0.0.1 never through a proxy
 
 
-@dataclass
-class Server:
-    url: str
-    env: dict[str, str]  # for clients of this server: the CLI, the worker and its flow-run subprocesses
-    logs: Path
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _start(cmd: list[str], env: dict[str, str], log: Path, cwd: Path) -> subprocess.Popen:
-    # A session of its own, so that stopping it also stops its children (the worker's flow-run processes).
-    return subprocess.Popen(cmd, env=env, cwd=cwd, stdout=log.open("wb"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
-def _tail(path: Path, chars: int = 3000) -> str:
-    return path.read_text(errors="replace")[-chars:] if path.exists() else "(no log)"
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout_s: float = 90) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"prefect server exited with {proc.returncode}:\n{_tail(log)}")
-        try:
-            with DIRECT.open(f"{url}/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:  # not listening yet
-            pass
-        time.sleep(0.3)
-    pytest.fail(f"prefect server not healthy after {timeout_s} s:\n{_tail(log)}")
+@pytest.fixture(scope="module")
+def server(prefect_server: PrefectServer) -> PrefectServer:
+    """The session's real Prefect server (tests/servers.py): this module adds a work pool, deployments and a
+    worker to it."""
+    return prefect_server
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """`prefect server start` on a free port of 127.0.0.1, with its own home and database."""
-    root = tmp_path_factory.mktemp("prefect-server")
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}/api"
-    base = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    base |= {"PREFECT_HOME": str(root / "home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-             "PREFECT_LOGGING_EXTRA_LOGGERS": "flowerkit"}
-    server_env = base | {"PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{root / 'prefect.db'}",
-                         "PREFECT_UI_ENABLED": "false"}
-    log = root / "server.log"
-    proc = _start([*PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)], server_env, log, root)
-    try:
-        _wait_healthy(url, proc, log)
-        # The worker polls every second instead of every 10 s.
-        yield Server(url, base | {"PREFECT_API_URL": url, "PREFECT_WORKER_QUERY_SECONDS": "1"}, root)
-    finally:
-        _stop(proc)
-
-
-@pytest.fixture(scope="module")
-def api(server: Server) -> Iterator[str]:
+def api(server: PrefectServer) -> Iterator[str]:
     """Point this test process's Prefect client at the module's server."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -119,7 +57,7 @@ def api(server: Server) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def worker(server: Server, api: str) -> Iterator[None]:
+def worker(server: PrefectServer, api: str) -> Iterator[None]:
     """The documented work-pool path: create the process pool, `prefect deploy --all`, start a worker."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
@@ -164,7 +102,7 @@ def _wait_deployed(names: tuple[str, ...], proc: subprocess.Popen, log: Path, ti
 
 
 @pytest.fixture(scope="module")
-def served(worker, server: Server) -> dict[str, Any]:
+def served(worker, server: PrefectServer) -> dict[str, Any]:
     """`flowerkit serve` on the same server after `prefect deploy --all`, then stopped with Ctrl-C.
 
     Returns the work-pool deployments as they were before serve started; the train runs below then go

@@ -1,0 +1,122 @@
+"""The real servers the suite runs against, each started once per session (tests/conftest.py's fixtures).
+
+Starting a Prefect or an MLflow server costs seconds on a small machine; every module that needs one shares
+the session's, and tests that must not see each other's runs tell them apart by id or name.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+PREFECT = [sys.executable, "-m", "prefect"]  # this environment's Prefect, whether or not its script is installed
+DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # 127.0.0.1 never through a proxy
+STOP_WAIT_S = 5  # a server that ignores SIGTERM that long is killed: teardown must not dominate the suite
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start(cmd: list[str], env: dict[str, str] | None, log: Path, cwd: Path) -> subprocess.Popen:
+    """A process in a session of its own, so that stopping it also stops its children (a worker's flow runs,
+    the uvicorn workers of a server)."""
+    return subprocess.Popen(cmd, env=env, cwd=cwd, stdout=log.open("ab"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, wait_s: float = STOP_WAIT_S) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=wait_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def tail(path: Path, chars: int = 3000) -> str:
+    return path.read_text(errors="replace")[-chars:] if path.exists() else "(no log)"
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, log: Path, what: str, timeout_s: float = 90) -> None:
+    """Until ``url`` answers 200 (the app itself, not only the port), or fail naming the server's log."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}:\n{tail(log)}")
+        try:
+            with DIRECT.open(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:  # not listening yet
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{what} not healthy after {timeout_s} s:\n{tail(log)}")
+
+
+@dataclass
+class PrefectServer:
+    """``prefect server start`` on a free port of 127.0.0.1, with its own home and SQLite database."""
+
+    url: str
+    env: dict[str, str]  # for clients of this server: the CLI, a worker and its flow-run subprocesses
+    logs: Path
+    proc: subprocess.Popen
+
+    @classmethod
+    def start(cls, root: Path) -> PrefectServer:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}/api"
+        base = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+        base |= {"PREFECT_HOME": str(root / "home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                 "PREFECT_LOGGING_EXTRA_LOGGERS": "flowerkit"}
+        server_env = base | {"PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{root / 'prefect.db'}",
+                             "PREFECT_UI_ENABLED": "false"}
+        log = root / "server.log"
+        proc = start([*PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)], server_env, log,
+                     root)
+        try:
+            wait_healthy(f"{url}/health", proc, log, "prefect server")
+        except BaseException:
+            stop(proc)
+            raise
+        # A worker polls every second instead of every 10 s.
+        env = base | {"PREFECT_API_URL": url, "PREFECT_WORKER_QUERY_SECONDS": "1"}
+        return cls(url, env, root, proc)
+
+    def stop(self) -> None:
+        stop(self.proc)
+
+
+class MlflowServer:
+    """A real ``mlflow server`` (SQLite backend, local artifact root); ``stop`` and ``start`` again keep its
+    database and artifacts (a server that goes away mid-run, and comes back)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root, self.port = root, free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        # `python -m mlflow`: the environment's MLflow, whether or not its script is on PATH.
+        cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
+               "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
+               "--artifacts-destination", str(self.root / "artifacts"), "--workers", "1"]
+        log = self.root / "server.log"
+        self.proc = start(cmd, None, log, self.root)
+        wait_healthy(f"{self.uri}/health", self.proc, log, "mlflow server")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop(self.proc)  # the server and its uvicorn worker
+        self.proc = None
