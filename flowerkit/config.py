@@ -27,6 +27,7 @@ from pydantic_settings import (
 )
 
 from flowerkit.errors import ConfigError, MissingInputError
+from flowerkit.inputs import read_utf8
 from flowerkit.layout import SWEEPS_ROOT, TB_ROOT, RunLayout
 from flowerkit.models.configs import MODEL_CONFIGS
 from flowerkit.tracking import MLFLOW_MISSING, mlflow_installed
@@ -381,7 +382,7 @@ def load_config(cls: type[RunConfig], overrides: dict[str, Any], config_file: Pa
     yaml_data = _read_yaml_file(cls, config_file) if config_file is not None else {}
     env_file = Path(ENV_FILE)
     if env_file.is_file():
-        _read_utf8(env_file, "The .env file")
+        read_utf8(env_file, "The .env file")
     token = _yaml_file.set(config_file)
     try:
         return cls(**overrides)
@@ -392,33 +393,29 @@ def load_config(cls: type[RunConfig], overrides: dict[str, Any], config_file: Pa
         _yaml_file.reset(token)
 
 
-def _read_utf8(path: Path, what: str) -> str:
-    try:
-        return path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{what} {path.resolve()} is not UTF-8 text (byte {exc.start} cannot be decoded). Save "
-                          "it as UTF-8 and run again.") from None
-    except OSError as exc:
-        raise ConfigError(f"{what} {path.resolve()} cannot be read ({exc.strerror}).") from None
-
-
 def _read_yaml_file(cls: type[RunConfig], path: Path) -> dict[str, Any]:
     if path.is_dir():
         raise ConfigError(f"--config {path} is a directory; pass a YAML file of option values.")
     if not path.is_file():
         raise MissingInputError(f"The config file {path} does not exist. Pass an existing YAML file to --config.")
     try:
-        data = yaml.safe_load(_read_utf8(path, "The config file")) or {}
+        data = yaml.safe_load(read_utf8(path, "The config file")) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"The config file {path} is not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"The config file {path} must hold a mapping of option names to values.")
-    unknown = sorted(set(map(str, data)) - set(cls.model_fields) - set(field_aliases(cls)))
+    check_known_options(cls, data, f"The config file {path}")
+    return data
+
+
+def check_known_options(cls: type[RunConfig], names: Any, where: str, allowed: tuple[str, ...] = ()) -> None:
+    """Raise ConfigError naming every key of ``names`` that is no option of ``cls`` (aliases and ``allowed``
+    accepted): an unknown key would otherwise be dropped silently and the run would use the default."""
+    unknown = sorted(set(map(str, names)) - set(cls.model_fields) - set(field_aliases(cls)) - set(allowed))
     if unknown:
         raise ConfigError(
-            f"The config file {path} has unknown option(s): {', '.join(unknown)}. "
+            f"{where} has unknown option(s): {', '.join(unknown)}. "
             f"Known options: {', '.join(cls.model_fields)}.")
-    return data
 
 
 def value_sources(cls: type[RunConfig], overrides: dict[str, Any], config_file: Path | None,

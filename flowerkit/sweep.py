@@ -28,8 +28,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from flowerkit.artifacts.files import atomic_write_json, atomic_write_text
-from flowerkit.config import NAME_PATTERN, TrainConfig, _read_yaml_file, load_config
+from flowerkit.config import NAME_PATTERN, TrainConfig, _read_yaml_file, check_known_options, load_config
 from flowerkit.errors import ConfigError, FlowerkitError, MissingInputError
+from flowerkit.inputs import read_utf8
 from flowerkit.layout import RECORD_NAME, SweepLayout
 from flowerkit.rundir import RunLock
 from flowerkit.runs import as_float, read_json_or_none, summarize
@@ -165,10 +166,8 @@ def trial_name(sweep: str, index: int) -> str:
 def read_sweep(path: Path) -> Sweep:
     """Read, expand and validate a sweep file; raises ConfigError (exit 2) / MissingInputError (exit 3)."""
     path = Path(path)
-    if not path.is_file():
-        raise MissingInputError(f"The sweep file {path} does not exist. Pass a YAML file with name, base and grid "
-                                "and/or random (see the README's Sweeps section).")
-    text = path.read_text(encoding="utf-8")
+    text = read_utf8(path, "The sweep file", "Pass a YAML file with name, base and grid and/or random (see the "
+                                             "README's Sweeps section).")
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -179,7 +178,19 @@ def read_sweep(path: Path) -> Sweep:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'file'}: {e['msg'].removeprefix('Value error, ')}"
                              for e in exc.errors())
         raise ConfigError(f"The sweep file {path} is invalid: {problems}.") from None
+    check_options(spec, path)
     return Sweep(spec, text, expand(spec, path.parent))
+
+
+def check_options(spec: SweepSpec, path: Path) -> None:
+    """Every key of base, grid and random must be a train option, exactly as ``train --config`` demands: a key
+    train does not know would be dropped, and the trials would differ in nothing."""
+    if isinstance(spec.base, dict):
+        check_known_options(TrainConfig, spec.base, f"The sweep file {path} (base)")
+    check_known_options(TrainConfig, spec.grid, f"The sweep file {path} (grid)", allowed=(RECIPE_OPTION,))
+    if spec.random is not None:
+        check_known_options(TrainConfig, spec.random.options(), f"The sweep file {path} (random)",
+                            allowed=(RECIPE_OPTION,))
 
 
 def expand(spec: SweepSpec, base_dir: Path) -> list[Trial]:

@@ -61,6 +61,43 @@ def test_cli_refuses_a_bad_trial_with_exit_2(tmp_path: Path) -> None:
     assert named.exit_code == 2 and "reserved" in named.output
 
 
+@pytest.mark.parametrize("where", ["base", "grid", "random"])
+def test_an_option_train_does_not_have_is_refused_as_train_refuses_it(tmp_path: Path, where: str) -> None:
+    """It was dropped: the trials trained identically and the sweep exited 0."""
+    from typer.testing import CliRunner
+
+    from flowerkit.cli import app
+
+    spec: dict = {"name": "typo", "base": TINY | {"output_dir": str(tmp_path / "out")}, "grid": {"seed": [1, 2]}}
+    if where == "base":
+        spec["base"]["lerning_rate"] = 0.1
+    elif where == "grid":
+        spec["grid"]["lerning_rate"] = [0.1, 0.2]
+    else:
+        spec["random"] = {"trials": 2, "lerning_rate": {"uniform": [0.1, 0.2]}}
+    result = CliRunner().invoke(app, ["sweep", str(write_sweep(tmp_path, spec))])
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert f"({where}) has unknown option(s): lerning_rate. Known options: name," in text
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("lerning_rate: 0.1\n")
+    train = CliRunner().invoke(app, ["train", "--name", "t", "--config", str(recipe), "--dry_run"])
+    assert train.exit_code == 2 and "has unknown option(s): lerning_rate. Known options: name," in " ".join(
+        train.output.split())  # the same words as train's
+    assert not (tmp_path / "out").exists()  # refused before any trial
+
+
+def test_a_sweep_file_that_is_not_utf8_exits_2(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from flowerkit.cli import app
+
+    path = tmp_path / "s.yaml"
+    path.write_bytes(b"name: s\ngrid: {seed: [1]}\n# caf\xe9\n")  # Latin-1, as an old editor saves it
+    result = CliRunner().invoke(app, ["sweep", str(path), "--dry_run"])
+    assert result.exit_code == 2 and "is not UTF-8 text" in result.output, result.output
+
+
 @pytest.fixture(scope="module")
 def grid_sweep(prefect_harness, flowers_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2x2 grid (seed x learning_rate) run once locally; returns its sweep file."""
