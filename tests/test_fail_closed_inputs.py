@@ -205,6 +205,21 @@ def test_an_empty_split_exits_2_before_training(flowers_root: Path, workdir: Pat
     assert not (workdir / "output").exists()
 
 
+def test_data_check_gives_trains_exit_codes(flowers_root: Path, tmp_path: Path) -> None:
+    """A missing root is exit 3 (train's code for it; data check said 2), and an empty split, test included, is
+    exit 2 as train's pre-run check gives (data check passed it)."""
+    from scipy.io import loadmat, savemat
+
+    missing = runner.invoke(app, ["data", "check", str(tmp_path / "nowhere")])
+    assert missing.exit_code == 3 and "does not exist" in flat(missing.output), missing.output
+    root = copy_dataset(flowers_root, tmp_path / "data")
+    setid = {k: v for k, v in loadmat(root / "setid.mat").items() if not k.startswith("__")}
+    savemat(root / "setid.mat", setid | {"tstid": setid["tstid"][:, :0]})
+    empty = runner.invoke(app, ["data", "check", str(root)])
+    assert empty.exit_code == 2, empty.output
+    assert "The test split has no images" in flat(empty.output) and "'tstid' is empty" in flat(empty.output)
+
+
 # --- output, cache and Prefect home --------------------------------------------------------------------------
 
 
