@@ -100,6 +100,10 @@ def _describe_holder(text: str) -> str:
 def check_claimable(config: RunConfig, resume: bool) -> None:
     """Raise (touching nothing) unless the run can start: a new name, or ``--resume`` of an incomplete run."""
     layout = config.layout
+    for option, path in (("--output_dir", layout.run_dir), ("--tb_dir", layout.tb_dir)):
+        if path.exists() and not path.is_dir():  # a file in the way is a wrong path, not an existing run
+            raise ConfigError(f"{option}: {path} is a file, not a folder; the run needs a folder there. Pass "
+                              f"another {option} (or --name), or move the file.")
     existing = next((p for p in (layout.run_dir, layout.tb_dir) if p.exists()), None)
     if existing is None:
         return

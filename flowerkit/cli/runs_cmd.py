@@ -15,6 +15,14 @@ app = typer.Typer(help="List, inspect, verify and prune runs.", no_args_is_help=
 OUTPUT = typer.Option(Path("output"), "--output-dir", "--output_dir", help="Root folder of the runs.")
 
 
+def check_output_dir(output_dir: Path) -> Path:
+    """A file where the runs' folder belongs is a mistake to name, not an empty folder ("No runs")."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ConfigError(f"--output-dir {output_dir} is a file, not a folder of runs. Pass the folder the runs "
+                          "were written to (train's --output_dir).")
+    return output_dir
+
+
 def check_run_name(name: str) -> str:
     """A run name is one folder name under --output-dir (config.py's pattern), never a path like ../x or /etc."""
     if not re.fullmatch(NAME_PATTERN, name):
@@ -41,7 +49,7 @@ def list_runs(output_dir: Path = OUTPUT,
         if sweep is not None:
             list_sweep(output_dir, check_run_name(sweep))
             return
-        runs = find_runs(output_dir)
+        runs = find_runs(check_output_dir(output_dir))
         if not runs:
             typer.echo(f"No runs under {output_dir}.")
             return
@@ -146,7 +154,7 @@ def prune(
             typer.echo("Nothing to do: pass --older-than-retention (with --dry-run first to see what it deletes).",
                        err=True)
             raise typer.Exit(2)
-        candidates = expired_runs(output_dir)
+        candidates = expired_runs(check_output_dir(output_dir))
         if not candidates:
             typer.echo(f"No run under {output_dir} is past its retention period.")
         kept = 0
