@@ -30,6 +30,7 @@ from flowerkit.errors import ConfigError, MissingInputError
 from flowerkit.inputs import read_utf8
 from flowerkit.layout import SWEEPS_ROOT, TB_ROOT, RunLayout
 from flowerkit.models.configs import MODEL_CONFIGS
+from flowerkit.models.weights import HUB_PREFIX
 from flowerkit.tracking import MLFLOW_MISSING, mlflow_installed
 
 _yaml_file: ContextVar[Path | None] = ContextVar("flowerkit_yaml_file", default=None)
@@ -206,6 +207,15 @@ class RunConfig(BaseSettings):
         # A Path is welcome (Python and Prefect callers); the field is text because Hub ids are not paths.
         return str(value) if isinstance(value, PathLike) else value
 
+    @field_validator("pretrained")
+    @classmethod
+    def _hub_id_well_formed(cls, value: str | None) -> str | None:
+        # Checked where the value enters, by the Hub's own rule: a malformed id reached hf_hub_download and
+        # ended as exit 1 with HFValidationError.
+        if value is not None and value.startswith(HUB_PREFIX):
+            check_hub_id(value)
+        return value
+
     @model_validator(mode="after")
     def _check_workers(self) -> RunConfig:
         if self.persistent_workers and self.num_workers == 0:
@@ -361,6 +371,22 @@ def check_model(model_type: str, img_size: int | None) -> None:
     patch = MODEL_CONFIGS[model_type].patch_size
     if img_size is not None and img_size % patch:
         raise ValueError(f"--img_size {img_size} is not a multiple of {model_type}'s patch size ({patch})")
+
+
+def check_hub_id(spec: str) -> None:
+    """Raise ValueError unless ``spec`` is hf-hub:ORG/NAME[@REVISION] with a repo id the Hub accepts."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    repo_id, at, revision = spec.removeprefix(HUB_PREFIX).partition("@")
+    try:
+        validate_repo_id(repo_id)
+        problem = "the revision after '@' is empty" if at and not revision.strip() else None
+    except HFValidationError as exc:
+        problem = str(exc).split("\n")[0].rstrip(".")
+    if problem:
+        raise ValueError(f"{spec!r} is not a Hub id ({problem}). Give hf-hub:ORG/NAME or hf-hub:ORG/NAME@REVISION, "
+                         "e.g. hf-hub:timm/vit_base_patch16_224.augreg2_in21k_ft_in1k")
 
 
 def check_cache_size(cache_size: int | None, img_size: int | None) -> None:

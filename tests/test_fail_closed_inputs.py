@@ -89,6 +89,16 @@ def test_each_bad_value_names_where_it_came_from(flowers_root: Path, workdir: Pa
     assert "--learning_rate: Input should be a finite number" in text
 
 
+@pytest.mark.parametrize("hub_id", ["hf-hub:", "hf-hub:a/b c", "hf-hub:timm/vit@", "hf-hub:a--b/c"])
+def test_a_malformed_hub_id_exits_2_naming_pretrained(workdir: Path, hub_id: str) -> None:
+    """It reached hf_hub_download and ended as exit 1 with HFValidationError."""
+    result = runner.invoke(app, ["train", "--name", "h", "--model_type", "testing", "--img_size", "32",
+                                 "--pretrained", hub_id, "--dry_run"])
+    assert result.exit_code == 2, result.output
+    assert f"--pretrained: '{hub_id}' is not a Hub id" in flat(result.output)
+    assert load_config(CONFIG_CLASSES["train"], {"name": "h", "pretrained": "hf-hub:timm/vit_b@main"}).pretrained
+
+
 def test_non_utf8_config_and_dotenv_files_exit_2_naming_the_file(flowers_root: Path, workdir: Path) -> None:
     (workdir / "c.yaml").write_bytes(b"seed: 1\n\xff\xfe\n")
     result = runner.invoke(app, seed_args(flowers_root, "x", "--config", "c.yaml", "--dry_run"))
