@@ -65,13 +65,19 @@ def read_json_or_none(path: Path) -> Any:
         return None
 
 
+DIVERGED_ERROR = "NonFiniteLossError"  # the record's error type of a run that diverged
+
+
 def run_status(record: dict[str, Any]) -> str:
-    """running / retrying / complete / failed / crashed, from the record's stage status and task states.
+    """running / retrying / complete / failed / diverged / crashed, from the record's stage status and task states.
 
     ``crashed``: the record says running, but the process that owns it (on this host) is gone, e.g. killed;
     ``flowerkit train --resume`` continues such a run.
     """
     stage = record.get("stage_status")
+    error = record.get("error")
+    if stage == "failed" and isinstance(error, dict) and error.get("type") == DIVERGED_ERROR:
+        return "diverged"  # failed, but not for the sweep or the user to retry as is: the recipe must change
     if stage in ("complete", "failed"):
         return str(stage)
     if _owner_is_gone(record.get("owner") or {}):
