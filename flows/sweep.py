@@ -30,11 +30,11 @@ from prefect import flow
 from flowerkit.sweep import (
     Outcome,
     Sweep,
-    SweepFailedError,
+    SweepLock,
     Trial,
     action_for,
     check_same_sweep,
-    failure_message,
+    failure_error,
     read_sweep,
     write_expansion,
     write_results,
@@ -57,6 +57,16 @@ def sweep_flow(sweep_file: str, max_parallel: int = 1, backend: Literal["local",
         deployment: The train deployment trials are submitted to (backend pool).
     """
     sweep = read_sweep(Path(sweep_file))  # exit 2 before any trial, naming a bad trial and option
+    lock = SweepLock(sweep.layout)
+    lock.acquire()  # one writer per sweep: a second process exits 4 naming this one
+    try:
+        return _run_sweep(sweep, max_parallel, backend, deployment)
+    finally:
+        lock.release()
+
+
+def _run_sweep(sweep: Sweep, max_parallel: int, backend: str, deployment: str) -> list[dict]:
+    """One pass over the sweep's trials, under its lock."""
     check_same_sweep(sweep)
     write_expansion(sweep)
     actions = {trial.name: action_for(trial) for trial in sweep.trials}
@@ -74,9 +84,9 @@ def sweep_flow(sweep_file: str, max_parallel: int = 1, backend: Literal["local",
     from flowerkit.tasks.prefect_artifacts import publish_sweep_table
 
     publish_sweep_table(sweep.name, rows)
-    problem = failure_message(sweep, rows)
-    if problem:
-        raise SweepFailedError(problem)
+    problem = failure_error(sweep, rows)
+    if problem is not None:
+        raise problem
     return rows
 
 

@@ -95,7 +95,7 @@ def test_a_sweep_file_that_is_not_utf8_exits_2(tmp_path: Path) -> None:
     path = tmp_path / "s.yaml"
     path.write_bytes(b"name: s\ngrid: {seed: [1]}\n# caf\xe9\n")  # Latin-1, as an old editor saves it
     result = CliRunner().invoke(app, ["sweep", str(path), "--dry_run"])
-    assert result.exit_code == 2 and "is not UTF-8 text" in result.output, result.output
+    assert result.exit_code == 2 and "is not UTF-8 text" in " ".join(result.output.split()), result.output
 
 
 @pytest.fixture(scope="module")
@@ -211,3 +211,65 @@ def test_a_crashed_trial_is_resumed(grid_sweep: Path, tmp_path: Path) -> None:
     record = json.loads(crashed.record.read_text())
     assert record["run_id"] == run_id and record["resumed"] == 1
     assert {row["action"] for name, row in rows.items() if name != crashed.name} == {"skip"}
+
+
+def test_the_same_sweep_started_twice_has_one_writer(prefect_harness, flowers_root: Path, tmp_path: Path) -> None:
+    """Two real processes: the second exits 4 naming the first (pid) and touches no trial; before, both ran,
+    one calling a trial the other completed 'not done' and the other exiting 0 past two RunExistsErrors."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from prefect.settings import PREFECT_API_URL
+
+    base = TINY | {"data_root": str(flowers_root), "output_dir": str(tmp_path / "out"), "num_steps": 400,
+                   "eval_every": 200}
+    path = write_sweep(tmp_path, {"name": "twice", "base": base, "grid": {"seed": [1]}})
+    env = os.environ | {"PREFECT_API_URL": PREFECT_API_URL.value()}
+    first = subprocess.Popen([sys.executable, "-m", "flowerkit", "sweep", str(path)], env=env, cwd=tmp_path,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lock = read_sweep(path).layout.lock
+    from flowerkit.sweep import SweepLock
+
+    deadline = time.monotonic() + 120
+    while first.poll() is None and not SweepLock(read_sweep(path).layout).is_held_elsewhere():
+        assert time.monotonic() < deadline, "the first sweep never took its lock"
+        time.sleep(0.1)
+    try:
+        second = subprocess.run([sys.executable, "-m", "flowerkit", "sweep", str(path)], env=env, cwd=tmp_path,
+                                capture_output=True, text=True, timeout=120)
+        assert second.returncode == 4, second.stderr[-3000:]
+        text = " ".join(second.stderr.split())
+        assert text.count("Error:") == 1 and "Traceback" not in text
+        assert f"The sweep 'twice' is being run right now by pid {first.pid} on host" in text
+        assert lock.is_file()
+    finally:
+        first.send_signal(signal.SIGINT)
+        first.communicate(timeout=120)
+
+
+def test_a_trial_another_process_holds_is_reported_as_busy_not_failed(
+        prefect_harness, flowers_root: Path, tmp_path: Path) -> None:
+    """Someone runs `flowerkit train` on a trial's config while the sweep runs: the sweep leaves it alone, runs
+    the others, and says so (exit 4, one writer per run), never that the trial failed."""
+    from flowerkit.errors import RunExistsError
+    from flowerkit.flows.sweep import sweep_flow
+    from flowerkit.rundir import RunLock, claim_run_dir
+
+    base = TINY | {"data_root": str(flowers_root), "output_dir": str(tmp_path / "out")}
+    path = write_sweep(tmp_path, {"name": "held", "base": base, "grid": {"seed": [1, 2]}})
+    held = read_sweep(path).trials[1].config
+    lock = RunLock(held.layout)
+    claim_run_dir(held, "train", False, None, held.num_steps, lock)  # another writer: its own lock file handle
+    try:
+        with pytest.raises(RunExistsError) as caught:
+            sweep_flow(str(path))
+    finally:
+        lock.release()
+    message = " ".join(caught.value.message.split())
+    assert "held-001 is being run by another process right now (not failed" in message
+    assert "did not complete" not in message
+    rows = {row["trial"]: row for row in read_results(tmp_path / "out", "held")}
+    assert rows["held-000"]["status"] == "complete" and rows["held-001"]["status"] == "running"
