@@ -375,6 +375,43 @@ def test_ctrl_c_in_a_terminal_interrupts_the_run_cleanly(prefect_harness, flower
     assert record["stage_status"] == "complete" and record["resumed"] == 1
 
 
+def test_sigterm_stops_the_run_like_ctrl_c_with_exit_143(prefect_harness, flowers_root: Path,
+                                                         workdir: Path) -> None:
+    """A batch scheduler's stop (or docker stop, or a Prefect cancel): it ended with Prefect's crash lines and
+    the signal's default death. Now: exit 143, one paragraph, the record marked, and --resume completes."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from prefect.settings import PREFECT_API_URL
+
+    flags = ["--dataset", "flower102", "--data_root", str(flowers_root), "--model_type", "testing", "--img_size",
+             "32", "--num_steps", "20", "--eval_every", "10", "--train_batch_size", "4", "--eval_batch_size", "2",
+             "--tiny_train_subset", "flower102_tiny", "--tiny_infer_subset", "flower102_tiny"]
+    cmd = [sys.executable, "-m", "flowerkit", "train", "--name", "term", *flags]
+    env = os.environ | {"PREFECT_API_URL": PREFECT_API_URL.value()}  # the session's server: no start-up cost
+    proc = subprocess.Popen(cmd, env=env, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    checkpoint = workdir / "output" / "term" / "checkpoints" / "ckpt.bin"
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and not checkpoint.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.stderr.read()[-3000:]
+    proc.send_signal(signal.SIGTERM)  # to the CLI alone, as a scheduler does
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143, stderr[-3000:]
+    assert "Traceback" not in stderr and stderr.count("Error:") == 1, stderr[-3000:]
+    assert "Terminated (SIGTERM" in stderr and "--resume" in flat(stderr.split("Error:")[1])
+    record = json.loads((workdir / "output" / "term" / "run_record.json").read_text())
+    assert record["stage_status"] == "failed" and "terminated (SIGTERM" in record["error"]["message"]
+
+    resumed = subprocess.run([*cmd, "--resume"], env=env, cwd=workdir, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    record = json.loads((workdir / "output" / "term" / "run_record.json").read_text())
+    assert record["stage_status"] == "complete" and record["resumed"] == 1
+
+
 # --- checkpoints ---------------------------------------------------------------------------------------------
 
 

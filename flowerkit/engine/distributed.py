@@ -38,7 +38,7 @@ from flowerkit.config import TrainConfig
 from flowerkit.data.selection import Selection
 from flowerkit.engine.progress import Progress
 from flowerkit.engine.world import World, backend_for, check_world_device
-from flowerkit.errors import ConfigError, DistributedError, FlowerkitError
+from flowerkit.errors import ConfigError, DistributedError, FlowerkitError, Terminated
 from flowerkit.throttle import Throttle
 
 log = logging.getLogger(__name__)
@@ -289,6 +289,8 @@ def launch(config: TrainConfig, device: str, precision: str, train_selection: di
         except SignalException as exc:
             if exc.sigval == signal.SIGINT:
                 raise KeyboardInterrupt from None  # Ctrl-C: the CLI's exit 130; the workers were stopped
+            if exc.sigval == signal.SIGTERM:
+                raise Terminated from None  # a scheduler's stop: exit 143, resumable like Ctrl-C
             raise DistributedError(f"The launching process received {exc.sigval.name} and stopped its training "
                                    "processes. Run the same command with --resume to continue from the last "
                                    "checkpoint.") from None
