@@ -12,7 +12,9 @@ from flowerkit.tracking.mlflow_sink import MlflowSink
 
 log = logging.getLogger("flowerkit.tracking")
 
-OPEN_WAIT_S = 15.0  # how long a run start waits for the server before training anyway
+# How long a run start waits for the server before training anyway: a healthy server opens the run in well
+# under a second; a slow or silent one is not waited for (the sink buffers metrics until the run is open).
+OPEN_WAIT_S = 2.0
 FINISH_WAIT_S = 120.0  # artifacts and the model, after a successful run
 FAILED_WAIT_S = 15.0  # after a failure or Ctrl-C: only the buffered metrics and the status
 
@@ -38,6 +40,9 @@ class LiveMlflowRun:
             return cls(layout, flow, None)
         if sink.run_id:
             log.info("MLflow run %s%s", sink.run_id, f" ({sink.url()})" if sink.url() else "")
+        elif sink.failure is None:
+            log.info("MLflow run opening in the background (%s has not answered yet); training goes on",
+                     sink.tracking_uri)
         update_record(layout.run_dir, mlflow=sink.report() | {"complete": None})  # None: still logging
         return cls(layout, flow, sink)
 
@@ -52,7 +57,10 @@ class LiveMlflowRun:
             report = self.sink.report() | {"complete": False, "error": f"{type(exc).__name__}: {exc}"}
         update_record(self.layout.run_dir, mlflow=report)
         if not report["complete"]:
-            log.warning("MLflow logging of run %s is incomplete (%s; not sent: %s). Once the server is reachable, "
+            # The sink warned when it stopped sending; this line adds the command that sends the rest, and is
+            # a warning of its own only when nothing was said yet.
+            level = logging.INFO if self.sink.failure is not None else logging.WARNING
+            log.log(level, "MLflow logging of run %s is incomplete (%s; not sent: %s). Once the server is reachable, "
                         "`flowerkit runs sync-mlflow %s --output-dir %s` sends the rest.", self.layout.name,
                         report["error"], ", ".join(report["not_sent"]) or "-", self.layout.name,
                         self.layout.output_dir)

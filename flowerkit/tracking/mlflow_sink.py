@@ -28,6 +28,7 @@ from flowerkit.tracking.run_data import MODEL_TAG, Point, metric_key, now_ms, pe
 log = logging.getLogger("flowerkit.tracking")
 
 FLUSH_INTERVAL_S = 2.0
+UNOPENED_CLOSE_WAIT_S = 2.0  # at the end of a run whose MLflow run never opened
 MAX_BATCH = 1000  # MLflow's limit of metrics per log_batch request
 # MLflow's defaults (120 s timeout, 7 retries with backoff) would let one request hang for many minutes; a
 # user's own MLFLOW_HTTP_REQUEST_* settings win.
@@ -110,6 +111,13 @@ class MlflowSink:
         """Send what is queued, end the MLflow run with ``status``; give up after ``wait_s``. Returns the report."""
         self.submit("run status", lambda: self._client.set_terminated(self.run_id, status))
         self._jobs.put(None)
+        if not self._opened.is_set():
+            # The server had the whole run to open the MLflow run and did not: waiting longer only holds the
+            # finished run (a server that accepts connections and never answers held a tiny run 25 s).
+            self._thread.join(min(wait_s, UNOPENED_CLOSE_WAIT_S))
+            if self._thread.is_alive():
+                self._give_up("the server did not answer, so no MLflow run was opened")
+            return self.report()
         self._thread.join(wait_s)
         if self._thread.is_alive():
             self._give_up(f"the server did not take everything within {wait_s:.0f} s")
