@@ -16,6 +16,7 @@ import shutil
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+from flowerkit.artifacts import run_index
 from flowerkit.artifacts.files import atomic_write_text, utc_now
 from flowerkit.artifacts.record import new_record, owner, read_record, write_record
 from flowerkit.config import RunConfig
@@ -197,4 +198,5 @@ def claim_run_dir(config: RunConfig, flow: str, resume: bool, flow_run_id: str |
     record = new_record(config.name, flow, config.config_hash(), flow_run_id, total_steps)
     record.update(layout=layout.to_record(), retention_days=config.retention_days)
     write_record(layout.run_dir, record)
+    run_index.write_entry(config.output_dir, record)  # the record's dates, vouched for outside the run folder
     return record

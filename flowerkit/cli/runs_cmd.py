@@ -129,12 +129,15 @@ def verify(name: str = typer.Argument(..., help="Run name."), output_dir: Path =
                              ("unlisted", report.unlisted)):
             for item in items:
                 typer.echo(f"{label:<9} {item}")
+        if report.record.state == "altered":
+            typer.echo(f"{'record':<9} {report.record.detail}")
         if not report.ok:
-            typer.echo(f"Run '{name}' does NOT match its record: {len(report.missing)} missing, "
-                       f"{len(report.changed)} changed, {len(report.unlisted)} unlisted of {report.checked} "
-                       "indexed files.", err=True)
+            typer.echo(f"Run '{name}' does NOT match its record: {report.describe()}.", err=True)
             raise typer.Exit(2)
-        typer.echo(f"Run '{name}' verified: all {report.checked} indexed files match their sha256.")
+        typer.echo(f"Run '{name}' verified: all {report.checked} indexed files match their sha256"
+                   + (", its record matches the run index." if report.record.state == "ok" else
+                      f"; its record is not in the run index ({report.record.detail}: a run from before flowerkit "
+                      "kept one), so its dates are not vouched for."))
 
 
 @app.command("prune")
