@@ -273,3 +273,38 @@ def test_a_trial_another_process_holds_is_reported_as_busy_not_failed(
     assert "did not complete" not in message
     rows = {row["trial"]: row for row in read_results(tmp_path / "out", "held")}
     assert rows["held-000"]["status"] == "complete" and rows["held-001"]["status"] == "running"
+
+
+def test_sigterm_stops_a_sweep_with_exit_143_and_the_same_command_continues_it(
+        prefect_harness, flowers_root: Path, tmp_path: Path) -> None:
+    """A sweep has no --resume: the paragraph names what continues it, running the same sweep again."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from prefect.settings import PREFECT_API_URL
+
+    from flowerkit.flows.sweep import sweep_flow
+
+    base = TINY | {"data_root": str(flowers_root), "output_dir": str(tmp_path / "out"), "num_steps": 20,
+                   "eval_every": 10}
+    path = write_sweep(tmp_path, {"name": "stopped", "base": base, "grid": {"seed": [1]}})
+    trial = read_sweep(path).trials[0].config.layout
+    env = os.environ | {"PREFECT_API_URL": PREFECT_API_URL.value()}
+    proc = subprocess.Popen([sys.executable, "-m", "flowerkit", "sweep", str(path)], env=env, cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and not trial.checkpoint.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.stderr.read()[-3000:]
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143, stderr[-3000:]
+    text = " ".join(stderr.split())
+    assert "Traceback" not in stderr and text.count("Error:") == 1, stderr[-3000:]
+    assert "run the same sweep command again" in text and "--resume" not in text.split("Error:")[1]
+    assert json.loads(trial.record.read_text())["stage_status"] == "failed"
+    rows = {row["trial"]: row for row in sweep_flow(str(path))}
+    assert rows["stopped-000"]["action"] == "resume" and rows["stopped-000"]["status"] == "complete"
