@@ -195,7 +195,7 @@ def read_config(run_dir: Path) -> dict[str, Any]:
     """A run's config_resolved.yaml (every option as it ran); {} when absent or unreadable (a run starting)."""
     try:
         config = yaml.safe_load(RunLayout.for_run(Path(run_dir)).config.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
+    except (OSError, ValueError, yaml.YAMLError):  # ValueError: bytes that are not UTF-8 (a damaged file)
         return {}
     return config if isinstance(config, dict) else {}
 

@@ -159,3 +159,19 @@ def test_fiftyone_load_names_a_file_that_is_not_utf8(tmp_path: Path, damaged: st
     result = runner.invoke(app, ["fiftyone", "load", str(run)])
     assert result.exit_code == 2, result.output
     assert f"{(run / damaged).resolve()} is not UTF-8 text" in " ".join(result.output.split())
+
+
+def test_runs_commands_survive_a_run_whose_files_are_not_utf8(tmp_path: Path) -> None:
+    """`runs show` of a run whose config_resolved.yaml is not UTF-8 ended with exit 1 (UnicodeDecodeError)."""
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / "run_record.json").write_text(json.dumps({"name": "r", "flow": "train", "stage_status": "complete",
+                                                     "started_utc": "2026-01-01T00:00:00Z", "artifact_index": []}))
+    (run / "config_resolved.yaml").write_bytes(b"seed: \xff\n")
+    shown = runner.invoke(app, ["runs", "show", "r", "--output-dir", str(tmp_path)])
+    assert shown.exit_code == 0 and "is missing or unreadable" in shown.output, shown.output
+    assert runner.invoke(app, ["runs", "list", "--output-dir", str(tmp_path)]).exit_code == 0
+    (run / "run_record.json").write_bytes(b'{"name": "\xff"}')
+    for args in (["show", "r"], ["verify", "r"]):
+        result = runner.invoke(app, ["runs", *args, "--output-dir", str(tmp_path)])
+        assert result.exit_code == 2 and "is not valid JSON" in " ".join(result.output.split()), result.output
