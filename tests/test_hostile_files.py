@@ -35,7 +35,7 @@ ROLES = {"config_file": "in", "checkpoint": "in", "sweep_file": "in", "data_root
 
 NOT_PROBED = {
     ("eval", "pretrained"): "eval loads --checkpoint and never reads --pretrained (reported in issue 22)",
-    ("dashboard", "output_dir"): "starts the interactive terminal UI (tests/test_tui.py covers its inputs)",
+    ("dashboard", "output_dir"): "a folder starts the interactive UI (tests/test_tui.py); a file: the test below",
     ("data download", "out"): "downloads from the network",
     ("weights download", "out"): "downloads from the network",
     ("bench", "data_root"): "only with --dataset flower102, then as train's --data_root (probed there)",
@@ -175,3 +175,10 @@ def test_runs_commands_survive_a_run_whose_files_are_not_utf8(tmp_path: Path) ->
     for args in (["show", "r"], ["verify", "r"]):
         result = runner.invoke(app, ["runs", *args, "--output-dir", str(tmp_path)])
         assert result.exit_code == 2 and "is not valid JSON" in " ".join(result.output.split()), result.output
+
+
+def test_dashboard_refuses_an_output_dir_that_is_a_file(tmp_path: Path) -> None:
+    """It opened the terminal UI on a file, showing no runs."""
+    (tmp_path / "f").write_bytes(NOT_UTF8)
+    result = runner.invoke(app, ["dashboard", "--output-dir", str(tmp_path / "f")])
+    assert result.exit_code == 2 and "is a file, not a folder of runs" in " ".join(result.output.split())
