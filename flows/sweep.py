@@ -100,12 +100,21 @@ def run_subflow(trial: Trial, action: str) -> Outcome:
                    str(state.state_details.flow_run_id))
 
 
-def _in_threads(trials: list[Trial], workers: int, one: Callable[[Trial], Outcome]) -> dict[str, Outcome]:
+def _in_threads(trials: list[Trial], workers: int, one: Callable[[Trial], Outcome],
+                on_abort: Callable[[], None] | None = None) -> dict[str, Outcome]:
     """``one(trial)`` for every trial in a thread pool; each thread runs in a copy of this flow's context,
-    so what it starts in Prefect is linked to this flow run."""
+    so what it starts in Prefect is linked to this flow run. When waiting is interrupted (Ctrl-C, SIGTERM),
+    ``on_abort`` runs before the pool waits for its threads, so it can end what they wait on."""
     with ThreadPoolExecutor(max_workers=max(1, min(workers, MAX_THREADS))) as pool:
         futures = {trial.name: pool.submit(contextvars.copy_context().run, one, trial) for trial in trials}
-        return {name: future.result() for name, future in futures.items()}
+        try:
+            return {name: future.result() for name, future in futures.items()}
+        except BaseException:
+            for future in futures.values():
+                future.cancel()  # trials not started yet never start
+            if on_abort is not None:
+                on_abort()
+            raise
 
 
 # --- local processes ----------------------------------------------------------------------------------------
@@ -114,17 +123,27 @@ def run_in_processes(sweep: Sweep, trials: list[Trial], actions: dict[str, str],
     """Each trial as ``flowerkit train --config <its resolved config>``, at most ``max_parallel`` at once: runs
     in one process share torch's global RNG and the loggers that feed run.log, so parallel trials need their own."""
     env = os.environ | {"PREFECT_API_URL": _current_api_url()}  # the server this flow reports to
+    running: set[subprocess.Popen] = set()
 
     def one(trial: Trial) -> Outcome:
         action = actions[trial.name]
         cmd = [sys.executable, "-m", "flowerkit", "train", "--config", str(sweep.layout.trial_config(trial.name))]
-        done = subprocess.run(cmd + (["--resume"] if action == "resume" else []), env=env, capture_output=True,
-                              text=True)
-        if done.returncode == 0:
+        with subprocess.Popen(cmd + (["--resume"] if action == "resume" else []), env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) as proc:
+            running.add(proc)
+            _, stderr = proc.communicate()
+            running.discard(proc)
+        if proc.returncode == 0:
             return Outcome(action, "COMPLETED")
-        return Outcome(action, "FAILED", _cli_error(done.stderr) or f"exit {done.returncode}")
+        return Outcome(action, "FAILED", _cli_error(stderr) or f"exit {proc.returncode}")
 
-    return _in_threads(trials, max_parallel, one)
+    def stop_trials() -> None:
+        # Ctrl-C or SIGTERM reached this process only (a scheduler signals one pid): stop the trials' processes
+        # the same way (SIGTERM), so each marks its run failed and resumable, and none outlives the sweep.
+        for proc in list(running):
+            proc.terminate()
+
+    return _in_threads(trials, max_parallel, one, on_abort=stop_trials)
 
 
 def _current_api_url() -> str:

@@ -275,32 +275,39 @@ def test_a_trial_another_process_holds_is_reported_as_busy_not_failed(
     assert rows["held-000"]["status"] == "complete" and rows["held-001"]["status"] == "running"
 
 
+@pytest.mark.parametrize("max_parallel", [1, 2])
 def test_sigterm_stops_a_sweep_with_exit_143_and_the_same_command_continues_it(
-        prefect_harness, flowers_root: Path, tmp_path: Path) -> None:
-    """A sweep has no --resume: the paragraph names what continues it, running the same sweep again."""
+        prefect_harness, flowers_root: Path, tmp_path: Path, max_parallel: int) -> None:
+    """A sweep has no --resume: the paragraph names what continues it, running the same sweep again. With
+    --max_parallel 2 the trials are processes of their own: they are stopped too, never left running."""
     import os
     import signal
     import subprocess
     import sys
     import time
 
+    import psutil
     from prefect.settings import PREFECT_API_URL
 
     from flowerkit.flows.sweep import sweep_flow
 
     base = TINY | {"data_root": str(flowers_root), "output_dir": str(tmp_path / "out"), "num_steps": 20,
                    "eval_every": 10}
-    path = write_sweep(tmp_path, {"name": "stopped", "base": base, "grid": {"seed": [1]}})
+    path = write_sweep(tmp_path, {"name": "stopped", "base": base, "grid": {"seed": list(range(max_parallel))}})
     trial = read_sweep(path).trials[0].config.layout
     env = os.environ | {"PREFECT_API_URL": PREFECT_API_URL.value()}
-    proc = subprocess.Popen([sys.executable, "-m", "flowerkit", "sweep", str(path)], env=env, cwd=tmp_path,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
+    proc = subprocess.Popen([sys.executable, "-m", "flowerkit", "sweep", str(path), "--max_parallel",
+                             str(max_parallel)], env=env, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 180
     while proc.poll() is None and not trial.checkpoint.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert proc.poll() is None, proc.stderr.read()[-3000:]
-    proc.send_signal(signal.SIGTERM)
-    _, stderr = proc.communicate(timeout=120)
+    children = psutil.Process(proc.pid).children(recursive=True)
+    proc.send_signal(signal.SIGTERM)  # to the sweep's process alone, as a scheduler does
+    _, stderr = proc.communicate(timeout=300)
+    _, alive = psutil.wait_procs(children, timeout=30)
+    assert not alive, alive
     assert proc.returncode == 143, stderr[-3000:]
     text = " ".join(stderr.split())
     assert "Traceback" not in stderr and text.count("Error:") == 1, stderr[-3000:]
@@ -308,3 +315,4 @@ def test_sigterm_stops_a_sweep_with_exit_143_and_the_same_command_continues_it(
     assert json.loads(trial.record.read_text())["stage_status"] == "failed"
     rows = {row["trial"]: row for row in sweep_flow(str(path))}
     assert rows["stopped-000"]["action"] == "resume" and rows["stopped-000"]["status"] == "complete"
+    assert all(row["status"] == "complete" for row in rows.values())
