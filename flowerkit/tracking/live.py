@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 
 from flowerkit.artifacts.record import read_record, update_record
@@ -19,6 +20,16 @@ FINISH_WAIT_S = 120.0  # artifacts and the model, after a successful run
 FAILED_WAIT_S = 15.0  # after a failure or Ctrl-C: only the buffered metrics and the status
 
 
+_report_lock = threading.Lock()  # the run's thread and the sink's may both record the MLflow run at its start
+
+
+def _record_progress(layout: RunLayout, sink: MlflowSink) -> None:
+    """The record's ``mlflow`` entry while the run goes on (``complete`` None: still logging); the sink's state
+    is read under the lock, so a late open's run id is never overwritten by an earlier "not open yet"."""
+    with _report_lock:
+        update_record(layout.run_dir, mlflow=sink.report() | {"complete": None})
+
+
 @dataclass
 class LiveMlflowRun:
     layout: RunLayout
@@ -32,6 +43,7 @@ class LiveMlflowRun:
         previous = (record.get("mlflow") or {}).get("run_id")
         try:
             sink = MlflowSink(experiment, layout.name, run_id=previous)
+            sink.on_open = lambda: cls._opened(layout, sink)  # a server slower than OPEN_WAIT_S
             sink.open(run_data.params(layout), run_data.tags(layout, record), OPEN_WAIT_S)
         except Exception as exc:  # e.g. a malformed MLFLOW_TRACKING_URI: the run itself is fine
             log.warning("MLflow tracking is off for this run: %s: %s", type(exc).__name__, exc)
@@ -39,12 +51,20 @@ class LiveMlflowRun:
                                                   "error": f"{type(exc).__name__}: {exc}", "not_sent": ["all"]})
             return cls(layout, flow, None)
         if sink.run_id:
-            log.info("MLflow run %s%s", sink.run_id, f" ({sink.url()})" if sink.url() else "")
-        elif sink.failure is None:
-            log.info("MLflow run opening in the background (%s has not answered yet); training goes on",
-                     sink.tracking_uri)
-        update_record(layout.run_dir, mlflow=sink.report() | {"complete": None})  # None: still logging
+            sink.on_open = None
+            cls._opened(layout, sink)
+        else:
+            if sink.failure is None:
+                log.info("MLflow run opening in the background (%s has not answered yet); training goes on",
+                         sink.tracking_uri)
+            _record_progress(layout, sink)
         return cls(layout, flow, sink)
+
+    @staticmethod
+    def _opened(layout: RunLayout, sink: MlflowSink) -> None:
+        """Say where the MLflow run is, in the log and the record (from the sink's thread when it came late)."""
+        log.info("MLflow run %s%s", sink.run_id, f" ({sink.url()})" if sink.url() else "")
+        _record_progress(layout, sink)
 
     def finish(self, succeeded: bool) -> None:
         """Send the run's artifacts (and the model of a training run), end the MLflow run, record the outcome."""

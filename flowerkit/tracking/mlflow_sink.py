@@ -72,6 +72,7 @@ class MlflowSink:
         self._pending_lock = threading.Lock()
         self._jobs: queue.Queue = queue.Queue()
         self._opened = threading.Event()
+        self.on_open: Callable[[], None] | None = None  # called from the worker once a late open succeeded
         self._thread = threading.Thread(target=self._work, name="flowerkit-mlflow", daemon=True)
 
     # --- called by the run: never blocks longer than asked, never raises --------------------------------
@@ -149,9 +150,18 @@ class MlflowSink:
             if item is None:
                 return
             what, job, count = item
-            self._run(what, job, count)
+            opened = self._run(what, job, count)
             if what == "open":
+                late = not self._opened.is_set() and self.on_open is not None
                 self._opened.set()
+                if opened and late:
+                    self._announce()
+
+    def _announce(self) -> None:
+        try:
+            self.on_open()
+        except Exception as exc:  # a record write that failed: the run's own writes will say why
+            log.debug("MLflow run opened, but could not be recorded: %s", exc)
 
     def _run(self, what: str, job: Callable[[], Any], count: int) -> bool:
         if self.failure is not None:
