@@ -86,4 +86,9 @@ class Terminated(KeyboardInterrupt):
     is not retried, the run record is marked failed, and ``--resume`` continues from the last checkpoint."""
 
     exit_code = 143
-    signal_name = "SIGTERM"
+
+
+def is_termination(exc: BaseException) -> bool:
+    """SIGTERM as the CLI raises it (Terminated) or as Prefect's flow engine does inside a flow run
+    (``prefect.exceptions.TerminationSignal``, matched by name: this module imports nothing)."""
+    return isinstance(exc, Terminated) or type(exc).__name__ == "TerminationSignal"

@@ -12,7 +12,7 @@ from flowerkit.artifacts.files import utc_now
 from flowerkit.artifacts.record import refresh_artifact_index, update_record
 from flowerkit.config import RunConfig
 from flowerkit.engine.world import world_facts
-from flowerkit.errors import DiskFullError, FlowerkitError, Terminated
+from flowerkit.errors import DiskFullError, FlowerkitError, is_termination
 from flowerkit.plan import RunPlan
 from flowerkit.rundir import RunLock, claim_run_dir
 from flowerkit.tasks import load_subset
@@ -97,7 +97,7 @@ def run_lifecycle(plan: RunPlan, device: str, determinism: dict) -> Iterator[dic
 def describe_failure(exc: BaseException) -> str:
     # SIGTERM reaches here as ours (Terminated, a KeyboardInterrupt) or, inside a flow run, as Prefect's
     # TerminationSignal: both are a stop from outside, resumable like Ctrl-C.
-    if isinstance(exc, Terminated) or type(exc).__name__ == "TerminationSignal":
+    if is_termination(exc):
         return ("terminated (SIGTERM: a scheduler's or docker's stop, or a Prefect cancel); `--resume` continues "
                 "from the last checkpoint")
     if isinstance(exc, KeyboardInterrupt):

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import typer
 
-from flowerkit.errors import FlowerkitError, Terminated
+from flowerkit.errors import FlowerkitError, Terminated, is_termination
 
 
 def print_error(message: str) -> None:
@@ -59,11 +59,6 @@ def sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
-
-
-def is_termination(exc: BaseException) -> bool:
-    """SIGTERM as ours (Terminated) or as Prefect's flow engine raises it (TerminationSignal)."""
-    return isinstance(exc, Terminated) or type(exc).__name__ == "TerminationSignal"
 
 
 @contextlib.contextmanager
