@@ -27,8 +27,10 @@ from pydantic_settings import (
 )
 
 from flowerkit.errors import ConfigError, MissingInputError
+from flowerkit.inputs import read_utf8
 from flowerkit.layout import SWEEPS_ROOT, TB_ROOT, RunLayout
 from flowerkit.models.configs import MODEL_CONFIGS
+from flowerkit.models.weights import HUB_PREFIX
 from flowerkit.optional import MLFLOW
 
 _yaml_file: ContextVar[Path | None] = ContextVar("flowerkit_yaml_file", default=None)
@@ -205,6 +207,15 @@ class RunConfig(BaseSettings):
         # A Path is welcome (Python and Prefect callers); the field is text because Hub ids are not paths.
         return str(value) if isinstance(value, PathLike) else value
 
+    @field_validator("pretrained")
+    @classmethod
+    def _hub_id_well_formed(cls, value: str | None) -> str | None:
+        # Checked where the value enters, by the Hub's own rule: a malformed id reached hf_hub_download and
+        # ended as exit 1 with HFValidationError.
+        if value is not None and value.startswith(HUB_PREFIX):
+            check_hub_id(value)
+        return value
+
     @model_validator(mode="after")
     def _check_workers(self) -> RunConfig:
         if self.persistent_workers and self.num_workers == 0:
@@ -362,6 +373,22 @@ def check_model(model_type: str, img_size: int | None) -> None:
         raise ValueError(f"--img_size {img_size} is not a multiple of {model_type}'s patch size ({patch})")
 
 
+def check_hub_id(spec: str) -> None:
+    """Raise ValueError unless ``spec`` is hf-hub:ORG/NAME[@REVISION] with a repo id the Hub accepts."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    repo_id, at, revision = spec.removeprefix(HUB_PREFIX).partition("@")
+    try:
+        validate_repo_id(repo_id)
+        problem = "the revision after '@' is empty" if at and not revision.strip() else None
+    except HFValidationError as exc:
+        problem = str(exc).split("\n")[0].rstrip(".")
+    if problem:
+        raise ValueError(f"{spec!r} is not a Hub id ({problem}). Give hf-hub:ORG/NAME or hf-hub:ORG/NAME@REVISION, "
+                         "e.g. hf-hub:timm/vit_base_patch16_224.augreg2_in21k_ft_in1k")
+
+
 def check_cache_size(cache_size: int | None, img_size: int | None) -> None:
     """Raise ValueError for a pixel cache smaller than the input: it would upsample every image, crop or not."""
     if cache_size is not None and img_size is not None and cache_size < img_size:
@@ -381,7 +408,7 @@ def load_config(cls: type[RunConfig], overrides: dict[str, Any], config_file: Pa
     yaml_data = _read_yaml_file(cls, config_file) if config_file is not None else {}
     env_file = Path(ENV_FILE)
     if env_file.is_file():
-        _read_utf8(env_file, "The .env file")
+        read_utf8(env_file, "The .env file")
     token = _yaml_file.set(config_file)
     try:
         return cls(**overrides)
@@ -392,33 +419,29 @@ def load_config(cls: type[RunConfig], overrides: dict[str, Any], config_file: Pa
         _yaml_file.reset(token)
 
 
-def _read_utf8(path: Path, what: str) -> str:
-    try:
-        return path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{what} {path.resolve()} is not UTF-8 text (byte {exc.start} cannot be decoded). Save "
-                          "it as UTF-8 and run again.") from None
-    except OSError as exc:
-        raise ConfigError(f"{what} {path.resolve()} cannot be read ({exc.strerror}).") from None
-
-
 def _read_yaml_file(cls: type[RunConfig], path: Path) -> dict[str, Any]:
     if path.is_dir():
         raise ConfigError(f"--config {path} is a directory; pass a YAML file of option values.")
     if not path.is_file():
         raise MissingInputError(f"The config file {path} does not exist. Pass an existing YAML file to --config.")
     try:
-        data = yaml.safe_load(_read_utf8(path, "The config file")) or {}
+        data = yaml.safe_load(read_utf8(path, "The config file")) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"The config file {path} is not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"The config file {path} must hold a mapping of option names to values.")
-    unknown = sorted(set(map(str, data)) - set(cls.model_fields) - set(field_aliases(cls)))
+    check_known_options(cls, data, f"The config file {path}")
+    return data
+
+
+def check_known_options(cls: type[RunConfig], names: Any, where: str, allowed: tuple[str, ...] = ()) -> None:
+    """Raise ConfigError naming every key of ``names`` that is no option of ``cls`` (aliases and ``allowed``
+    accepted): an unknown key would otherwise be dropped silently and the run would use the default."""
+    unknown = sorted(set(map(str, names)) - set(cls.model_fields) - set(field_aliases(cls)) - set(allowed))
     if unknown:
         raise ConfigError(
-            f"The config file {path} has unknown option(s): {', '.join(unknown)}. "
+            f"{where} has unknown option(s): {', '.join(unknown)}. "
             f"Known options: {', '.join(cls.model_fields)}.")
-    return data
 
 
 def value_sources(cls: type[RunConfig], overrides: dict[str, Any], config_file: Path | None,

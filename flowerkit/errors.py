@@ -1,7 +1,8 @@
 """Errors a user can act on, each mapped to the CLI's documented exit code.
 
 0 success; 1 unexpected; 2 invalid configuration or input; 3 a required input is missing;
-4 the run directory already exists (and --resume was not given).
+4 the run directory already exists (and --resume was not given); 130 interrupted (SIGINT, Ctrl-C);
+143 terminated (SIGTERM).
 """
 
 from __future__ import annotations
@@ -76,3 +77,18 @@ class DistributedError(FlowerkitError):
 
 class PeerStoppedError(DistributedError):
     """This rank stopped because rank 0 failed (its error is the run's error, not this one)."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a batch scheduler's stop, ``docker stop``, a Prefect cancel), raised by the CLI's handler.
+
+    A KeyboardInterrupt, so everything that treats Ctrl-C as "the user stopped it" treats this alike: the task
+    is not retried, the run record is marked failed, and ``--resume`` continues from the last checkpoint."""
+
+    exit_code = 143
+
+
+def is_termination(exc: BaseException) -> bool:
+    """SIGTERM as the CLI raises it (Terminated) or as Prefect's flow engine does inside a flow run
+    (``prefect.exceptions.TerminationSignal``, matched by name: this module imports nothing)."""
+    return isinstance(exc, Terminated) or type(exc).__name__ == "TerminationSignal"

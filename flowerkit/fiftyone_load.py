@@ -16,6 +16,7 @@ from typing import Any, Iterator
 
 from flowerkit.errors import ConfigError, FlowerkitError, MissingInputError
 from flowerkit.fiftyone_runtime import import_fiftyone
+from flowerkit.inputs import read_utf8
 
 PREDICTIONS_PATH = Path("fiftyone") / "predictions.jsonl"
 LABELMAP_PATH = Path("labelmap.json")
@@ -73,11 +74,10 @@ class LoadResult:
 
 
 def _read_json(path: Path, what: str) -> Any:
-    if not path.is_file():
-        raise MissingInputError(f"The {what} {path} does not exist. Is this a complete flowerkit run directory?")
+    text = read_utf8(path, f"The {what}", "Is this a complete flowerkit run directory?")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
         raise ConfigError(f"The {what} {path} is not valid JSON: {exc}.") from exc
 
 
@@ -107,70 +107,71 @@ def _int(value: Any) -> int:
 
 def iter_prediction_rows(path: Path, classes: list[str]) -> Iterator[PredictionRow]:
     """Parse and validate ``predictions.jsonl`` line by line (see docs/artifacts.md)."""
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}, line {lineno}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ConfigError(f"The predictions file {where} is not valid JSON ({exc.msg}).") from exc
-            if not isinstance(row, dict):
-                raise ConfigError(f"The predictions file {where} is not a JSON object.")
-            missing = [k for k in REQUIRED_KEYS if k not in row]
-            if missing:
-                raise ConfigError(
-                    f"The predictions file {where} lacks {', '.join(missing)}; each row needs "
-                    f"{', '.join(REQUIRED_KEYS)} (see docs/artifacts.md)."
-                )
-            try:
-                label, prediction = _int(row["label"]), _int(row["prediction"])
-                confidence = float(row["confidence"])
-                image_id = None if row.get("image_id") is None else _int(row["image_id"])
-                top5 = None if row.get("top5") is None else [_int(c) for c in row["top5"]]
-                logits = None if row.get("logits") is None else [float(x) for x in row["logits"]]
-            except (TypeError, ValueError) as exc:
-                raise ConfigError(
-                    f"The predictions file {where} has a value of the wrong type ({exc}): label, prediction "
-                    "and image_id are integers, confidence a number, top5 a list of class ids, logits a "
-                    "list of numbers."
-                ) from exc
-            for key, cid in (("label", label), ("prediction", prediction)):
-                if not 0 <= cid < len(classes):
-                    raise ConfigError(
-                        f"The predictions file {where} has {key}={cid}, outside the label map's 0..{len(classes) - 1}."
-                    )
-            if not (0.0 <= confidence <= 1.0) or math.isnan(confidence):
-                raise ConfigError(f"The predictions file {where} has confidence={confidence}, not within 0..1.")
-            if logits is not None and len(logits) != len(classes):
-                raise ConfigError(
-                    f"The predictions file {where} has {len(logits)} logits for {len(classes)} classes."
-                )
-            for key, cid in (("label_name", label), ("prediction_name", prediction)):
-                if key in row and row[key] != classes[cid]:
-                    raise ConfigError(
-                        f"The predictions file {where} has {key}={row[key]!r} but the label map names class "
-                        f"{cid} {classes[cid]!r}: the predictions and labelmap.json come from different runs."
-                    )
-            filepath = str(row["filepath"])
-            if not Path(filepath).is_absolute():
-                raise ConfigError(
-                    f"The predictions file {where} has a relative filepath {filepath!r}; it must be absolute."
-                )
-            yield PredictionRow(
-                sample_id=str(row["sample_id"]),
-                image_id=image_id,
-                filepath=filepath,
-                split=None if row.get("split") is None else str(row["split"]),
-                label=label,
-                label_name=classes[label],
-                prediction=prediction,
-                prediction_name=classes[prediction],
-                confidence=confidence,
-                top5=top5,
-                logits=logits,
+    # Read whole through the shared reader: a non-UTF-8 byte is one paragraph (exit 2), never a traceback.
+    text = read_utf8(path, "The predictions file", "Is this a complete flowerkit run directory?")
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}, line {lineno}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"The predictions file {where} is not valid JSON ({exc.msg}).") from exc
+        if not isinstance(row, dict):
+            raise ConfigError(f"The predictions file {where} is not a JSON object.")
+        missing = [k for k in REQUIRED_KEYS if k not in row]
+        if missing:
+            raise ConfigError(
+                f"The predictions file {where} lacks {', '.join(missing)}; each row needs "
+                f"{', '.join(REQUIRED_KEYS)} (see docs/artifacts.md)."
             )
+        try:
+            label, prediction = _int(row["label"]), _int(row["prediction"])
+            confidence = float(row["confidence"])
+            image_id = None if row.get("image_id") is None else _int(row["image_id"])
+            top5 = None if row.get("top5") is None else [_int(c) for c in row["top5"]]
+            logits = None if row.get("logits") is None else [float(x) for x in row["logits"]]
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(
+                f"The predictions file {where} has a value of the wrong type ({exc}): label, prediction "
+                "and image_id are integers, confidence a number, top5 a list of class ids, logits a "
+                "list of numbers."
+            ) from exc
+        for key, cid in (("label", label), ("prediction", prediction)):
+            if not 0 <= cid < len(classes):
+                raise ConfigError(
+                    f"The predictions file {where} has {key}={cid}, outside the label map's 0..{len(classes) - 1}."
+                )
+        if not (0.0 <= confidence <= 1.0) or math.isnan(confidence):
+            raise ConfigError(f"The predictions file {where} has confidence={confidence}, not within 0..1.")
+        if logits is not None and len(logits) != len(classes):
+            raise ConfigError(
+                f"The predictions file {where} has {len(logits)} logits for {len(classes)} classes."
+            )
+        for key, cid in (("label_name", label), ("prediction_name", prediction)):
+            if key in row and row[key] != classes[cid]:
+                raise ConfigError(
+                    f"The predictions file {where} has {key}={row[key]!r} but the label map names class "
+                    f"{cid} {classes[cid]!r}: the predictions and labelmap.json come from different runs."
+                )
+        filepath = str(row["filepath"])
+        if not Path(filepath).is_absolute():
+            raise ConfigError(
+                f"The predictions file {where} has a relative filepath {filepath!r}; it must be absolute."
+            )
+        yield PredictionRow(
+            sample_id=str(row["sample_id"]),
+            image_id=image_id,
+            filepath=filepath,
+            split=None if row.get("split") is None else str(row["split"]),
+            label=label,
+            label_name=classes[label],
+            prediction=prediction,
+            prediction_name=classes[prediction],
+            confidence=confidence,
+            top5=top5,
+            logits=logits,
+        )
 
 
 def read_predictions(run_dir: Path, classes: list[str]) -> list[PredictionRow]:

@@ -262,6 +262,11 @@ class SweepLayout:
         """A trial's resolved configuration (what `flowerkit train --config` would take)."""
         return self.sweep_dir / "configs" / f"{trial}.yaml"
 
+    @property
+    def lock(self) -> Path:
+        """The sweep's one-writer lock (``flock``), held by the process running the sweep."""
+        return self.sweep_dir / ".lock"
+
 
 def _inside(path: Path, parent: Path) -> bool:
     try:

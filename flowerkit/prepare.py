@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from flowerkit.config import EvalConfig, RunConfig, TrainConfig, describe_validation_error
 from flowerkit.data.selection import synthetic_root_path
-from flowerkit.device import DeviceChoice, detect_device, resolve_precision
+from flowerkit.device import detect_device, resolve_precision
 from flowerkit.engine.checkpoint import checkpoint_model, read_checkpoint
 from flowerkit.engine.world import check_world_device, world_facts
 from flowerkit.errors import ConfigError

@@ -14,8 +14,9 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
+from flowerkit.artifacts import run_index
 from flowerkit.artifacts.files import atomic_write_text, utc_now
 from flowerkit.artifacts.record import new_record, owner, read_record, write_record
 from flowerkit.config import RunConfig
@@ -26,16 +27,41 @@ from flowerkit.layout import RunLayout
 RESERVE_BYTES = 256 * 1024
 
 
+class Lockable(Protocol):
+    """What a lock needs of a layout: a name for messages and the lock file's path."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def lock(self) -> Path: ...
+
+
 class RunLock:
     """The exclusive lock of one run directory, held for the whole run.
 
-    The lock file also reserves ``RESERVE_BYTES`` of disk: when the disk fills up mid-run, ``free_reserve``
-    gives them back so the run record can still be marked failed with what happened.
+    The lock file also reserves ``reserve_bytes`` of disk: when the disk fills up mid-run, ``free_reserve``
+    gives them back so the run record can still be marked failed with what happened. Subclasses lock other
+    things with one writer (a sweep) and say so in their own words (``busy_message``).
     """
 
-    def __init__(self, layout: RunLayout) -> None:
+    reserve_bytes = RESERVE_BYTES
+
+    def __init__(self, layout: Lockable) -> None:
         self.layout = layout
         self._fh: IO[str] | None = None
+
+    def busy_message(self, holder: str) -> str:
+        return (f"The run '{self.layout.name}' is being written right now by {holder}; a run directory has one "
+                "writer at a time. Wait for that run to finish (or stop it), or start this one with another --name.")
+
+    def holder(self) -> str:
+        """Who holds the lock, as its owner line says ("another process" when it says nothing readable)."""
+        try:
+            with open(self.layout.lock, encoding="utf-8") as fh:
+                return _describe_holder(fh.readline())
+        except (OSError, UnicodeDecodeError):
+            return "another process"
 
     def acquire(self) -> None:
         """Take the lock or raise RunExistsError naming its owner; then record who holds it."""
@@ -43,20 +69,17 @@ class RunLock:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            fh.seek(0)
-            holder = _describe_holder(fh.readline())
             fh.close()
-            raise RunExistsError(
-                f"The run '{self.layout.name}' is being written right now by {holder}; a run directory has one "
-                "writer at a time. Wait for that run to finish (or stop it), or start this one with another "
-                "--name.") from None
+            raise RunExistsError(self.busy_message(self.holder())) from None
         fh.seek(0)
         fh.truncate()
         fh.write(json.dumps({**owner(), "since_utc": utc_now()}) + "\n")
         fh.flush()
         self._fh = fh
+        if not self.reserve_bytes:
+            return
         try:
-            os.posix_fallocate(fh.fileno(), 0, fh.tell() + RESERVE_BYTES)
+            os.posix_fallocate(fh.fileno(), 0, fh.tell() + self.reserve_bytes)
         except OSError as exc:
             if exc.errno == errno.ENOSPC:
                 self.release()
@@ -100,6 +123,10 @@ def _describe_holder(text: str) -> str:
 def check_claimable(config: RunConfig, resume: bool) -> None:
     """Raise (touching nothing) unless the run can start: a new name, or ``--resume`` of an incomplete run."""
     layout = config.layout
+    for option, path in (("--output_dir", layout.run_dir), ("--tb_dir", layout.tb_dir)):
+        if path.exists() and not path.is_dir():  # a file in the way is a wrong path, not an existing run
+            raise ConfigError(f"{option}: {path} is a file, not a folder; the run needs a folder there. Pass "
+                              f"another {option} (or --name), or move the file.")
     existing = next((p for p in (layout.run_dir, layout.tb_dir) if p.exists()), None)
     if existing is None:
         return
@@ -171,4 +198,5 @@ def claim_run_dir(config: RunConfig, flow: str, resume: bool, flow_run_id: str |
     record = new_record(config.name, flow, config.config_hash(), flow_run_id, total_steps)
     record.update(layout=layout.to_record(), retention_days=config.retention_days)
     write_record(layout.run_dir, record)
+    run_index.write_entry(config.output_dir, record)  # the record's dates, vouched for outside the run folder
     return record

@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from flowerkit.artifacts import run_index
 from flowerkit.artifacts.files import sha256_file
 from flowerkit.artifacts.record import read_record
 from flowerkit.artifacts.retention import expiry_of
@@ -65,13 +66,19 @@ def read_json_or_none(path: Path) -> Any:
         return None
 
 
+DIVERGED_ERROR = "NonFiniteLossError"  # the record's error type of a run that diverged
+
+
 def run_status(record: dict[str, Any]) -> str:
-    """running / retrying / complete / failed / crashed, from the record's stage status and task states.
+    """running / retrying / complete / failed / diverged / crashed, from the record's stage status and task states.
 
     ``crashed``: the record says running, but the process that owns it (on this host) is gone, e.g. killed;
     ``flowerkit train --resume`` continues such a run.
     """
     stage = record.get("stage_status")
+    error = record.get("error")
+    if stage == "failed" and isinstance(error, dict) and error.get("type") == DIVERGED_ERROR:
+        return "diverged"  # failed, but not for the sweep or the user to retry as is: the recipe must change
     if stage in ("complete", "failed"):
         return str(stage)
     if _owner_is_gone(record.get("owner") or {}):
@@ -109,7 +116,8 @@ def summarize(run_dir: Path) -> RunSummary:
     """A run from its files: record first, env stamp for what the record lacks; a vanished run reads as unknown."""
     record = read_json_or_none(run_dir / RECORD_NAME)
     stamp = read_json_or_none(run_dir / STAMP_NAME) or {}
-    if (run_dir / RECORD_NAME).is_file() and not isinstance(record, dict):
+    if (run_dir / RECORD_NAME).is_file() and (
+            not isinstance(record, dict) or run_index.check(run_dir.parent, run_dir.name, record).state == "altered"):
         return RunSummary(name=run_dir.name, path=run_dir, status="damaged",
                           started_utc=str(stamp.get("timestamp") or "") if isinstance(stamp, dict) else "")
     record = record or {}
@@ -187,7 +195,7 @@ def read_config(run_dir: Path) -> dict[str, Any]:
     """A run's config_resolved.yaml (every option as it ran); {} when absent or unreadable (a run starting)."""
     try:
         config = yaml.safe_load(RunLayout.for_run(Path(run_dir)).config.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
+    except (OSError, ValueError, yaml.YAMLError):  # ValueError: bytes that are not UTF-8 (a damaged file)
         return {}
     return config if isinstance(config, dict) else {}
 
@@ -249,21 +257,23 @@ class VerifyReport:
     missing: list[str] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)
     unlisted: list[str] = field(default_factory=list)
+    record: run_index.RecordCheck = run_index.RecordCheck("ok")  # the record's own fields, against the index
 
     @property
     def ok(self) -> bool:
-        return not (self.missing or self.changed or self.unlisted)
+        return not (self.missing or self.changed or self.unlisted) and self.record.state != "altered"
 
     def describe(self) -> str:
-        return (f"{len(self.missing)} missing, {len(self.changed)} changed, {len(self.unlisted)} unlisted of "
-                f"{self.checked} indexed files")
+        files = (f"{len(self.missing)} missing, {len(self.changed)} changed, {len(self.unlisted)} unlisted of "
+                 f"{self.checked} indexed files")
+        return files + (f"; {self.record.detail}" if self.record.state == "altered" else "")
 
 
 def verify_run(output_dir: Path, name: str) -> VerifyReport:
     """Recompute every sha256 of the artifact index; report files missing, changed or not in the index."""
     run_dir = run_dir_of(output_dir, name)
     record = read_record(run_dir)
-    report = VerifyReport()
+    report = VerifyReport(record=run_index.check(output_dir, name, record))
     listed = set()
     for entry in record.get("artifact_index", []):
         path = Path(output_dir) / entry["relative_path"]
@@ -285,9 +295,10 @@ class PruneCandidate:
     """A run past its retention expiry; ``problem`` says why it is not safe to delete (None: it is)."""
 
     name: str
-    expires_utc: datetime | None
+    expires_utc: datetime | None  # None: unknown or untrusted, so never deleted, not even with --force
     paths: tuple[Path, ...]
     problem: str | None = None
+    output_dir: Path | None = None  # where its run-index entry lives
 
 
 def retention_expiry(layout: RunLayout, record: dict[str, Any]) -> datetime:
@@ -315,21 +326,38 @@ def expired_runs(output_dir: Path, now: datetime | None = None) -> list[PruneCan
             candidates.append(PruneCandidate(run_dir.name, None, paths, "its run_record.json is missing or damaged, "
                                              "so its expiry is unknown; it is kept"))
             continue
+        indexed = run_index.check(output_dir, run_dir.name, record)
+        if indexed.state == "altered":  # its dates may be the edit that made it look expired
+            candidates.append(PruneCandidate(run_dir.name, None, paths, f"damaged: {indexed.detail}, so its expiry "
+                                             "cannot be trusted; it is kept (restore the record, or delete the "
+                                             "run by hand)", output_dir))
+            continue
         try:
             expires = retention_expiry(layout, record)
         except (ValueError, OSError, yaml.YAMLError) as exc:
             candidates.append(PruneCandidate(run_dir.name, None, paths, f"its record states no usable expiry "
-                                             f"({exc}); it is kept"))
+                                             f"({exc}); it is kept", output_dir))
             continue
         if expires > now:
             continue
-        report = verify_run(output_dir, run_dir.name)
-        problem = None if report.ok else (f"its files do not match its record ({report.describe()}); deleting it "
-                                          "needs --force")
-        candidates.append(PruneCandidate(run_dir.name, expires, paths, problem))
+        candidates.append(PruneCandidate(run_dir.name, expires, paths, _prune_problem(output_dir, run_dir.name,
+                                                                                     indexed), output_dir))
     return candidates
+
+
+def _prune_problem(output_dir: Path, name: str, indexed: run_index.RecordCheck) -> str | None:
+    """Why an expired run is not safe to delete without --force (None: it is)."""
+    report = verify_run(output_dir, name)
+    if not report.ok:
+        return f"its files do not match its record ({report.describe()}); deleting it needs --force"
+    if indexed.state == "unindexed":
+        return ("its record is not in the run index (a run from before flowerkit kept one, or its entry was "
+                "removed), so nothing vouches for its start date; deleting it needs --force")
+    return None
 
 
 def delete_run(candidate: PruneCandidate) -> None:
     for path in candidate.paths:
         shutil.rmtree(path)
+    if candidate.output_dir is not None:
+        run_index.remove_entry(candidate.output_dir, candidate.name)

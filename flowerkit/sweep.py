@@ -28,8 +28,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from flowerkit.artifacts.files import atomic_write_json, atomic_write_text
-from flowerkit.config import NAME_PATTERN, TrainConfig, _read_yaml_file, load_config
-from flowerkit.errors import ConfigError, FlowerkitError, MissingInputError
+from flowerkit.config import NAME_PATTERN, TrainConfig, _read_yaml_file, check_known_options, load_config
+from flowerkit.errors import ConfigError, FlowerkitError, MissingInputError, RunExistsError
+from flowerkit.inputs import read_utf8
 from flowerkit.layout import RECORD_NAME, SweepLayout
 from flowerkit.rundir import RunLock
 from flowerkit.runs import as_float, read_json_or_none, summarize
@@ -165,10 +166,8 @@ def trial_name(sweep: str, index: int) -> str:
 def read_sweep(path: Path) -> Sweep:
     """Read, expand and validate a sweep file; raises ConfigError (exit 2) / MissingInputError (exit 3)."""
     path = Path(path)
-    if not path.is_file():
-        raise MissingInputError(f"The sweep file {path} does not exist. Pass a YAML file with name, base and grid "
-                                "and/or random (see the README's Sweeps section).")
-    text = path.read_text(encoding="utf-8")
+    text = read_utf8(path, "The sweep file", "Pass a YAML file with name, base and grid and/or random (see the "
+                                             "README's Sweeps section).")
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -179,7 +178,19 @@ def read_sweep(path: Path) -> Sweep:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'file'}: {e['msg'].removeprefix('Value error, ')}"
                              for e in exc.errors())
         raise ConfigError(f"The sweep file {path} is invalid: {problems}.") from None
+    check_options(spec, path)
     return Sweep(spec, text, expand(spec, path.parent))
+
+
+def check_options(spec: SweepSpec, path: Path) -> None:
+    """Every key of base, grid and random must be a train option, exactly as ``train --config`` demands: a key
+    train does not know would be dropped, and the trials would differ in nothing."""
+    if isinstance(spec.base, dict):
+        check_known_options(TrainConfig, spec.base, f"The sweep file {path} (base)")
+    check_known_options(TrainConfig, spec.grid, f"The sweep file {path} (grid)", allowed=(RECIPE_OPTION,))
+    if spec.random is not None:
+        check_known_options(TrainConfig, spec.random.options(), f"The sweep file {path} (random)",
+                            allowed=(RECIPE_OPTION,))
 
 
 def expand(spec: SweepSpec, base_dir: Path) -> list[Trial]:
@@ -259,15 +270,67 @@ def action_for(trial: Trial) -> str:
     return "resume"
 
 
+BUSY = ("running", "retrying")  # a trial another process is writing now: not this sweep's failure
+
+
 def failure_message(sweep: Sweep, rows: list[dict[str, Any]]) -> str | None:
-    """The paragraph for trials that are not complete after a pass, or None when all are."""
-    bad = [row for row in rows if row["status"] != "complete"]
-    if not bad:
+    """The paragraph for trials that are not complete after a pass, or None when all are. A trial another
+    process holds (someone ran ``flowerkit train`` on its config) is named as such, never as failed."""
+    failed = [row for row in rows if row["status"] not in ("complete", *BUSY)]
+    busy = [row for row in rows if row["status"] in BUSY]
+    if not failed and not busy:
         return None
-    listed = "; ".join(f"{row['trial']} ({row['status']}: {row['error'] or 'no error recorded'})" for row in bad)
-    return (f"Sweep '{sweep.name}': {len(bad)} of {len(rows)} trials did not complete: {listed}. The other trials "
-            f"are complete and ranked in {sweep.layout.table}. Fix the cause and run the same sweep again: complete "
-            "trials are skipped, failed ones resumed from their last checkpoint.")
+    parts = [f"Sweep '{sweep.name}':"]
+    if failed:
+        listed = "; ".join(f"{row['trial']} ({row['status']}: {row['error'] or 'no error recorded'})"
+                           for row in failed)
+        parts.append(f"{len(failed)} of {len(rows)} trials did not complete: {listed}.")
+    if busy:
+        parts.append(f"{', '.join(row['trial'] for row in busy)} {'is' if len(busy) == 1 else 'are'} being run by "
+                     "another process right now (not failed; this sweep left them alone).")
+    parts.append(f"The complete trials are ranked in {sweep.layout.table}. "
+                 + ("Fix the cause and run" if failed else "Once those runs finish, run")
+                 + " the same sweep again: complete trials are skipped, failed ones resumed from their last "
+                   "checkpoint.")
+    return " ".join(parts)
+
+
+def failure_error(sweep: Sweep, rows: list[dict[str, Any]]) -> FlowerkitError | None:
+    """SweepFailedError (exit 1) when a trial failed; RunExistsError (exit 4: one writer per run) when the
+    only unfinished trials are another process's; None when every trial is complete."""
+    message = failure_message(sweep, rows)
+    if message is None:
+        return None
+    if any(row["status"] not in ("complete", *BUSY) for row in rows):
+        return SweepFailedError(message)
+    return RunExistsError(message)
+
+
+class SweepLock(RunLock):
+    """One writer per sweep: the process running a sweep holds ``OUTPUT_DIR/sweeps/NAME/.lock`` for the whole
+    pass. Two processes running one sweep would claim the same trials (RunExistsError) and judge each other's
+    trials from half-written records; the second is refused, naming the first."""
+
+    reserve_bytes = 0  # a sweep writes its results with the disk's own room; its trials keep their reserves
+
+    def __init__(self, layout: SweepLayout) -> None:
+        super().__init__(layout)
+
+    def busy_message(self, holder: str) -> str:
+        return (f"The sweep '{self.layout.name}' is being run right now by {holder}; a sweep has one writer at a "
+                "time. Wait for that process to finish (or stop it); running the same sweep again afterwards "
+                "skips the complete trials and resumes the others.")
+
+    def acquire(self) -> None:
+        self.layout.sweep_dir.mkdir(parents=True, exist_ok=True)
+        super().acquire()
+
+
+def check_sweep_free(sweep: Sweep) -> None:
+    """Raise RunExistsError (exit 4) naming the holder when another process runs this sweep; takes nothing."""
+    lock = SweepLock(sweep.layout)
+    if lock.is_held_elsewhere():
+        raise RunExistsError(lock.busy_message(lock.holder()))
 
 
 def check_same_sweep(sweep: Sweep) -> None:

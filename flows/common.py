@@ -17,7 +17,7 @@ from flowerkit.config import RunConfig
 from flowerkit.device import DeviceChoice
 from flowerkit.engine.trainer import TrainResult
 from flowerkit.engine.world import world_facts
-from flowerkit.errors import DiskFullError, FlowerkitError
+from flowerkit.errors import DiskFullError, FlowerkitError, is_termination
 from flowerkit.plan import RunPlan
 from flowerkit.rundir import RunLock, claim_run_dir
 from flowerkit.tracking import tracked_run
@@ -95,6 +95,11 @@ def run_lifecycle(plan: RunPlan, determinism: dict) -> Iterator[str]:
 
 
 def describe_failure(exc: BaseException) -> str:
+    # SIGTERM reaches here as ours (Terminated, a KeyboardInterrupt) or, inside a flow run, as Prefect's
+    # TerminationSignal: both are a stop from outside, resumable like Ctrl-C.
+    if is_termination(exc):
+        return ("terminated (SIGTERM: a scheduler's or docker's stop, or a Prefect cancel); `--resume` continues "
+                "from the last checkpoint")
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted (Ctrl-C or SIGINT); `--resume` continues from the last checkpoint"
     return str(exc) or type(exc).__name__

@@ -31,11 +31,11 @@ from prefect.runtime import flow_run as current_flow_run
 from flowerkit.sweep import (
     Outcome,
     Sweep,
-    SweepFailedError,
+    SweepLock,
     Trial,
     action_for,
     check_same_sweep,
-    failure_message,
+    failure_error,
     read_sweep,
     write_expansion,
     write_results,
@@ -59,6 +59,16 @@ def sweep_flow(sweep_file: str, max_parallel: int = 1, backend: Literal["local",
         deployment: The train deployment trials are submitted to (backend pool).
     """
     sweep = read_sweep(Path(sweep_file))  # exit 2 before any trial, naming a bad trial and option
+    lock = SweepLock(sweep.layout)
+    lock.acquire()  # one writer per sweep: a second process exits 4 naming this one
+    try:
+        return _run_sweep(sweep, max_parallel, backend, deployment)
+    finally:
+        lock.release()
+
+
+def _run_sweep(sweep: Sweep, max_parallel: int, backend: str, deployment: str) -> list[dict]:
+    """One pass over the sweep's trials, under its lock."""
     check_same_sweep(sweep)
     write_expansion(sweep)
     actions = {trial.name: action_for(trial) for trial in sweep.trials}
@@ -78,9 +88,9 @@ def sweep_flow(sweep_file: str, max_parallel: int = 1, backend: Literal["local",
     from flowerkit.tasks.prefect_artifacts import publish_sweep_table
 
     publish_sweep_table(sweep.name, rows)
-    problem = failure_message(sweep, rows)
-    if problem:
-        raise SweepFailedError(problem)
+    problem = failure_error(sweep, rows)
+    if problem is not None:
+        raise problem
     return rows
 
 
@@ -94,12 +104,21 @@ def run_subflow(trial: Trial, action: str) -> Outcome:
                    str(state.state_details.flow_run_id))
 
 
-def _in_threads(trials: list[Trial], workers: int, one: Callable[[Trial], Outcome]) -> dict[str, Outcome]:
+def _in_threads(trials: list[Trial], workers: int, one: Callable[[Trial], Outcome],
+                on_abort: Callable[[], None] | None = None) -> dict[str, Outcome]:
     """``one(trial)`` for every trial in a thread pool; each thread runs in a copy of this flow's context,
-    so what it starts in Prefect is linked to this flow run."""
+    so what it starts in Prefect is linked to this flow run. When waiting is interrupted (Ctrl-C, SIGTERM),
+    ``on_abort`` runs before the pool waits for its threads, so it can end what they wait on."""
     with ThreadPoolExecutor(max_workers=max(1, min(workers, MAX_THREADS))) as pool:
         futures = {trial.name: pool.submit(contextvars.copy_context().run, one, trial) for trial in trials}
-        return {name: future.result() for name, future in futures.items()}
+        try:
+            return {name: future.result() for name, future in futures.items()}
+        except BaseException:
+            for future in futures.values():
+                future.cancel()  # trials not started yet never start
+            if on_abort is not None:
+                on_abort()
+            raise
 
 
 # --- local processes ----------------------------------------------------------------------------------------
@@ -108,17 +127,27 @@ def run_in_processes(sweep: Sweep, trials: list[Trial], actions: dict[str, str],
     """Each trial as ``flowerkit train --config <its resolved config>``, at most ``max_parallel`` at once: runs
     in one process share torch's global RNG and the loggers that feed run.log, so parallel trials need their own."""
     env = os.environ | {"PREFECT_API_URL": _current_api_url()}  # the server this flow reports to
+    running: set[subprocess.Popen] = set()
 
     def one(trial: Trial) -> Outcome:
         action = actions[trial.name]
         cmd = [sys.executable, "-m", "flowerkit", "train", "--config", str(sweep.layout.trial_config(trial.name))]
-        done = subprocess.run(cmd + (["--resume"] if action == "resume" else []), env=env, capture_output=True,
-                              text=True)
-        if done.returncode == 0:
+        with subprocess.Popen(cmd + (["--resume"] if action == "resume" else []), env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) as proc:
+            running.add(proc)
+            _, stderr = proc.communicate()
+            running.discard(proc)
+        if proc.returncode == 0:
             return Outcome(action, "COMPLETED")
-        return Outcome(action, "FAILED", _cli_error(done.stderr) or f"exit {done.returncode}")
+        return Outcome(action, "FAILED", _cli_error(stderr) or f"exit {proc.returncode}")
 
-    return _in_threads(trials, max_parallel, one)
+    def stop_trials() -> None:
+        # Ctrl-C or SIGTERM reached this process only (a scheduler signals one pid): stop the trials' processes
+        # the same way (SIGTERM), so each marks its run failed and resumable, and none outlives the sweep.
+        for proc in list(running):
+            proc.terminate()
+
+    return _in_threads(trials, max_parallel, one, on_abort=stop_trials)
 
 
 def _current_api_url() -> str:

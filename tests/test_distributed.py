@@ -271,6 +271,34 @@ def test_a_killed_rank_fails_the_run_and_torchrun_resumes_it(prefect_harness, re
     assert "resuming from" in (run / "run.log").read_text()
 
 
+def test_sigterm_to_a_multi_process_run_is_exit_143_and_resumable(prefect_harness, flowers_root: Path,
+                                                                  manifest: Path, workdir: Path) -> None:
+    """A scheduler stops the launching process: torch's agent stops the workers and raised SignalException,
+    which was a DistributedError (exit 1). Now: exit 143, one paragraph with the resume hint, record marked."""
+    import signal
+
+    from prefect.settings import PREFECT_API_URL
+
+    env = os.environ | {"PREFECT_API_URL": PREFECT_API_URL.value()}
+    proc = subprocess.Popen([sys.executable, "-m", "flowerkit", "train", "--name", "stopped",
+                             *flags(flowers_root, manifest), "--nproc_per_node", "2"], env=env, cwd=workdir,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    run = workdir / "output" / "stopped"
+    deadline = time.monotonic() + 300
+    while proc.poll() is None and not (run / "checkpoints" / "ckpt.bin").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, (proc.stderr.read() or "")[-3000:]
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 143, stderr[-3000:]
+    errors = [line for line in stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "Traceback" not in stderr, stderr[-3000:]
+    assert "Terminated (SIGTERM" in errors[0] and "--resume" in flat(stderr.split("\nError:")[1])
+    record = json.loads((run / "run_record.json").read_text())
+    assert record["stage_status"] == "failed" and "terminated (SIGTERM" in record["error"]["message"]
+    assert record["tasks"]["train"]["attempt"] == 1  # not retried
+
+
 @pytest.mark.cuda
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="NCCL between processes needs two CUDA GPUs")
 def test_ddp_over_nccl_trains_as_one_gpu(no_dropout, flowers_root: Path, manifest: Path, tmp_path: Path) -> None:

@@ -27,10 +27,11 @@ NAMES = ("102flowers.tgz", "imagelabels.mat", "setid.mat")
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
-    """The three official files, made from a tiny synthetic set (1 image per class, 16 px)."""
+    """The three official files, made from a tiny synthetic set (3 images per class, 16 px: one each for train,
+    val and test, since `data check` refuses an empty split as train does)."""
     from flowerkit.data.synth import SynthSpec, generate
 
-    root = generate(tmp_path_factory.mktemp("synth") / "flowers", SynthSpec(images_per_class=1, size=16), workers=1)
+    root = generate(tmp_path_factory.mktemp("synth") / "flowers", SynthSpec(images_per_class=3, size=16), workers=1)
     archive = io.BytesIO()
     with tarfile.open(fileobj=archive, mode="w:gz") as tar:
         tar.add(root / "jpg", arcname="jpg")
@@ -62,7 +63,7 @@ def test_download_verifies_extracts_and_is_idempotent(server: LocalServer, md5s:
     done = download_flowers102(out, f"{server.url}/good/", md5s)
     assert [(s.name, s.action) for s in done] == [(n, "downloaded") for n in NAMES] + [("jpg/", "extracted")]
     report = check_flowers102(out, md5s)
-    assert report.ok and report.images == 102 and report.verified == list(NAMES)
+    assert report.ok and report.images == 306 and report.verified == list(NAMES)
     assert sorted(p.name for p in out.iterdir()) == sorted([*NAMES, "jpg"])  # no partial or staging leftovers
 
     before = len(server.requests)
@@ -137,15 +138,15 @@ def test_data_check_reports_each_problem(server: LocalServer, md5s: dict[str, st
     (out / "jpg/image_00007.jpg").write_bytes((out / "jpg/image_00007.jpg").read_bytes()[:40])
     report = check_flowers102(out, md5s)
     assert len(report.problems) == 2
-    assert "1 of 102 labelled images are missing" in report.problems[0] and "image_00003" in report.problems[0]
+    assert "1 of 306 labelled images are missing" in report.problems[0] and "image_00003" in report.problems[0]
     assert "do not decode" in report.problems[1] and "image_00007" in report.problems[1]
 
     result = runner.invoke(app, ["data", "check", str(out)])  # the official md5s: the archive is not official
-    assert result.exit_code == 2
+    assert result.exit_code == 3  # an image is missing: train's code for a missing input
     text = " ".join(result.output.split())
     assert f"expected md5 {OFFICIAL_MD5['102flowers.tgz']}" in text and "image_00003" in text
     assert text.count("Error:") == 5  # one paragraph per problem: 3 unofficial files, missing, undecodable
-    assert runner.invoke(app, ["data", "check", str(tmp_path / "none")]).exit_code == 2
+    assert runner.invoke(app, ["data", "check", str(tmp_path / "none")]).exit_code == 3  # as train's --data_root
 
 
 def test_weights_download_verifies_reports_sha256_and_refuses_a_truncated_file(server: LocalServer,

@@ -89,6 +89,16 @@ def test_each_bad_value_names_where_it_came_from(flowers_root: Path, workdir: Pa
     assert "--learning_rate: Input should be a finite number" in text
 
 
+@pytest.mark.parametrize("hub_id", ["hf-hub:", "hf-hub:a/b c", "hf-hub:timm/vit@", "hf-hub:a--b/c"])
+def test_a_malformed_hub_id_exits_2_naming_pretrained(workdir: Path, hub_id: str) -> None:
+    """It reached hf_hub_download and ended as exit 1 with HFValidationError."""
+    result = runner.invoke(app, ["train", "--name", "h", "--model_type", "testing", "--img_size", "32",
+                                 "--pretrained", hub_id, "--dry_run"])
+    assert result.exit_code == 2, result.output
+    assert f"--pretrained: '{hub_id}' is not a Hub id" in flat(result.output)
+    assert load_config(CONFIG_CLASSES["train"], {"name": "h", "pretrained": "hf-hub:timm/vit_b@main"}).pretrained
+
+
 def test_non_utf8_config_and_dotenv_files_exit_2_naming_the_file(flowers_root: Path, workdir: Path) -> None:
     (workdir / "c.yaml").write_bytes(b"seed: 1\n\xff\xfe\n")
     result = runner.invoke(app, seed_args(flowers_root, "x", "--config", "c.yaml", "--dry_run"))
@@ -203,6 +213,21 @@ def test_an_empty_split_exits_2_before_training(flowers_root: Path, workdir: Pat
     assert result.exit_code == 2, result.output
     assert f"'{split_key}' is empty" in flat(result.output)
     assert not (workdir / "output").exists()
+
+
+def test_data_check_gives_trains_exit_codes(flowers_root: Path, tmp_path: Path) -> None:
+    """A missing root is exit 3 (train's code for it; data check said 2), and an empty split, test included, is
+    exit 2 as train's pre-run check gives (data check passed it)."""
+    from scipy.io import loadmat, savemat
+
+    missing = runner.invoke(app, ["data", "check", str(tmp_path / "nowhere")])
+    assert missing.exit_code == 3 and "does not exist" in flat(missing.output), missing.output
+    root = copy_dataset(flowers_root, tmp_path / "data")
+    setid = {k: v for k, v in loadmat(root / "setid.mat").items() if not k.startswith("__")}
+    savemat(root / "setid.mat", setid | {"tstid": setid["tstid"][:, :0]})
+    empty = runner.invoke(app, ["data", "check", str(root)])
+    assert empty.exit_code == 2, empty.output
+    assert "The test split has no images" in flat(empty.output) and "'tstid' is empty" in flat(empty.output)
 
 
 # --- output, cache and Prefect home --------------------------------------------------------------------------
@@ -347,6 +372,43 @@ def test_ctrl_c_in_a_terminal_interrupts_the_run_cleanly(prefect_harness, flower
     resumed = subprocess.run([*cmd, "--resume"], env=env, cwd=workdir, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     record = json.loads((workdir / "output" / "ctrlc" / "run_record.json").read_text())
+    assert record["stage_status"] == "complete" and record["resumed"] == 1
+
+
+def test_sigterm_stops_the_run_like_ctrl_c_with_exit_143(prefect_harness, flowers_root: Path,
+                                                         workdir: Path) -> None:
+    """A batch scheduler's stop (or docker stop, or a Prefect cancel): it ended with Prefect's crash lines and
+    the signal's default death. Now: exit 143, one paragraph, the record marked, and --resume completes."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from prefect.settings import PREFECT_API_URL
+
+    flags = ["--dataset", "flower102", "--data_root", str(flowers_root), "--model_type", "testing", "--img_size",
+             "32", "--num_steps", "20", "--eval_every", "10", "--train_batch_size", "4", "--eval_batch_size", "2",
+             "--tiny_train_subset", "flower102_tiny", "--tiny_infer_subset", "flower102_tiny"]
+    cmd = [sys.executable, "-m", "flowerkit", "train", "--name", "term", *flags]
+    env = os.environ | {"PREFECT_API_URL": PREFECT_API_URL.value()}  # the session's server: no start-up cost
+    proc = subprocess.Popen(cmd, env=env, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    checkpoint = workdir / "output" / "term" / "checkpoints" / "ckpt.bin"
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and not checkpoint.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.stderr.read()[-3000:]
+    proc.send_signal(signal.SIGTERM)  # to the CLI alone, as a scheduler does
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143, stderr[-3000:]
+    assert "Traceback" not in stderr and stderr.count("Error:") == 1, stderr[-3000:]
+    assert "Terminated (SIGTERM" in stderr and "--resume" in flat(stderr.split("Error:")[1])
+    record = json.loads((workdir / "output" / "term" / "run_record.json").read_text())
+    assert record["stage_status"] == "failed" and "terminated (SIGTERM" in record["error"]["message"]
+
+    resumed = subprocess.run([*cmd, "--resume"], env=env, cwd=workdir, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    record = json.loads((workdir / "output" / "term" / "run_record.json").read_text())
     assert record["stage_status"] == "complete" and record["resumed"] == 1
 
 

@@ -56,7 +56,7 @@ LIBRARY = sorted(m for m in modules() if not within(m, FRONT_ENDS + ORCHESTRATIO
 # The library's own layers, lowest first: a module imports only from its own layer or below (docs/architecture.md).
 LIBRARY_LAYERS = (
     ("foundations", ("flowerkit.errors", "flowerkit.paths", "flowerkit.fields", "flowerkit.throttle",
-                     "flowerkit.writable", "flowerkit.layout", "flowerkit.optional", "flowerkit.fetch",
+                     "flowerkit.writable", "flowerkit.layout", "flowerkit.optional", "flowerkit.inputs", "flowerkit.fetch",
                      "flowerkit.artifacts.files", "flowerkit.artifacts.sinks")),
     ("data and models", ("flowerkit.data", "flowerkit.models", "flowerkit.device")),
     ("artifact writers", ("flowerkit.artifacts",)),

@@ -99,3 +99,36 @@ def test_the_train_step_raises_on_a_non_finite_loss_before_returning_it() -> Non
     model.register_forward_hook(lambda module, args, out: out * float("inf"))
     with pytest.raises(NonFiniteLossError, match="diverged at step 2: the loss"):
         step(batch)
+
+
+def test_an_overflow_inside_adamw_is_a_divergence(flowers_root: Path, tmp_path: Path) -> None:
+    """AdamW at 1e38 overflows float32 inside its own update (a bare RuntimeError from torch): it was an
+    'unexpected error', retried twice by Prefect; it is the run diverging, named with its step."""
+    import pytest
+
+    from flowerkit.errors import NonFiniteLossError
+
+    config, table = _tiny(flowers_root, tmp_path, learning_rate=1e38, optimizer="adamw", warmup_steps=1)
+    with pytest.raises(NonFiniteLossError, match="diverged at step 2: the optimizer's update") as caught:
+        trainer.train(config, torch.device("cpu"), "fp32", table, table, config.layout)
+    assert "--learning_rate" in caught.value.message and isinstance(caught.value.__cause__, RuntimeError)
+
+
+def test_a_diverged_flow_is_recorded_as_diverged_and_not_retried(prefect_harness, flowers_root: Path,
+                                                                 tmp_path: Path) -> None:
+    import pytest
+
+    from flowerkit.errors import NonFiniteLossError
+    from flowerkit.flows.train import train_flow
+    from flowerkit.runs import summarize
+
+    config = load_config(TrainConfig, dict(
+        name="diverge", dataset="flower102", data_root=flowers_root, model_type="testing", img_size=32,
+        num_steps=4, eval_every=2, train_batch_size=4, eval_batch_size=2, tiny_train_subset="flower102_tiny",
+        tiny_infer_subset="flower102_tiny", learning_rate=1e38, optimizer="adamw", output_dir=tmp_path))
+    with pytest.raises(NonFiniteLossError):
+        train_flow(config)
+    record = json.loads(config.layout.record.read_text())
+    assert record["stage_status"] == "failed" and record["error"]["type"] == "NonFiniteLossError"
+    assert record["tasks"]["train"]["attempt"] == 1 and record["tasks"]["train"]["state"] == "failed"
+    assert summarize(config.layout.run_dir).status == "diverged"

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from flowerkit.artifacts import run_index
 from flowerkit.artifacts.retention import TIME_FORMAT
 from flowerkit.cli import app
 from flowerkit.config import TrainConfig, load_config
@@ -193,6 +194,7 @@ def copy_run(source: Path, output: Path, name: str, started: datetime) -> None:
         entry["relative_path"] = f"{name}/{rest}" if head == source.name else f"tb/{name}/{rest.partition('/')[2]}"
     record.update(name=name, started_utc=started.strftime(TIME_FORMAT), retention_days=90)
     (output / name / "run_record.json").write_text(json.dumps(record))
+    run_index.write_entry(output, record)  # what claiming the run at ``started`` wrote
 
 
 def test_prune_decides_from_the_record_not_from_an_edited_retention_file(tiny_run: Path, tmp_path: Path) -> None:
@@ -225,6 +227,45 @@ def test_prune_survives_a_damaged_record_and_reports_it(tiny_run: Path, tmp_path
     assert not (output / "old").exists() and (output / "broken").exists()
 
 
+def test_an_edited_start_date_fails_verify_and_prune_keeps_the_run(tiny_run: Path, tmp_path: Path) -> None:
+    """Editing started_utc made a young run prunable while verify still passed: the record's own fields are
+    now checked against the run index, kept outside the run folder."""
+    output = tmp_path / "out"
+    copy_run(tiny_run, output, "young", started=datetime.now(timezone.utc) - timedelta(hours=1))
+    ok = runner.invoke(app, ["runs", "verify", "young", "--output-dir", str(output)])
+    assert ok.exit_code == 0 and "its record matches the run index" in flat(ok.output), ok.output
+    record_path = output / "young" / "run_record.json"
+    record = json.loads(record_path.read_text())
+    record["started_utc"] = (datetime.now(timezone.utc) - timedelta(days=400)).strftime(TIME_FORMAT)
+    record_path.write_text(json.dumps(record))
+
+    bad = runner.invoke(app, ["runs", "verify", "young", "--output-dir", str(output)])
+    assert bad.exit_code == 2 and "differs from the run index in started_utc" in flat(bad.output), bad.output
+    for extra in ([], ["--force"]):
+        kept = runner.invoke(app, ["runs", "prune", "--older-than-retention", *extra, "--output-dir", str(output)])
+        assert kept.exit_code == 2 and "keeping young (expiry unknown): damaged:" in flat(kept.output), kept.output
+        assert (output / "young").exists()
+    listed = runner.invoke(app, ["runs", "list", "--output-dir", str(output)])
+    assert "damaged" in listed.output
+
+
+def test_a_run_from_before_the_index_verifies_but_is_pruned_only_with_force(tiny_run: Path, tmp_path: Path) -> None:
+    output = tmp_path / "out"
+    copy_run(tiny_run, output, "old", started=datetime.now(timezone.utc) - timedelta(days=91))
+    run_index.remove_entry(output, "old")  # as a run written before flowerkit kept a run index
+    verified = runner.invoke(app, ["runs", "verify", "old", "--output-dir", str(output)])
+    assert verified.exit_code == 0 and "not in the run index" in flat(verified.output), verified.output
+    kept = runner.invoke(app, ["runs", "prune", "--older-than-retention", "--output-dir", str(output)])
+    assert kept.exit_code == 2 and "nothing vouches for its start date" in flat(kept.output)
+    forced = runner.invoke(app, ["runs", "prune", "--older-than-retention", "--force", "--output-dir", str(output)])
+    assert forced.exit_code == 0 and not (output / "old").exists(), forced.output
+
+
+def test_a_claimed_run_is_indexed(tiny_run: Path) -> None:
+    record = json.loads((tiny_run / "run_record.json").read_text())
+    assert run_index.check(tiny_run.parent, tiny_run.name, record).state == "ok"  # written by claim_run_dir
+
+
 def test_prune_deletes_only_expired_runs(tiny_run: Path, tmp_path: Path) -> None:
     output = tmp_path / "out"
     copy_run(tiny_run, output, "old", started=datetime.now(timezone.utc) - timedelta(days=91))
@@ -235,6 +276,7 @@ def test_prune_deletes_only_expired_runs(tiny_run: Path, tmp_path: Path) -> None
     real = runner.invoke(app, ["runs", "prune", "--older-than-retention", "--output-dir", str(output)])
     assert real.exit_code == 0
     assert not (output / "old").exists() and not (output / "tb" / "old").exists() and (output / "fresh").exists()
+    assert not run_index.entry_path(output, "old").exists() and run_index.entry_path(output, "fresh").exists()
 
 
 def test_two_identical_runs_give_identical_predictions(prefect_harness, flowers_root: Path, workdir: Path) -> None:

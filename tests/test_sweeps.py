@@ -61,6 +61,43 @@ def test_cli_refuses_a_bad_trial_with_exit_2(tmp_path: Path) -> None:
     assert named.exit_code == 2 and "reserved" in named.output
 
 
+@pytest.mark.parametrize("where", ["base", "grid", "random"])
+def test_an_option_train_does_not_have_is_refused_as_train_refuses_it(tmp_path: Path, where: str) -> None:
+    """It was dropped: the trials trained identically and the sweep exited 0."""
+    from typer.testing import CliRunner
+
+    from flowerkit.cli import app
+
+    spec: dict = {"name": "typo", "base": TINY | {"output_dir": str(tmp_path / "out")}, "grid": {"seed": [1, 2]}}
+    if where == "base":
+        spec["base"]["lerning_rate"] = 0.1
+    elif where == "grid":
+        spec["grid"]["lerning_rate"] = [0.1, 0.2]
+    else:
+        spec["random"] = {"trials": 2, "lerning_rate": {"uniform": [0.1, 0.2]}}
+    result = CliRunner().invoke(app, ["sweep", str(write_sweep(tmp_path, spec))])
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert f"({where}) has unknown option(s): lerning_rate. Known options: name," in text
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("lerning_rate: 0.1\n")
+    train = CliRunner().invoke(app, ["train", "--name", "t", "--config", str(recipe), "--dry_run"])
+    assert train.exit_code == 2 and "has unknown option(s): lerning_rate. Known options: name," in " ".join(
+        train.output.split())  # the same words as train's
+    assert not (tmp_path / "out").exists()  # refused before any trial
+
+
+def test_a_sweep_file_that_is_not_utf8_exits_2(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from flowerkit.cli import app
+
+    path = tmp_path / "s.yaml"
+    path.write_bytes(b"name: s\ngrid: {seed: [1]}\n# caf\xe9\n")  # Latin-1, as an old editor saves it
+    result = CliRunner().invoke(app, ["sweep", str(path), "--dry_run"])
+    assert result.exit_code == 2 and "is not UTF-8 text" in " ".join(result.output.split()), result.output
+
+
 @pytest.fixture(scope="module")
 def grid_sweep(prefect_harness, flowers_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2x2 grid (seed x learning_rate) run once locally; returns its sweep file."""
@@ -174,3 +211,108 @@ def test_a_crashed_trial_is_resumed(grid_sweep: Path, tmp_path: Path) -> None:
     record = json.loads(crashed.record.read_text())
     assert record["run_id"] == run_id and record["resumed"] == 1
     assert {row["action"] for name, row in rows.items() if name != crashed.name} == {"skip"}
+
+
+def test_the_same_sweep_started_twice_has_one_writer(prefect_harness, flowers_root: Path, tmp_path: Path) -> None:
+    """Two real processes: the second exits 4 naming the first (pid) and touches no trial; before, both ran,
+    one calling a trial the other completed 'not done' and the other exiting 0 past two RunExistsErrors."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from prefect.settings import PREFECT_API_URL
+
+    base = TINY | {"data_root": str(flowers_root), "output_dir": str(tmp_path / "out"), "num_steps": 400,
+                   "eval_every": 200}
+    path = write_sweep(tmp_path, {"name": "twice", "base": base, "grid": {"seed": [1]}})
+    env = os.environ | {"PREFECT_API_URL": PREFECT_API_URL.value()}
+    first = subprocess.Popen([sys.executable, "-m", "flowerkit", "sweep", str(path)], env=env, cwd=tmp_path,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lock = read_sweep(path).layout.lock
+    from flowerkit.sweep import SweepLock
+
+    deadline = time.monotonic() + 120
+    while first.poll() is None and not SweepLock(read_sweep(path).layout).is_held_elsewhere():
+        assert time.monotonic() < deadline, "the first sweep never took its lock"
+        time.sleep(0.1)
+    try:
+        second = subprocess.run([sys.executable, "-m", "flowerkit", "sweep", str(path)], env=env, cwd=tmp_path,
+                                capture_output=True, text=True, timeout=120)
+        assert second.returncode == 4, second.stderr[-3000:]
+        text = " ".join(second.stderr.split())
+        assert text.count("Error:") == 1 and "Traceback" not in text
+        assert f"The sweep 'twice' is being run right now by pid {first.pid} on host" in text
+        assert lock.is_file()
+    finally:
+        first.send_signal(signal.SIGINT)
+        first.communicate(timeout=120)
+
+
+def test_a_trial_another_process_holds_is_reported_as_busy_not_failed(
+        prefect_harness, flowers_root: Path, tmp_path: Path) -> None:
+    """Someone runs `flowerkit train` on a trial's config while the sweep runs: the sweep leaves it alone, runs
+    the others, and says so (exit 4, one writer per run), never that the trial failed."""
+    from flowerkit.errors import RunExistsError
+    from flowerkit.flows.sweep import sweep_flow
+    from flowerkit.rundir import RunLock, claim_run_dir
+
+    base = TINY | {"data_root": str(flowers_root), "output_dir": str(tmp_path / "out")}
+    path = write_sweep(tmp_path, {"name": "held", "base": base, "grid": {"seed": [1, 2]}})
+    held = read_sweep(path).trials[1].config
+    lock = RunLock(held.layout)
+    claim_run_dir(held, "train", False, None, held.num_steps, lock)  # another writer: its own lock file handle
+    try:
+        with pytest.raises(RunExistsError) as caught:
+            sweep_flow(str(path))
+    finally:
+        lock.release()
+    message = " ".join(caught.value.message.split())
+    assert "held-001 is being run by another process right now (not failed" in message
+    assert "did not complete" not in message
+    rows = {row["trial"]: row for row in read_results(tmp_path / "out", "held")}
+    assert rows["held-000"]["status"] == "complete" and rows["held-001"]["status"] == "running"
+
+
+@pytest.mark.parametrize("max_parallel", [1, 2])
+def test_sigterm_stops_a_sweep_with_exit_143_and_the_same_command_continues_it(
+        prefect_harness, flowers_root: Path, tmp_path: Path, max_parallel: int) -> None:
+    """A sweep has no --resume: the paragraph names what continues it, running the same sweep again. With
+    --max_parallel 2 the trials are processes of their own: they are stopped too, never left running."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+    from prefect.settings import PREFECT_API_URL
+
+    from flowerkit.flows.sweep import sweep_flow
+
+    base = TINY | {"data_root": str(flowers_root), "output_dir": str(tmp_path / "out"), "num_steps": 20,
+                   "eval_every": 10}
+    path = write_sweep(tmp_path, {"name": "stopped", "base": base, "grid": {"seed": list(range(max_parallel))}})
+    trial = read_sweep(path).trials[0].config.layout
+    env = os.environ | {"PREFECT_API_URL": PREFECT_API_URL.value()}
+    proc = subprocess.Popen([sys.executable, "-m", "flowerkit", "sweep", str(path), "--max_parallel",
+                             str(max_parallel)], env=env, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 180
+    while proc.poll() is None and not trial.checkpoint.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.stderr.read()[-3000:]
+    children = psutil.Process(proc.pid).children(recursive=True)
+    proc.send_signal(signal.SIGTERM)  # to the sweep's process alone, as a scheduler does
+    _, stderr = proc.communicate(timeout=300)
+    _, alive = psutil.wait_procs(children, timeout=30)
+    assert not alive, alive
+    assert proc.returncode == 143, stderr[-3000:]
+    text = " ".join(stderr.split())
+    assert "Traceback" not in stderr and text.count("Error:") == 1, stderr[-3000:]
+    assert "run the same sweep command again" in text and "--resume" not in text.split("Error:")[1]
+    assert json.loads(trial.record.read_text())["stage_status"] == "failed"
+    rows = {row["trial"]: row for row in sweep_flow(str(path))}
+    assert rows["stopped-000"]["action"] == "resume" and rows["stopped-000"]["status"] == "complete"
+    assert all(row["status"] == "complete" for row in rows.values())

@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.text import Text
 
 STATUS_STYLES = {"running": "bold cyan", "retrying": "bold yellow", "complete": "green", "failed": "bold red",
+                 "diverged": "bold red italic",
                  "crashed": "bold magenta", "starting": "cyan", "completed": "green", "pending": "dim",
                  "damaged": "bold red reverse", "unknown": "dim"}
 

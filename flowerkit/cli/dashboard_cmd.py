@@ -13,6 +13,11 @@ def dashboard(
     refresh: float = typer.Option(1.0, "--refresh", min=0.2, help="Seconds between re-reads of the run files."),
 ) -> None:
     """Follow, compare and launch runs in a terminal UI (keys in the footer; q quits)."""
+    from flowerkit.cli.errors import user_errors
+    from flowerkit.cli.runs_cmd import check_output_dir
+
+    with user_errors():
+        check_output_dir(output_dir)  # a file there is a wrong path, not an empty list of runs
     from flowerkit.tui.app import DashboardApp  # Textual is imported only for this command
 
     DashboardApp(output_dir, refresh_s=refresh).run()

@@ -78,5 +78,5 @@ def check(
         if not report.ok:
             for problem in report.problems:
                 print_error(problem)
-            raise typer.Exit(2)
+            raise typer.Exit(report.exit_code)
         typer.echo(f"{report.root}: {report.images} images, all present and decodable; {report.checksums()}.")

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 import sys
 import textwrap
+import threading
 import traceback
 from collections.abc import Iterator
 
 import typer
 
-from flowerkit.errors import FlowerkitError
+from flowerkit.errors import FlowerkitError, Terminated, is_termination
 
 
 def print_error(message: str) -> None:
@@ -36,19 +38,46 @@ def hide_user_error_tracebacks() -> None:
         logging.getLogger(name).addFilter(_HideUserErrorTracebacks())
 
 
+RESUME_HINT = "run the same command with --resume to continue it from its last checkpoint"
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 @contextlib.contextmanager
-def user_errors(debug: bool = False) -> Iterator[None]:
-    """Run a command body: FlowerkitError -> its exit code; anything else -> exit 1; tracebacks with --debug."""
+def sigterm_as_interrupt() -> Iterator[None]:
+    """While the block runs, SIGTERM raises ``Terminated`` (a KeyboardInterrupt) instead of killing the process
+    on the spot: the run is marked failed with the resume hint, exactly as for Ctrl-C. Prefect's flow engine
+    swaps in its own handler during a flow run and, once it has recorded the crash, re-sends the signal to
+    this one."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers belong to the main thread
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+@contextlib.contextmanager
+def user_errors(debug: bool = False, resume_hint: str = RESUME_HINT) -> Iterator[None]:
+    """Run a command body: FlowerkitError -> its exit code; anything else -> exit 1; tracebacks with --debug.
+
+    ``resume_hint`` says how this command continues what an interrupt (Ctrl-C: 130, SIGTERM: 143) stopped."""
+    try:
+        with sigterm_as_interrupt():
+            yield
     except FlowerkitError as exc:
         if debug:
             traceback.print_exc()
         print_error(exc.message)
         raise typer.Exit(exc.exit_code) from None
-    except KeyboardInterrupt:
-        print_error("Interrupted. A run that had started is marked failed in its run_record.json; run the same "
-                    "command with --resume to continue it from its last checkpoint.")
+    except KeyboardInterrupt as exc:
+        if is_termination(exc):
+            raise typer.Exit(_terminated(resume_hint)) from None
+        print_error(f"Interrupted. A run that had started is marked failed in its run_record.json; {resume_hint}.")
         raise typer.Exit(130) from None
     except (typer.Exit, typer.Abort):
         raise
@@ -58,3 +87,14 @@ def user_errors(debug: bool = False) -> Iterator[None]:
         print_error(f"Unexpected error: {type(exc).__name__}: {exc}. Run again with --debug for the traceback, "
                     "and report it if it persists.")
         raise typer.Exit(1) from None
+    except BaseException as exc:
+        if not is_termination(exc):
+            raise
+        raise typer.Exit(_terminated(resume_hint)) from None
+
+
+def _terminated(resume_hint: str) -> int:
+    """The paragraph for SIGTERM; returns its exit code (143: 128 + 15, what a shell reports for it)."""
+    print_error(f"Terminated (SIGTERM: a scheduler's or docker's stop, or a Prefect cancel). A run that had started "
+                f"is marked failed in its run_record.json; {resume_hint}.")
+    return Terminated.exit_code

@@ -78,8 +78,8 @@ def files(layout: RunLayout, record: dict[str, Any]) -> Table:
 
 def configuration(layout: RunLayout) -> RenderableType:
     try:
-        values = yaml.safe_load(layout.config.read_text()) or {}
-    except (OSError, yaml.YAMLError):
+        values = yaml.safe_load(layout.config.read_text(encoding="utf-8")) or {}
+    except (OSError, ValueError, yaml.YAMLError):  # ValueError: bytes that are not UTF-8 (a damaged file)
         return Text(f"configuration: {layout.config} is missing or unreadable", style="yellow")
     return _pairs(f"configuration ({layout.config})", [(f"--{key}", value) for key, value in values.items()])
 

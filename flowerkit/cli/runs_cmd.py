@@ -15,6 +15,14 @@ app = typer.Typer(help="List, inspect, verify and prune runs.", no_args_is_help=
 OUTPUT = typer.Option(Path("output"), "--output-dir", "--output_dir", help="Root folder of the runs.")
 
 
+def check_output_dir(output_dir: Path) -> Path:
+    """A file where the runs' folder belongs is a mistake to name, not an empty folder ("No runs")."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ConfigError(f"--output-dir {output_dir} is a file, not a folder of runs. Pass the folder the runs "
+                          "were written to (train's --output_dir).")
+    return output_dir
+
+
 def check_run_name(name: str) -> str:
     """A run name is one folder name under --output-dir (config.py's pattern), never a path like ../x or /etc."""
     if not re.fullmatch(NAME_PATTERN, name):
@@ -41,7 +49,7 @@ def list_runs(output_dir: Path = OUTPUT,
         if sweep is not None:
             list_sweep(output_dir, check_run_name(sweep))
             return
-        runs = find_runs(output_dir)
+        runs = find_runs(check_output_dir(output_dir))
         if not runs:
             typer.echo(f"No runs under {output_dir}.")
             return
@@ -121,12 +129,15 @@ def verify(name: str = typer.Argument(..., help="Run name."), output_dir: Path =
                              ("unlisted", report.unlisted)):
             for item in items:
                 typer.echo(f"{label:<9} {item}")
+        if report.record.state == "altered":
+            typer.echo(f"{'record':<9} {report.record.detail}")
         if not report.ok:
-            typer.echo(f"Run '{name}' does NOT match its record: {len(report.missing)} missing, "
-                       f"{len(report.changed)} changed, {len(report.unlisted)} unlisted of {report.checked} "
-                       "indexed files.", err=True)
+            typer.echo(f"Run '{name}' does NOT match its record: {report.describe()}.", err=True)
             raise typer.Exit(2)
-        typer.echo(f"Run '{name}' verified: all {report.checked} indexed files match their sha256.")
+        typer.echo(f"Run '{name}' verified: all {report.checked} indexed files match their sha256"
+                   + (", its record matches the run index." if report.record.state == "ok" else
+                      f"; its record is not in the run index ({report.record.detail}: a run from before flowerkit "
+                      "kept one), so its dates are not vouched for."))
 
 
 @app.command("prune")
@@ -146,7 +157,7 @@ def prune(
             typer.echo("Nothing to do: pass --older-than-retention (with --dry-run first to see what it deletes).",
                        err=True)
             raise typer.Exit(2)
-        candidates = expired_runs(output_dir)
+        candidates = expired_runs(check_output_dir(output_dir))
         if not candidates:
             typer.echo(f"No run under {output_dir} is past its retention period.")
         kept = 0

@@ -25,11 +25,15 @@ def sweep(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
     """Expand a sweep file into train runs named <sweep>-<index>, run those not complete, rank them all."""
-    with user_errors(debug):
-        from flowerkit.sweep import action_for, check_same_sweep, read_sweep
+    # A sweep has no --resume: running it again skips complete trials and resumes the stopped one.
+    with user_errors(debug, resume_hint="run the same sweep command again: complete trials are skipped and the "
+                                        "stopped one resumes from its last checkpoint"):
+        from flowerkit.sweep import action_for, check_same_sweep, check_sweep_free, read_sweep
 
         found = read_sweep(sweep_file)  # every trial validated: exit 2 naming the trial and option
         check_same_sweep(found)
+        if not dry_run:
+            check_sweep_free(found)  # fail fast, before a Prefect server starts; the flow takes the lock
         prefect = check_prefect_environment()
         backend, where = choose_backend(local)
         if dry_run:

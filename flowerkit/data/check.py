@@ -14,7 +14,7 @@ from pathlib import Path
 from torchvision.datasets.utils import calculate_md5
 
 from flowerkit.data.download import ARCHIVE, OFFICIAL_MD5
-from flowerkit.data.flowers102 import open_flowers102
+from flowerkit.data.flowers102 import Flowers102, check_split_not_empty, open_flowers102
 from flowerkit.errors import FlowerkitError
 
 MAX_LISTED = 5
@@ -26,10 +26,16 @@ class DataReport:
     images: int = 0
     verified: list[str] = field(default_factory=list)  # files whose official md5 matched
     problems: list[str] = field(default_factory=list)
+    missing_input: bool = False  # something required is absent (root, images): exit 3, as train gives
 
     @property
     def ok(self) -> bool:
         return not self.problems
+
+    @property
+    def exit_code(self) -> int:
+        """The code train gives for the same problem: 3 when an input is missing, else 2 (0 when ok)."""
+        return 0 if self.ok else 3 if self.missing_input else 2
 
     def checksums(self) -> str:
         """For plans and logs: which files were verified against the official md5s."""
@@ -44,8 +50,9 @@ def check_flowers102(data_root: Path, md5s: dict[str, str] | None = None, decode
     try:
         dataset = open_flowers102(data_root)
     except FlowerkitError as exc:
-        return DataReport(Path(data_root), problems=[exc.message])
+        return DataReport(Path(data_root), problems=[exc.message], missing_input=exc.exit_code == 3)
     report = DataReport(dataset.root, images=int(dataset.labels.size))
+    _check_splits(report, dataset)
     _check_checksums(report, md5s)
     _check_images(report, [dataset.image_path(i) for i in range(1, dataset.labels.size + 1)], decode)
     return report
@@ -90,6 +97,16 @@ def _check_checksums(report: DataReport, md5s: dict[str, str]) -> None:
                                    "Delete it and run `flowerkit data download --out DIR` again.")
 
 
+def _check_splits(report: DataReport, dataset: Flowers102) -> None:
+    """An empty split is the error train gives before it starts (exit 2): every split a run may use must list
+    images, the test split included (``--test_after`` and ``flowerkit eval --split test`` read it)."""
+    for split, ids in dataset.splits.items():
+        try:
+            check_split_not_empty(dataset, split, ids, "full")
+        except FlowerkitError as exc:
+            report.problems.append(exc.message)
+
+
 def _check_images(report: DataReport, paths: list[Path], decode: bool) -> None:
     from PIL import Image, UnidentifiedImageError
 
@@ -107,6 +124,7 @@ def _check_images(report: DataReport, paths: list[Path], decode: bool) -> None:
     fix = (f"Extract {ARCHIVE} again (`flowerkit data download --out DIR` does it, after deleting DIR/jpg), or "
            "regenerate a synthetic set.")
     if missing:
+        report.missing_input = True
         report.problems.append(f"{len(missing)} of {len(paths)} labelled images are missing from {report.root}, "
                                f"e.g. {_listed(missing, report.root)}. {fix}")
     if broken:

@@ -13,6 +13,7 @@ import numpy as np
 import yaml
 
 from flowerkit.errors import ConfigError, MissingInputError
+from flowerkit.inputs import read_utf8
 
 BUILTIN_DIR = Path(__file__).parent / "subsets"
 MAX_BATCHES = 2
@@ -47,7 +48,7 @@ def resolve_subset(value: str | None) -> SubsetSpec | None:
         raise ConfigError(f"Unknown subset '{value}'. Built-in subsets: {', '.join(builtins)}; "
                           "or pass the path of a manifest file mapping train/val/test to lists of image ids.")
     try:
-        data = yaml.safe_load(path.read_text())  # YAML is a superset of JSON
+        data = yaml.safe_load(read_utf8(path, "The subset manifest"))  # YAML is a superset of JSON
         ids = {split: [int(i) for i in data.get(split) or []] for split in ("train", "val", "test")}
         if not isinstance(data, dict) or not any(ids.values()):
             raise ValueError("no ids")

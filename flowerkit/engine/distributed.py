@@ -39,7 +39,7 @@ from flowerkit.data.selection import Selection
 from flowerkit.engine.progress import Progress, RecordProgress
 from flowerkit.engine.trainer import TrainResult
 from flowerkit.engine.world import World, backend_for
-from flowerkit.errors import ConfigError, DistributedError, FlowerkitError
+from flowerkit.errors import ConfigError, DistributedError, FlowerkitError, Terminated
 from flowerkit.plan import RunPlan
 
 log = logging.getLogger(__name__)
@@ -250,6 +250,8 @@ def launch(plan: RunPlan, train: Selection, val: Selection,
         except SignalException as exc:
             if exc.sigval == signal.SIGINT:
                 raise KeyboardInterrupt from None  # Ctrl-C: the CLI's exit 130; the workers were stopped
+            if exc.sigval == signal.SIGTERM:
+                raise Terminated from None  # a scheduler's stop: exit 143, resumable like Ctrl-C
             raise DistributedError(f"The launching process received {exc.sigval.name} and stopped its training "
                                    "processes. Run the same command with --resume to continue from the last "
                                    "checkpoint.") from None

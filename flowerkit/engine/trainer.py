@@ -211,7 +211,7 @@ class TrainStep:
             seen += len(y)
         grad_norm = torch.nn.utils.clip_grad_norm_(trainable.model.parameters(), settings.max_grad_norm)
         lr = max(trainable.scheduler.get_last_lr())  # the rate this step uses (the head's, under layer decay)
-        trainable.optimizer.step()
+        self._optimizer_step()
         if trainable.ema is not None:
             trainable.ema.update_parameters(trainable.model)
         trainable.scheduler.step()
@@ -226,6 +226,19 @@ class TrainStep:
         if not math.isfinite(norm):
             raise NonFiniteLossError(trainable.scheduler.last_epoch, "gradient norm")
         return StepStats(loss_sum / seen, correct / seen, int(seen), lr)
+
+    def _optimizer_step(self) -> None:
+        """``optimizer.step()``, with an overflow inside the optimiser reported as the divergence it is.
+
+        AdamW at a huge rate computes a step size beyond float32 and torch raises a bare RuntimeError from
+        ``addcdiv_``: unmapped, that was an "unexpected error" that Prefect retried twice from the same state."""
+        try:
+            self.trainable.optimizer.step()
+        except RuntimeError as exc:
+            if "overflow" not in str(exc):
+                raise
+            raise NonFiniteLossError(self.trainable.scheduler.last_epoch + 1,
+                                     "optimizer's update (it overflows float32)") from exc
 
 
 def train(config: TrainConfig, device: torch.device, precision: str, train_table: SampleTable,

@@ -30,6 +30,7 @@ from flowerkit.tracking.run_data import MODEL_TAG, PARENT_TAG, Point, metric_key
 log = logging.getLogger("flowerkit.tracking")
 
 FLUSH_INTERVAL_S = 2.0
+UNOPENED_CLOSE_WAIT_S = 2.0  # at the end of a run whose MLflow run never opened
 MAX_BATCH = 1000  # MLflow's limit of metrics per log_batch request
 # MLflow's defaults (120 s timeout, 7 retries with backoff) would let one request hang for many minutes; a
 # user's own MLFLOW_HTTP_REQUEST_* settings win.
@@ -113,6 +114,7 @@ class MlflowSink:
         self._pending_lock = threading.Lock()
         self._jobs: queue.Queue = queue.Queue()
         self._opened = threading.Event()
+        self.on_open: Callable[[], None] | None = None  # called from the worker once a late open succeeded
         self._thread = threading.Thread(target=self._work, name="flowerkit-mlflow", daemon=True)
 
     # --- called by the run: never blocks longer than asked, never raises --------------------------------
@@ -153,6 +155,13 @@ class MlflowSink:
         """Send what is queued, end the MLflow run with ``status``; give up after ``wait_s``. Returns the report."""
         self.submit("run status", lambda: self._client.set_terminated(self.run_id, status))
         self._jobs.put(None)
+        if not self._opened.is_set():
+            # The server had the whole run to open the MLflow run and did not: waiting longer only holds the
+            # finished run (a server that accepts connections and never answers held a tiny run 25 s).
+            self._thread.join(min(wait_s, UNOPENED_CLOSE_WAIT_S))
+            if self._thread.is_alive():
+                self._give_up("the server did not answer, so no MLflow run was opened")
+            return self.report()
         self._thread.join(wait_s)
         if self._thread.is_alive():
             self._give_up(f"the server did not take everything within {wait_s:.0f} s")
@@ -189,9 +198,18 @@ class MlflowSink:
             if item is None:
                 return
             what, job, count = item
-            self._run(what, job, count)
+            opened = self._run(what, job, count)
             if what == "open":
+                late = not self._opened.is_set() and self.on_open is not None
                 self._opened.set()
+                if opened and late:
+                    self._announce()
+
+    def _announce(self) -> None:
+        try:
+            self.on_open()
+        except Exception as exc:  # a record write that failed: the run's own writes will say why
+            log.debug("MLflow run opened, but could not be recorded: %s", exc)
 
     def _run(self, what: str, job: Callable[[], Any], count: int) -> bool:
         if self.failure is not None:

@@ -19,6 +19,7 @@ import numpy as np
 import yaml
 
 from flowerkit.artifacts.files import read_json
+from flowerkit.inputs import read_utf8
 from flowerkit.layout import RECORD_NAME, RunLayout
 
 # ScalarLog's callers log metrics.jsonl rows of kind "train" under TensorBoard prefix "train" and rows of kind
@@ -65,7 +66,7 @@ def per_class_points(step: int, rows: list[dict[str, Any]], prefix: str, timesta
 
 # --- params and tags --------------------------------------------------------------------------------------
 def resolved_config(layout: RunLayout) -> dict[str, Any]:
-    return yaml.safe_load(layout.config.read_text()) or {}
+    return yaml.safe_load(read_utf8(layout.config, "The run's resolved configuration")) or {}
 
 
 def param_value(value: Any) -> str:
@@ -166,7 +167,7 @@ def jsonl_points(path: Path) -> list[Point]:
     points = []
     if not path.is_file():
         return points
-    for line in path.read_text().splitlines():
+    for line in read_utf8(path, "The run's metrics file").splitlines():
         try:
             row = json.loads(line)
         except ValueError:
@@ -191,7 +192,7 @@ def metric_points(layout: RunLayout) -> list[Point]:
 def confusion_from_predictions(path: Path, num_classes: int) -> np.ndarray:
     """The final evaluation's confusion matrix (rows: true class), rebuilt from predictions.jsonl."""
     confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
-    for line in path.read_text().splitlines():
+    for line in read_utf8(path, "The predictions file").splitlines():
         row = json.loads(line)
         confusion[int(row["label"]), int(row["prediction"])] += 1
     return confusion
