@@ -89,6 +89,7 @@ def base_args(command: str, flowers_root: Path, checkpoint: Path, sweep: Path) -
         "data synth": ["data", "synth", "--images-per-class", "1", "--size", "16"],
         "data check": ["data", "check", str(flowers_root)],
         "fiftyone load": ["fiftyone", "load", "nope"],
+        "fiftyone compare": ["fiftyone", "compare", "nope", "nope-too"],
         "export-npz": ["export-npz", "nope"],
         "runs list": ["runs", "list"], "runs show": ["runs", "show", "nope"], "runs verify": ["runs", "verify", "nope"],
         "runs prune": ["runs", "prune", "--older-than-retention", "--dry-run"],
