@@ -85,7 +85,8 @@ def run_lifecycle(plan: RunPlan, determinism: dict) -> Iterator[str]:
                 message = describe_failure(exc)
                 logging.getLogger("flowerkit").error("run %s failed: %s", config.name, message)
                 try:
-                    _finish(config, "failed", {"type": type(exc).__name__, "message": message})
+                    kind = "Terminated" if is_termination(exc) else type(exc).__name__  # one name for SIGTERM
+                    _finish(config, "failed", {"type": kind, "message": message})
                 except (OSError, FlowerkitError) as also:  # e.g. the disk is still full: keep the first error
                     logging.getLogger("flowerkit").error("could not mark run %s failed: %s", config.name, also)
                 raise

@@ -16,6 +16,7 @@ from flowerkit.errors import (
     MissingInputError,
     NonFiniteLossError,
     RunExistsError,
+    is_termination,
 )
 from flowerkit.plan import RunPlan
 
@@ -33,8 +34,8 @@ def retry_unless_user_error(task, task_run, state) -> bool:
         state.result(raise_on_failure=True)
     except NOT_RETRIED:
         return False
-    except BaseException:
-        return True
+    except BaseException as exc:
+        return not is_termination(exc)  # SIGTERM stops the run, as Ctrl-C does
     return False
 
 
@@ -60,8 +61,9 @@ def tracked(name: str, retries: int) -> Callable:
             except (*NOT_RETRIED, KeyboardInterrupt, SystemExit):  # a user's mistake, or the user stopping it
                 _note_state(run_dir, name, "failed", attempt)
                 raise
-            except BaseException:
-                _note_state(run_dir, name, "retrying" if attempt <= retries else "failed", attempt)
+            except BaseException as exc:
+                stopped = is_termination(exc)  # Prefect's own SIGTERM signal, inside a flow run
+                _note_state(run_dir, name, "retrying" if attempt <= retries and not stopped else "failed", attempt)
                 raise
             refresh_artifact_index(run_dir)  # the record follows each artifact as written
             set_task_state(run_dir, name, "completed", attempt)

@@ -405,6 +405,7 @@ def test_sigterm_stops_the_run_like_ctrl_c_with_exit_143(prefect_harness, flower
     assert "Terminated (SIGTERM" in stderr and "--resume" in flat(stderr.split("Error:")[1])
     record = json.loads((workdir / "output" / "term" / "run_record.json").read_text())
     assert record["stage_status"] == "failed" and "terminated (SIGTERM" in record["error"]["message"]
+    assert record["error"]["type"] == "Terminated"  # one name for SIGTERM, however it reached the flow
 
     resumed = subprocess.run([*cmd, "--resume"], env=env, cwd=workdir, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]

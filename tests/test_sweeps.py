@@ -224,17 +224,17 @@ def test_the_same_sweep_started_twice_has_one_writer(prefect_harness, flowers_ro
 
     from prefect.settings import PREFECT_API_URL
 
+    from flowerkit.sweep import SweepLock
+
     base = TINY | {"data_root": str(flowers_root), "output_dir": str(tmp_path / "out"), "num_steps": 400,
                    "eval_every": 200}
     path = write_sweep(tmp_path, {"name": "twice", "base": base, "grid": {"seed": [1]}})
     env = os.environ | {"PREFECT_API_URL": PREFECT_API_URL.value()}
     first = subprocess.Popen([sys.executable, "-m", "flowerkit", "sweep", str(path)], env=env, cwd=tmp_path,
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    lock = read_sweep(path).layout.lock
-    from flowerkit.sweep import SweepLock
-
+    layout = read_sweep(path).layout
     deadline = time.monotonic() + 120
-    while first.poll() is None and not SweepLock(read_sweep(path).layout).is_held_elsewhere():
+    while first.poll() is None and not SweepLock(layout).is_held_elsewhere():
         assert time.monotonic() < deadline, "the first sweep never took its lock"
         time.sleep(0.1)
     try:
@@ -244,7 +244,7 @@ def test_the_same_sweep_started_twice_has_one_writer(prefect_harness, flowers_ro
         text = " ".join(second.stderr.split())
         assert text.count("Error:") == 1 and "Traceback" not in text
         assert f"The sweep 'twice' is being run right now by pid {first.pid} on host" in text
-        assert lock.is_file()
+        assert "Beginning flow run" not in second.stderr  # refused before any flow (and trial) started
     finally:
         first.send_signal(signal.SIGINT)
         first.communicate(timeout=120)
