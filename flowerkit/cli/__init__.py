@@ -20,6 +20,7 @@ from flowerkit.cli import (
     weights_cmd,
 )
 from flowerkit.cli.dashboard_cmd import dashboard
+from flowerkit.cli.options import CONTEXT_SETTINGS
 from flowerkit.cli.prefect_env import set_environment_defaults
 
 
@@ -36,7 +37,10 @@ app = typer.Typer(
     help="Train and evaluate Vision Transformers on Oxford Flowers-102, with an auditable trail per run.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
+    # Every sub-command inherits the token normaliser: each option is declared (and listed in the help) with one
+    # spelling, and its dashed or underscored twin (--output_dir, --max-parallel) parses the same, so option
+    # names stay whole in an 80-column help.
+    context_settings={"help_option_names": ["-h", "--help"], **CONTEXT_SETTINGS},
 )
 run_cmds.register(app)
 app.add_typer(data_cmd.app, name="data")

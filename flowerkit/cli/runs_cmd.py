@@ -12,7 +12,7 @@ from flowerkit.config import NAME_PATTERN
 from flowerkit.errors import ConfigError
 
 app = typer.Typer(help="List, inspect, verify and prune runs.", no_args_is_help=True)
-OUTPUT = typer.Option(Path("output"), "--output-dir", "--output_dir", help="Root folder of the runs.")
+OUTPUT = typer.Option(Path("output"), "--output-dir", help="Root folder of the runs.")
 
 
 def check_run_name(name: str) -> str:
@@ -131,10 +131,10 @@ def verify(name: str = typer.Argument(..., help="Run name."), output_dir: Path =
 
 @app.command("prune")
 def prune(
-    older_than_retention: bool = typer.Option(False, "--older-than-retention", "--older_than_retention",
+    older_than_retention: bool = typer.Option(False, "--older-than-retention",
                                               help="Delete runs whose retention period (from the run record) has "
                                                    "expired."),
-    dry_run: bool = typer.Option(False, "--dry-run", "--dry_run", help="Only say what would be deleted."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only say what would be deleted."),
     force: bool = typer.Option(False, "--force", help="Also delete expired runs whose files fail verification."),
     output_dir: Path = OUTPUT,
 ) -> None:

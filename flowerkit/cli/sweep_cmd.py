@@ -15,12 +15,12 @@ from flowerkit.cli.prefect_env import check_prefect_environment, start_ephemeral
 def sweep(
     sweep_file: Path = typer.Argument(..., help="Sweep YAML: name, base (recipe file or options), grid and/or "
                                                 "random."),
-    max_parallel: int = typer.Option(1, "--max_parallel", "--max-parallel", min=1,
+    max_parallel: int = typer.Option(1, "--max_parallel", min=1,
                                      help="At most this many trials at once (on a work pool: a Prefect "
                                           "concurrency limit named for the sweep)."),
     local: bool = typer.Option(False, "--local", help="Run the trials on this machine even when PREFECT_API_URL "
                                                       "points at a server with the flowerkit-train deployment."),
-    dry_run: bool = typer.Option(False, "--dry_run", "--dry-run", help="List the trials and what each needs; run "
+    dry_run: bool = typer.Option(False, "--dry_run", help="List the trials and what each needs; run "
                                                                        "nothing."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
