@@ -17,6 +17,7 @@ from flowerkit.plan import RunPlan
 from flowerkit.rundir import RunLock, claim_run_dir
 from flowerkit.tasks import load_subset
 from flowerkit.tracking import tracked_run
+from flowerkit.watcher import watch_current_flow_run
 
 LOGGERS = ("flowerkit", "prefect.flow_runs", "prefect.task_runs")
 
@@ -64,6 +65,7 @@ def run_lifecycle(plan: RunPlan, device: str, determinism: dict) -> Iterator[dic
     config = plan.config
     lock = RunLock(plan.layout)
     record = claim_run_dir(config, plan.flow, plan.resume, flow_run_id(), plan.total_steps, lock)
+    watch_current_flow_run(config.name, plan.flow)  # a killed process's flow run still ends Crashed
     run_dir = plan.layout.run_dir
 
     def mark_done(rec: dict) -> None:

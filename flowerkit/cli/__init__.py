@@ -21,6 +21,7 @@ from flowerkit.cli import (
 )
 from flowerkit.cli.dashboard_cmd import dashboard
 from flowerkit.cli.options import CONTEXT_SETTINGS
+from flowerkit import watcher
 from flowerkit.cli.prefect_env import set_environment_defaults
 
 
@@ -62,6 +63,7 @@ app.command("serve", help="Serve the train and eval flows as Prefect deployments
 def main(command: str | None = None) -> None:
     """The ``flowerkit`` program; with ``command`` ("train", "eval"), that command alone, as ``<command>.py``."""
     _quiet_prefect_defaults()
+    watcher.enable()  # a flow run this process runs ends Crashed even if the process is killed
     if (command or next(iter(sys.argv[1:]), "")) != "server":  # before Prefect is imported: it reads the env once
         server_cmd.use_local_server()
     if command is None:
