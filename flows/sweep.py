@@ -39,6 +39,7 @@ from flowerkit.sweep import (
     write_expansion,
     write_results,
 )
+from flowerkit.sweep_progress import report, reporting
 
 TRAIN_DEPLOYMENT = "train/flowerkit-train"
 POLL_S = 2.0
@@ -64,12 +65,14 @@ def sweep_flow(sweep_file: str, max_parallel: int = 1, backend: Literal["local",
     outcomes = {name: Outcome(action, "SKIPPED" if action == "skip" else "RUNNING",
                               "another process is running this trial" if action == "busy" else None)
                 for name, action in actions.items() if action in ("skip", "busy")}
-    if backend == "pool":
-        outcomes |= run_on_pool(sweep, todo, actions, max_parallel, deployment)
-    elif max_parallel > 1 and len(todo) > 1:
-        outcomes |= run_in_processes(sweep, todo, actions, max_parallel)
-    else:
-        outcomes |= {trial.name: run_subflow(trial, actions[trial.name]) for trial in todo}
+    at_once = max_parallel if backend == "pool" or (max_parallel > 1 and len(todo) > 1) else 1
+    with reporting(sweep.name, len(todo), at_once, skipped=len(sweep.trials) - len(todo)):
+        if backend == "pool":
+            outcomes |= run_on_pool(sweep, todo, actions, max_parallel, deployment)
+        elif max_parallel > 1 and len(todo) > 1:
+            outcomes |= run_in_processes(sweep, todo, actions, max_parallel)
+        else:
+            outcomes |= {trial.name: run_subflow(trial, actions[trial.name]) for trial in todo}
     rows = write_results(sweep, outcomes)
     from flowerkit.tasks.prefect_artifacts import publish_sweep_table
 
@@ -84,10 +87,13 @@ def run_subflow(trial: Trial, action: str) -> Outcome:
     """The train flow as a subflow of this one, in this process; its failure is recorded, not raised."""
     from flowerkit.flows.train import train_flow
 
+    report().started(trial)
     state = train_flow.with_options(flow_run_name=trial.name)(trial.config, resume=action == "resume",
                                                                return_state=True)
-    return Outcome(action, state.type.value, None if state.is_completed() else state.message,
-                   str(state.state_details.flow_run_id))
+    outcome = Outcome(action, state.type.value, None if state.is_completed() else state.message,
+                      str(state.state_details.flow_run_id))
+    report().ended(trial, outcome)
+    return outcome
 
 
 def _in_threads(trials: list[Trial], workers: int, one: Callable[[Trial], Outcome]) -> dict[str, Outcome]:
@@ -108,11 +114,13 @@ def run_in_processes(sweep: Sweep, trials: list[Trial], actions: dict[str, str],
     def one(trial: Trial) -> Outcome:
         action = actions[trial.name]
         cmd = [sys.executable, "-m", "flowerkit", "train", "--config", str(sweep.layout.trial_config(trial.name))]
+        report().started(trial)
         done = subprocess.run(cmd + (["--resume"] if action == "resume" else []), env=env, capture_output=True,
                               text=True)
-        if done.returncode == 0:
-            return Outcome(action, "COMPLETED")
-        return Outcome(action, "FAILED", _cli_error(done.stderr) or f"exit {done.returncode}")
+        outcome = Outcome(action, "COMPLETED") if done.returncode == 0 else \
+            Outcome(action, "FAILED", _cli_error(done.stderr) or f"exit {done.returncode}")
+        report().ended(trial, outcome)
+        return outcome
 
     return _in_threads(trials, max_parallel, one)
 
@@ -161,16 +169,24 @@ def _run_deployment(trial: Trial, action: str, limit: str, deployment: str) -> O
     parameters = {"config": trial.config.model_dump(mode="json"), "resume": action == "resume"}
     with concurrency(limit, occupy=1):
         run = run_deployment(deployment, parameters=parameters, timeout=0, flow_run_name=trial.name)
-        state = _wait_final(run.id)
-    return Outcome(action, state.type.value, None if state.is_completed() else state.message, str(run.id))
+        report().submitted(trial, str(run.id))
+        state = _wait_final(run.id, lambda: report().started(trial, str(run.id)))
+    outcome = Outcome(action, state.type.value, None if state.is_completed() else state.message, str(run.id))
+    report().ended(trial, outcome)
+    return outcome
 
 
-def _wait_final(flow_run_id):
+def _wait_final(flow_run_id, on_running: Callable[[], None] = lambda: None):
+    """The flow run's final state; ``on_running`` once, when it is first seen running."""
     from prefect.client.orchestration import get_client
 
+    seen_running = False
     with get_client(sync_client=True) as client:
         while True:
             state = client.read_flow_run(flow_run_id).state
             if state is not None and state.is_final():
                 return state
+            if state is not None and state.is_running() and not seen_running:
+                seen_running = True
+                on_running()
             time.sleep(POLL_S)

@@ -22,9 +22,19 @@ def sweep(
                                                       "points at a server with the flowerkit-train deployment."),
     dry_run: bool = typer.Option(False, "--dry_run", help="List the trials and what each needs; run "
                                                                        "nothing."),
+    quiet: bool = typer.Option(False, "--quiet", help="Only warnings, errors and the final table: no line per "
+                                                      "trial, no INFO log lines."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
-    """Expand a sweep file into train runs named <sweep>-<index>, run those not complete, rank them all."""
+    """Expand a sweep file into train runs named <sweep>-<index>, run those not complete, rank them all.
+
+    Prints a line per trial as it is submitted, starts, finishes (with its monitored value) or fails, with its
+    Prefect flow run link when the server's UI is known, and the sweep's ETA; --quiet keeps only the table.
+    """
+    if quiet:
+        from flowerkit.cli.quiet import quiet_console_logs
+
+        quiet_console_logs()  # before Prefect is imported
     with user_errors(debug):
         from flowerkit.sweep import action_for, check_same_sweep, read_sweep
 
