@@ -7,10 +7,12 @@ import sys
 
 import typer
 
+from flowerkit import watcher
 from flowerkit.cli import (
     bench_cmd,
     data_cmd,
     export_cmd,
+    fast_exit,
     fiftyone_cmd,
     run_cmds,
     runs_cmd,
@@ -21,7 +23,6 @@ from flowerkit.cli import (
 )
 from flowerkit.cli.dashboard_cmd import dashboard
 from flowerkit.cli.options import CONTEXT_SETTINGS
-from flowerkit import watcher
 from flowerkit.cli.prefect_env import set_environment_defaults
 
 
@@ -66,7 +67,11 @@ def main(command: str | None = None) -> None:
     watcher.enable()  # a flow run this process runs ends Crashed even if the process is killed
     if (command or next(iter(sys.argv[1:]), "")) != "server":  # before Prefect is imported: it reads the env once
         server_cmd.use_local_server()
-    if command is None:
-        app()
-    else:  # the repo root's train.py / eval.py: the seed spec's spelling of the same command
-        typer.main.get_command(app).commands[command].main(prog_name=f"{command}.py")
+    try:
+        if command is None:
+            app()
+        else:  # the repo root's train.py / eval.py: the seed spec's spelling of the same command
+            typer.main.get_command(app).commands[command].main(prog_name=f"{command}.py")
+    except SystemExit as done:  # how click ends every command, success included
+        fast_exit.exit_now(done.code)
+    fast_exit.exit_now(0)
