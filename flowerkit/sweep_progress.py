@@ -80,6 +80,12 @@ class SweepProgress:
 
     def ended(self, trial: Trial, outcome: Outcome) -> None:
         """A trial's final state: finished with its monitored value, or failed with why."""
+        try:
+            self._ended(trial, outcome)
+        except Exception:  # noqa: BLE001 - a progress line never costs a trial its outcome
+            log.debug("could not report the end of trial %s", trial.name, exc_info=True)
+
+    def _ended(self, trial: Trial, outcome: Outcome) -> None:
         with self._lock:
             began = self._started.pop(trial.name, None)
             took = None if began is None else self._clock() - began
@@ -106,7 +112,10 @@ class SweepProgress:
         return sum(self._durations) / len(self._durations) * math.ceil(left / self.parallel)
 
     def _say(self, trial: Trial, what: str, flow_run_id: str | None, level: int = logging.INFO) -> None:
-        url = flow_run_url(flow_run_id)
+        try:
+            url = flow_run_url(flow_run_id)
+        except Exception:  # noqa: BLE001 - no link rather than no line (or a failed trial thread)
+            url = None
         log.log(level, "trial %s %s%s", trial.name, what, f" ({url})" if url else "")
 
 

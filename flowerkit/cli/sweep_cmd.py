@@ -20,8 +20,7 @@ def sweep(
                                           "concurrency limit named for the sweep)."),
     local: bool = typer.Option(False, "--local", help="Run the trials on this machine even when PREFECT_API_URL "
                                                       "points at a server with the flowerkit-train deployment."),
-    dry_run: bool = typer.Option(False, "--dry_run", help="List the trials and what each needs; run "
-                                                                       "nothing."),
+    dry_run: bool = typer.Option(False, "--dry_run", help="List the trials and what each needs; run nothing."),
     quiet: bool = typer.Option(False, "--quiet", help="Only warnings, errors and the final table: no line per "
                                                       "trial, no INFO log lines."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
