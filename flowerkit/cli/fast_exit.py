@@ -5,7 +5,8 @@ collecting what they hold) took about 1 s on an idle 2-core machine and 5-7 s un
 docs/performance.md, section 3), after the command's work was done and its output printed. ``exit_now`` runs
 the exit handlers (Prefect's log and event workers drain to the server, logging flushes its files, temporary
 folders go), flushes stdout and stderr, and ends the process with the command's exit code. It steps aside
-(a normal exit) while any non-daemon thread still runs, since those are joined before the exit handlers.
+(a normal exit) while any non-daemon thread still runs, since those are joined before the exit handlers, and
+under a profiler or debugger (``python -m cProfile -m flowerkit ...`` writes its profile after the command).
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ def exit_now(code: object) -> NoReturn:
     status = exit_code(code)
     if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
         sys.exit(status)  # a thread that must finish: the interpreter joins it first
+    if sys.getprofile() is not None or sys.gettrace() is not None:
+        sys.exit(status)  # python -m cProfile / a debugger: they report after this returns, not at exit
     skip_torch_compile_report()
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
