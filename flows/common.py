@@ -21,6 +21,7 @@ from flowerkit.errors import DiskFullError, FlowerkitError, is_termination
 from flowerkit.plan import RunPlan
 from flowerkit.rundir import RunLock, claim_run_dir
 from flowerkit.tracking import tracked_run
+from flowerkit.tasks.watcher import watch_current_flow_run
 
 LOGGERS = ("flowerkit", "prefect.flow_runs", "prefect.task_runs")
 
@@ -63,6 +64,7 @@ def run_lifecycle(plan: RunPlan, determinism: dict) -> Iterator[str]:
     config = plan.config
     lock = RunLock(plan.layout)
     record = claim_run_dir(config, plan.flow, plan.resume, flow_run_id(), plan.total_steps, lock)
+    watch_current_flow_run(config.name, plan.flow)  # a killed process's flow run still ends Crashed
     run_dir = plan.layout.run_dir
 
     def mark_done(rec: dict) -> None:

@@ -40,6 +40,7 @@ from flowerkit.sweep import (
     write_expansion,
     write_results,
 )
+from flowerkit.flows.sweep_progress import report, reporting
 from flowerkit.tracking.sweep_run import close_sweep_run, open_sweep_run, trial_job_variables
 
 TRAIN_DEPLOYMENT = "train/flowerkit-train"
@@ -77,12 +78,14 @@ def _run_sweep(sweep: Sweep, max_parallel: int, backend: str, deployment: str) -
                               "another process is running this trial" if action == "busy" else None)
                 for name, action in actions.items() if action in ("skip", "busy")}
     parent = open_sweep_run(sweep, current_flow_run.id)  # MLflow parent of the trials' runs (--tracker mlflow)
-    if backend == "pool":
-        outcomes |= run_on_pool(sweep, todo, actions, max_parallel, deployment)
-    elif max_parallel > 1 and len(todo) > 1:
-        outcomes |= run_in_processes(sweep, todo, actions, max_parallel)
-    else:
-        outcomes |= {trial.name: run_subflow(trial, actions[trial.name]) for trial in todo}
+    at_once = max_parallel if backend == "pool" or (max_parallel > 1 and len(todo) > 1) else 1
+    with reporting(sweep.name, len(todo), at_once, skipped=len(sweep.trials) - len(todo)):
+        if backend == "pool":
+            outcomes |= run_on_pool(sweep, todo, actions, max_parallel, deployment)
+        elif max_parallel > 1 and len(todo) > 1:
+            outcomes |= run_in_processes(sweep, todo, actions, max_parallel)
+        else:
+            outcomes |= {trial.name: run_subflow(trial, actions[trial.name]) for trial in todo}
     rows = write_results(sweep, outcomes)
     close_sweep_run(parent, sweep, rows)
     from flowerkit.tasks.prefect_artifacts import publish_sweep_table
@@ -98,10 +101,13 @@ def run_subflow(trial: Trial, action: str) -> Outcome:
     """The train flow as a subflow of this one, in this process; its failure is recorded, not raised."""
     from flowerkit.flows.train import train_flow
 
+    report().started(trial)
     state = train_flow.with_options(flow_run_name=trial.name)(trial.config, resume=action == "resume",
                                                                return_state=True)
-    return Outcome(action, state.type.value, None if state.is_completed() else state.message,
-                   str(state.state_details.flow_run_id))
+    outcome = Outcome(action, state.type.value, None if state.is_completed() else state.message,
+                      str(state.state_details.flow_run_id))
+    report().ended(trial, outcome)
+    return outcome
 
 
 def _in_threads(trials: list[Trial], workers: int, one: Callable[[Trial], Outcome],
@@ -132,14 +138,16 @@ def run_in_processes(sweep: Sweep, trials: list[Trial], actions: dict[str, str],
     def one(trial: Trial) -> Outcome:
         action = actions[trial.name]
         cmd = [sys.executable, "-m", "flowerkit", "train", "--config", str(sweep.layout.trial_config(trial.name))]
+        report().started(trial)
         with subprocess.Popen(cmd + (["--resume"] if action == "resume" else []), env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) as proc:
             running.add(proc)
             _, stderr = proc.communicate()
             running.discard(proc)
-        if proc.returncode == 0:
-            return Outcome(action, "COMPLETED")
-        return Outcome(action, "FAILED", _cli_error(stderr) or f"exit {proc.returncode}")
+        outcome = Outcome(action, "COMPLETED") if proc.returncode == 0 else \
+            Outcome(action, "FAILED", _cli_error(stderr) or f"exit {proc.returncode}")
+        report().ended(trial, outcome)
+        return outcome
 
     def stop_trials() -> None:
         # Ctrl-C or SIGTERM reached this process only (a scheduler signals one pid): stop the trials' processes
@@ -196,16 +204,24 @@ def _run_deployment(trial: Trial, action: str, limit: str, deployment: str) -> O
         # job_variables: a tracked sweep's parent MLflow run, for the trial's worker process (None otherwise).
         run = run_deployment(deployment, parameters=parameters, timeout=0, flow_run_name=trial.name,
                              job_variables=trial_job_variables())
-        state = _wait_final(run.id)
-    return Outcome(action, state.type.value, None if state.is_completed() else state.message, str(run.id))
+        report().submitted(trial, str(run.id))
+        state = _wait_final(run.id, lambda: report().started(trial, str(run.id)))
+    outcome = Outcome(action, state.type.value, None if state.is_completed() else state.message, str(run.id))
+    report().ended(trial, outcome)
+    return outcome
 
 
-def _wait_final(flow_run_id):
+def _wait_final(flow_run_id, on_running: Callable[[], None] = lambda: None):
+    """The flow run's final state; ``on_running`` once, when it is first seen running."""
     from prefect.client.orchestration import get_client
 
+    seen_running = False
     with get_client(sync_client=True) as client:
         while True:
             state = client.read_flow_run(flow_run_id).state
             if state is not None and state.is_final():
                 return state
+            if state is not None and state.is_running() and not seen_running:
+                seen_running = True
+                on_running()
             time.sleep(POLL_S)

@@ -1,10 +1,20 @@
-"""Prefect tasks: thin wrappers over ``flowerkit`` functions that pass paths and small records, never tensors."""
+"""Prefect tasks: thin wrappers over ``flowerkit`` functions that pass paths and small records, never tensors.
 
-from flowerkit.tasks.evaluation import evaluate, export_predictions
-from flowerkit.tasks.provenance import write_retention, write_stamp
-from flowerkit.tasks.reporting import publish_results
-from flowerkit.tasks.setup import detect_device, load_subset
-from flowerkit.tasks.training import train
+The tasks are imported on first use (``from flowerkit.tasks import train``), so the package's light modules
+(``watcher``, ``crashed_runs``) start without torch or the flows' imports.
+"""
 
-__all__ = ["detect_device", "evaluate", "export_predictions", "load_subset", "publish_results", "train",
-           "write_retention", "write_stamp"]
+from importlib import import_module
+from typing import Any
+
+_MODULE_OF = {"detect_device": "setup", "load_subset": "setup", "train": "training", "evaluate": "evaluation",
+              "export_predictions": "evaluation", "write_stamp": "provenance", "write_retention": "provenance",
+              "publish_results": "reporting"}
+
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f"{__name__}.{_MODULE_OF[name]}"), name)

@@ -7,7 +7,9 @@ import re
 import subprocess
 import sys
 
+import click
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from flowerkit.cli import app
@@ -26,6 +28,43 @@ def test_help_at_80_columns_names_every_option_whole(flow: str) -> None:
     expected = {f"--{name}" for name in CONFIG_CLASSES[flow].model_fields}
     expected |= {option.param_decls[0] for _, option in EXTRA_OPTIONS.values()}
     assert expected <= names, expected - names
+
+
+def _commands(command: click.Command, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], click.Command]]:
+    """Every command and sub-command of the Typer app, as (argv path, click command), the groups included."""
+    found = [(path, command)]
+    for name, sub in getattr(command, "commands", {}).items():
+        found += _commands(sub, (*path, name))
+    return found
+
+
+ALL_COMMANDS = _commands(typer.main.get_command(app))
+
+
+@pytest.mark.parametrize("path,command", ALL_COMMANDS, ids=[" ".join(p) or "flowerkit" for p, _ in ALL_COMMANDS])
+def test_every_commands_help_shows_every_option_name_whole_at_80_columns(path, command) -> None:
+    shown = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": "80", "TERMINAL_WIDTH": "80"})
+    assert shown.exit_code == 0, shown.output
+    lines = shown.output.splitlines()
+    assert max(map(len, lines)) <= 80, "\n".join(line for line in lines if len(line) > 80)
+    assert "…" not in shown.output, shown.output
+    words = set(re.findall(r"(?<![\w-])--?[A-Za-z][\w-]*(?![\w-])", shown.output))
+    for param in command.params:
+        if isinstance(param, click.Option) and not param.hidden:
+            for name in (*param.opts, *param.secondary_opts):
+                assert name in words, f"{' '.join(path)} --help does not show {name} whole:\n{shown.output}"
+
+
+@pytest.mark.parametrize("path,spellings", [(("runs", "list"), ("--output-dir", "--output_dir")),
+                                            (("sweep",), ("--max_parallel", "--max-parallel"))])
+def test_both_spellings_parse_though_the_help_lists_one(path, spellings, tmp_path) -> None:
+    for spelling in spellings:
+        if path == ("sweep",):
+            result = CliRunner().invoke(app, [*path, str(tmp_path / "missing.yaml"), spelling, "2", "--dry_run"])
+            assert "No such option" not in result.output and result.exit_code != 0  # the file is what is missing
+        else:
+            result = CliRunner().invoke(app, [*path, spelling, str(tmp_path)])
+            assert result.exit_code == 0 and f"No runs under {tmp_path}" in result.output, result.output
 
 
 def test_dashed_spellings_and_negations_still_parse(tmp_path) -> None:

@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import SEED_FLAGS
 
-pytestmark = [pytest.mark.prefect_server, pytest.mark.slow]
+
 DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
@@ -29,6 +29,8 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.mark.prefect_server
+@pytest.mark.slow
 def test_runs_use_the_started_server_until_it_stops(flowers_root: Path, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"} | {
         "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
@@ -55,3 +57,22 @@ def test_runs_use_the_started_server_until_it_stops(flowers_root: Path, tmp_path
     with pytest.raises(ProcessLookupError):
         os.kill(state["pid"], 0)
     assert flowerkit(["server", "status"], env, tmp_path).returncode == 1
+
+
+def test_a_busy_recorded_server_is_still_found(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server too busy to answer a health request within a second is still the one to report to: falling back
+    to an ephemeral server cost seconds and hid the run from the UI."""
+    from flowerkit.cli import server_cmd
+
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path))
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    with socket.socket() as busy:  # listens, never accepts: requests wait, as on a saturated server
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(8)
+        port = busy.getsockname()[1]
+        (tmp_path / "flowerkit-server.json").write_text(json.dumps({"pid": os.getpid(), "port": port, "log": "x"}))
+        assert not server_cmd.healthy(server_cmd.recorded(), timeout_s=0.5)
+        assert server_cmd.use_local_server() == f"http://127.0.0.1:{port}/api"
+        assert os.environ["PREFECT_API_URL"] == f"http://127.0.0.1:{port}/api"
+    monkeypatch.delenv("PREFECT_API_URL")
+    assert server_cmd.use_local_server() is None  # nothing listens there any more: ephemeral mode

@@ -320,10 +320,14 @@ def _most_unfinished_at_creation(runs: list[Any]) -> int:
 
 
 @pytest.mark.prefect_server
-def test_a_sweep_runs_on_the_work_pool_within_max_parallel(worker, flowers_root: Path,
-                                                           tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_a_sweep_runs_on_the_work_pool_within_max_parallel(worker, server: Server, flowers_root: Path,
+                                                           tmp_path_factory: pytest.TempPathFactory,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
     """A 2x2 grid submitted as flowerkit-train runs: at most max_parallel at once (the sweep's concurrency
-    limit), every trial an intact run; the same sweep again submits nothing."""
+    limit), every trial an intact run, each reported as submitted, started and finished with its flow run's
+    link; the same sweep again submits nothing."""
+    import logging
+
     import yaml
     from prefect.client.orchestration import get_client
 
@@ -335,8 +339,19 @@ def test_a_sweep_runs_on_the_work_pool_within_max_parallel(worker, flowers_root:
     path = folder / "pooled.yaml"
     path.write_text(yaml.safe_dump({"name": "pooled", "base": base,
                                     "grid": {"seed": [1, 2], "learning_rate": [0.01, 0.03]}}))
+    caplog.set_level(logging.INFO, logger="flowerkit.sweep")
     rows = sweep_flow(str(path), max_parallel=2, backend="pool")
     assert [row["status"] for row in rows] == ["complete"] * 4 and {row["action"] for row in rows} == {"run"}
+    said = [r.getMessage() for r in caplog.records if r.name == "flowerkit.sweep"]
+    assert said[0] == "sweep 'pooled': 4 trial(s) to run, 2 at once"
+    ui = server.url.removesuffix("/api")  # the UI's address, derived from PREFECT_API_URL
+    for row in rows:
+        link = f"/runs/flow-run/{row['flow_run_id']})"
+        events = [line for line in said if line.startswith(f"trial {row['trial']} ")]
+        assert [line.split()[2] for line in events] == ["submitted", "started", "finished"], said
+        assert all(line.endswith(link) for line in events), events
+        assert "val_accuracy" in events[-1] and all(f"({ui}/runs/flow-run/" in line for line in events)
+    assert sum("[4/4, ETA 0:00]" in line for line in said) == 1
     assert [row["rank"] for row in rows] == [1, 2, 3, 4]
     with get_client(sync_client=True) as client:
         runs = [client.read_flow_run(UUID(row["flow_run_id"])) for row in rows]

@@ -91,18 +91,15 @@ class MetricsTail:
 
 
 def summarize(run_dir: Path, tail: MetricsTail) -> RunSummary:
-    """The list row of one run: its files' summary, with progress, loss and accuracy from the metrics rows."""
-    summary = summarize_files(run_dir)
+    """The list row of one run: its files' summary (progress from ``flowerkit.runs.run_progress``, fed this tail's
+    last train row), with the latest loss, and the latest evaluation's accuracy until the run has final metrics."""
     tail.poll()
     train_rows, eval_rows = tail.rows("train"), tail.rows("eval")
-    step, total_steps, loss, accuracy = summary.step, summary.total_steps, None, summary.accuracy
-    if train_rows:
-        last = train_rows[-1]
-        step, loss = max(step, int(last["step"])), as_float(last.get("loss"))
-        total_steps = total_steps or int(last.get("total_steps") or 0)
+    summary = summarize_files(run_dir, train_rows[-1] if train_rows else None)
+    loss, accuracy = (as_float(train_rows[-1].get("loss")) if train_rows else None), summary.accuracy
     if accuracy is None and eval_rows:  # the record has no final metrics until the run evaluates
         accuracy = as_float(eval_rows[-1].get("accuracy"))
-    return replace(summary, step=step, total_steps=total_steps, loss=loss, accuracy=accuracy)
+    return replace(summary, loss=loss, accuracy=accuracy)
 
 
 class RunsIndex:

@@ -11,6 +11,7 @@ from flowerkit.cli import (
     bench_cmd,
     data_cmd,
     export_cmd,
+    fast_exit,
     fiftyone_cmd,
     run_cmds,
     runs_cmd,
@@ -20,6 +21,7 @@ from flowerkit.cli import (
     weights_cmd,
 )
 from flowerkit.cli.dashboard_cmd import dashboard
+from flowerkit.cli.options import CONTEXT_SETTINGS
 from flowerkit.cli.prefect_env import set_environment_defaults
 
 
@@ -36,7 +38,10 @@ app = typer.Typer(
     help="Train and evaluate Vision Transformers on Oxford Flowers-102, with an auditable trail per run.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
+    # Every sub-command inherits the token normaliser: each option is declared (and listed in the help) with one
+    # spelling, and its dashed or underscored twin (--output_dir, --max-parallel) parses the same, so option
+    # names stay whole in an 80-column help.
+    context_settings={"help_option_names": ["-h", "--help"], **CONTEXT_SETTINGS},
 )
 run_cmds.register(app)
 app.add_typer(data_cmd.app, name="data")
@@ -60,7 +65,11 @@ def main(command: str | None = None) -> None:
     _quiet_prefect_defaults()
     if (command or next(iter(sys.argv[1:]), "")) != "server":  # before Prefect is imported: it reads the env once
         server_cmd.use_local_server()
-    if command is None:
-        app()
-    else:  # the repo root's train.py / eval.py: the seed spec's spelling of the same command
-        typer.main.get_command(app).commands[command].main(prog_name=f"{command}.py")
+    try:
+        if command is None:
+            app()
+        else:  # the repo root's train.py / eval.py: the seed spec's spelling of the same command
+            typer.main.get_command(app).commands[command].main(prog_name=f"{command}.py")
+    except SystemExit as done:  # how click ends every command, success included
+        fast_exit.exit_now(done.code)
+    fast_exit.exit_now(0)

@@ -47,9 +47,9 @@ LAUNCH_HELP = "Open the FiftyOne App on the dataset and wait (an existing datase
 @app.command("load")
 def load(
     run: str = typer.Argument(..., help="Run name under --output-dir, or the path of a run directory."),
-    output_dir: Path = typer.Option(Path("output"), "--output-dir", "--output_dir", help="Folder holding the runs."),
+    output_dir: Path = typer.Option(Path("output"), "--output-dir", help="Folder holding the runs."),
     dataset_name: str | None = typer.Option(
-        None, "--dataset-name", "--dataset_name", help="FiftyOne dataset name (default: flowerkit-<run name>)."
+        None, "--dataset-name", help="FiftyOne dataset name (default: flowerkit-<run name>)."
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the dataset if it exists (reload the run)."),
     launch: bool = typer.Option(False, "--launch", help=LAUNCH_HELP),

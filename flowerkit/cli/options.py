@@ -26,8 +26,10 @@ EXTRA_OPTIONS = {
     "resume": (bool, typer.Option(False, "--resume", help="Continue an incomplete run of the same name from its "
                                                           "last checkpoint (same configuration only).")),
     "dry_run": (bool, typer.Option(False, "--dry_run", help="Validate everything and print the plan; write nothing.")),
-    "quiet": (bool, typer.Option(False, "--quiet", help="No progress display (by default: a live bar in a "
-                                                        "terminal, a line every 10 s otherwise).")),
+    "quiet": (bool, typer.Option(False, "--quiet", help="Only warnings, errors and the final summary: no "
+                                                        "progress display (by default a live bar in a terminal, a "
+                                                        "line every 10 s otherwise) and no INFO log lines, "
+                                                        "Prefect's included (run.log keeps them).")),
     "debug": (bool, typer.Option(False, "--debug", help="Show the full traceback of errors.")),
 }
 
@@ -84,6 +86,10 @@ def command_from_config(cls: type[RunConfig], run: Callable[..., None]) -> Calla
 
     def command(**kwargs: Any) -> None:
         extras = {name: kwargs.pop(name) for name in EXTRA_OPTIONS}
+        if extras["quiet"]:
+            from flowerkit.cli.quiet import quiet_console_logs
+
+            quiet_console_logs()  # before the command imports Prefect, which configures its logging then
         turned_off = {negations[n] for n in negations if kwargs.pop(n)}
         given = {k: v for k, v in kwargs.items() if v is not None} | {name: False for name in turned_off}
         run(given, **extras)

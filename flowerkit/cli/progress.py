@@ -7,7 +7,6 @@ task runs in this process when the CLI starts the flow.
 from __future__ import annotations
 
 import contextlib
-import logging
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -47,7 +46,9 @@ class LiveProgress:
         # Short columns: steps, rate, ETA and the last eval fit one 80-column line.
         self.bar = Bar(BarColumn(bar_width=16), MofNCompleteColumn(),
                        TextColumn("{task.fields[speed]} ETA {task.fields[eta]} {task.fields[last_eval]}"),
-                       console=Console(file=stream))
+                       # Log records are printed through this console too (``showing``): as the text
+                       # Prefect's handler made, never read as markup ("load_subset[train]" is a task name).
+                       console=Console(file=stream, markup=False, emoji=False, highlight=False))
         self._task = self.bar.add_task("train", total=None, speed="", eta="?", last_eval="")
 
     def __call__(self, progress: Progress) -> None:
@@ -67,8 +68,13 @@ class LiveProgress:
 def _logs_through(console) -> Iterator[None]:
     # Prefect's console handlers print with a rich Console of their own, bound to the stderr of the time
     # they were made; printing through the bar's console instead puts each record above the live bar.
-    handlers = [h for name in (None, *logging.root.manager.loggerDict) for h in logging.getLogger(name).handlers
-                if hasattr(h, "console")]
+    # Prefect makes those handlers when it is first imported, which the CLI does only when it starts the
+    # flow, after the bar: import it now, or the handlers made later print onto the bar's row.
+    import prefect.main  # noqa: F401 - configures Prefect's logging (and flowerkit's, one of its extra loggers)
+
+    from flowerkit.cli.quiet import console_handlers
+
+    handlers = console_handlers()
     saved = [(handler, handler.console) for handler in handlers]
     for handler, _ in saved:
         handler.console = console

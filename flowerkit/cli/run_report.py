@@ -10,7 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from flowerkit.layout import RunLayout
-from flowerkit.runs import describe_processes, describe_selection, run_status
+from flowerkit.runs import describe_processes, describe_selection, last_train_row, run_progress, run_status
 
 IDENTITY = [("run id", "run_id"), ("flow", "flow"), ("Prefect flow run", "flow_run_id"), ("device", "device"),
             ("stage", "stage"), ("started (UTC)", "started_utc"), ("ended (UTC)", "ended_utc"),
@@ -32,9 +32,9 @@ def _number(value: Any) -> str:
 
 
 def identity(layout: RunLayout, record: dict[str, Any]) -> Table:
-    progress = record.get("progress") or {}
+    step, total = run_progress(record, last_train_row(layout.metrics_jsonl))
     owner = record.get("owner") or {}
-    rows = [("status", run_status(record)), ("step", f"{progress.get('step', 0)}/{progress.get('total_steps', 0)}")]
+    rows = [("status", run_status(record)), ("step", f"{step}/{total}")]
     rows += [(label, record.get(key)) for label, key in IDENTITY if key in record]
     if owner:
         rows.append(("process", f"pid {owner.get('pid')} on {owner.get('host')}"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -12,7 +13,12 @@ from flowerkit.config import NAME_PATTERN
 from flowerkit.errors import ConfigError
 
 app = typer.Typer(help="List, inspect, verify and prune runs.", no_args_is_help=True)
-OUTPUT = typer.Option(Path("output"), "--output-dir", "--output_dir", help="Root folder of the runs.")
+LIST_COLUMNS = ("name", "flow", "status", "device", "step", "selected", "monitored", "accuracy", "started (UTC)",
+                "age")
+# Left out in this order when the terminal is too narrow: the age says when a run started, the monitored value
+# says more than the selected step, and name, status, step and accuracy always stay.
+LIST_DROP_ORDER = ("started (UTC)", "device", "flow", "selected", "monitored", "age")
+OUTPUT = typer.Option(Path("output"), "--output-dir", help="Root folder of the runs.")
 
 
 def check_output_dir(output_dir: Path) -> Path:
@@ -38,10 +44,9 @@ def list_runs(output_dir: Path = OUTPUT,
                                                               "validation metric, with the values each sets.")
               ) -> None:
     """Every run: name, flow, status, device, step, selected checkpoint, monitored value, accuracy, started, age."""
-    from rich import box
     from rich.console import Console
-    from rich.table import Table
 
+    from flowerkit.cli.fit_table import fitted_table
     from flowerkit.tasks.crashed_runs import MARKED, UNREACHABLE, api_url, reconcile_all
     from flowerkit.runs import describe_selection, find_runs
 
@@ -54,19 +59,21 @@ def list_runs(output_dir: Path = OUTPUT,
             typer.echo(f"No runs under {output_dir}.")
             return
         reconciled = reconcile_all(runs)
-        # Ten columns in 120: no vertical rules, and the start time to the minute; names are never cut.
-        table = Table("name", "flow", "status", "device", "step", "selected", "monitored", "accuracy",
-                      "started (UTC)", "age", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
-                      collapse_padding=True)
-        table.columns[0].no_wrap = True
+        rows = []
         for run in runs:
             accuracy = "-" if run.accuracy is None else f"{run.accuracy:.4f}"
             # A train run reports its selected checkpoint, not its last step: say which one and by what value.
             selected, monitored = describe_selection(run.selection) or ("-", "-")
             started = run.started_utc[:16].replace("T", " ") if len(run.started_utc) >= 16 else run.started_utc
-            table.add_row(run.name, run.flow, run.status, run.device, f"{run.step}/{run.total_steps}", selected,
-                          monitored, accuracy, started or "-", run.age())
-        Console(width=max(120, Console().width)).print(table)
+            rows.append([run.name, run.flow, run.status, run.device, f"{run.step}/{run.total_steps}", selected,
+                         monitored, accuracy, started or "-", run.age()])
+        console = Console()
+        # A terminal (or a set COLUMNS) gives the width to fit; output to a file or pipe has none: 120 as before.
+        width = console.width if console.is_terminal or os.environ.get("COLUMNS") else max(120, console.width)
+        table, dropped = fitted_table(LIST_COLUMNS, rows, width, LIST_DROP_ORDER)
+        Console(width=max(width, console.width)).print(table)
+        if dropped:
+            typer.echo(f"(left out at {width} columns: {', '.join(dropped)})")
         for name, outcome in reconciled.items():
             if outcome == MARKED:
                 typer.echo(f"{name}: its process died; its Prefect flow run is now marked Crashed on {api_url()}.")
@@ -142,10 +149,10 @@ def verify(name: str = typer.Argument(..., help="Run name."), output_dir: Path =
 
 @app.command("prune")
 def prune(
-    older_than_retention: bool = typer.Option(False, "--older-than-retention", "--older_than_retention",
+    older_than_retention: bool = typer.Option(False, "--older-than-retention",
                                               help="Delete runs whose retention period (from the run record) has "
                                                    "expired."),
-    dry_run: bool = typer.Option(False, "--dry-run", "--dry_run", help="Only say what would be deleted."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only say what would be deleted."),
     force: bool = typer.Option(False, "--force", help="Also delete expired runs whose files fail verification."),
     output_dir: Path = OUTPUT,
 ) -> None:

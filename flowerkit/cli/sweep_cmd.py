@@ -15,16 +15,25 @@ from flowerkit.cli.prefect_env import check_prefect_environment, start_ephemeral
 def sweep(
     sweep_file: Path = typer.Argument(..., help="Sweep YAML: name, base (recipe file or options), grid and/or "
                                                 "random."),
-    max_parallel: int = typer.Option(1, "--max_parallel", "--max-parallel", min=1,
+    max_parallel: int = typer.Option(1, "--max_parallel", min=1,
                                      help="At most this many trials at once (on a work pool: a Prefect "
                                           "concurrency limit named for the sweep)."),
     local: bool = typer.Option(False, "--local", help="Run the trials on this machine even when PREFECT_API_URL "
                                                       "points at a server with the flowerkit-train deployment."),
-    dry_run: bool = typer.Option(False, "--dry_run", "--dry-run", help="List the trials and what each needs; run "
-                                                                       "nothing."),
+    dry_run: bool = typer.Option(False, "--dry_run", help="List the trials and what each needs; run nothing."),
+    quiet: bool = typer.Option(False, "--quiet", help="Only warnings, errors and the final table: no line per "
+                                                      "trial, no INFO log lines."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
-    """Expand a sweep file into train runs named <sweep>-<index>, run those not complete, rank them all."""
+    """Expand a sweep file into train runs named <sweep>-<index>, run those not complete, rank them all.
+
+    Prints a line per trial as it is submitted, starts, finishes (with its monitored value) or fails, with its
+    Prefect flow run link when the server's UI is known, and the sweep's ETA; --quiet keeps only the table.
+    """
+    if quiet:
+        from flowerkit.cli.quiet import quiet_console_logs
+
+        quiet_console_logs()  # before Prefect is imported
     # A sweep has no --resume: running it again skips complete trials and resumes the stopped one.
     with user_errors(debug, resume_hint="run the same sweep command again: complete trials are skipped and the "
                                         "stopped one resumes from its last checkpoint"):
@@ -47,6 +56,9 @@ def sweep(
             hide_user_error_tracebacks()
         start_ephemeral_server()
         from flowerkit.flows.sweep import sweep_flow
+        from flowerkit.tasks.watcher import enable
+
+        enable()  # trials run in this process end Crashed on the server even if it is killed
 
         try:
             sweep_flow.with_options(flow_run_name=found.name)(str(sweep_file), max_parallel=max_parallel,
