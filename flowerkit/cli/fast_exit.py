@@ -37,9 +37,25 @@ def skip_torch_compile_report() -> None:
         atexit.unregister(dynamo_utils.dump_compile_times)
 
 
+def drain_prefect_workers() -> None:
+    """Send what Prefect's log and event workers still hold while its server is up: a temporary server is
+    stopped by an exit handler, and logs queued behind it then fail ("Error logging to API")."""
+    handlers = sys.modules.get("prefect.logging.handlers")
+    if handlers is None:
+        return
+    from prefect.events.worker import EventsWorker
+
+    for worker in (handlers.APILogWorker, EventsWorker):
+        try:
+            worker.drain_all(timeout=10)
+        except Exception:  # noqa: BLE001 - exiting: whatever could not be sent is in run.log
+            pass
+
+
 def exit_now(code: object) -> NoReturn:
     """Exit with ``code`` after the exit handlers, skipping the interpreter's teardown when that is safe."""
     status = exit_code(code)
+    drain_prefect_workers()
     if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
         sys.exit(status)  # a thread that must finish: the interpreter joins it first
     if sys.getprofile() is not None or sys.gettrace() is not None:
