@@ -85,10 +85,9 @@ COMPARE_HELP = (
 @app.command("compare", help=COMPARE_HELP)
 def compare(
     runs: list[str] = typer.Argument(..., help="Two or more runs: names under --output-dir, or run directories."),
-    output_dir: Path = typer.Option(Path("output"), "--output-dir", "--output_dir", help="Folder holding the runs."),
+    output_dir: Path = typer.Option(Path("output"), "--output-dir", help="Folder holding the runs."),
     dataset_name: str | None = typer.Option(
-        None, "--dataset-name", "--dataset_name",
-        help="FiftyOne dataset name (default: flowerkit-compare-<run>-<run>...)."
+        None, "--dataset-name", help="FiftyOne dataset name (default: flowerkit-compare-<run>-<run>...)."
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the dataset if it exists."),
     launch: bool = typer.Option(False, "--launch", help=LAUNCH_HELP),
