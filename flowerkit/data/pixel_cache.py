@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from flowerkit.data.eval_transform import draft_for_cache, squash_for_cache
 from flowerkit.data.flowers102 import undecodable_error
 from flowerkit.data.table import SampleTable
 from flowerkit.paths import cache_root
@@ -60,9 +61,8 @@ def decode(path: Path, resolution: int) -> np.ndarray:
 
     try:
         with Image.open(path) as im:
-            im.draft("RGB", (resolution, resolution))  # let libjpeg decode at a reduced scale: much faster
-            im = im.convert("RGB").resize((resolution, resolution), Image.BILINEAR, reducing_gap=3.0)
-            return np.asarray(im)
+            draft_for_cache(im, resolution)  # let libjpeg decode at a reduced scale: much faster
+            return squash_for_cache(im.convert("RGB"), resolution)
     except (OSError, SyntaxError, ValueError) as exc:  # UnidentifiedImageError is an OSError
         raise undecodable_error(path, exc) from None
 

@@ -329,9 +329,10 @@ class _Evaluation:
                                                    name) for name in candidates}
         decision = self.selector.update(self.selector.candidate(step, reports))
         raw = reports["raw"]
-        _save_selected(self.layout, decision, candidates, step, self.config, self.weights)
+        transform = self.val_pipe.eval_transform().to_dict()  # what flowerkit predict must do to a photo
+        _save_selected(self.layout, decision, candidates, step, self.config, self.weights, transform)
         _save(self.layout.checkpoint, self.model, self.optimizer, self.scheduler, step, self.config, self.weights,
-              self.selector, decision.stop, self.ema, rng, train_loss)
+              self.selector, decision.stop, self.ema, rng, train_loss, transform)
         if decision.stop:
             log.info("stopping early at step %d: %s", step, self.selector.stop_reason())
         return {"stop": decision.stop, "last_eval": {"step": step, "accuracy": raw["accuracy"], "loss": raw["loss"]}}
@@ -366,13 +367,13 @@ def _evaluate_during_training(logits: np.ndarray, table: SampleTable, config: Tr
 
 
 def _save_selected(layout: RunLayout, decision: Decision, candidates: dict[str, torch.nn.Module], step: int,
-                   config: TrainConfig, weights: str) -> None:
+                   config: TrainConfig, weights: str, eval_transform: dict | None = None) -> None:
     """best.bin when this evaluation is the new best; best-<step>.bin for the top-k (dropping those pushed out).
     Written before ckpt.bin: a run killed in between recomputes this step on resume and writes them again."""
     chosen = decision.candidate
     if not (decision.improved or decision.entered_top_k):
         return
-    payload = _model_payload(candidates[chosen.weights], step, config, weights) | {
+    payload = _model_payload(candidates[chosen.weights], step, config, weights, eval_transform) | {
         "selection": {"monitor": config.monitor, "value": chosen.value, "weights": chosen.weights}}
     if decision.improved:
         save_checkpoint(layout.best_checkpoint, payload)
@@ -389,9 +390,11 @@ def check_finite_weights(model: torch.nn.Module, step: int) -> None:
         raise NonFiniteLossError(step, "model's weights after the update")
 
 
-def _model_payload(model: torch.nn.Module, step: int, config: TrainConfig, weights: str) -> dict:
-    """What every checkpoint holds: the weights and what a reader needs to rebuild and label the model."""
-    return {
+def _model_payload(model: torch.nn.Module, step: int, config: TrainConfig, weights: str,
+                   eval_transform: dict | None = None) -> dict:
+    """What every checkpoint holds: the weights and what a reader needs to rebuild and label the model, and
+    (``eval_transform``) to feed it a new image as the run's evaluation fed its images."""
+    return ({"eval_transform": eval_transform} if eval_transform is not None else {}) | {
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "step": step,
         "model_type": config.model_type,
@@ -406,12 +409,13 @@ def _model_payload(model: torch.nn.Module, step: int, config: TrainConfig, weigh
 
 def _save(path: Path, model, optimizer, scheduler, step: int, config: TrainConfig, weights: str,
           selector: Selector, stopped_early: bool, ema: torch.nn.Module | None = None,
-          rng: list[dict[str, torch.Tensor]] | None = None, train_loss: float = float("nan")) -> None:
+          rng: list[dict[str, torch.Tensor]] | None = None, train_loss: float = float("nan"),
+          eval_transform: dict | None = None) -> None:
     """The latest checkpoint: everything a resumed run needs to continue exactly (``rng``: each rank's
     ``_rng_state``, rank 0's first)."""
     extra = {"ema": {k: v.detach().cpu() for k, v in ema.state_dict().items()}} if ema is not None else {}
     rng = rng or [_rng_state(torch.device("cpu"))]
-    save_checkpoint(path, _model_payload(model, step, config, weights) | extra | {
+    save_checkpoint(path, _model_payload(model, step, config, weights, eval_transform) | extra | {
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "rng": rng[0] | ({"ranks": rng} if len(rng) > 1 else {}),
