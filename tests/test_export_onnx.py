@@ -48,17 +48,17 @@ def test_the_onnx_file_carries_its_metadata_and_a_dynamic_batch(exported: Path, 
                                                            "mean": [0.5] * 3, "std": [0.5] * 3}
     assert meta["flowerkit.checkpoint_sha256"] == sha256_file(small_run / "checkpoints" / "best.bin")
     assert meta["flowerkit.run"] == "small"
-    state = load_checkpoint(small_run / "checkpoints" / "best.bin")
-    from flowerkit.models.vit import build_model
+    from flowerkit.models.onnx_export import served_model
 
-    net = build_model(state["model_type"], 64, 102).eval()
-    net.load_state_dict(state["model"])
+    served, _ = served_model(load_checkpoint(small_run / "checkpoints" / "best.bin"))
     session = ort.InferenceSession(str(exported), providers=["CPUExecutionProvider"])
+    [graph_input] = session.get_inputs()
+    assert graph_input.type == "tensor(uint8)" and graph_input.shape[1:] == [96, 96, 3]  # the decoded squares
     for n in (1, 3, 5):
-        x = torch.randn(n, 3, 64, 64, generator=torch.Generator().manual_seed(n))
-        got = session.run(None, {"pixels": x.numpy()})[0]
+        x = np.random.default_rng(n).integers(0, 256, (n, 96, 96, 3), dtype=np.uint8)
+        got = session.run(None, {"pixels": x})[0]
         with torch.no_grad():
-            np.testing.assert_allclose(got, net(x).numpy(), atol=1e-4, rtol=0)
+            np.testing.assert_allclose(got, served(torch.from_numpy(x)).numpy(), atol=1e-4, rtol=0)
 
 
 def test_predict_with_onnx_matches_the_run(exported: Path, small_run: Path) -> None:
@@ -115,6 +115,19 @@ def test_bad_export_options(small_run: Path, tmp_path: Path, monkeypatch, args: 
     assert result.exit_code == code, result.output
     assert words in " ".join(result.stderr.split())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken.onnx"]
+
+
+def test_predict_with_onnx_needs_no_torch(exported: Path, small_run: Path) -> None:
+    """The ONNX path decodes with PIL and runs onnxruntime: torch is never imported (a serving image needs none)."""
+    import subprocess
+
+    image = _run_images(small_run)[0]
+    code = ("import sys, json; from typer.testing import CliRunner; from flowerkit.cli import app; "
+            f"r = CliRunner().invoke(app, ['predict', {image!r}, '--onnx', {str(exported)!r}, '--json']); "
+            "print(json.dumps([r.exit_code, 'torch' in sys.modules, r.stdout]))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    exit_code, imported_torch, stdout = json.loads(done.stdout.splitlines()[-1])
+    assert exit_code == 0 and not imported_torch and json.loads(stdout)["prediction_name"]
 
 
 def test_without_the_onnx_extra_both_commands_name_it(small_run: Path, exported: Path, tmp_path: Path,

@@ -1,9 +1,12 @@
 """A run's checkpoint as an ONNX model for serving, proven equal to torch before it is written.
 
-The graph takes the normalised float batch ``pixels`` (N, 3, S, S) with a dynamic batch axis and returns
-``logits`` (N, classes). Its ``metadata_props`` carry what a server needs to feed it and label its output:
-the class names, the evaluation transform (img_size, resize, mean/std), the model type, the checkpoint's
-sha256 and the run's name (keys in ``flowerkit.predict.predictor``).
+The graph takes ``pixels``: decoded images as uint8 (N, D, D, 3) RGB squares, D the evaluation transform's
+decode size (``images.load_image``'s output: the run's pixel-cache side, or img_size for the pil pipeline),
+with a dynamic batch axis, and returns ``logits`` (N, classes). The batch step of the evaluation transform
+(``EvalTransform.to_input``: antialiased resize to img_size, normalisation) is traced into the graph from the
+same function the pipelines use, so a server needs only to decode and squash (PIL) and onnxruntime. Its
+``metadata_props`` carry the class names, the evaluation transform (kind, img_size, decode size, mean/std),
+the model type, the checkpoint's sha256 and the run's name (keys in ``flowerkit.predict.predictor``).
 """
 
 from __future__ import annotations
@@ -39,28 +42,44 @@ class OnnxExport:
     proof_source: str  # which images the check used
 
 
-def export_onnx(state: dict[str, Any], proof: np.ndarray, proof_source: str, *, run: str | None,
-                checkpoint_sha256: str) -> OnnxExport:
-    """Export ``state`` (a loaded flowerkit checkpoint) and check it on ``proof`` (normalised NCHW float32,
-    at least 3 images). Raises ExportMismatchError when onnxruntime's logits differ from torch's."""
+def served_model(state: dict[str, Any]):
+    """The checkpoint's model behind its evaluation transform's batch step: uint8 NHWC pixels in, logits out."""
     import torch
 
     from flowerkit.data.eval_transform import transform_of_checkpoint
     from flowerkit.models.vit import build_model
 
-    onnx, ort = require_onnx()
+    transform, _ = transform_of_checkpoint(state)
     model = build_model(state["model_type"], int(state["img_size"]), int(state["num_classes"]))
     model.load_state_dict(state["model"])
-    model.eval()
+
+    class Served(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+            return self.model(transform.to_input(pixels))
+
+    return Served().eval(), transform
+
+
+def export_onnx(state: dict[str, Any], proof: np.ndarray, proof_source: str, *, run: str | None,
+                checkpoint_sha256: str) -> OnnxExport:
+    """Export ``state`` (a loaded flowerkit checkpoint) and check it on ``proof`` (uint8 NHWC decoded images,
+    at least 3). Raises ExportMismatchError when onnxruntime's logits differ from torch's."""
+    import torch
+
+    onnx, ort = require_onnx()
+    model, transform = served_model(state)
     example = torch.from_numpy(proof[:2].copy())
     batch = torch.export.Dim("batch", min=1, max=65536)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the exporter's own progress and deprecation chatter
         program = torch.onnx.export(model, (example,), dynamo=True, opset_version=OPSET, verbose=False,
                                     input_names=["pixels"], output_names=["logits"],
-                                    dynamic_shapes={"x": {0: batch}})
+                                    dynamic_shapes={"pixels": {0: batch}})
     proto = program.model_proto
-    transform, _ = transform_of_checkpoint(state)
     names = class_names_of(state["labelmap"], int(state["num_classes"]), "The checkpoint")
     meta = {META_FORMAT: ONNX_FORMAT, META_CLASSES: json.dumps(list(names)),
             META_TRANSFORM: json.dumps(transform.to_dict()), META_MODEL: str(state["model_type"]),
@@ -90,10 +109,8 @@ def export_onnx(state: dict[str, Any], proof: np.ndarray, proof_source: str, *, 
 
 
 def proof_batch(image_paths: list[Path], state: dict[str, Any], count: int = 3) -> tuple[np.ndarray, str]:
-    """Up to ``count`` of the run's own images through the shared transform; random inputs fill the rest
+    """Up to ``count`` of the run's own images, decoded as predict decodes them; random pixels fill the rest
     (a run whose images have moved), and the returned sentence says which were used."""
-    import torch
-
     from flowerkit.data.eval_transform import transform_of_checkpoint
     from flowerkit.predict.images import ImageError, load_image
 
@@ -106,13 +123,10 @@ def proof_batch(image_paths: list[Path], state: dict[str, Any], count: int = 3) 
             continue
         if len(pixels) == count:
             break
-    parts = []
-    if pixels:
-        parts.append(transform.to_input(torch.from_numpy(np.stack(pixels))))
     missing = count - len(pixels)
-    if missing:
-        gen = torch.Generator().manual_seed(0)
-        parts.append(torch.rand(missing, 3, transform.img_size, transform.img_size, generator=gen) * 2 - 1)
-    source = (f"{len(pixels)} of the run's own images" + (f" and {missing} random inputs" if missing else "")
-              if pixels else f"{missing} random inputs (the run's images were not found)")
-    return torch.cat(parts).numpy().astype(np.float32), source
+    side = transform.decode_size
+    pixels += list(np.random.default_rng(0).integers(0, 256, (missing, side, side, 3), dtype=np.uint8))
+    found = count - missing
+    source = (f"{found} of the run's own images" + (f" and {missing} random images" if missing else "")
+              if found else f"{missing} random images (the run's images were not found)")
+    return np.stack(pixels), source

@@ -1,7 +1,10 @@
 """Two backends with one interface: a flowerkit checkpoint on torch, or an ONNX export on onnxruntime.
 
-Both take the batch the shared evaluation transform made (``EvalTransform.to_input``: normalised float NCHW)
-and return float32 logits as numpy; ``tta`` averages the logits of the image and its horizontal mirror.
+Both take the decoded batch (uint8 NHWC squares at the transform's ``decode_size``, what
+``images.load_image`` returns) and give float32 logits as numpy. The batch step of the evaluation transform
+(``EvalTransform.to_input``: resize and normalise) runs in torch for a checkpoint and inside the ONNX graph for
+an export (it was traced into the graph from the same function), so the ONNX path needs no torch at all.
+``tta`` averages the logits of the images and their horizontal mirror images.
 """
 
 from __future__ import annotations
@@ -42,8 +45,8 @@ class ModelInfo:
 class Backend(Protocol):
     info: ModelInfo
 
-    def logits(self, batch: Any, tta: bool = False) -> np.ndarray:
-        """(N, classes) float32 logits of a normalised NCHW batch (a torch tensor)."""
+    def logits(self, pixels: np.ndarray, tta: bool = False) -> np.ndarray:
+        """(N, classes) float32 logits of a uint8 NHWC batch at ``info.transform.decode_size``."""
 
 
 def require_onnx() -> tuple[Any, Any]:
@@ -87,14 +90,15 @@ class TorchBackend:
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
 
-    def logits(self, batch: Any, tta: bool = False) -> np.ndarray:
+    def logits(self, pixels: np.ndarray, tta: bool = False) -> np.ndarray:
         import torch
 
+        transform = self.info.transform
         with torch.inference_mode():
-            x = batch.to(self.device)
-            out = self.model(x).float()
+            out = self.model(transform.to_input(torch.from_numpy(pixels)).to(self.device)).float()
             if tta:
-                out = (out + self.model(x.flip(-1)).float()) / 2
+                mirrored = torch.from_numpy(np.ascontiguousarray(pixels[:, :, ::-1]))
+                out = (out + self.model(transform.to_input(mirrored).to(self.device)).float()) / 2
         return out.cpu().numpy()
 
 
@@ -144,9 +148,9 @@ class OnnxBackend:
                               "with `flowerkit export RUN --format onnx`.") from None
         self.input_name = self.session.get_inputs()[0].name
 
-    def logits(self, batch: Any, tta: bool = False) -> np.ndarray:
-        x = np.ascontiguousarray(batch.numpy() if hasattr(batch, "numpy") else batch, dtype=np.float32)
-        out = self.session.run(None, {self.input_name: x})[0].astype(np.float32)
+    def logits(self, pixels: np.ndarray, tta: bool = False) -> np.ndarray:
+        out = self.session.run(None, {self.input_name: np.ascontiguousarray(pixels, dtype=np.uint8)})[0]
         if tta:
-            out = (out + self.session.run(None, {self.input_name: np.ascontiguousarray(x[..., ::-1])})[0]) / 2
-        return out.astype(np.float32)
+            mirrored = np.ascontiguousarray(pixels[:, :, ::-1], dtype=np.uint8)
+            out = (out + self.session.run(None, {self.input_name: mirrored})[0]) / 2
+        return np.asarray(out, dtype=np.float32)

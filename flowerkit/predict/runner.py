@@ -62,10 +62,8 @@ def _chunks(items: Iterator[tuple[int, InputItem]], size: int) -> Iterator[list[
 
 def run_predictions(plan: PredictPlan, sink: Callable[[Row], None], stdin: Iterable[str] | None = None) -> PredictSummary:
     """Predict every input of ``plan`` in order, handing each row to ``sink``; returns the counts."""
-    import torch
-
     backend = plan.backend or load_backend(plan.model, plan.device)
-    opts, transform, names = plan.options, plan.info.transform, plan.info.class_names
+    opts, names = plan.options, plan.info.class_names
     workers = opts.workers or min(MAX_DEFAULT_WORKERS, os.cpu_count() or 1)
     summary, started = PredictSummary(), time.perf_counter()
     chunks = _chunks(enumerate(iter_inputs(plan.inputs, stdin), start=1), opts.batch_size)
@@ -83,8 +81,7 @@ def run_predictions(plan: PredictPlan, sink: Callable[[Row], None], stdin: Itera
             good = [(i, item, px) for i, item, px in decoded if isinstance(px, np.ndarray)]
             logits = iter(())
             if good:
-                batch = transform.to_input(torch.from_numpy(np.stack([px for _, _, px in good])))
-                logits = iter(backend.logits(batch, tta=opts.tta))
+                logits = iter(backend.logits(np.stack([px for _, _, px in good]), tta=opts.tta))
             for i, item, px in decoded:  # rows in input order
                 summary.inputs += 1
                 if isinstance(px, str):
