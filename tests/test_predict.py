@@ -371,3 +371,49 @@ def test_decoding_streams_in_batches(small_run: Path, photos: Path, monkeypatch)
     summary = run_predictions(plan, sink)
     assert summary.inputs == 56 and summary.predicted == 48 and summary.failed == 8
     assert peak[0] <= 3 * (runner.PREFETCH_BATCHES + 1)
+
+
+def test_the_readmes_min_confidence_one_liner_runs(tmp_path: Path) -> None:
+    """The documented way to choose P: the 5th percentile of the correct predictions' confidence."""
+    import subprocess
+    import sys
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("**Open set: `--min_confidence P`.**")[1].split("```bash\n")[1].split("```")[0]
+    confidences = np.linspace(0.05, 0.95, 40)
+    rows = [{"label": i % 3, "prediction": 0, "confidence": float(c)} for i, c in enumerate(confidences)]
+    (tmp_path / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    command = block.replace("output/RUN/fiftyone/predictions.jsonl", str(tmp_path / "predictions.jsonl"))
+    command = command.replace(".venv/bin/python", sys.executable)
+    done = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    correct = [r["confidence"] for r in rows if r["label"] == r["prediction"]]
+    assert float(done.stdout) == pytest.approx(np.percentile(correct, 5), abs=1e-4)
+
+
+@pytest.mark.parametrize("command", ["predict", "export"])
+def test_help_at_80_columns_names_every_option_whole(command: str) -> None:
+    import os
+    import re
+    import subprocess
+    import sys
+
+    import typer
+
+    env = {k: v for k, v in os.environ.items() if k not in ("LINES", "TERMINAL_WIDTH")} | {"COLUMNS": "80"}
+    shown = subprocess.run([sys.executable, "-m", "flowerkit", command, "--help"], env=env, capture_output=True,
+                           text=True, timeout=120)
+    assert shown.returncode == 0, shown.stderr
+    assert "…" not in shown.stdout and max(map(len, shown.stdout.splitlines())) <= 80
+    names = set(re.findall(r"(?<![\w-])--[a-z_0-9]+(?![\w-])", shown.stdout))
+    params = typer.main.get_command(app).commands[command].params
+    assert {o for p in params if p.param_type_name == "option" for o in p.opts if "_" in o or "-" not in o[2:]} <= names
+
+
+def test_dashed_spellings_parse(small_run: Path, photos: Path) -> None:
+    result = CliRunner().invoke(app, ["predict", str(photos / "plain.png"), "--run", "small", "--output-dir",
+                                      str(small_run.parent), "--top-k", "2", "--min-confidence", "0.5",
+                                      "--export-logits", "--batch-size", "2", "--json"])
+    assert result.exit_code == 0, result.output
+    [row] = rows_of(result.stdout)
+    assert len(row["top_k"]) == 2 and "logits" in row and "unknown" in row

@@ -21,6 +21,7 @@ from flowerkit.cli import (
     weights_cmd,
 )
 from flowerkit.cli.dashboard_cmd import dashboard
+from flowerkit.cli.options import CONTEXT_SETTINGS
 from flowerkit.cli.prefect_env import set_environment_defaults
 
 
@@ -49,12 +50,14 @@ app.command("dashboard")(dashboard)
 app.command("bench", help="Time training and evaluation: compute only, input pipeline only, end to end; writes "
                           "JSON.")(bench_cmd.bench)
 app.command("export", help="Write a run's best (or latest) checkpoint as a Google-format ViT .npz or an ONNX "
-                           "model for serving, checked before it is written.")(export_cmd.export)
+                           "model for serving, checked before it is written.",
+            context_settings=CONTEXT_SETTINGS)(export_cmd.export)
 app.command("export-npz", help="Write a run's best (or latest) checkpoint as a Google-format ViT .npz, head "
                                "included; it loads back bit for bit through --pretrained (alias of export "
                                "--format npz).")(export_cmd.export_npz)
 app.command("predict", help="Classify your own photos (any format, any number) with a run's checkpoint or an "
-                            "ONNX export: a table, JSON rows or a .jsonl/.csv file.")(predict_cmd.predict)
+                            "ONNX export: a table, JSON rows or a .jsonl/.csv file.",
+            context_settings=CONTEXT_SETTINGS)(predict_cmd.predict)
 app.command("sweep", help="Run a grid and/or random search of train runs from a sweep YAML, locally or on a "
                           "Prefect work pool; writes OUTPUT_DIR/sweeps/NAME.")(sweep_cmd.sweep)
 app.command("serve", help="Serve the train and eval flows as Prefect deployments (needs PREFECT_API_URL); see "

@@ -39,7 +39,7 @@ def export(
                                         "checkpoints/ckpt.bin, the last one written."),
     out: Path = typer.Option(None, "--out", help="The file to write; it must not exist yet (default: "
                                                  "RUN-best.npz/.onnx or RUN-latest.* in the current folder)."),
-    output_dir: Path = OUTPUT,
+    output_dir: Path = typer.Option(Path("output"), "--output_dir", help="Root folder of the runs."),
     debug: bool = typer.Option(False, "--debug", help="Show the full traceback of errors."),
 ) -> None:
     """Write a run's checkpoint as a Google-format .npz or as an ONNX model, each checked before it is

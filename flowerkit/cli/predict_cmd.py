@@ -1,6 +1,8 @@
 """``flowerkit predict``: classify your own photos with a run's checkpoint or an ONNX export.
 
 Imports stay inside the command: predicting one photo should not pay for Prefect, the flows or the dashboard.
+Options are declared with underscores; registered with ``CONTEXT_SETTINGS``, the dashed spellings
+(``--top-k``) read the same, and the help lists one spelling, whole at 80 columns.
 """
 
 from __future__ import annotations
@@ -25,9 +27,9 @@ def predict(
     checkpoint: Path = typer.Option(None, "--checkpoint", help="A checkpoint file written by flowerkit train."),
     onnx: Path = typer.Option(None, "--onnx", help="An ONNX model written by flowerkit export --format onnx "
                                                    "(runs on onnxruntime; needs the onnx extra)."),
-    output_dir: Path = typer.Option(Path("output"), "--output_dir", "--output-dir", help="Root folder of the runs."),
-    top_k: int = typer.Option(5, "--top_k", "--top-k", help="Classes listed per image, most probable first."),
-    min_confidence: float = typer.Option(None, "--min_confidence", "--min-confidence",
+    output_dir: Path = typer.Option(Path("output"), "--output_dir", help="Root folder of the runs."),
+    top_k: int = typer.Option(5, "--top_k", help="Classes listed per image, most probable first."),
+    min_confidence: float = typer.Option(None, "--min_confidence",
                                          help="Mark an image unknown when its top-1 probability is below this "
                                               "(0..1; README: how to choose it)."),
     tta: bool = typer.Option(False, "--tta", help="Average the logits of each image and its mirror image "
@@ -35,9 +37,9 @@ def predict(
     out: Path = typer.Option(None, "--out", help="Write one row per input to FILE.jsonl or FILE.csv "
                                                  "(atomically; replaces an existing file)."),
     as_json: bool = typer.Option(False, "--json", help="Print rows as JSON lines on stdout instead of a table."),
-    export_logits: bool = typer.Option(False, "--export_logits", "--export-logits",
+    export_logits: bool = typer.Option(False, "--export_logits",
                                        help="Include each image's logits in its row."),
-    batch_size: int = typer.Option(32, "--batch_size", "--batch-size", help="Images per model call."),
+    batch_size: int = typer.Option(32, "--batch_size", help="Images per model call."),
     workers: int = typer.Option(0, "--workers", help="Decoding threads (0: one per CPU core, at most 8)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps (--onnx: cpu or cuda)."),
     debug: bool = typer.Option(False, "--debug", help="Show the full traceback of errors."),
