@@ -23,7 +23,8 @@ RUN_RECORD_PATH = Path("run_record.json")
 CONFIG_PATH = Path("config_resolved.yaml")
 EVAL_KEY = "eval"
 BATCH_SIZE = 1000
-REQUIRED_KEYS = ("sample_id", "filepath", "prediction", "confidence")  # label too, unless labels are optional
+REQUIRED_KEYS = ("sample_id", "filepath", "label", "prediction", "confidence")
+UNLABELLED_KEYS = tuple(k for k in REQUIRED_KEYS if k != "label")  # flowerkit predict's rows
 
 
 class DatasetExistsError(FlowerkitError):
@@ -110,7 +111,7 @@ def iter_prediction_rows(path: Path, classes: list[str], labels_optional: bool =
     ``labels_optional``: also read ``flowerkit predict``'s rows, which have no label fields; its rows of inputs
     that could not be predicted (an ``error`` and no ``prediction``) are skipped: there is nothing to load.
     """
-    required = REQUIRED_KEYS if labels_optional else ("label", *REQUIRED_KEYS)
+    required = UNLABELLED_KEYS if labels_optional else REQUIRED_KEYS
     with path.open(encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, start=1):
             if not line.strip():

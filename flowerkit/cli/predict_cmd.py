@@ -60,10 +60,13 @@ def predict(
                        f"({plan.info.transform.kind}, {plan.info.transform.decode_size} px cache).", err=True)
         typer.echo(f"Model: {plan.info.description}", err=True)
         display = _Display(as_json, plan.options.min_confidence)
-        if target is None:
-            summary = _run(plan, display, None)
-        else:
-            summary = _run_to_file(plan, display, target, fmt)
+        try:
+            summary = _run(plan, display, None) if target is None else _run_to_file(plan, display, target, fmt)
+        except KeyboardInterrupt:  # not a run: nothing to --resume, and a --out file is never half-written
+            from flowerkit.errors import FlowerkitError
+
+            raise FlowerkitError("Interrupted; rows printed so far are complete, and no --out file was written "
+                                 "(an existing one is unchanged).", exit_code=130) from None
         display.flush()
         typer.echo(summary.line() + (f" Rows: {target}" if target is not None else ""), err=True)
 
