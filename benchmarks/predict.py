@@ -13,8 +13,9 @@ What it does, entirely through the CLI, in a temporary folder:
    fastest run counts (other load on the machine only ever adds time), the median is reported too.
 3. Folder throughput: ``flowerkit predict jpg/ --out rows.jsonl`` over the first 1,000 JPEGs (a folder of
    links), its own img/s (model loaded, from first decode to last row) for the torch and ONNX paths and with
-   ``--tta``; and ``flowerkit bench``'s evaluation rate for the same model, size and batch (its images are
-   decoded once into the pixel cache beforehand, so that rate is the model's, with no decoding).
+   ``--tta``; after each round, ``flowerkit bench``'s evaluation rate for the same model, size and batch (its
+   images are decoded once into the pixel cache beforehand, so that rate is the model's, with no decoding),
+   and the ratio of each folder rate to the bench rate of its own round.
 """
 
 from __future__ import annotations
@@ -92,10 +93,13 @@ def main() -> None:
                 loads.append(os.getloadavg()[0])
                 latency[name].append(run(cmd, work, env)[0])
 
-        print("folder throughput ...", file=sys.stderr)
+        print("folder throughput, interleaved with flowerkit bench ...", file=sys.stderr)
+        # Each repeat: the three folder runs, then `flowerkit bench` (its evaluation rate), so every ratio
+        # compares rates measured minutes apart under the same other load, not an idle bench with a busy folder.
         folder_rates: dict[str, list[float]] = {"run": [], "onnx": [], "run_tta": []}
+        bench_rates: list[dict] = []
         variants = {"run": run_flags, "onnx": onnx_flags, "run_tta": [*run_flags, "--tta"]}
-        for _ in range(max(1, args.repeats // 2)):
+        for repeat in range(args.repeats):
             for name, flags in variants.items():
                 loads.append(os.getloadavg()[0])
                 _, output = run([FLOWERKIT, "predict", str(folder), *flags, "--batch_size", str(BATCH), "--out",
@@ -103,24 +107,26 @@ def main() -> None:
                 match = RATE.search(output)
                 assert match and int(match.group(1)) == FOLDER_IMAGES, output[-1000:]
                 folder_rates[name].append(float(match.group(4)))
+            bench_json = work / f"bench-{repeat}.json"
+            run([FLOWERKIT, "bench", "--model_type", MODEL, "--img_size", str(SIZE), "--batch_size", str(BATCH),
+                 "--eval_batch_size", str(BATCH), "--steps", "10", "--warmup", "2", "--repeats", "1", "--device",
+                 "cpu", "--out", str(bench_json)], work, env)
+            bench = json.loads(bench_json.read_text())
+            bench_rates.append({"compute_only": round(bench["eval"]["compute_only"]["images_per_second"], 1),
+                                "end_to_end": round(bench["eval"]["end_to_end"]["images_per_second"], 1),
+                                "load_average_1m": bench["machine"]["load_average_1m"]})
 
-        print("flowerkit bench (evaluation rate) ...", file=sys.stderr)
-        bench_json = work / "bench.json"
-        run([FLOWERKIT, "bench", "--model_type", MODEL, "--img_size", str(SIZE), "--batch_size", str(BATCH),
-             "--eval_batch_size", str(BATCH), "--steps", "10", "--warmup", "2", "--repeats", "3", "--device", "cpu",
-             "--out", str(bench_json)], work, env)
-        bench = json.loads(bench_json.read_text())
-
-    eval_rate = bench["eval"]["end_to_end"]["images_per_second"]
+    eval_rates = [b["end_to_end"] for b in bench_rates]
+    ratios = {name: [round(r / e, 3) for r, e in zip(rates, eval_rates)] for name, rates in folder_rates.items()}
     result = {
         "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "model": MODEL, "img_size": SIZE, "batch_size": BATCH, "machine": bench["machine"],
         "single_image_latency": {name: stats(values) for name, values in latency.items()},
         "folder": {name: {"best_img_per_s": max(v), "all": v} for name, v in folder_rates.items()}
         | {"images": FOLDER_IMAGES},
-        "bench_eval": {"compute_only": bench["eval"]["compute_only"]["images_per_second"],
-                       "end_to_end": eval_rate},
-        "folder_over_bench_eval": {name: round(max(v) / eval_rate, 3) for name, v in folder_rates.items()},
+        "bench_eval": bench_rates,
+        "folder_over_bench_eval": {name: {"best": max(r), "median": statistics.median(r), "all": r}
+                                   for name, r in ratios.items()},
         "load_average_1m": {"min": min(loads), "max": max(loads), "at_end": os.getloadavg()[0]},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,7 @@ from flowerkit.predict.plan import PredictPlan, load_backend
 from flowerkit.predict.rows import error_row, prediction_row
 
 MAX_DEFAULT_WORKERS = 8
-PREFETCH_BATCHES = 1  # batches decoding while the model runs: hides decoding, and memory stays flat
+OVERLAP_ENV = "FLOWERKIT_PREDICT_OVERLAP"  # "1"/"0": force decoding to overlap the model or not (benchmarks)
 
 Row = dict[str, Any]
 
@@ -55,6 +55,27 @@ def _decode(item: InputItem, plan: PredictPlan) -> np.ndarray | str:
         return f"{item.path.name} is too large to decode in memory."
 
 
+def overlap_decoding(plan: PredictPlan) -> bool:
+    """Decode the next batch while the model runs? Only where that takes no cores from the model.
+
+    The torch model on the CPU runs one thread per core (OpenMP), and every parallel region waits for its
+    slowest thread: a decoding thread taking one of those cores stalls the whole model, not just a share of
+    it (measured on the 2-core machine, docs/performance.md). There, decoding runs between model calls on all
+    cores; on a GPU, or with more cores than the model's threads, it overlaps.
+    """
+    import os
+
+    if OVERLAP_ENV in os.environ:
+        return os.environ[OVERLAP_ENV] == "1"
+    if plan.device != "cpu":
+        return True
+    if plan.model.kind == "onnx":
+        return False
+    import torch
+
+    return torch.get_num_threads() < (os.cpu_count() or 1)
+
+
 def _chunks(items: Iterator[tuple[int, InputItem]], size: int) -> Iterator[list[tuple[int, InputItem]]]:
     while chunk := list(itertools.islice(items, size)):
         yield chunk
@@ -71,12 +92,13 @@ def run_predictions(plan: PredictPlan, sink: Callable[[Row], None], stdin: Itera
         def submit(chunk: list[tuple[int, InputItem]]) -> list[tuple[int, InputItem, Future]]:
             return [(i, item, pool.submit(_decode, item, plan)) for i, item in chunk]
 
-        pending = [submit(c) for c in itertools.islice(chunks, PREFETCH_BATCHES)]
+        overlap = overlap_decoding(plan)
+        pending = [submit(c) for c in itertools.islice(chunks, 1)]
         while pending:
             current = pending.pop(0)
             decoded = [(i, item, future.result()) for i, item, future in current]
-            following = next(chunks, None)  # decoded while the model runs on this batch
-            if following is not None:
+            following = next(chunks, None)
+            if following is not None and overlap:  # decoded while the model runs on this batch
                 pending.append(submit(following))
             good = [(i, item, px) for i, item, px in decoded if isinstance(px, np.ndarray)]
             logits = iter(())
@@ -95,5 +117,7 @@ def run_predictions(plan: PredictPlan, sink: Callable[[Row], None], stdin: Itera
                 summary.predicted += 1
                 summary.unknown += bool(row.get("unknown"))
                 sink(row)
+            if following is not None and not overlap:  # decoded now, with every core, while the model rests
+                pending.append(submit(following))
     summary.seconds = time.perf_counter() - started
     return summary
