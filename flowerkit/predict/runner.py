@@ -1,8 +1,10 @@
 """``run_predictions``: stream inputs through decode, the shared transform and the model, row by row.
 
-Decoding runs on a thread pool (PIL releases the GIL while it decodes and resizes) one batch ahead of the
-model, so at most two batches of decoded pixels exist at any time, whatever the number of inputs. A file that
-cannot be predicted becomes an error row; it never stops the others.
+Each batch is decoded on a thread pool (PIL releases the GIL while it decodes and resizes): on a GPU, or where
+the model leaves cores free, while the model runs on the previous batch; on a CPU whose cores the model's
+threads all use, between model calls (``overlap_decoding``). At most two batches of decoded pixels exist at
+any time, whatever the number of inputs. A file that cannot be predicted becomes an error row; it never stops
+the others.
 """
 
 from __future__ import annotations
