@@ -25,6 +25,7 @@ CONFIG_PATH = Path("config_resolved.yaml")
 EVAL_KEY = "eval"
 BATCH_SIZE = 1000
 REQUIRED_KEYS = ("sample_id", "filepath", "label", "prediction", "confidence")
+UNLABELLED_KEYS = tuple(k for k in REQUIRED_KEYS if k != "label")  # flowerkit predict's rows
 
 
 class DatasetExistsError(FlowerkitError):
@@ -39,8 +40,8 @@ class PredictionRow:
     image_id: int | None
     filepath: str
     split: str | None
-    label: int
-    label_name: str
+    label: int | None  # None: an unlabelled photo (flowerkit predict's rows)
+    label_name: str | None
     prediction: int
     prediction_name: str
     confidence: float
@@ -105,8 +106,13 @@ def _int(value: Any) -> int:
     return value
 
 
-def iter_prediction_rows(path: Path, classes: list[str]) -> Iterator[PredictionRow]:
-    """Parse and validate ``predictions.jsonl`` line by line (see docs/artifacts.md)."""
+def iter_prediction_rows(path: Path, classes: list[str], labels_optional: bool = False) -> Iterator[PredictionRow]:
+    """Parse and validate ``predictions.jsonl`` line by line (see docs/artifacts.md).
+
+    ``labels_optional``: also read ``flowerkit predict``'s rows, which have no label fields; its rows of inputs
+    that could not be predicted (an ``error`` and no ``prediction``) are skipped: there is nothing to load.
+    """
+    required = UNLABELLED_KEYS if labels_optional else REQUIRED_KEYS
     # Read whole through the shared reader: a non-UTF-8 byte is one paragraph (exit 2), never a traceback.
     text = read_utf8(path, "The predictions file", "Is this a complete flowerkit run directory?")
     for lineno, line in enumerate(text.splitlines(), start=1):
@@ -119,14 +125,17 @@ def iter_prediction_rows(path: Path, classes: list[str]) -> Iterator[PredictionR
             raise ConfigError(f"The predictions file {where} is not valid JSON ({exc.msg}).") from exc
         if not isinstance(row, dict):
             raise ConfigError(f"The predictions file {where} is not a JSON object.")
-        missing = [k for k in REQUIRED_KEYS if k not in row]
+        if labels_optional and "error" in row and "prediction" not in row:
+            continue
+        missing = [k for k in required if k not in row]
         if missing:
             raise ConfigError(
                 f"The predictions file {where} lacks {', '.join(missing)}; each row needs "
-                f"{', '.join(REQUIRED_KEYS)} (see docs/artifacts.md)."
+                f"{', '.join(required)} (see docs/artifacts.md)."
             )
         try:
-            label, prediction = _int(row["label"]), _int(row["prediction"])
+            label = None if labels_optional and row.get("label") is None else _int(row["label"])
+            prediction = _int(row["prediction"])
             confidence = float(row["confidence"])
             image_id = None if row.get("image_id") is None else _int(row["image_id"])
             top5 = None if row.get("top5") is None else [_int(c) for c in row["top5"]]
@@ -138,7 +147,7 @@ def iter_prediction_rows(path: Path, classes: list[str]) -> Iterator[PredictionR
                 "list of numbers."
             ) from exc
         for key, cid in (("label", label), ("prediction", prediction)):
-            if not 0 <= cid < len(classes):
+            if cid is not None and not 0 <= cid < len(classes):
                 raise ConfigError(
                     f"The predictions file {where} has {key}={cid}, outside the label map's 0..{len(classes) - 1}."
                 )
@@ -149,7 +158,7 @@ def iter_prediction_rows(path: Path, classes: list[str]) -> Iterator[PredictionR
                 f"The predictions file {where} has {len(logits)} logits for {len(classes)} classes."
             )
         for key, cid in (("label_name", label), ("prediction_name", prediction)):
-            if key in row and row[key] != classes[cid]:
+            if cid is not None and key in row and row[key] != classes[cid]:
                 raise ConfigError(
                     f"The predictions file {where} has {key}={row[key]!r} but the label map names class "
                     f"{cid} {classes[cid]!r}: the predictions and labelmap.json come from different runs."
@@ -165,7 +174,7 @@ def iter_prediction_rows(path: Path, classes: list[str]) -> Iterator[PredictionR
             filepath=filepath,
             split=None if row.get("split") is None else str(row["split"]),
             label=label,
-            label_name=classes[label],
+            label_name=None if label is None else classes[label],
             prediction=prediction,
             prediction_name=classes[prediction],
             confidence=confidence,
@@ -346,7 +355,7 @@ def _to_sample(fo: Any, r: PredictionRow) -> Any:
         sample_id=r.sample_id,
         image_id=r.image_id,
         split=r.split,
-        ground_truth=fo.Classification(label=r.label_name),
+        ground_truth=None if r.label_name is None else fo.Classification(label=r.label_name),
         predictions=prediction,
         label_id=r.label,
         prediction_id=r.prediction,

@@ -5,7 +5,7 @@ tests/test_docs.py fails when the README and the models drift apart.
 
 from pathlib import Path
 
-from flowerkit.cli.options import render_option_tables
+from flowerkit.cli.readme_tables import render_option_tables
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

@@ -116,3 +116,27 @@ def tiny_run(prefect_harness, flowers_root: Path, tmp_path_factory: pytest.TempP
         tiny_infer_subset="flower102_tiny", output_dir=out, prefer_mps=True, test_after=True))
     train_flow(config)
     return config.layout.run_dir
+
+
+SMALL_MODEL_TYPE = "ViT-small_8"  # tests/small_models.py's shrunk ViT family, registered for the session
+
+
+@pytest.fixture(scope="session")
+def small_run(prefect_harness, flowers_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run of a shrunk ViT (patch 8, 48 wide, 2 blocks) at 64 px through the real train flow, with
+    --export_logits. Unlike the `testing` model (1 wide: its logits do not depend on the image), its logits
+    differ from image to image, so predict/export tests comparing numbers can fail. The 96 px images cap the
+    pixel cache at 96 px (not the 2 x 64 rule), so the recorded evaluation transform matters."""
+    from flowerkit.config import TrainConfig, load_config
+    from flowerkit.flows.train import train_flow
+    from tests.small_models import small_vit_registered
+
+    out = tmp_path_factory.mktemp("small-run-output")
+    with small_vit_registered(SMALL_MODEL_TYPE):
+        config = load_config(TrainConfig, dict(
+            name="small", dataset="flower102", data_root=flowers_root, model_type=SMALL_MODEL_TYPE, img_size=64,
+            num_steps=10, eval_every=5, train_batch_size=8, eval_batch_size=4, learning_rate=0.1,
+            tiny_train_subset="flower102_tiny", tiny_infer_subset="flower102_tiny", output_dir=out,
+            export_logits=True, pretrained=None))
+        train_flow(config)
+        yield config.layout.run_dir

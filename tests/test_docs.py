@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from flowerkit.cli.options import render_option_tables
+from flowerkit.cli.readme_tables import render_option_tables
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -10,6 +10,7 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 def test_readme_option_tables_match_the_config_models() -> None:
     text = README.read_text()
     assert "<!-- options:train -->" in text and "<!-- options:eval -->" in text
+    assert "<!-- options:predict -->" in text and "<!-- options:export -->" in text
     assert render_option_tables(text) == text, "run: python scripts/update_readme_options.py"
 
 

@@ -30,7 +30,7 @@ TEXT_FILE_OPTIONS = {("train", "pretrained"), ("train", "tiny_train_subset"), ("
 # files are written (a directory or a missing path may be fine; a file where a folder belongs fails);
 # "weights": a missing --pretrained file is documented as a warning and random initialisation.
 ROLES = {"config_file": "in", "checkpoint": "in", "sweep_file": "in", "data_root": "in", "pretrained": "weights",
-         "tiny_train_subset": "in", "tiny_infer_subset": "in", "run": "in",
+         "tiny_train_subset": "in", "tiny_infer_subset": "in", "run": "in", "onnx": "in",
          "output_dir": "out", "tb_dir": "out", "fiftyone_dir": "out", "out": "out"}
 
 NOT_PROBED = {
@@ -78,9 +78,13 @@ def hostile(tmp_path: Path) -> dict[str, Path]:
             "missing": folder / "missing" / "nothing.yaml"}
 
 
-def base_args(command: str, flowers_root: Path, checkpoint: Path, sweep: Path) -> list[str]:
-    """A cheap, valid call of ``command`` (dry runs where there are some)."""
+def base_args(command: str, flowers_root: Path, checkpoint: Path, sweep: Path, param: str = "") -> list[str]:
+    """A cheap, valid call of ``command`` (dry runs where there are some) in which ``param`` is what is read."""
     train = ["--dataset", "flower102", "--data_root", str(flowers_root), "--dry_run"]
+    photo = str(next((flowers_root / "jpg").iterdir()))
+    # predict reads one model source: the probed one (--output_dir is where --run is looked up).
+    model = {"onnx": ["--onnx", "model.onnx"], "output_dir": ["--run", "nope"]}.get(param, ["--checkpoint",
+                                                                                        str(checkpoint)])
     calls = {
         "train": ["train", "--name", "h", *train, *SEED_FLAGS],
         "eval": ["eval", "--name", "h", *train, "--checkpoint", str(checkpoint), "--tiny_infer_subset",
@@ -91,6 +95,8 @@ def base_args(command: str, flowers_root: Path, checkpoint: Path, sweep: Path) -
         "fiftyone load": ["fiftyone", "load", "nope"],
         "fiftyone compare": ["fiftyone", "compare", "nope", "nope-too"],
         "export-npz": ["export-npz", "nope"],
+        "export": ["export", "nope", "--format", "onnx"],
+        "predict": ["predict", photo, *model],
         "runs list": ["runs", "list"], "runs show": ["runs", "show", "nope"], "runs verify": ["runs", "verify", "nope"],
         "runs prune": ["runs", "prune", "--older-than-retention", "--dry-run"],
         "runs sync-mlflow": ["runs", "sync-mlflow", "nope"],
@@ -136,7 +142,7 @@ def test_hostile_path_gives_one_paragraph_and_exit_2_or_3(
         command: str, param: str, flag: str, kind: str, hostile: dict[str, Path], flowers_root: Path,
         fixtures_for_calls: tuple[Path, Path], workdir: Path) -> None:
     checkpoint, sweep = fixtures_for_calls
-    args = with_value(base_args(command, flowers_root, checkpoint, sweep), flag, str(hostile[kind]))
+    args = with_value(base_args(command, flowers_root, checkpoint, sweep, param), flag, str(hostile[kind]))
     result = runner.invoke(app, args)
     # Prefect's console log handler keeps the stream of an earlier CliRunner call, which is closed by now:
     # logging's own "--- Logging error ---" report of that is the harness's, not the command's output.

@@ -97,7 +97,7 @@ def test_pil_evaluations_reuse_one_loader_with_persistent_workers(flowers_root) 
 
 
 def test_cache_size_rule_and_option(pipelines, tmp_path: Path) -> None:
-    from flowerkit.data.pixel_cache import cache_resolution
+    from flowerkit.data.eval_transform import cache_resolution
 
     assert cache_resolution(32) == 64 and cache_resolution(224) == 448  # the measured default: 2x --img_size
     assert cache_resolution(384, short_side=500) == 500  # never more pixels than the JPEGs hold

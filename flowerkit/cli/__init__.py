@@ -13,6 +13,7 @@ from flowerkit.cli import (
     export_cmd,
     fast_exit,
     fiftyone_cmd,
+    predict_cmd,
     run_cmds,
     runs_cmd,
     serve_cmd,
@@ -52,8 +53,15 @@ app.add_typer(server_cmd.app, name="server")
 app.command("dashboard")(dashboard)
 app.command("bench", help="Time training and evaluation: compute only, input pipeline only, end to end; writes "
                           "JSON.")(bench_cmd.bench)
+app.command("export", help="Write a run's best (or latest) checkpoint as a Google-format ViT .npz or an ONNX "
+                           "model for serving, checked before it is written.",
+            context_settings=CONTEXT_SETTINGS)(export_cmd.export)
 app.command("export-npz", help="Write a run's best (or latest) checkpoint as a Google-format ViT .npz, head "
-                               "included; it loads back bit for bit through --pretrained.")(export_cmd.export_npz)
+                               "included; it loads back bit for bit through --pretrained (alias of export "
+                               "--format npz).")(export_cmd.export_npz)
+app.command("predict", help="Classify your own photos (any format, any number) with a run's checkpoint or an "
+                            "ONNX export: a table, JSON rows or a .jsonl/.csv file.",
+            context_settings=CONTEXT_SETTINGS)(predict_cmd.predict)
 app.command("sweep", help="Run a grid and/or random search of train runs from a sweep YAML, locally or on a "
                           "Prefect work pool; writes OUTPUT_DIR/sweeps/NAME.")(sweep_cmd.sweep)
 app.command("serve", help="Serve the train and eval flows as Prefect deployments (needs PREFECT_API_URL); see "

@@ -1,4 +1,5 @@
-"""``flowerkit export-npz``: a run's checkpoint as a Google-format ViT ``.npz``, to share or to fine-tune from."""
+"""``flowerkit export``: a run's checkpoint as a Google-format ViT ``.npz`` (to share or to fine-tune from) or as
+an ONNX model (to serve); ``flowerkit export-npz`` is the ``.npz`` export's older name."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from flowerkit.cli.runs_cmd import OUTPUT, check_run_name
 from flowerkit.errors import ConfigError, MissingInputError, RunExistsError
 
 CHECKPOINTS = ("best", "latest")
+FORMATS = {"npz": ".npz", "onnx": ".onnx"}
 
 
 def export_npz(
@@ -24,19 +26,85 @@ def export_npz(
 ) -> None:
     """Write a run's checkpoint as a Google-format ViT .npz (the layout of Google's published files, head
     included), checked to load back bit for bit; --pretrained FILE fine-tunes from it (new head)."""
+    with user_errors():
+        _export_npz(run, checkpoint, out, output_dir)
+
+
+def export(
+    run: str = typer.Argument(..., help="Run name (a folder under --output_dir)."),
+    format_: str = typer.Option("npz", "--format", help="npz: Google's ViT layout (as export-npz); onnx: an ONNX "
+                                                        "model for serving (needs the onnx extra)."),
+    checkpoint: str = typer.Option("best", "--checkpoint",
+                                   help="best: checkpoints/best.bin, the one selected on validation; latest: "
+                                        "checkpoints/ckpt.bin, the last one written."),
+    out: Path = typer.Option(None, "--out", help="The file to write; it must not exist yet (default: "
+                                                 "RUN-best.npz/.onnx or RUN-latest.* in the current folder)."),
+    output_dir: Path = typer.Option(Path("output"), "--output_dir", help="Root folder of the runs."),
+    debug: bool = typer.Option(False, "--debug", help="Show the full traceback of errors."),
+) -> None:
+    """Write a run's checkpoint as a Google-format .npz or as an ONNX model, each checked before it is
+    written (.npz: loads back bit for bit; ONNX: onnxruntime's logits equal torch's on the run's own images)."""
+    with user_errors(debug):
+        if format_ not in FORMATS:
+            raise ConfigError(f"--format {format_}: choose npz (Google's ViT layout) or onnx (for serving).")
+        if format_ == "npz":
+            _export_npz(run, checkpoint, out, output_dir)
+        else:
+            _export_onnx(run, checkpoint, out, output_dir)
+
+
+def _export_onnx(run: str, checkpoint: str, out: Path | None, output_dir: Path) -> None:
+    from flowerkit.artifacts.files import atomic_write_bytes, sha256_file
+    from flowerkit.engine.checkpoint import load_checkpoint
+    from flowerkit.predict.onnx_export import export_onnx, proof_batch
+    from flowerkit.predict.predictor import require_onnx
+
+    require_onnx()  # before any work: exit 2 naming the extra
+    source = checkpoint_file(output_dir, run, checkpoint)
+    target = check_target(out or Path(f"{run}-{checkpoint}.onnx"), ".onnx")
+    state = load_checkpoint(source)
+    proof, proof_source = proof_batch(run_images(source.parent.parent), state)
+    typer.echo(f"Exporting {state['model_type']} at {state['img_size']} px, step {state['step']} to ONNX "
+               f"(checked on {proof_source})...", err=True)
+    result = export_onnx(state, proof, proof_source, run=run, checkpoint_sha256=sha256_file(source))
+    atomic_write_bytes(target, result.data)
+    typer.echo(f"Wrote {target}: {state['model_type']} at {state['img_size']} px, step {state['step']}, "
+               f"{weights_of(state, checkpoint)} weights, from {source}\nChecked: onnxruntime = torch within "
+               f"{result.max_difference:.2g} (batches of {' and '.join(map(str, result.checked_batches))}, "
+               f"{proof_source})\nsha256 {sha256_file(target)}\nUse it with: flowerkit predict PHOTOS --onnx {target}")
+
+
+def run_images(run_dir: Path, limit: int = 16) -> list[Path]:
+    """A few image paths the run evaluated (its predictions.jsonl), for the export's proof batch."""
+    import json
+
+    from flowerkit.layout import RunLayout
+
+    paths: list[Path] = []
+    try:
+        with open(RunLayout.for_run(run_dir).predictions, encoding="utf-8") as fh:
+            for line in fh:
+                paths.append(Path(json.loads(line)["filepath"]))
+                if len(paths) == limit:
+                    break
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # no predictions yet: the proof falls back to random inputs and says so
+    return paths
+
+
+def _export_npz(run: str, checkpoint: str, out: Path | None, output_dir: Path) -> None:
     from flowerkit.artifacts.files import sha256_file
     from flowerkit.engine.checkpoint import load_checkpoint
     from flowerkit.models.npz import checkpoint_to_npz, write_npz
 
-    with user_errors():
-        source = checkpoint_file(output_dir, run, checkpoint)
-        target = check_target(out or Path(f"{run}-{checkpoint}.npz"))
-        state = load_checkpoint(source)
-        described = (f"{state['model_type']} at {state['img_size']} px, step {state['step']}, "
-                     f"{weights_of(state, checkpoint)} weights, from {source}")
-        write_npz(checkpoint_to_npz(state), target)
-        typer.echo(f"Wrote {target}: {described}\nsha256 {sha256_file(target)}\nUse it with: flowerkit train "
-                   f"--model_type {state['model_type']} --pretrained {target} ...")
+    source = checkpoint_file(output_dir, run, checkpoint)
+    target = check_target(out or Path(f"{run}-{checkpoint}.npz"))
+    state = load_checkpoint(source)
+    described = (f"{state['model_type']} at {state['img_size']} px, step {state['step']}, "
+                 f"{weights_of(state, checkpoint)} weights, from {source}")
+    write_npz(checkpoint_to_npz(state), target)
+    typer.echo(f"Wrote {target}: {described}\nsha256 {sha256_file(target)}\nUse it with: flowerkit train "
+               f"--model_type {state['model_type']} --pretrained {target} ...")
 
 
 def weights_of(state: dict, which: str) -> str:
@@ -61,13 +129,15 @@ def checkpoint_file(output_dir: Path, run: str, which: str) -> Path:
     return path
 
 
-def check_target(target: Path) -> Path:
-    """A new .npz file in a writable folder: --pretrained recognises Google's format by the suffix."""
+def check_target(target: Path, suffix: str = ".npz") -> Path:
+    """A new file in a writable folder: --pretrained recognises Google's format by the .npz suffix, servers an
+    ONNX model by .onnx."""
     from flowerkit.writable import check_writable_folder
 
-    if target.suffix != ".npz":
-        raise ConfigError(f"--out {target} must end in .npz: --pretrained reads a file as Google's format by "
-                          "that suffix.")
+    if target.suffix != suffix:
+        why = ("--pretrained reads a file as Google's format by that suffix" if suffix == ".npz"
+               else "ONNX tools recognise the format by that suffix")
+        raise ConfigError(f"--out {target} must end in {suffix}: {why}.")
     if target.exists() or target.is_symlink():
         raise RunExistsError(f"--out {target} already exists; exports never overwrite a file. Choose another "
                              "name or remove it first.")

@@ -108,15 +108,3 @@ def options_markdown(cls: type[RunConfig]) -> str:
     for name, (_, option) in EXTRA_OPTIONS.items():
         lines.append(f"| `{option.param_decls[0]}` | | {option.help} |")
     return "\n".join(lines)
-
-
-def render_option_tables(readme: str) -> str:
-    """Replace the text between ``<!-- options:train -->`` / ``<!-- /options:train -->`` (and eval)."""
-    from flowerkit.config import CONFIG_CLASSES
-
-    for command, cls in CONFIG_CLASSES.items():
-        start, end = f"<!-- options:{command} -->", f"<!-- /options:{command} -->"
-        if start in readme and end in readme:
-            head, rest = readme.split(start, 1)
-            readme = f"{head}{start}\n{options_markdown(cls)}\n{end}{rest.split(end, 1)[1]}"
-    return readme

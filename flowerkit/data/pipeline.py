@@ -9,6 +9,7 @@ pipelines:
   resize, flip and normalise whole batches on the device with ``affine_grid`` + ``grid_sample``.
 
 Both hand the model float tensors normalised as the original ViT recipe does: ``(x / 255 - 0.5) / 0.5``.
+Their evaluation transform (no crop, no flip) lives in ``eval_transform.py``, shared with ``flowerkit predict``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from flowerkit.data.pixel_cache import cache_resolution, median_short_side, open_pixel_cache
+from flowerkit.data.eval_transform import EvalTransform, normalize, resize_batch, squash_for_pil
+from flowerkit.data.eval_transform import cache_resolution
+from flowerkit.data.pixel_cache import median_short_side, open_pixel_cache
 from flowerkit.data.table import SampleTable, build_table
 from flowerkit.errors import ConfigError
 
@@ -165,11 +168,6 @@ def eval_batches(table: SampleTable, batch_size: int) -> EvalRange:
     return EvalRange(len(table), batch_size)
 
 
-def normalize(pixels_uint8: torch.Tensor) -> torch.Tensor:
-    """uint8 NCHW on the device to the model's float input."""
-    return pixels_uint8.float().div_(127.5).sub_(1.0)
-
-
 # --- the pil pipeline ---------------------------------------------------------------------------------------
 
 class PilBatches(torch.utils.data.Dataset):
@@ -197,7 +195,7 @@ class PilBatches(torch.utils.data.Dataset):
                 w, h = im.size
                 x0, y0, bw, bh = box.tolist()
                 im = im.crop((round(x0 * w), round(y0 * h), round((x0 + bw) * w), round((y0 + bh) * h)))
-            im = im.resize((self.img_size, self.img_size), Image.BILINEAR)
+            im = squash_for_pil(im, self.img_size)
             if flip:
                 im = im.transpose(Image.FLIP_LEFT_RIGHT)
             return torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1)
@@ -209,9 +207,7 @@ def cached_transform(pixels: torch.Tensor, batch: Batch, img_size: int) -> torch
     """Crop, resize and flip a batch of cached uint8 NHWC images on their device; returns uint8-range floats."""
     x = pixels.permute(0, 3, 1, 2).float()
     if batch.boxes is None:
-        if x.shape[-1] == img_size and x.shape[-2] == img_size:
-            return x
-        return F.interpolate(x, size=(img_size, img_size), mode="bilinear", antialias=True, align_corners=False)
+        return resize_batch(x, img_size)  # evaluation: the whole image (eval_transform.EvalTransform)
     boxes = batch.boxes.to(x.device)
     x0, y0, w, h = boxes.unbind(1)
     sign = 1.0 - 2.0 * batch.flips.to(x.device).float()
@@ -262,13 +258,18 @@ class InputPipeline:
     cache_dir: Path | None = None
     cache_size: int | None = None  # the cache's short side (--cache_size); None: the default rule
     _cache: np.ndarray | None = None
+    resolution: int | None = None  # the pixel cache's side (cached), resolved from the table's image sizes
     _loaders: dict = field(default_factory=dict)  # EvalRange -> DataLoader with persistent workers
 
     def __post_init__(self) -> None:
         if self.kind == "cached":
 
-            resolution = cache_resolution(self.img_size, self.cache_size, median_short_side(self.table))
-            self._cache = open_pixel_cache(self.table, resolution, self.cache_dir, workers=self.num_workers)
+            self.resolution = cache_resolution(self.img_size, self.cache_size, median_short_side(self.table))
+            self._cache = open_pixel_cache(self.table, self.resolution, self.cache_dir, workers=self.num_workers)
+
+    def eval_transform(self) -> EvalTransform:
+        """What this pipeline does to an image at evaluation: recorded in checkpoints for flowerkit predict."""
+        return EvalTransform(self.img_size, self.kind, self.resolution if self.kind == "cached" else None)
 
     def __call__(self, batches: Sequence[Batch]) -> Iterator[tuple[torch.Tensor, np.ndarray]]:
         return self._cached(batches) if self.kind == "cached" else self._pil(batches)
@@ -283,7 +284,7 @@ class InputPipeline:
 
         for pixels, batch in _Prefetch(gather()):
             x = cached_transform(pixels.to(self.device, non_blocking=True), batch, self.img_size)
-            yield x.div_(127.5).sub_(1.0), batch.positions
+            yield normalize(x), batch.positions
 
     def _pil(self, batches: Sequence[Batch]) -> Iterator[tuple[torch.Tensor, np.ndarray]]:
         persistent = self.persistent_workers and self.num_workers > 0

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from flowerkit.data.eval_transform import draft_for_cache, squash_for_cache
 from flowerkit.data.flowers102 import undecodable_error
 from flowerkit.data.table import SampleTable
 from flowerkit.paths import cache_root
@@ -22,24 +23,6 @@ CACHE_FORMAT = 1
 PARALLEL_BUILD_MIN = 256  # below this, worker start-up costs more than it saves
 
 
-# --cache_size's default, relative to --img_size. Measured (docs/performance.md, benchmarks/cache_size.py):
-# against the PIL reference, 2x is closest; below it small crops are upsampled from too few pixels, above it
-# grid_sample (bilinear, no antialiasing) aliases when it shrinks large crops.
-DEFAULT_CACHE_FACTOR = 2.0
-
-
-def cache_resolution(img_size: int, cache_size: int | None = None, short_side: int | None = None) -> int:
-    """The cached short side: ``--cache_size`` when given, else ``DEFAULT_CACHE_FACTOR`` x ``img_size``, but
-    not above the images' own ``short_side`` (more pixels than the JPEGs hold add bytes, not detail).
-
-    Never below ``img_size``: a smaller cache would upsample every image, crop or not.
-    """
-    if cache_size is not None:
-        return max(img_size, cache_size)
-    size = round(img_size * DEFAULT_CACHE_FACTOR)
-    if short_side is not None:
-        size = min(size, short_side)
-    return max(img_size, size)
 
 
 def median_short_side(table: SampleTable) -> int | None:
@@ -60,9 +43,8 @@ def decode(path: Path, resolution: int) -> np.ndarray:
 
     try:
         with Image.open(path) as im:
-            im.draft("RGB", (resolution, resolution))  # let libjpeg decode at a reduced scale: much faster
-            im = im.convert("RGB").resize((resolution, resolution), Image.BILINEAR, reducing_gap=3.0)
-            return np.asarray(im)
+            draft_for_cache(im, resolution)  # let libjpeg decode at a reduced scale: much faster
+            return squash_for_cache(im.convert("RGB"), resolution)
     except (OSError, SyntaxError, ValueError) as exc:  # UnidentifiedImageError is an OSError
         raise undecodable_error(path, exc) from None
 

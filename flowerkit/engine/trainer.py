@@ -398,8 +398,10 @@ class _Evaluation:
                                                    name) for name in candidates}
         decision = self.selector.update(self.selector.candidate(step, reports))
         raw = reports["raw"]
-        _save_selected(run.layout, decision, candidates, step, run.config, run.weights)
-        _save(run.layout.checkpoint, self.trainable, step, run, self.selector, decision.stop, rng, train_loss)
+        transform = self.val_pipe.eval_transform().to_dict()  # what flowerkit predict must do to a photo
+        _save_selected(run.layout, decision, candidates, step, run.config, run.weights, transform)
+        _save(run.layout.checkpoint, self.trainable, step, run, self.selector, decision.stop, rng, train_loss,
+              transform)
         if decision.stop:
             log.info("stopping early at step %d: %s", step, self.selector.stop_reason())
         return {"stop": decision.stop, "last_eval": {"step": step, "accuracy": raw["accuracy"], "loss": raw["loss"]}}
@@ -434,13 +436,13 @@ def _evaluate_during_training(logits: np.ndarray, table: SampleTable, config: Tr
 
 
 def _save_selected(layout: RunLayout, decision: Decision, candidates: dict[str, torch.nn.Module], step: int,
-                   config: TrainConfig, weights: str) -> None:
+                   config: TrainConfig, weights: str, eval_transform: dict | None = None) -> None:
     """best.bin when this evaluation is the new best; best-<step>.bin for the top-k (dropping those pushed out).
     Written before ckpt.bin: a run killed in between recomputes this step on resume and writes them again."""
     chosen = decision.candidate
     if not (decision.improved or decision.entered_top_k):
         return
-    payload = _model_payload(candidates[chosen.weights], step, config, weights) | {
+    payload = _model_payload(candidates[chosen.weights], step, config, weights, eval_transform) | {
         "selection": {"monitor": config.monitor, "value": chosen.value, "weights": chosen.weights}}
     if decision.improved:
         save_checkpoint(layout.best_checkpoint, payload)
@@ -457,9 +459,11 @@ def check_finite_weights(model: torch.nn.Module, step: int) -> None:
         raise NonFiniteLossError(step, "model's weights after the update")
 
 
-def _model_payload(model: torch.nn.Module, step: int, config: TrainConfig, weights: str) -> dict:
-    """What every checkpoint holds: the weights and what a reader needs to rebuild and label the model."""
-    return {
+def _model_payload(model: torch.nn.Module, step: int, config: TrainConfig, weights: str,
+                   eval_transform: dict | None = None) -> dict:
+    """What every checkpoint holds: the weights and what a reader needs to rebuild and label the model, and
+    (``eval_transform``) to feed it a new image as the run's evaluation fed its images."""
+    return ({"eval_transform": eval_transform} if eval_transform is not None else {}) | {
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "step": step,
         "model_type": config.model_type,
@@ -473,12 +477,12 @@ def _model_payload(model: torch.nn.Module, step: int, config: TrainConfig, weigh
 
 
 def _save(path: Path, trainable: Trainable, step: int, run: _TrainingRun, selector: Selector, stopped_early: bool,
-          rng: list[dict[str, torch.Tensor]], train_loss: float) -> None:
+          rng: list[dict[str, torch.Tensor]], train_loss: float, eval_transform: dict) -> None:
     """The latest checkpoint: everything a resumed run needs to continue exactly (``rng``: each rank's
     ``_rng_state``, rank 0's first)."""
     ema = trainable.ema
     extra = {"ema": {k: v.detach().cpu() for k, v in ema.state_dict().items()}} if ema is not None else {}
-    save_checkpoint(path, _model_payload(trainable.model, step, run.config, run.weights) | extra | {
+    save_checkpoint(path, _model_payload(trainable.model, step, run.config, run.weights, eval_transform) | extra | {
         "optimizer": trainable.optimizer.state_dict(),
         "scheduler": trainable.scheduler.state_dict(),
         "rng": rng[0] | ({"ranks": rng} if len(rng) > 1 else {}),
