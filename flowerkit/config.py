@@ -416,7 +416,8 @@ class PredictRunConfig(BaseModel):
     @model_validator(mode="after")
     def _one_model(self) -> PredictRunConfig:
         if (self.run is None) == (self.checkpoint is None):
-            raise ValueError("give exactly one model: run (--run, a training run's name) or checkpoint (--checkpoint, a file)")
+            raise ValueError("give exactly one model: run (--run, a training run's name) or checkpoint "
+                             "(--checkpoint, a file)")
         return self
 
     @property
