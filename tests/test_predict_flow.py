@@ -48,6 +48,8 @@ def test_a_named_predict_run_is_recorded_and_never_overwritten(prefect_harness, 
         path = run_dir / name
         assert indexed[f"scored/{name}"] == hashlib.sha256(path.read_bytes()).hexdigest(), name
     assert all(task["state"] == "completed" for task in record["tasks"].values()), record["tasks"]
+    verified = CliRunner().invoke(app, ["runs", "verify", "scored", "--output-dir", str(output_dir)])
+    assert verified.exit_code == 0, verified.output
 
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 4, again.output
