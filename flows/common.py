@@ -68,8 +68,10 @@ def run_lifecycle(plan: RunPlan | PredictRunPlan, determinism: dict) -> Iterator
     watch_current_flow_run(config.name, plan.flow)  # a killed process's flow run still ends Crashed
     run_dir = plan.layout.run_dir
 
+    planned = PLANNING_TASKS if isinstance(plan, RunPlan) else ()  # a predict run's plan runs no task
+
     def mark_done(rec: dict) -> None:
-        for name in PLANNING_TASKS:
+        for name in planned:
             rec["tasks"].setdefault(name, {"state": "completed", "attempt": 1, "updated_utc": utc_now()})
 
     try:

@@ -9,6 +9,7 @@ fiftyone/predictions.jsonl, labelmap.json, env_stamp.json, RETENTION.txt, run.lo
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +53,7 @@ def _predict(plan: PredictRunPlan) -> PredictOutcome:
     run_dir = plan.layout.run_dir
     with run_lifecycle(plan, {"precision": plan.precision, "tta": plan.config.tta}) as run_id:
         summary = predict_images(plan)  # raises MissingInputError (exit 3) when no image could be predicted
+        logging.getLogger("flowerkit").info("%s", summary.line())  # in run.log too
         update_record(run_dir, metrics=_counts(summary),
                       progress={"step": summary.inputs, "total_steps": summary.inputs})
         write_predict_stamp(plan, run_id)

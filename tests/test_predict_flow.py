@@ -47,13 +47,25 @@ def test_a_named_predict_run_is_recorded_and_never_overwritten(prefect_harness, 
                  "config_resolved.yaml", "run.log"):
         path = run_dir / name
         assert indexed[f"scored/{name}"] == hashlib.sha256(path.read_bytes()).hexdigest(), name
-    assert all(task["state"] == "completed" for task in record["tasks"].values()), record["tasks"]
+    assert {name: task["state"] for name, task in record["tasks"].items()} == {
+        "predict_images": "completed", "write_stamp": "completed", "write_retention": "completed"}
     verified = CliRunner().invoke(app, ["runs", "verify", "scored", "--output-dir", str(output_dir)])
     assert verified.exit_code == 0, verified.output
+
+    shown = CliRunner().invoke(app, ["runs", "show", "scored", "--output-dir", str(output_dir)])
+    assert shown.exit_code == 0, shown.output
 
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 4, again.output
     assert "already exists" in again.output
+
+    # Nothing predictable: exit 3, the run recorded as failed, and no rows file.
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "notes.jpg").write_text("not an image")
+    none = CliRunner().invoke(app, ["predict", str(tmp_path / "junk"), *args[2:-1], "nothing"])
+    assert none.exit_code == 3, none.output
+    assert read_record(output_dir / "nothing")["stage_status"] == "failed"
+    assert not (output_dir / "nothing" / "fiftyone" / "predictions.jsonl").exists()
 
 
 
