@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from prefect import flow
+from prefect.cache_policies import NO_CACHE
 
 from flowerkit.artifacts.record import update_record
 from flowerkit.config import PredictRunConfig
@@ -57,7 +58,7 @@ def _predict(plan: PredictRunPlan) -> PredictOutcome:
         update_record(run_dir, metrics=_counts(summary),
                       progress={"step": summary.inputs, "total_steps": summary.inputs})
         write_predict_stamp(plan, run_id)
-        write_retention(plan, run_id)
+        write_retention.with_options(cache_policy=NO_CACHE)(plan, run_id)  # the plan holds the loaded model
     return PredictOutcome(run_dir=run_dir, predictions=plan.layout.predictions, summary=summary)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 from flowerkit.artifacts.files import atomic_write_json
 from flowerkit.artifacts.record import read_record
@@ -31,7 +32,8 @@ def write_stamp(plan: RunPlan, run_id: str, train_subset: str, infer_subset: str
     return atomic_write_json(plan.layout.stamp, stamp)
 
 
-@task(name="write_stamp", retries=RETRIES, retry_delay_seconds=1, retry_condition_fn=retry_unless_user_error)
+@task(name="write_stamp", retries=RETRIES, retry_delay_seconds=1, retry_condition_fn=retry_unless_user_error,
+      cache_policy=NO_CACHE)  # the plan holds the loaded model (tasks/prediction.py)
 @tracked("write_stamp", RETRIES)
 def write_predict_stamp(plan: PredictRunPlan, run_id: str) -> Path:
     """A predict run's env_stamp.json: the same fields as a train or eval run's, in a predict run's words."""
