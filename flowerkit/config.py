@@ -17,7 +17,15 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import yaml
-from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -90,6 +98,15 @@ class _AliasedSource(PydanticBaseSettingsSource):
             if value is not None:
                 data.setdefault(name, value)
         return data
+
+
+def check_run_name(value: str) -> str:
+    """A run name that is not one of OUTPUT_DIR's reserved folders."""
+    if value == TB_ROOT:
+        raise ValueError(f"'{TB_ROOT}' is reserved for the TensorBoard folder; choose another run name")
+    if value == SWEEPS_ROOT:
+        raise ValueError(f"'{SWEEPS_ROOT}' is reserved for the sweeps' folder; choose another run name")
+    return value
 
 
 class RunConfig(BaseSettings):
@@ -195,11 +212,7 @@ class RunConfig(BaseSettings):
     @field_validator("name")
     @classmethod
     def _name_not_reserved(cls, value: str) -> str:
-        if value == TB_ROOT:
-            raise ValueError(f"'{TB_ROOT}' is reserved for the TensorBoard folder; choose another run name")
-        if value == SWEEPS_ROOT:
-            raise ValueError(f"'{SWEEPS_ROOT}' is reserved for the sweeps' folder; choose another run name")
-        return value
+        return check_run_name(value)
 
     @field_validator("pretrained", mode="before")
     @classmethod
@@ -362,6 +375,69 @@ class EvalConfig(RunConfig):
             check_model(self.model_type, self.img_size)
         check_cache_size(self.cache_size, self.img_size)
         return self
+
+
+class PredictRunConfig(BaseModel):
+    """A recorded predict run (``flowerkit predict ... --name NAME``, the ``flowerkit-predict`` deployment): score
+    folders or image files with a training run's checkpoint and keep the rows under OUTPUT_DIR/NAME.
+
+    Not a ``RunConfig``: a predict run reads no dataset, trains nothing and has no seed, so most of RunConfig's
+    options would be accepted and ignored. It gives ``claim_run_dir`` what that needs: ``name``, ``output_dir``,
+    ``retention_days``, ``layout``, ``resolved_yaml`` and ``config_hash``. Validated without the environment:
+    a deployment's form and the CLI's flags are its only sources.
+    """
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    name: str = _opt("Run name: the rows, env stamp and record go to OUTPUT_DIR/NAME.", "run", pattern=NAME_PATTERN)
+    inputs: list[str] = _opt("Folders (recursive) or image files to score; a deployment's form: one folder.",
+                             "inputs", min_length=1)
+    run: str | None = _opt("A training run under output_dir: its checkpoints/best.bin (else ckpt.bin).", "model",
+                           default=None)
+    checkpoint: Path | None = _opt("A checkpoint file written by flowerkit train (instead of run).", "model",
+                                   default=None)
+    output_dir: Path = _opt("Root folder of all runs (where run is looked up and NAME is written).", "output",
+                            default=Path("output"))
+    top_k: int = _opt("Classes listed per image, most probable first.", "output", default=5, gt=0, le=INT_MAX)
+    min_confidence: float | None = _opt("Mark an image unknown when its top-1 probability is below this (0..1).",
+                                        "output", default=None, ge=0, le=1)
+    tta: bool = _opt("Average the logits of each image and its mirror image.", "execution", default=False)
+    export_logits: bool = _opt("Include each image's logits in its row.", "output", default=False)
+    batch_size: int = _opt("Images per model call.", "execution", default=32, gt=0, le=INT_MAX)
+    device: Literal["auto", "cpu", "cuda", "mps"] = _opt("Device of the model.", "execution", default="auto")
+    retention_days: int = _opt("How long the run's artifacts are kept (at least 90 days).", "output", default=90,
+                               ge=90, le=MAX_RETENTION_DAYS)
+
+    @field_validator("name")
+    @classmethod
+    def _name_not_reserved(cls, value: str) -> str:
+        return check_run_name(value)
+
+    @model_validator(mode="after")
+    def _one_model(self) -> PredictRunConfig:
+        if (self.run is None) == (self.checkpoint is None):
+            raise ValueError("give exactly one model: run (--run, a training run's name) or checkpoint "
+                             "(--checkpoint, a file)")
+        return self
+
+    @property
+    def layout(self) -> RunLayout:
+        return RunLayout.for_config(self)
+
+    def resolved_yaml(self) -> str:
+        """Every value in declaration order: the same options give the same bytes (and config hash)."""
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+    def config_hash(self) -> str:
+        return hashlib.sha256(self.resolved_yaml().encode()).hexdigest()
+
+
+def load_predict_config(values: dict[str, Any]) -> PredictRunConfig:
+    """A PredictRunConfig from explicit values, or a ConfigError (exit 2) naming each bad option."""
+    try:
+        return PredictRunConfig(**values)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc)) from None
 
 
 def check_model(model_type: str, img_size: int | None) -> None:

@@ -19,7 +19,7 @@ from typing import IO, Any, Protocol
 from flowerkit.artifacts import run_index
 from flowerkit.artifacts.files import atomic_write_text, utc_now
 from flowerkit.artifacts.record import new_record, owner, read_record, write_record
-from flowerkit.config import RunConfig
+from flowerkit.config import PredictRunConfig, RunConfig
 from flowerkit.errors import ConfigError, DiskFullError, RunExistsError
 from flowerkit.layout import RunLayout
 
@@ -120,7 +120,7 @@ def _describe_holder(text: str) -> str:
         return "another process"
 
 
-def check_claimable(config: RunConfig, resume: bool) -> None:
+def check_claimable(config: RunConfig | PredictRunConfig, resume: bool) -> None:
     """Raise (touching nothing) unless the run can start: a new name, or ``--resume`` of an incomplete run."""
     layout = config.layout
     for option, path in (("--output_dir", layout.run_dir), ("--tb_dir", layout.tb_dir)):
@@ -139,7 +139,7 @@ def check_claimable(config: RunConfig, resume: bool) -> None:
     _check_resumable(config, layout)
 
 
-def _check_resumable(config: RunConfig, layout: RunLayout) -> dict[str, Any]:
+def _check_resumable(config: RunConfig | PredictRunConfig, layout: RunLayout) -> dict[str, Any]:
     if not layout.record.is_file():
         raise RunExistsError(f"--resume: {layout.run_dir} has no {layout.record.name}, so it is not a flowerkit run "
                              "that can be resumed. Choose another --name.")
@@ -161,8 +161,8 @@ def _check_resumable(config: RunConfig, layout: RunLayout) -> dict[str, Any]:
     return record
 
 
-def claim_run_dir(config: RunConfig, flow: str, resume: bool, flow_run_id: str | None, total_steps: int,
-                  lock: RunLock) -> dict:
+def claim_run_dir(config: RunConfig | PredictRunConfig, flow: str, resume: bool, flow_run_id: str | None,
+                  total_steps: int, lock: RunLock) -> dict:
     """Create (or reopen for resume) the run directory under ``lock``; returns the run record.
 
     On return the caller holds ``lock`` and must release it when the run ends.

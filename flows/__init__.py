@@ -1,1 +1,1 @@
-"""Prefect flows composed from ``tasks``: ``train_flow`` and ``eval_flow``."""
+"""Prefect flows composed from ``tasks``: ``train_flow``, ``eval_flow`` and ``predict_flow``."""

@@ -1,5 +1,5 @@
-"""What the train and eval flows share: the run lifecycle (claim, log to run.log, finish or fail) and the
-outcome they return."""
+"""What the train, eval and predict flows share: the run lifecycle (claim, log to run.log, finish or fail), and
+the outcome train and eval return."""
 
 from __future__ import annotations
 
@@ -13,12 +13,13 @@ from pathlib import Path
 from flowerkit.artifacts.export import Exported
 from flowerkit.artifacts.files import utc_now
 from flowerkit.artifacts.record import refresh_artifact_index, update_record
-from flowerkit.config import RunConfig
+from flowerkit.config import PredictRunConfig, RunConfig
 from flowerkit.device import DeviceChoice
 from flowerkit.engine.trainer import TrainResult
 from flowerkit.engine.world import world_facts
 from flowerkit.errors import DiskFullError, FlowerkitError, is_termination
 from flowerkit.plan import RunPlan
+from flowerkit.predict.run import PredictRunPlan
 from flowerkit.rundir import RunLock, claim_run_dir
 from flowerkit.tracking import tracked_run
 from flowerkit.tasks.watcher import watch_current_flow_run
@@ -58,7 +59,7 @@ PLANNING_TASKS = ("detect_device", "load_subset")
 
 
 @contextlib.contextmanager
-def run_lifecycle(plan: RunPlan, determinism: dict) -> Iterator[str]:
+def run_lifecycle(plan: RunPlan | PredictRunPlan, determinism: dict) -> Iterator[str]:
     """Claim the run directory, keep the record current, and always leave it ``complete`` or ``failed``;
     yields the run's id."""
     config = plan.config
@@ -67,16 +68,17 @@ def run_lifecycle(plan: RunPlan, determinism: dict) -> Iterator[str]:
     watch_current_flow_run(config.name, plan.flow)  # a killed process's flow run still ends Crashed
     run_dir = plan.layout.run_dir
 
+    planned = PLANNING_TASKS if isinstance(plan, RunPlan) else ()  # a predict run's plan runs no task
+
     def mark_done(rec: dict) -> None:
-        for name in PLANNING_TASKS:
+        for name in planned:
             rec["tasks"].setdefault(name, {"state": "completed", "attempt": 1, "updated_utc": utc_now()})
 
     try:
         device = plan.device.device
         update_record(run_dir, mark_done, device=device, determinism=determinism,
-                      distributed=world_facts(config, device))
-        # the optional MLflow run never fails the run
-        with _log_to_file(plan.layout.run_log), tracked_run(config, plan.flow):
+                      distributed=_process_facts(plan))
+        with _log_to_file(plan.layout.run_log), _tracker(plan):
             for note in plan.notes:
                 logging.getLogger("flowerkit").info("%s", note)
             try:
@@ -97,6 +99,20 @@ def run_lifecycle(plan: RunPlan, determinism: dict) -> Iterator[str]:
         lock.release()
 
 
+def _process_facts(plan: RunPlan | PredictRunPlan) -> dict:
+    """The record's ``distributed``: a predict run is one process taking its images a batch at a time."""
+    if isinstance(plan.config, RunConfig):
+        return world_facts(plan.config, plan.device.device)
+    return {"world_size": 1, "backend": "none", "per_rank_batch": plan.config.batch_size, "nnodes": 1}
+
+
+def _tracker(plan: RunPlan | PredictRunPlan) -> contextlib.AbstractContextManager:
+    """The run's optional MLflow run (it never fails the run); a predict run has no tracker option."""
+    if isinstance(plan.config, RunConfig):
+        return tracked_run(plan.config, plan.flow)
+    return contextlib.nullcontext()
+
+
 def describe_failure(exc: BaseException) -> str:
     # SIGTERM reaches here as ours (Terminated, a KeyboardInterrupt) or, inside a flow run, as Prefect's
     # TerminationSignal: both are a stop from outside, resumable like Ctrl-C.
@@ -108,7 +124,7 @@ def describe_failure(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def _finish(config: RunConfig, status: str, error: dict | None) -> None:
+def _finish(config: RunConfig | PredictRunConfig, status: str, error: dict | None) -> None:
     """Index every file of the run (TensorBoard events included), then set the final status."""
     def settle_tasks(record: dict) -> None:  # a task that could not record its own failure
         for state in record["tasks"].values():

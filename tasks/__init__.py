@@ -9,7 +9,8 @@ from typing import Any
 
 _MODULE_OF = {"detect_device": "setup", "load_subset": "setup", "train": "training", "evaluate": "evaluation",
               "export_predictions": "evaluation", "write_stamp": "provenance", "write_retention": "provenance",
-              "publish_results": "reporting"}
+              "publish_results": "reporting", "write_predict_stamp": "provenance",
+              "predict_images": "prediction"}
 
 __all__ = sorted(_MODULE_OF)
 

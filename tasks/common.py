@@ -19,6 +19,7 @@ from flowerkit.errors import (
     is_termination,
 )
 from flowerkit.plan import RunPlan
+from flowerkit.predict.run import PredictRunPlan
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ def tracked(name: str, retries: int) -> Callable:
     """
     def decorate(fn: Callable) -> Callable:
         @functools.wraps(fn)
-        def wrapper(plan: RunPlan, *args: Any, **kwargs: Any) -> Any:
+        def wrapper(plan: RunPlan | PredictRunPlan, *args: Any, **kwargs: Any) -> Any:
             run_dir, attempt = plan.layout.run_dir, _attempt()
             set_task_state(run_dir, name, "running", attempt)
             try:

@@ -3,7 +3,7 @@
 One server (its own PREFECT_HOME and SQLite database under tmp), one `prefect deploy --all` and one worker
 serve the whole module: each costs seconds to start. Each flow run is a fresh worker subprocess that
 imports torch (~5 s here), so the module starts few runs, and at once where it can: three concurrent
-train runs (two of them with the same run name), then one eval run.
+train runs (two of them with the same run name), then one eval run, and one predict run of the seed run.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -32,6 +33,7 @@ PREFECT = [sys.executable, "-m", "prefect"]  # this environment's Prefect, wheth
 POOL = "flowerkit-process"
 FLOWERKIT = [sys.executable, "-m", "flowerkit"]
 TRAIN, EVAL = "train/flowerkit-train", "eval/flowerkit-eval"
+PREDICT = "predict/flowerkit-predict"
 SERVED = ("train/flowerkit-train-serve", "eval/flowerkit-eval-serve")
 SEED_PARAMS = dict(dataset="flower102", model_type="testing", img_size=64, num_steps=10, eval_every=5,
                    train_batch_size=4, eval_batch_size=2, tiny_train_subset="flower102_tiny",
@@ -252,6 +254,25 @@ def test_eval_run_of_the_trained_checkpoint(train_runs: TrainRuns, flowers_root:
     assert set(shown) == {"summary", "per-class"}
     assert f"evaluated checkpoint: `{checkpoint}`" in shown["summary"].data
     assert record["config_hash"] in shown["summary"].data
+
+
+@pytest.mark.prefect_server
+def test_predict_deployment_scores_a_folder_with_a_run(worker, tiny_run: Path, flowers_root: Path,
+                                                        tmp_path: Path) -> None:
+    """The form a team fills in: a folder and a run (and the new run's name); the run has the contract."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for image in sorted((flowers_root / "jpg").glob("*.jpg"))[:3]:
+        shutil.copy(image, folder)
+    run_id = _start_run(PREDICT, {"name": "scored-folder", "inputs": [str(folder)], "run": tiny_run.name,
+                                  "output_dir": str(tiny_run.parent)})
+    assert _wait_final([run_id])[run_id].is_completed()
+    run_dir = tiny_run.parent / "scored-folder"
+    record = _assert_intact(run_dir)
+    assert record["flow"] == "predict" and record["flow_run_id"] == str(run_id)
+    assert len((run_dir / "fiftyone" / "predictions.jsonl").read_text().splitlines()) == 3
+    indexed = {entry["relative_path"] for entry in record["artifact_index"]}
+    assert {"scored-folder/env_stamp.json", "scored-folder/RETENTION.txt", "scored-folder/labelmap.json"} <= indexed
 
 
 @pytest.mark.prefect_server

@@ -94,11 +94,11 @@ def gpu_facts(device_type: str) -> dict[str, Any]:
     return facts
 
 
-def build_stamp(run_id: str, config_hash: str, seed: int, device: str, precision: str,
+def build_stamp(run_id: str, config_hash: str, seed: int | str, device: str, precision: str,
                 train_subset: str, infer_subset: str, weights: dict[str, Any] | None = None,
                 distributed: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The stamp's fields; ``weights`` is ``WeightsSource.as_record()`` of what the run started from;
-    ``distributed`` the run record's ``distributed`` (``world_facts``; None: one process)."""
+    """The stamp's fields; ``seed`` may be a sentence where no seed applies (a predict run); ``weights`` is
+    ``WeightsSource.as_record()`` of what the run started from; ``distributed`` the run record's ``distributed`` (``world_facts``; None: one process)."""
     world = distributed or {"world_size": 1, "backend": "none", "per_rank_batch": "not recorded"}
     device_type = device.split(":")[0]
     stamp: dict[str, Any] = {

@@ -42,12 +42,20 @@ def predict(
     batch_size: int = typer.Option(32, "--batch_size", help="Images per model call."),
     workers: int = typer.Option(0, "--workers", help="Decoding threads (0: one per CPU core, at most 8)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps (--onnx: cpu or cuda)."),
+    name: str = typer.Option(None, "--name", help="Record a run (Prefect flow 'predict'): rows, env stamp and "
+                                                  "record under OUTPUT_DIR/NAME."),
     debug: bool = typer.Option(False, "--debug", help="Show the full traceback of errors."),
 ) -> None:
     """Predict the flower class of each image: a table (or JSON rows), and optionally a .jsonl/.csv file.
 
     Exit 0 when at least one image was predicted (unreadable files get an error row), 3 when none could
-    be, 2 for bad options."""
+    be, 2 for bad options; with --name, 4 when the run NAME exists."""
+    if name is not None:
+        given = dict(name=name, inputs=inputs, run=run, checkpoint=checkpoint, output_dir=output_dir, top_k=top_k,
+                     min_confidence=min_confidence, tta=tta, export_logits=export_logits, batch_size=batch_size,
+                     device=device)
+        _record(given, onnx=onnx, out=out, as_json=as_json, workers=workers, debug=debug)
+        return
     with user_errors(debug):
         from flowerkit.predict.plan import PredictOptions, prepare_predict
 
@@ -71,6 +79,41 @@ def predict(
         typer.echo(summary.line() + (f" Rows: {target}" if target is not None else ""), err=True)
 
 
+def _record(given: dict, *, onnx: Path | None, out: Path | None, as_json: bool, workers: int, debug: bool) -> None:
+    """``--name``: the recorded run, through the Prefect flow; only this path starts Prefect (start-up matters
+    for predicting a photo or two)."""
+    import logging
+
+    from flowerkit.cli.errors import hide_user_error_tracebacks
+
+    with user_errors(debug):
+        from flowerkit.config import load_predict_config
+        from flowerkit.errors import ConfigError
+
+        refused = [flag for flag, value in (("--onnx", onnx), ("--out", out), ("--json", as_json or None))
+                   if value is not None]
+        if refused:
+            raise ConfigError(f"--name records the run under OUTPUT_DIR/NAME (its rows in fiftyone/predictions.jsonl) "
+                              f"from --run or --checkpoint; leave out {', '.join(refused)}.")
+        from flowerkit.predict.run import prepare_predict_run
+
+        plan = prepare_predict_run(load_predict_config(given), workers)  # exit 2, 3 or 4 before Prefect starts
+        from flowerkit.cli.prefect_env import check_prefect_environment, start_ephemeral_server
+
+        check_prefect_environment()
+        typer.echo(f"Model: {plan.predict.info.description}", err=True)
+        logging.getLogger("flowerkit").setLevel(logging.INFO)
+        if not debug:
+            hide_user_error_tracebacks()
+        start_ephemeral_server()
+        from flowerkit.flows.predict import run_predict_plan
+        from flowerkit.tasks.watcher import enable
+
+        enable()  # this process's flow run ends Crashed on the server even if the process is killed
+        result = run_predict_plan(plan)
+        typer.echo(f"{result.summary.line()} Run: {result.run_dir} (rows: {result.predictions})", err=True)
+
+
 def _check_out(out: Path) -> tuple[Path, str]:
     from flowerkit.errors import ConfigError
     from flowerkit.predict.rows import FORMATS
@@ -86,26 +129,15 @@ def _check_out(out: Path) -> tuple[Path, str]:
     return out, fmt
 
 
-def _none_predicted(summary) -> None:
-    from flowerkit.errors import MissingInputError
-
-    if summary.predicted == 0:
-        shown = " ".join(summary.first_errors)
-        raise MissingInputError(f"None of the {summary.inputs} input(s) could be predicted: {shown} Pass image "
-                                "files or folders holding images.")
-
-
 def _run(plan, display, writer):
-    from flowerkit.predict.runner import run_predictions
+    from flowerkit.predict.runner import require_predictions, run_predictions
 
     def sink(row: dict) -> None:
         if writer is not None:
             writer.write(row)
         display.add(row)
 
-    summary = run_predictions(plan, sink)
-    _none_predicted(summary)
-    return summary
+    return require_predictions(run_predictions(plan, sink))
 
 
 def _run_to_file(plan, display, target: Path, fmt: str):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -42,6 +42,8 @@ class ModelInfo:
     description: str
 
 
+# runtime_checkable: a Prefect flow taking a PredictPlan builds a validator for every field, this one too.
+@runtime_checkable
 class Backend(Protocol):
     info: ModelInfo
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from flowerkit.errors import MissingInputError
 from flowerkit.predict.images import ImageError, load_image
 from flowerkit.predict.inputs import InputItem, iter_inputs
 from flowerkit.predict.plan import PredictPlan, load_backend
@@ -43,6 +44,15 @@ class PredictSummary:
         unknown = f", {self.unknown} below --min_confidence (unknown)" if self.unknown else ""
         rate = f" in {self.seconds:.1f} s ({self.predicted / self.seconds:.1f} img/s)" if self.seconds > 0 else ""
         return f"{self.predicted} of {self.inputs} image(s) predicted, {self.failed} could not be{unknown}{rate}."
+
+
+def require_predictions(summary: PredictSummary) -> PredictSummary:
+    """The summary, or MissingInputError (exit 3) when no input could be predicted."""
+    if summary.predicted == 0:
+        shown = " ".join(summary.first_errors)
+        raise MissingInputError(f"None of the {summary.inputs} input(s) could be predicted: {shown} Pass image "
+                                "files or folders holding images.")
+    return summary
 
 
 def _decode(item: InputItem, plan: PredictPlan) -> np.ndarray | str:

@@ -1,0 +1,81 @@
+"""A recorded predict run: the plan of ``flowerkit predict ... --name NAME`` and the files it writes.
+
+``prepare_predict_run`` checks that the run can be claimed and prepares the predict plan (inputs, model,
+device) once, before Prefect starts; the ``predict`` flow then claims OUTPUT_DIR/NAME with the same lifecycle
+as train and eval runs and streams the rows into its ``fiftyone/predictions.jsonl``.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from flowerkit.artifacts.files import atomic_write, atomic_write_json
+from flowerkit.config import PredictRunConfig
+from flowerkit.device import DeviceChoice, detect_device
+from flowerkit.layout import RunLayout
+from flowerkit.predict.plan import PredictOptions, PredictPlan, prepare_predict
+from flowerkit.predict.rows import RowWriter
+from flowerkit.predict.runner import PredictSummary, require_predictions, run_predictions
+from flowerkit.rundir import check_claimable
+
+FLOW = "predict"
+
+
+@dataclass(frozen=True, kw_only=True)
+class PredictRunPlan:
+    """What ``run_lifecycle`` and the predict tasks need: the config, the prepared predict plan and the device.
+
+    ``resume`` is always False (a predict run is short: run it again under another name), and
+    ``total_steps`` is 0 because the number of images is known only once the inputs have been streamed.
+    """
+
+    config: PredictRunConfig
+    predict: PredictPlan
+    device: DeviceChoice
+    flow: str = FLOW
+    resume: bool = False
+    precision: str = "fp32"  # the predict backends run the model in fp32
+    total_steps: int = 0
+    notes: tuple[str, ...] = ()
+
+    @property
+    def layout(self) -> RunLayout:
+        return self.config.layout
+
+
+def prepare_predict_run(config: PredictRunConfig, workers: int = 0) -> PredictRunPlan:
+    """Check the run name is free, then validate inputs and model and load it. Raises FlowerkitError.
+
+    ``workers`` (decoding threads) is not part of the config: it changes how fast, never what is predicted.
+    """
+    check_claimable(config, resume=False)  # exit 4 before the model is loaded
+    device = detect_device(config.device)
+    options = PredictOptions(config.top_k, config.min_confidence, config.tta, config.export_logits,
+                             config.batch_size, workers)
+    plan = prepare_predict(config.inputs, run=config.run, checkpoint=config.checkpoint, output_dir=config.output_dir,
+                           device=device.type, options=options)
+    return PredictRunPlan(config=config, predict=plan, device=device)
+
+
+def write_predictions(plan: PredictPlan, target: Path) -> PredictSummary:
+    """Stream every row into ``target`` (jsonl) through a temporary sibling renamed at the end: a failure, or
+    no image predicted (MissingInputError), leaves no file."""
+    result: list[PredictSummary] = []
+
+    def write(fh: IO[bytes]) -> None:
+        text = io.TextIOWrapper(fh, encoding="utf-8", newline="")
+        writer = RowWriter(text, "jsonl")
+        result.append(require_predictions(run_predictions(plan, writer.write)))
+        text.flush()
+        text.detach()  # atomic_write closes the binary file
+
+    atomic_write(target, write)
+    return result[0]
+
+
+def write_labelmap(layout: RunLayout, class_names: tuple[str, ...]) -> Path:
+    """The model's own class index -> name, as a train or eval run's ``labelmap.json``."""
+    return atomic_write_json(layout.labelmap, {str(i): name for i, name in enumerate(class_names)})
