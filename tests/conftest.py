@@ -34,6 +34,19 @@ def isolated_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return home
 
 
+@pytest.fixture(autouse=True)
+def no_leaked_server_address():
+    """A test that makes the CLI find a local server (its main() sets PREFECT_API_URL for its process) must not
+    send every later test to that server once it is gone."""
+    before = os.environ.get("PREFECT_API_URL")
+    yield
+    if os.environ.get("PREFECT_API_URL") != before:
+        if before is None:
+            os.environ.pop("PREFECT_API_URL", None)
+        else:
+            os.environ["PREFECT_API_URL"] = before
+
+
 @pytest.fixture(scope="session")
 def flowers_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small synthetic Flowers-102 (3 images per class, 96 px): official files, keys, dtypes and shapes."""

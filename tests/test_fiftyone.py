@@ -273,7 +273,7 @@ def second_run(prefect_harness, flowers_root: Path, run_dir: Path) -> Path:
         name="tiny-run-b", dataset="flower102", data_root=flowers_root, model_type="testing", img_size=32,
         num_steps=4, eval_every=4, train_batch_size=8, eval_batch_size=6, tiny_train_subset="flower102_tiny",
         tiny_infer_subset="flower102_tiny", export_logits=True, seed=7, output_dir=run_dir.parent))
-    return Path(train_flow(config)["run_dir"])
+    return Path(train_flow(config).run_dir)
 
 
 def test_load_reuses_a_dataset_of_the_same_run_only(fo, run_dir, tmp_path):

@@ -79,6 +79,22 @@ def worker(server: PrefectServer, api: str) -> Iterator[None]:
     finally:
         _stop(proc)
         print(f"worker log tail:\n{_tail(log)}")
+        _remove_pool_and_deployments()
+
+
+def _remove_pool_and_deployments() -> None:
+    """Leave the session's shared server as this module found it: with the flowerkit-train deployment still
+    there, a later `flowerkit sweep` would send its trials to this pool, whose worker is gone."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        for deployment in client.read_deployments():
+            client.delete_deployment(deployment.id)
+        try:
+            client.delete_work_pool(POOL)
+        except ObjectNotFound:
+            pass
 
 
 def _deployment(name: str) -> Any:
@@ -341,7 +357,7 @@ def _most_unfinished_at_creation(runs: list[Any]) -> int:
 
 
 @pytest.mark.prefect_server
-def test_a_sweep_runs_on_the_work_pool_within_max_parallel(worker, server: Server, flowers_root: Path,
+def test_a_sweep_runs_on_the_work_pool_within_max_parallel(worker, server: PrefectServer, flowers_root: Path,
                                                            tmp_path_factory: pytest.TempPathFactory,
                                                            caplog: pytest.LogCaptureFixture) -> None:
     """A 2x2 grid submitted as flowerkit-train runs: at most max_parallel at once (the sweep's concurrency

@@ -110,7 +110,7 @@ def _record(given: dict, *, onnx: Path | None, out: Path | None, as_json: bool, 
         from flowerkit.tasks.watcher import enable
 
         enable()  # this process's flow run ends Crashed on the server even if the process is killed
-        result = run_predict_plan(plan)
+        result = run_predict_plan(plan.without_model())
         typer.echo(f"{result.summary.line()} Run: {result.run_dir} (rows: {result.predictions})", err=True)
 
 

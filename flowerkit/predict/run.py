@@ -8,7 +8,7 @@ as train and eval runs and streams the rows into its ``fiftyone/predictions.json
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO
 
@@ -44,6 +44,11 @@ class PredictRunPlan:
     @property
     def layout(self) -> RunLayout:
         return self.config.layout
+
+    def without_model(self) -> PredictRunPlan:
+        """The plan as a flow run's parameter, which Prefect sends to its server as JSON: without the loaded
+        model (the predict task loads it again from the file this plan checked)."""
+        return replace(self, predict=replace(self.predict, backend=None))
 
 
 def prepare_predict_run(config: PredictRunConfig, workers: int = 0) -> PredictRunPlan:
