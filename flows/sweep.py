@@ -218,8 +218,11 @@ def _wait_final(flow_run_id, on_running: Callable[[], None] = lambda: None):
     seen_running = False
     with get_client(sync_client=True) as client:
         while True:
-            state = client.read_flow_run(flow_run_id).state
+            flow_run = client.read_flow_run(flow_run_id)
+            state = flow_run.state
             if state is not None and state.is_final():
+                if not seen_running and flow_run.start_time is not None:
+                    on_running()  # it ran between two polls: it did start
                 return state
             if state is not None and state.is_running() and not seen_running:
                 seen_running = True
