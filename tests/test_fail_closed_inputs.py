@@ -454,3 +454,25 @@ def test_a_fitting_checkpoint_passes_and_a_zero_byte_one_exits_2(flowers_root: P
     (workdir / "empty.bin").write_bytes(b"")
     result = runner.invoke(app, [*args, "--checkpoint", str(workdir / "empty.bin")])
     assert result.exit_code == 2 and "is empty (0 bytes)" in flat(result.output), result.output
+
+
+def test_test_after_checks_the_test_split_before_training(flowers_root: Path, workdir: Path) -> None:
+    """--test_after reads the test split once training is over; a test split without images failed only then
+    (after all the training) and --dry_run passed. Every split a run will read is selected by its plan."""
+    import json
+
+    from flowerkit.data.flowers102 import open_flowers102
+
+    splits = open_flowers102(flowers_root).splits
+    manifest = workdir / "no-test.json"
+    manifest.write_text(json.dumps({"train": [int(i) for i in splits["train"][:4]],
+                                    "val": [int(i) for i in splits["val"][:2]]}))
+    args = ["train", "--name", "late", "--dataset", "flower102", "--data_root", str(flowers_root), "--model_type",
+            "testing", "--img_size", "32", "--num_steps", "2", "--eval_every", "2", "--train_batch_size", "4",
+            "--eval_batch_size", "2", "--tiny_train_subset", str(manifest), "--tiny_infer_subset", str(manifest),
+            "--test_after"]
+    for extra in (["--dry_run"], []):
+        result = runner.invoke(app, [*args, *extra])
+        assert result.exit_code == 2, result.output
+        assert "no ids for the test split" in flat(result.output) and result.output.count("Error:") == 1
+    assert not (workdir / "output").exists()  # refused before anything was written: no training happened
