@@ -42,19 +42,24 @@ def _has_display() -> bool:
 
 
 LAUNCH_HELP = "Open the FiftyOne App on the dataset and wait (an existing dataset of the same runs opens as it is)."
+# Options that load and compare share: one declaration each (Typer reads them as metadata, never mutates them).
+OUTPUT_DIR = typer.Option(Path("output"), "--output-dir", help="Folder holding the runs.")
+LAUNCH = typer.Option(False, "--launch", help=LAUNCH_HELP)
+PORT = typer.Option(5151, "--port", help="Port of the FiftyOne App (with --launch).")
+ADDRESS = typer.Option("127.0.0.1", "--address", help="Address the App listens on (with --launch).")
 
 
 @app.command("load")
 def load(
     run: str = typer.Argument(..., help="Run name under --output-dir, or the path of a run directory."),
-    output_dir: Path = typer.Option(Path("output"), "--output-dir", help="Folder holding the runs."),
+    output_dir: Path = OUTPUT_DIR,
     dataset_name: str | None = typer.Option(
         None, "--dataset-name", help="FiftyOne dataset name (default: flowerkit-<run name>)."
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the dataset if it exists (reload the run)."),
-    launch: bool = typer.Option(False, "--launch", help=LAUNCH_HELP),
-    port: int = typer.Option(5151, "--port", help="Port of the FiftyOne App (with --launch)."),
-    address: str = typer.Option("127.0.0.1", "--address", help="Address the App listens on (with --launch)."),
+    launch: bool = LAUNCH,
+    port: int = PORT,
+    address: str = ADDRESS,
 ) -> None:
     """Load RUN's fiftyone/predictions.jsonl into a persistent FiftyOne dataset and print its evaluation."""
     from flowerkit.fiftyone_load import load_run
@@ -85,14 +90,14 @@ COMPARE_HELP = (
 @app.command("compare", help=COMPARE_HELP)
 def compare(
     runs: list[str] = typer.Argument(..., help="Two or more runs: names under --output-dir, or run directories."),
-    output_dir: Path = typer.Option(Path("output"), "--output-dir", help="Folder holding the runs."),
+    output_dir: Path = OUTPUT_DIR,
     dataset_name: str | None = typer.Option(
         None, "--dataset-name", help="FiftyOne dataset name (default: flowerkit-compare-<run>-<run>...)."
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the dataset if it exists."),
-    launch: bool = typer.Option(False, "--launch", help=LAUNCH_HELP),
-    port: int = typer.Option(5151, "--port", help="Port of the FiftyOne App (with --launch)."),
-    address: str = typer.Option("127.0.0.1", "--address", help="Address the App listens on (with --launch)."),
+    launch: bool = LAUNCH,
+    port: int = PORT,
+    address: str = ADDRESS,
 ) -> None:
     """See COMPARE_HELP (one paragraph there: the help text is not re-wrapped)."""
     from flowerkit.fiftyone_compare import DISAGREE, DISAGREEMENTS_VIEW, compare_runs
