@@ -86,7 +86,7 @@ def run_lifecycle(plan: RunPlan | PredictRunPlan, determinism: dict) -> Iterator
             except BaseException as exc:
                 if isinstance(exc, DiskFullError) or getattr(exc, "errno", None) == errno.ENOSPC:
                     lock.free_reserve()  # room to record the failure
-                message = describe_failure(exc)
+                message = describe_failure(exc, resumable=isinstance(plan, RunPlan))
                 logging.getLogger("flowerkit").error("run %s failed: %s", config.name, message)
                 try:
                     kind = "Terminated" if is_termination(exc) else type(exc).__name__  # one name for SIGTERM
@@ -113,14 +113,16 @@ def _tracker(plan: RunPlan | PredictRunPlan) -> contextlib.AbstractContextManage
     return contextlib.nullcontext()
 
 
-def describe_failure(exc: BaseException) -> str:
-    # SIGTERM reaches here as ours (Terminated, a KeyboardInterrupt) or, inside a flow run, as Prefect's
-    # TerminationSignal: both are a stop from outside, resumable like Ctrl-C.
+def describe_failure(exc: BaseException, resumable: bool = True) -> str:
+    """The record's error message. SIGTERM reaches here as ours (Terminated, a KeyboardInterrupt) or, inside a
+    flow run, as Prefect's TerminationSignal: both are a stop from outside, like Ctrl-C. Train and eval runs
+    continue with ``--resume``; a predict run has no checkpoint to continue from and is run again."""
+    then = ("`--resume` continues from the last checkpoint" if resumable
+            else "a predict run starts over: run it again under a new --name")
     if is_termination(exc):
-        return ("terminated (SIGTERM: a scheduler's or docker's stop, or a Prefect cancel); `--resume` continues "
-                "from the last checkpoint")
+        return f"terminated (SIGTERM: a scheduler's or docker's stop, or a Prefect cancel); {then}"
     if isinstance(exc, KeyboardInterrupt):
-        return "interrupted (Ctrl-C or SIGINT); `--resume` continues from the last checkpoint"
+        return f"interrupted (Ctrl-C or SIGINT); {then}"
     return str(exc) or type(exc).__name__
 
 

@@ -67,6 +67,16 @@ def test_a_named_predict_run_is_recorded_and_never_overwritten(prefect_harness, 
     assert read_record(output_dir / "nothing")["stage_status"] == "failed"
     assert not (output_dir / "nothing" / "fiftyone" / "predictions.jsonl").exists()
 
+    # Ctrl-C while images are scored: exit 130, the run failed, and the advice is a new --name (no --resume).
+    def interrupted(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("flowerkit.tasks.prediction.write_predictions", interrupted)
+    stopped = CliRunner().invoke(app, [*args[:-1], "stopped"])
+    assert stopped.exit_code == 130, stopped.output
+    assert "new --name" in stopped.output and "--resume" not in stopped.output
+    error = read_record(output_dir / "stopped")["error"]
+    assert "new --name" in error["message"] and "--resume" not in error["message"], error
 
 
 def test_without_a_name_predict_imports_no_prefect(tiny_run: Path, flowers_root: Path) -> None:

@@ -79,6 +79,9 @@ def predict(
         typer.echo(summary.line() + (f" Rows: {target}" if target is not None else ""), err=True)
 
 
+PREDICT_RUN_HINT = "a predict run has no checkpoint to continue from: run the command again under a new --name"
+
+
 def _record(given: dict, *, onnx: Path | None, out: Path | None, as_json: bool, workers: int, debug: bool) -> None:
     """``--name``: the recorded run, through the Prefect flow; only this path starts Prefect (start-up matters
     for predicting a photo or two)."""
@@ -86,7 +89,7 @@ def _record(given: dict, *, onnx: Path | None, out: Path | None, as_json: bool, 
 
     from flowerkit.cli.errors import hide_user_error_tracebacks
 
-    with user_errors(debug):
+    with user_errors(debug, resume_hint=PREDICT_RUN_HINT):
         from flowerkit.config import load_predict_config
         from flowerkit.errors import ConfigError
 
