@@ -47,6 +47,22 @@ def no_leaked_server_address():
             os.environ["PREFECT_API_URL"] = before
 
 
+@pytest.fixture(autouse=True)
+def no_temporary_prefect_server():
+    """The session's server serves every test: a temporary server started in pytest's own process (the CLI
+    does that when it sees no server) costs its start-up for nothing and keeps running to the end."""
+    yield
+    import sys
+
+    server_module = sys.modules.get("prefect.server.api.server")
+    if server_module is None:
+        return
+    running = [server for server in server_module.SubprocessASGIServer._instances.values() if server.running]
+    for server in running:
+        server.stop()
+    assert not running, "this test started Prefect's temporary server in pytest's process; use prefect_harness"
+
+
 @pytest.fixture(scope="session")
 def flowers_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small synthetic Flowers-102 (3 images per class, 96 px): official files, keys, dtypes and shapes."""

@@ -76,3 +76,23 @@ def test_a_busy_recorded_server_is_still_found(tmp_path: Path, monkeypatch: pyte
         assert os.environ["PREFECT_API_URL"] == f"http://127.0.0.1:{port}/api"
     monkeypatch.delenv("PREFECT_API_URL")
     assert server_cmd.use_local_server() is None  # nothing listens there any more: ephemeral mode
+
+
+def test_a_server_in_prefects_own_settings_is_used_not_a_temporary_one(prefect_harness,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A team's `prefect config set PREFECT_API_URL=...` (a profile) names their server: the run reports there
+    and no temporary server is started; a profile's server that does not answer is exit 3 before the run."""
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flowerkit.cli.prefect_env import start_ephemeral_server
+    from flowerkit.errors import MissingInputError
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)  # only Prefect's settings name the server
+    start_ephemeral_server()
+    assert not any(server.running for server in SubprocessASGIServer._instances.values())
+
+    with temporary_settings(updates={PREFECT_API_URL: f"http://127.0.0.1:{free_port()}/api"}):
+        with pytest.raises(MissingInputError) as refused:
+            start_ephemeral_server()
+    assert refused.value.exit_code == 3 and "prefect config view" in refused.value.message

@@ -9,7 +9,9 @@ and exit 3 instead of minutes of server tracebacks and an "unexpected error".
   run turns a clean interrupt (exit 130, run marked failed, resumable) into connection errors. Its start-up
   may take longer than Prefect's default 20 s on a busy machine, so the default here is generous.
 
-Only the process environment is read for these settings (Prefect profiles are not).
+The checks before the run read the process environment only (importing Prefect to read its settings costs
+a second and a half); when the run starts, a server named by Prefect's own settings (the active profile, a
+``.env`` or ``prefect.toml``) is used and checked instead of starting a temporary one.
 """
 
 from __future__ import annotations
@@ -49,19 +51,23 @@ def check_prefect_home() -> None:
 
 def check_api_url() -> str:
     """One line for the plan; raises MissingInputError (exit 3) when PREFECT_API_URL is set but nothing answers."""
-    import httpx
-
     url = os.environ.get("PREFECT_API_URL", "").strip()
     if not url:
         return "a temporary local Prefect server, started for the run (no PREFECT_API_URL)"
+    _require_answer(url, "PREFECT_API_URL")
+    return f"the Prefect server at {url}"
+
+
+def _require_answer(url: str, where: str) -> None:
+    import httpx
+
     try:
         httpx.get(f"{url.rstrip('/')}/health", timeout=API_CHECK_TIMEOUT_S)
     except (httpx.HTTPError, ValueError) as exc:
         raise MissingInputError(
-            f"PREFECT_API_URL is {url}, but no Prefect server answers there ({type(exc).__name__}: {exc}). Start "
+            f"{where} is {url}, but no Prefect server answers there ({type(exc).__name__}: {exc}). Start "
             "the server (`prefect server start`), point PREFECT_API_URL at a running one, or unset it to let the "
             "run start a temporary local server.") from None
-    return f"the Prefect server at {url}"
 
 
 def check_prefect_environment() -> str:
@@ -89,6 +95,12 @@ def start_ephemeral_server() -> None:
     Prefect keeps one server instance per process and reuses it, so the flow then talks to this one.
     """
     if os.environ.get("PREFECT_API_URL", "").strip():
+        return  # checked with the plan
+    from prefect.settings import get_current_settings
+
+    configured = (get_current_settings().api.url or "").strip()
+    if configured:  # a profile's, a .env's or prefect.toml's server: Prefect will use it
+        _require_answer(configured, "The PREFECT_API_URL of your Prefect settings (`prefect config view`)")
         return
     from prefect.server.api import server as prefect_server
 
