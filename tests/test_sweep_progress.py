@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import subprocess
 import sys
@@ -60,12 +61,14 @@ def test_outside_a_sweep_nothing_is_reported(tmp_path: Path, caplog) -> None:
 
 
 @pytest.mark.slow
-def test_cli_prints_a_line_per_trial_and_quiet_only_the_table(flowers_root: Path, tmp_path: Path) -> None:
+def test_cli_prints_a_line_per_trial_and_quiet_only_the_table(prefect_harness, flowers_root: Path,
+                                                              tmp_path: Path) -> None:
     path = write_sweep(tmp_path, {"name": "said", "base": TINY | {"data_root": str(flowers_root),
                                                                    "output_dir": str(tmp_path / "out")},
                                   "grid": {"seed": [1, 2]}})
     cmd = [sys.executable, "-m", "flowerkit", "sweep", str(path)]
-    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    on_server = os.environ | {"PREFECT_API_URL": prefect_harness.url}  # the session's: no temporary server
+    done = subprocess.run(cmd, cwd=tmp_path, env=on_server, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     said = done.stdout + done.stderr
     assert "sweep 'said': 2 trial(s) to run, 1 at once" in said
@@ -74,7 +77,9 @@ def test_cli_prints_a_line_per_trial_and_quiet_only_the_table(flowers_root: Path
         assert re.search(rf"trial {trial} finished in \d+:\d\d: val_accuracy \d\.\d{{4}} \[\d/2, ETA ", said), said
     assert "[2/2, ETA 0:00]" in said and "| rank | trial |" in said
 
-    quiet = subprocess.run([*cmd, "--quiet"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    # Without a server, as a new user runs it: the temporary server's lines are hidden too.
+    alone = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    quiet = subprocess.run([*cmd, "--quiet"], cwd=tmp_path, env=alone, capture_output=True, text=True, timeout=600)
     assert quiet.returncode == 0, quiet.stderr[-3000:]
     assert quiet.stderr.strip() == "", quiet.stderr  # no Prefect lines, no trial lines (all complete: skipped)
     assert quiet.stdout.lstrip().startswith("# Sweep said") and "| rank | trial |" in quiet.stdout

@@ -30,7 +30,14 @@ def train_args(flowers_root: Path, name: str, *extra: str) -> list[str]:
 
 
 @pytest.fixture
-def tmux(tmp_path: Path):
+def session_server_env(prefect_harness) -> dict[str, str]:
+    """The CLI reports to the session's server: what is on the screen is the same, without a temporary
+    server's start-up (tests/test_sweep_progress.py keeps a quiet run without one)."""
+    return os.environ | {"PREFECT_API_URL": prefect_harness.url}
+
+
+@pytest.fixture
+def tmux(tmp_path: Path, session_server_env: dict[str, str]):
     """Run a command in a detached 100x40 tmux window of a server of its own; returns (run, screen)."""
     if shutil.which("tmux") is None:
         pytest.skip("terminal tests need tmux (apt-get install tmux, brew install tmux)")
@@ -42,7 +49,7 @@ def tmux(tmp_path: Path):
         command = " ".join(f"'{a}'" for a in [sys.executable, "-m", "flowerkit", *args])
         # The shell stays after the command, so the screen can be read; history keeps every line.
         subprocess.run([*base, "-f", "/dev/null", "new-session", "-d", "-x", "100", "-y", "40", "-c", str(tmp_path),
-                        f"{command}; echo {done} $?; sleep 600"], check=True, env=os.environ | {"TERM": "xterm"})
+                        f"{command}; echo {done} $?; sleep 600"], check=True, env=session_server_env | {"TERM": "xterm"})
         subprocess.run([*base, "set-option", "-g", "history-limit", "10000"], check=True)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -77,11 +84,12 @@ def test_log_lines_go_above_the_live_bar_in_a_terminal(tmux, flowers_root: Path,
     assert "run 'live' complete" in text
 
 
-def test_quiet_prints_warnings_errors_and_the_summary_only(flowers_root: Path, tmp_path: Path) -> None:
+def test_quiet_prints_warnings_errors_and_the_summary_only(flowers_root: Path, tmp_path: Path,
+                                                           session_server_env: dict[str, str]) -> None:
     # A --pretrained path that does not exist is a warning (random init): quiet must still show it.
     done = subprocess.run([sys.executable, "-m", "flowerkit", *train_args(flowers_root, "hushed", "--quiet",
                                                                            "--pretrained", "absent.npz")],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+                          cwd=tmp_path, env=session_server_env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     shown = done.stdout + done.stderr
     assert "INFO" not in shown and "progress:" not in shown, shown[-3000:]
