@@ -57,6 +57,15 @@ def _gets(server: LocalServer, prefix: str) -> list[tuple[str, str, str | None]]
     return [r for r in server.requests if r[0] == "GET" and r[1].startswith(prefix)]
 
 
+def test_the_official_files_and_md5s_are_torchvisions() -> None:
+    from torchvision.datasets import Flowers102
+
+    from flowerkit.data.download import ARCHIVE, OFFICIAL_URL
+
+    assert OFFICIAL_URL == Flowers102._download_url_prefix
+    assert OFFICIAL_MD5 == dict(Flowers102._file_dict.values()) and ARCHIVE == Flowers102._file_dict["image"][0]
+
+
 def test_download_verifies_extracts_and_is_idempotent(server: LocalServer, md5s: dict[str, str],
                                                       tmp_path: Path) -> None:
     out = tmp_path / "flowers"

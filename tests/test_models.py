@@ -152,3 +152,40 @@ def test_registry_and_patch_size_checks() -> None:
         get_config("ViT-X")
     with pytest.raises(ConfigError, match="not a multiple"):
         get_config("ViT-B_16", 100)
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.1])
+def test_the_model_is_torchvisions_network_parameter_for_parameter(small_model_type: str, dropout: float) -> None:
+    """The same names and shapes, the same initial weights from the same seed, and the same outputs in eval
+    and (with dropout drawn from the same seed) in training, so checkpoints move between the two."""
+    import dataclasses
+
+    from torchvision.models.vision_transformer import VisionTransformer as TorchvisionViT
+
+    from flowerkit.models.vit import as_torchvision
+
+    model_configs.MODEL_CONFIGS[small_model_type] = config = dataclasses.replace(SMALL, dropout=dropout)
+    torch.manual_seed(7)
+    ours = build_model(small_model_type, 32, 5)
+    torch.manual_seed(7)
+    theirs = TorchvisionViT(image_size=32, patch_size=config.patch_size, num_layers=config.num_layers,
+                            num_heads=config.num_heads, hidden_dim=config.hidden_size, mlp_dim=config.mlp_dim,
+                            dropout=dropout, attention_dropout=config.attention_dropout, num_classes=5)
+    mine, tv = ours.state_dict(), theirs.state_dict()
+    assert list(mine) == list(tv)
+    assert all(torch.equal(mine[name], tv[name]) for name in mine)
+
+    with torch.no_grad():  # a trained head: the initial one is all zeros, which would hide the network
+        ours.heads.head.weight.normal_()
+    twin = as_torchvision(ours)
+    assert isinstance(twin, TorchvisionViT) and twin.training
+    images = torch.randn(3, 3, 32, 32)
+    torch.manual_seed(1)
+    trained = ours(images)
+    torch.manual_seed(1)
+    assert torch.equal(trained, twin(images))
+    ours.eval(), twin.eval()
+    with torch.no_grad():
+        assert torch.equal(ours(images), twin(images))
+    with pytest.raises(Exception, match="expected 32x32 images"):
+        ours(torch.randn(1, 3, 64, 64))

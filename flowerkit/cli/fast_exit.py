@@ -30,8 +30,8 @@ def exit_code(code: object) -> int:
 
 def skip_torch_compile_report() -> None:
     # torch._dynamo registers an exit handler that formats a table of torch.compile times for its INFO log,
-    # which is off unless TORCH_LOGS asks for it; importing torchvision imports torch._dynamo, so every run
-    # paid for it (0.3-0.6 s measured here) without a compile.
+    # which is off unless TORCH_LOGS asks for it; importing torchvision (MixUp, downloads) or compiling
+    # imports torch._dynamo, and such a run paid for it (0.3-0.6 s measured here) without a compile.
     dynamo_utils = sys.modules.get("torch._dynamo.utils")
     if dynamo_utils is not None and not os.environ.get("TORCH_LOGS") and hasattr(dynamo_utils, "dump_compile_times"):
         atexit.unregister(dynamo_utils.dump_compile_times)

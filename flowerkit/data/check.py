@@ -11,9 +11,7 @@ import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from torchvision.datasets.utils import calculate_md5
-
-from flowerkit.data.download import ARCHIVE, OFFICIAL_MD5
+from flowerkit.data.download import ARCHIVE, OFFICIAL_MD5, calculate_md5
 from flowerkit.data.flowers102 import Flowers102, check_split_not_empty, open_flowers102
 from flowerkit.errors import FlowerkitError
 

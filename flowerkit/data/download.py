@@ -1,31 +1,39 @@
 """``flowerkit data download``: the official Flowers-102 files, verified against the official md5s, extracted.
 
-The file names, URL and md5 table are torchvision's (``torchvision.datasets.Flowers102``); verification and
-extraction use torchvision's utilities. Downloads are resumable and a file appears under its own name only
+The file names, URL and md5 table are torchvision's (``torchvision.datasets.Flowers102``; a test keeps them
+equal), written out here because importing torchvision costs seconds that every run's plan would pay;
+extraction uses torchvision's utility. Downloads are resumable and a file appears under its own name only
 once verified (``flowerkit.fetch``); the images are extracted into a staging folder and renamed into
 ``DIR/jpg`` when complete. A second call finds everything verified and does nothing.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from torchvision.datasets import Flowers102 as _TorchvisionFlowers102
-from torchvision.datasets.utils import calculate_md5, extract_archive
-
 from flowerkit.errors import ConfigError
 from flowerkit.fetch import checksum_error, fetch
 
 log = logging.getLogger(__name__)
 
-OFFICIAL_URL: str = _TorchvisionFlowers102._download_url_prefix
-OFFICIAL_MD5: dict[str, str] = dict(_TorchvisionFlowers102._file_dict.values())  # file name -> md5
-ARCHIVE = _TorchvisionFlowers102._file_dict["image"][0]  # 102flowers.tgz, which holds jpg/
+OFFICIAL_URL = "https://www.robots.ox.ac.uk/~vgg/data/flowers/102/"
+ARCHIVE = "102flowers.tgz"  # holds jpg/
+OFFICIAL_MD5: dict[str, str] = {  # file name -> md5
+    ARCHIVE: "52808999861908f626f3c1f4e79d11fa",
+    "imagelabels.mat": "e0620be6f572b9609742df49c70aed4d",
+    "setid.mat": "a5357ecc9cb78c4bef273ce3793fc85c",
+}
 IMAGES_DIR = "jpg"
+
+
+def calculate_md5(path: Path | str) -> str:
+    with open(path, "rb") as file:
+        return hashlib.file_digest(file, "md5").hexdigest()
 
 
 @dataclass(frozen=True)
@@ -93,6 +101,8 @@ def images_complete(root: Path) -> bool:
 
 def extract_images(archive: Path, root: Path) -> None:
     """Extract ``jpg/`` from the archive into a staging folder, then rename it into place whole."""
+    from torchvision.datasets.utils import extract_archive
+
     staging = root / f".extract-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     try:

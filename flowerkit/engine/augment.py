@@ -8,11 +8,12 @@ uninterrupted one and nothing else's random stream moves.
 from __future__ import annotations
 
 import torch
-from torchvision.transforms import v2
 
 
 class BatchMixer:
     def __init__(self, mixup_alpha: float, cutmix_alpha: float, num_classes: int, seed: int) -> None:
+        from torchvision.transforms import v2  # only runs that mix pay torchvision's import (1.4-3 s)
+
         choices = []
         if mixup_alpha > 0:
             choices.append(v2.MixUp(alpha=mixup_alpha, num_classes=num_classes))

@@ -1,4 +1,4 @@
-"""Load Google's ViT ``.npz`` checkpoints (the ``jax``/``flax`` layout) into torchvision's VisionTransformer.
+"""Load Google's ViT ``.npz`` checkpoints (the ``jax``/``flax`` layout) into flowerkit's VisionTransformer (torchvision's parameter names).
 
 Kept apart from the model, as timm and torchvision do. The classification head is always re-initialised
 (Flowers-102 has its own 102 classes); position embeddings are resized when the resolution differs.
@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torchvision.models.vision_transformer import VisionTransformer
 
 from flowerkit.errors import ConfigError
+from flowerkit.models.vit import VisionTransformer
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Map timm's ViT state dicts (``timm/vit_*`` on the Hugging Face Hub) onto torchvision's VisionTransformer.
+"""Map timm's ViT state dicts (``timm/vit_*`` on the Hugging Face Hub) onto flowerkit's VisionTransformer (torchvision's parameter names).
 
 timm's plain ViT and torchvision's are the same network: a conv patch embedding, a class token, learned
 position embeddings added to [class, patches], pre-norm blocks with one fused qkv projection (q, k, v stacked
@@ -15,10 +15,10 @@ import re
 from typing import Any
 
 import torch
-from torchvision.models.vision_transformer import VisionTransformer
 
 from flowerkit.errors import ConfigError
 from flowerkit.models.npz import resize_pos_embedding
+from flowerkit.models.vit import VisionTransformer
 
 # Dropped on purpose: the head is re-initialised, as for Google's .npz files.
 DROPPED = re.compile(r"^(head|pre_logits)\.")

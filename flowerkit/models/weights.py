@@ -21,7 +21,7 @@ from flowerkit.errors import ConfigError, MissingInputError
 
 if TYPE_CHECKING:  # torch is imported where tensors are read, so resolving a source stays light
     import torch
-    from torchvision.models.vision_transformer import VisionTransformer
+    from flowerkit.models.vit import VisionTransformer
 
 log = logging.getLogger(__name__)
 

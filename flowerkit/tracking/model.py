@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from flowerkit.engine.checkpoint import load_checkpoint
-from flowerkit.models.vit import build_model
+from flowerkit.models.vit import as_torchvision, build_model
 
 MODEL_NAME = "model"
 
@@ -31,7 +31,7 @@ def log_pytorch_model(run_id: str, checkpoint: Path) -> None:
     import mlflow.pytorch
     from mlflow.models import infer_signature
 
-    model = model_from_checkpoint(checkpoint)
+    model = as_torchvision(model_from_checkpoint(checkpoint))  # loads where torchvision is, flowerkit or not
     size = model.image_size
     example = np.zeros((1, 3, size, size), dtype=np.float32)
     with torch.no_grad():
