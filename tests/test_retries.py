@@ -273,12 +273,30 @@ def test_a_full_disk_fails_the_run_cleanly_and_resume_finishes_it(prefect_harnes
         real_save = trainer.save_checkpoint
         patch.setattr(trainer, "save_checkpoint", lambda *a, **k: (fillers.append(fill(small_disk)),
                                                                    real_save(*a, **k))[1])
-        with pytest.raises(DiskFullError, match="disk full at .*checkpoints/"):
+        # The checkpoint's write, or TensorBoard's writer thread flushing the evaluation's events, meets it first.
+        with pytest.raises(DiskFullError, match="disk full at .*(checkpoints/|tb/full)"):
             train_flow(config)
     record = read_record(config.layout.run_dir)
     assert record["stage_status"] == "failed" and "disk full at" in record["error"]["message"]
+    assert record["tasks"]["train"]["attempt"] == 1  # a full disk is never retried
     assert config.layout.temp_files() == [] and not config.layout.checkpoint.exists()
     fillers[0].unlink()
     train_flow(config, resume=True)
     assert read_record(config.layout.run_dir)["stage_status"] == "complete"
     assert verify_run(output, "full").ok
+
+
+def test_a_full_disk_met_by_tensorboards_writer_thread_is_named(small_disk: Path) -> None:
+    """TensorBoard writes from a thread and raises the OSError it met at a later call: that is a full disk too
+    (DiskFullError naming the TensorBoard folder, never retried), not an I/O error to retry."""
+    from flowerkit.artifacts.scalars import ScalarLog
+    from flowerkit.errors import DiskFullError
+
+    scalars = ScalarLog(small_disk / "metrics.jsonl", small_disk / "tb")
+    rows = [{"class_id": i, "class_name": f"c{i}", "precision": 0.5, "recall": 0.5, "f1": 0.5} for i in range(102)]
+    scalars.per_class(0, rows, "val")
+    fill(small_disk)
+    with pytest.raises(DiskFullError, match=f"disk full at {small_disk / 'tb'}:"):
+        for step in range(1, 200):
+            scalars.per_class(step, rows, "val")
+        scalars.close()

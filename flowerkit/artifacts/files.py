@@ -8,11 +8,12 @@ the process's umask (not mkstemp's 0600). A full disk raises ``DiskFullError`` n
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -40,6 +41,18 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> Path:
             raise DiskFullError(path) from None
         raise
     return path
+
+
+@contextlib.contextmanager
+def naming_a_full_disk(path: Path) -> Iterator[None]:
+    """A write to ``path`` by any library (TensorBoard's writer thread, a plain append) that fails for lack of
+    room raises DiskFullError naming ``path``: exit 3 and never retried, as for our own atomic writes."""
+    try:
+        yield
+    except Exception as exc:
+        if _out_of_space(exc, path if path.is_dir() else path.parent):
+            raise DiskFullError(path) from None
+        raise
 
 
 def _out_of_space(exc: BaseException, folder: Path) -> bool:

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from flowerkit.artifacts.files import atomic_write_text, utc_now
+from flowerkit.artifacts.files import atomic_write_text, naming_a_full_disk, utc_now
 from flowerkit.artifacts.sinks import sink_for
 from flowerkit.layout import temp_name
 
@@ -60,10 +60,13 @@ class ScalarLog:
         if self.final_events:
             self._replace_row(kind, step, line)
         else:
-            with open(self.jsonl_path, "a", encoding="utf-8") as fh:
+            with naming_a_full_disk(self.jsonl_path), open(self.jsonl_path, "a", encoding="utf-8") as fh:
                 fh.write(line)
-        for key, value in values.items():
-            self.writer.add_scalar(f"{tb_prefix}/{key}", float(value), step)
+        # TensorBoard writes from a thread of its own and raises what it met at the next call: a full disk
+        # seen there is named like any other (this call's scalars are not what failed).
+        with naming_a_full_disk(self.tb_dir):
+            for key, value in values.items():
+                self.writer.add_scalar(f"{tb_prefix}/{key}", float(value), step)
         if self.sink is not None:
             self.sink.scalars(step, {f"{tb_prefix}/{key}": float(value) for key, value in values.items()})
 
@@ -73,10 +76,11 @@ class ScalarLog:
         atomic_write_text(self.jsonl_path, "".join(kept) + line)
 
     def per_class(self, step: int, per_class: list[dict[str, Any]], tb_prefix: str) -> None:
-        for row in per_class:
-            for metric in ("precision", "recall", "f1"):
-                self.writer.add_scalar(f"{tb_prefix}_per_class/{metric}/{row['class_id']:03d}_{row['class_name']}",
-                                       row[metric], step)
+        with naming_a_full_disk(self.tb_dir):
+            for row in per_class:
+                for metric in ("precision", "recall", "f1"):
+                    self.writer.add_scalar(
+                        f"{tb_prefix}_per_class/{metric}/{row['class_id']:03d}_{row['class_name']}", row[metric], step)
         if self.sink is not None:
             self.sink.per_class(step, per_class, tb_prefix)
 
@@ -92,16 +96,20 @@ class ScalarLog:
         try:
             figure = confusion_figure(norm, step)
         except ImportError:
-            self.writer.add_image(tag, plain_confusion(norm)[None], step, dataformats="CHW")
-            return
-        self.writer.add_figure(tag, figure, step, close=True)
+            figure = None
+        with naming_a_full_disk(self.tb_dir):
+            if figure is None:
+                self.writer.add_image(tag, plain_confusion(norm)[None], step, dataformats="CHW")
+            else:
+                self.writer.add_figure(tag, figure, step, close=True)
 
     def close(self) -> None:
         if self._writer is None:
             return
-        self._writer.flush()
-        self._writer.close()
-        self._writer = None
+        writer, self._writer = self._writer, None
+        with naming_a_full_disk(self.tb_dir):
+            writer.flush()
+            writer.close()
         if self._staging is not None:
             events = sorted(self._staging.glob("events.out.tfevents.*"))
             for path in events:  # one writer, so one file
