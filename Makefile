@@ -27,7 +27,7 @@ demo: setup
 	$(BIN)/flowerkit runs list
 
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --maxprocesses 4 --dist loadfile
 
 bench: setup
 	$(BIN)/flowerkit bench

@@ -16,6 +16,11 @@ import pytest
 os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "flowerkit")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
+# Under pytest-xdist, each worker's torch (and the runs it starts) gets its share of the cores: two workers
+# each running two threads on two cores spend their time waiting on each other (a 5 s test took 50 s).
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    os.environ.setdefault("OMP_NUM_THREADS",
+                          str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
 
 SEED_FLAGS = ["--model_type", "testing", "--img_size", "64", "--num_steps", "10", "--eval_every", "5",
               "--train_batch_size", "4", "--eval_batch_size", "2", "--tiny_train_subset", "flower102_tiny",
@@ -71,17 +76,37 @@ def flowers_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return generate(tmp_path_factory.mktemp("data") / "flower102", SynthSpec(images_per_class=3, size=96, seed=1))
 
 
+def shared_root(controller_basetemp: Path) -> Path:
+    """Where pytest-xdist's workers meet: under the controller's temporary folder, which holds theirs
+    (``popen-gw<N>``)."""
+    return controller_basetemp / "shared"
+
+
 @pytest.fixture(scope="session")
 def prefect_server(isolated_home: Path, tmp_path_factory: pytest.TempPathFactory):
-    """One real `prefect server start` (SQLite in a temp folder) for the whole session: flows run in this
-    process, the CLI's subprocesses, workers and deployments all report to it. Starting one costs seconds."""
+    """One real `prefect server start` (SQLite in a temp folder) for the whole session, shared by every
+    pytest-xdist worker: flows run in this process, the CLI's subprocesses, workers and deployments all report
+    to it. Starting one costs seconds."""
     from tests.servers import PrefectServer
 
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        yield PrefectServer.shared(shared_root(tmp_path_factory.getbasetemp().parent))  # the controller stops it
+        return
     server = PrefectServer.start(tmp_path_factory.mktemp("prefect-server"))
     try:
         yield server
     finally:
         server.stop()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """In pytest-xdist's controller, once every worker has finished: stop the server they shared."""
+    factory = getattr(config, "_tmp_path_factory", None)
+    if hasattr(config, "workerinput") or factory is None or getattr(factory, "_basetemp", None) is None:
+        return  # a worker, or a run that made no temporary folder (so no worker started a server)
+    from tests.servers import stop_shared
+
+    stop_shared(shared_root(factory.getbasetemp()))
 
 
 @pytest.fixture(scope="session")
@@ -169,3 +194,19 @@ def small_run(prefect_harness, flowers_root: Path, tmp_path_factory: pytest.Temp
             export_logits=True, pretrained=None))
         train_flow(config)
         yield config.layout.run_dir
+
+
+REAL_PROCESS_MARKS = ("slow", "prefect_server", "distributed")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (``make test``), files go to the workers whole and in collection order: hand out the
+    files with the most real-process tests first, so that no long file starts last while the other workers
+    sit idle. A plain ``pytest`` keeps the files' order."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    weight: dict[str, int] = {}
+    for item in items:
+        heavy = any(item.get_closest_marker(mark) for mark in REAL_PROCESS_MARKS)
+        weight[item.nodeid.split("::")[0]] = weight.get(item.nodeid.split("::")[0], 0) + heavy
+    items.sort(key=lambda item: -weight[item.nodeid.split("::")[0]])  # stable: tests keep their order in a file

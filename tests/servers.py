@@ -6,6 +6,9 @@ the session's, and tests that must not see each other's runs tell them apart by 
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
 import os
 import signal
 import socket
@@ -71,7 +74,7 @@ class PrefectServer:
     url: str
     env: dict[str, str]  # for clients of this server: the CLI, a worker and its flow-run subprocesses
     logs: Path
-    proc: subprocess.Popen
+    proc: subprocess.Popen | None  # None in the pytest-xdist workers that did not start it
 
     @classmethod
     def start(cls, root: Path) -> PrefectServer:
@@ -95,7 +98,44 @@ class PrefectServer:
         return cls(url, env, root, proc)
 
     def stop(self) -> None:
-        stop(self.proc)
+        if self.proc is not None:
+            stop(self.proc)
+
+    @classmethod
+    def shared(cls, root: Path) -> PrefectServer:
+        """Under pytest-xdist: the first worker to need a server starts it in ``root`` (a folder all workers
+        share) and records it; the others use that one. The controller stops it (``stop_shared``), after
+        every worker is done with it."""
+        root.mkdir(parents=True, exist_ok=True)
+        with open(root / "server.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # held while a server starts: the others wait, then read it
+            recorded = root / SHARED_RECORD
+            if recorded.exists():
+                facts = json.loads(recorded.read_text())
+                return cls(facts["url"], facts["env"], Path(facts["logs"]), None)
+            server = cls.start(root)
+            recorded.write_text(json.dumps({"url": server.url, "env": server.env, "logs": str(server.logs),
+                                            "pid": server.proc.pid}))
+            return server
+
+
+SHARED_RECORD = "prefect-server.json"
+
+
+def stop_shared(root: Path) -> None:
+    """The controller's end of ``PrefectServer.shared``: stop the server the workers shared, if one started."""
+    recorded = root / SHARED_RECORD
+    if not recorded.exists():
+        return
+    pid = json.loads(recorded.read_text())["pid"]
+    recorded.unlink()
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)  # started in a session of its own: its group is its id
+        deadline = time.monotonic() + STOP_WAIT_S
+        while time.monotonic() < deadline:
+            os.killpg(pid, 0)  # raises once the group is gone
+            time.sleep(0.1)
+        os.killpg(pid, signal.SIGKILL)
 
 
 class MlflowServer:

@@ -336,6 +336,7 @@ def test_unreachable_prefect_api_url_exits_3(flowers_root: Path, workdir: Path,
     assert "no Prefect server answers there" in flat(result.output) and "Unexpected" not in result.output
 
 
+@pytest.mark.slow  # real processes, each importing torch
 def test_ctrl_c_in_a_terminal_interrupts_the_run_cleanly(prefect_harness, flowers_root: Path, workdir: Path) -> None:
     """A terminal's Ctrl-C signals the whole process group. The temporary Prefect server must not die with
     it: exit 130, one paragraph, the run marked failed, and --resume completes it."""
@@ -375,6 +376,7 @@ def test_ctrl_c_in_a_terminal_interrupts_the_run_cleanly(prefect_harness, flower
     assert record["stage_status"] == "complete" and record["resumed"] == 1
 
 
+@pytest.mark.slow  # real processes, each importing torch
 def test_sigterm_stops_the_run_like_ctrl_c_with_exit_143(prefect_harness, flowers_root: Path,
                                                          workdir: Path) -> None:
     """A batch scheduler's stop (or docker stop, or a Prefect cancel): it ended with Prefect's crash lines and

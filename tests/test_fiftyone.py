@@ -95,6 +95,7 @@ def broken_run(run_dir, tmp_path) -> Path:
 
 @pytest.mark.skipif(not (sys.platform.startswith("linux") and platform.machine() == "x86_64"),
                     reason="only Linux x86_64's mongod needs OpenSSL 1.1 from the virtual environment")
+@pytest.mark.slow  # real processes, each importing torch
 def test_plain_python_starts_the_database_with_no_library_path(tmp_path):
     """`import fiftyone; fo.list_datasets()` in this environment, with no LD_LIBRARY_PATH set by anyone.
 
@@ -288,6 +289,7 @@ def test_load_reuses_a_dataset_of_the_same_run_only(fo, run_dir, tmp_path):
         load_run(other, dataset_name="fk-test-reuse", reuse=True)
 
 
+@pytest.mark.slow  # real processes, each importing torch
 def test_cli_load_launch_opens_a_run_loaded_before(fo, run_dir, tmp_path):
     """`fiftyone load RUN --launch` on a loaded run: no refusal, the report, then the App answers on its port."""
     import signal

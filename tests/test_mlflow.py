@@ -200,6 +200,7 @@ def test_resume_continues_the_same_mlflow_run(prefect_harness, server: MlflowSer
     assert histories(server, entry["run_id"]) == expected_histories(run_dir)
 
 
+@pytest.mark.slow  # real processes, each importing torch
 def test_server_stopped_mid_run_then_sync(prefect_harness, server: MlflowServer, flowers_root: Path,
                                           tmp_path: Path) -> None:
     """The server goes away once the MLflow run is open: training completes, the record says what is missing,
@@ -374,6 +375,7 @@ def test_the_mlflow_run_links_the_prefect_flow_run_when_the_ui_is_known(tracked:
         "http://127.0.0.1:4200", "https://prefect.example.org")
 
 
+@pytest.mark.slow  # real processes, each importing torch
 def test_an_unreachable_server_is_one_warning_line(prefect_harness, flowers_root: Path, tmp_path: Path) -> None:
     """`flowerkit train --tracker mlflow` against a port nothing listens on, with MLflow's default retries: the
     run completes, and its output has one warning about the tracker and none of urllib3's retry lines."""

@@ -1,7 +1,8 @@
 """The deployments of prefect.yaml on a real Prefect server, run by a real process worker.
 
-One server (its own PREFECT_HOME and SQLite database under tmp), one `prefect deploy --all` and one worker
-serve the whole module: each costs seconds to start. Each flow run is a fresh worker subprocess that
+One server of the module's own (its own PREFECT_HOME and SQLite database under tmp: a work pool and the
+train deployment change what `flowerkit sweep` does against a server, so the session's shared server never
+sees them), one `prefect deploy --all` and one worker serve the whole module: each costs seconds to start. Each flow run is a fresh worker subprocess that
 imports torch (~5 s here), so the module starts few runs, and at once where it can: three concurrent
 train runs (two of them with the same run name), then one eval run, and one predict run of the seed run.
 """
@@ -43,10 +44,15 @@ DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # 127.0.0
 
 
 @pytest.fixture(scope="module")
-def server(prefect_server: PrefectServer) -> PrefectServer:
-    """The session's real Prefect server (tests/servers.py): this module adds a work pool, deployments and a
-    worker to it."""
-    return prefect_server
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
+    """A real Prefect server for this module alone (tests/servers.py): it gets a work pool, deployments and a
+    worker, which other modules' sweeps, running at the same time on another pytest-xdist worker, must not
+    find."""
+    server = PrefectServer.start(tmp_path_factory.mktemp("prefect-server-deployments"))
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -79,22 +85,6 @@ def worker(server: PrefectServer, api: str) -> Iterator[None]:
     finally:
         _stop(proc)
         print(f"worker log tail:\n{_tail(log)}")
-        _remove_pool_and_deployments()
-
-
-def _remove_pool_and_deployments() -> None:
-    """Leave the session's shared server as this module found it: with the flowerkit-train deployment still
-    there, a later `flowerkit sweep` would send its trials to this pool, whose worker is gone."""
-    from prefect.client.orchestration import get_client
-    from prefect.exceptions import ObjectNotFound
-
-    with get_client(sync_client=True) as client:
-        for deployment in client.read_deployments():
-            client.delete_deployment(deployment.id)
-        try:
-            client.delete_work_pool(POOL)
-        except ObjectNotFound:
-            pass
 
 
 def _deployment(name: str) -> Any:

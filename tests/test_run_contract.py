@@ -297,6 +297,7 @@ def test_two_identical_runs_give_identical_predictions(prefect_harness, flowers_
     assert set(record["determinism"]["sample_ids_sha256"]) == {"train", "val"}
 
 
+@pytest.mark.slow  # real processes, each importing torch
 def test_resume_after_the_process_is_killed(prefect_harness, flowers_root: Path, workdir: Path) -> None:
     """Kill a real CLI run after its first checkpoint; --resume finishes it exactly as an uninterrupted run."""
     from prefect.settings import PREFECT_API_URL

@@ -275,6 +275,7 @@ def test_a_trial_another_process_holds_is_reported_as_busy_not_failed(
     assert rows["held-000"]["status"] == "complete" and rows["held-001"]["status"] == "running"
 
 
+@pytest.mark.slow  # real processes, each importing torch
 @pytest.mark.parametrize("max_parallel", [1, 2])
 def test_sigterm_stops_a_sweep_with_exit_143_and_the_same_command_continues_it(
         prefect_harness, flowers_root: Path, tmp_path: Path, max_parallel: int) -> None:

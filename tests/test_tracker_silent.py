@@ -49,6 +49,7 @@ def timed_run(root: Path, output: Path, name: str, **extra: object) -> float:
     return time.monotonic() - start
 
 
+@pytest.mark.slow  # real processes, each importing torch
 def test_a_silent_tracking_server_does_not_hold_the_run(prefect_harness, flowers_root: Path, tmp_path: Path,
                                                         silent_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
     import json
