@@ -21,6 +21,12 @@ from flowerkit.models.configs import ViTConfig, get_config
 LayerNorm = partial(nn.LayerNorm, eps=1e-6)  # the original's epsilon
 
 
+def normal_(tensor: torch.Tensor, std: float) -> torch.Tensor:
+    """``tensor.normal_(std=std)``, except on the meta device (a checkpoint's shape check builds the model
+    there), where there is nothing to draw and torch's meta ``normal_`` imports ``torch._dynamo`` (seconds)."""
+    return tensor if tensor.is_meta else tensor.normal_(std=std)
+
+
 class MLPBlock(nn.Sequential):
     """Linear, GELU, dropout, linear, dropout: indexes 0 and 3 hold the weights, as in torchvision."""
 
@@ -30,7 +36,8 @@ class MLPBlock(nn.Sequential):
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 nn.init.xavier_uniform_(module.weight)
-                nn.init.normal_(module.bias, std=1e-6)
+                with torch.no_grad():
+                    normal_(module.bias, std=1e-6)
 
 
 class EncoderBlock(nn.Module):
@@ -58,7 +65,7 @@ class Encoder(nn.Module):
 
     def __init__(self, seq_length: int, config: ViTConfig) -> None:
         super().__init__()
-        self.pos_embedding = nn.Parameter(torch.empty(1, seq_length, config.hidden_size).normal_(std=0.02))
+        self.pos_embedding = nn.Parameter(normal_(torch.empty(1, seq_length, config.hidden_size), std=0.02))
         self.dropout = nn.Dropout(config.dropout)
         self.layers = nn.Sequential(OrderedDict(
             (f"encoder_layer_{i}", EncoderBlock(config.num_heads, config.hidden_size, config.mlp_dim,
