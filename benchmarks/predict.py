@@ -9,7 +9,7 @@ What it does, entirely through the CLI, in a temporary folder:
    ``flowerkit export --format onnx``.
 2. Single-image latency: ``flowerkit predict one.jpg --run NAME`` and ``--onnx FILE`` as new processes,
    process start, imports and model loading included; and, as the floor no torch command can beat,
-   ``python -c "import torch, torchvision"`` (what the --run path must import). Repeats interleaved; the
+   ``python -c "import torch"`` (what the --run path must import). Repeats interleaved; the
    fastest run counts (other load on the machine only ever adds time), the median is reported too.
 3. Folder throughput: ``flowerkit predict jpg/ --out rows.jsonl`` over the first 1,000 JPEGs (a folder of
    links), its own img/s (model loaded, from first decode to last row) for the torch and ONNX paths and with
@@ -82,8 +82,8 @@ def main() -> None:
         onnx_flags = ["--onnx", str(work / "ti.onnx")]
 
         print("single-image latency ...", file=sys.stderr)
-        latency: dict[str, list[float]] = {"import_torch_torchvision": [], "predict_run": [], "predict_onnx": []}
-        commands = {"import_torch_torchvision": [sys.executable, "-c", "import torch, torchvision"],
+        latency: dict[str, list[float]] = {"import_torch": [], "predict_run": [], "predict_onnx": []}
+        commands = {"import_torch": [sys.executable, "-c", "import torch"],
                     "predict_run": [FLOWERKIT, "predict", one, *run_flags],
                     "predict_onnx": [FLOWERKIT, "predict", one, *onnx_flags]}
         for name, cmd in commands.items():  # one untimed warm-up each: the disk cache
