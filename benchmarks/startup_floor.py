@@ -1,4 +1,4 @@
-"""The start-up floor of any flowerkit run: import torch, torchvision and prefect, run one empty flow.
+"""The start-up floor of any flowerkit run: import torch and prefect, run one empty flow.
 
 ``benchmarks/startup.py`` times this script against the seed's tiny train command; the target is that
 the command takes at most 1.5 times this floor on the same machine.
@@ -12,7 +12,6 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # as the flo
 
 import prefect  # noqa: E402
 import torch  # noqa: E402, F401
-import torchvision  # noqa: E402, F401
 
 
 @prefect.task
