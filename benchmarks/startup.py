@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/startup.py [--repeats 3] [--out benchmarks/results/startup.json]
 
-The floor (``benchmarks/startup_floor.py``) imports torch, torchvision and prefect and runs one empty flow
+The floor (``benchmarks/startup_floor.py``) imports torch and prefect and runs one empty flow
 with one empty task: no flowerkit run can start faster. The target: the seed command takes at most 1.5 times
 the floor on the same machine. Both use one fresh PREFECT_HOME (each starts Prefect's ephemeral server, as a
 user's first command of the day would) after one untimed warm-up run each (disk cache, database creation).
