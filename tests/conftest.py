@@ -205,8 +205,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     sit idle. A plain ``pytest`` keeps the files' order."""
     if not os.environ.get("PYTEST_XDIST_WORKER"):
         return
-    weight: dict[str, int] = {}
+    weight: dict[Path, int] = {}
     for item in items:
-        heavy = any(item.get_closest_marker(mark) for mark in REAL_PROCESS_MARKS)
-        weight[item.nodeid.split("::")[0]] = weight.get(item.nodeid.split("::")[0], 0) + heavy
-    items.sort(key=lambda item: -weight[item.nodeid.split("::")[0]])  # stable: tests keep their order in a file
+        weight[item.path] = weight.get(item.path, 0) + any(item.get_closest_marker(m) for m in REAL_PROCESS_MARKS)
+    items.sort(key=lambda item: -weight[item.path])  # stable: tests keep their order in a file

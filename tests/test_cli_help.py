@@ -17,14 +17,20 @@ from flowerkit.cli.options import EXTRA_OPTIONS
 from flowerkit.config import CONFIG_CLASSES
 
 
-@pytest.mark.parametrize("flow", ["train", "eval"])
-def test_help_at_80_columns_names_every_option_whole(flow: str) -> None:
+def option_names_at_80_columns(command: str) -> set[str]:
+    """`flowerkit COMMAND --help` in a real process at 80 columns: no line wider, nothing cut short with an
+    ellipsis; returns the option names it shows."""
     env = {k: v for k, v in os.environ.items() if k not in ("LINES", "TERMINAL_WIDTH")} | {"COLUMNS": "80"}
-    shown = subprocess.run([sys.executable, "-m", "flowerkit", flow, "--help"], env=env, capture_output=True,
+    shown = subprocess.run([sys.executable, "-m", "flowerkit", command, "--help"], env=env, capture_output=True,
                            text=True, timeout=120)
     assert shown.returncode == 0, shown.stderr
     assert "…" not in shown.stdout and max(map(len, shown.stdout.splitlines())) <= 80
-    names = set(re.findall(r"(?<![\w-])--[a-z_0-9]+(?![\w-])", shown.stdout))
+    return set(re.findall(r"(?<![\w-])--[a-z_0-9]+(?![\w-])", shown.stdout))
+
+
+@pytest.mark.parametrize("flow", ["train", "eval"])
+def test_help_at_80_columns_names_every_option_whole(flow: str) -> None:
+    names = option_names_at_80_columns(flow)
     expected = {f"--{name}" for name in CONFIG_CLASSES[flow].model_fields}
     expected |= {option.param_decls[0] for _, option in EXTRA_OPTIONS.values()}
     assert expected <= names, expected - names

@@ -393,19 +393,11 @@ def test_the_readmes_min_confidence_one_liner_runs(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("command", ["predict", "export"])
 def test_help_at_80_columns_names_every_option_whole(command: str) -> None:
-    import os
-    import re
-    import subprocess
-    import sys
-
     import typer
 
-    env = {k: v for k, v in os.environ.items() if k not in ("LINES", "TERMINAL_WIDTH")} | {"COLUMNS": "80"}
-    shown = subprocess.run([sys.executable, "-m", "flowerkit", command, "--help"], env=env, capture_output=True,
-                           text=True, timeout=120)
-    assert shown.returncode == 0, shown.stderr
-    assert "…" not in shown.stdout and max(map(len, shown.stdout.splitlines())) <= 80
-    names = set(re.findall(r"(?<![\w-])--[a-z_0-9]+(?![\w-])", shown.stdout))
+    from tests.test_cli_help import option_names_at_80_columns
+
+    names = option_names_at_80_columns(command)
     params = typer.main.get_command(app).commands[command].params
     assert {o for p in params if p.param_type_name == "option" for o in p.opts if "_" in o or "-" not in o[2:]} <= names
 
