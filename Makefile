@@ -26,8 +26,11 @@ demo: setup
 		--checkpoint output/$(DEMO)/checkpoints/ckpt.bin --split test
 	$(BIN)/flowerkit runs list
 
+# The suite starts about a hundred Python processes (CLI commands, workers, servers): with
+# PYTHONDONTWRITEBYTECODE set in the environment each one compiles flowerkit's modules again, and each pytest
+# process rewrites every test module again. The tests keep their bytecode (in __pycache__, git-ignored).
 test: setup
-	$(BIN)/python -m pytest -n auto --maxprocesses 4 --dist loadfile
+	PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest -n auto --maxprocesses 4 --dist loadfile
 
 bench: setup
 	$(BIN)/flowerkit bench

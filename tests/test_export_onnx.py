@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +16,10 @@ from typer.testing import CliRunner
 from flowerkit.cli import app
 from flowerkit.engine.checkpoint import load_checkpoint
 
-onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
+# onnx and onnxruntime are imported where they are used: every pytest-xdist process collects this file, and
+# only one runs it.
+pytestmark = pytest.mark.skipif(find_spec("onnx") is None or find_spec("onnxruntime") is None,
+                                reason="the onnx extra is part of the dev install (make setup)")
 
 
 def export(run_dir: Path, *args: str):
@@ -38,6 +41,9 @@ def _run_images(run_dir: Path) -> list[str]:
 
 
 def test_the_onnx_file_carries_its_metadata_and_a_dynamic_batch(exported: Path, small_run: Path) -> None:
+    import onnx
+    import onnxruntime as ort
+
     from flowerkit.artifacts.files import sha256_file
     from flowerkit.data.flowers102 import labelmap
 
@@ -142,6 +148,8 @@ def test_without_the_onnx_extra_both_commands_name_it(small_run: Path, exported:
 
 def test_predict_refuses_an_onnx_file_flowerkit_did_not_write(exported: Path, tmp_path: Path,
                                                               small_run: Path) -> None:
+    import onnx
+
     model = onnx.load(str(exported))
     del model.metadata_props[:]
     onnx.save(model, str(tmp_path / "bare.onnx"))

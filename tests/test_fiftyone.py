@@ -17,20 +17,22 @@ import platform
 import shutil
 import subprocess
 import sys
+from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.fiftyone
-
-pytest.importorskip("fiftyone", reason="FiftyOne is not installed (make setup)")
-
-from flowerkit.errors import FlowerkitError  # noqa: E402
-from flowerkit.fiftyone_load import DatasetExistsError, load_run  # noqa: E402
-from flowerkit.fiftyone_runtime import (  # noqa: E402
+from flowerkit.errors import FlowerkitError
+from flowerkit.fiftyone_load import DatasetExistsError, load_run
+from flowerkit.fiftyone_runtime import (
     import_fiftyone,
     private_database,
 )
+
+# FiftyOne is imported by the fixtures, not here: every pytest-xdist process collects this file, and only one
+# runs it.
+pytestmark = [pytest.mark.fiftyone,
+              pytest.mark.skipif(find_spec("fiftyone") is None, reason="FiftyOne is not installed (make setup)")]
 
 # --------------------------------------------------------------------------------------------------
 # Fixtures

@@ -11,17 +11,20 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
+from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
 import yaml
 from typer.testing import CliRunner
 
-pytest.importorskip("mlflow", reason="the mlflow extra is part of the dev install (make setup)")
+from flowerkit.cli import app
+from flowerkit.tracking import run_data
+from tests.servers import MlflowServer, free_port
 
-from flowerkit.cli import app  # noqa: E402
-from flowerkit.tracking import run_data  # noqa: E402
-from tests.servers import MlflowServer, free_port  # noqa: E402
+# MLflow is imported where it is used: every pytest-xdist process collects this file, and only one runs it.
+pytestmark = pytest.mark.skipif(find_spec("mlflow") is None,
+                                reason="the mlflow extra is part of the dev install (make setup)")
 
 runner = CliRunner()
 TINY = dict(dataset="flower102", model_type="testing", img_size=32, num_steps=6, eval_every=3, train_batch_size=4,
@@ -351,10 +354,13 @@ def test_pool_trials_get_the_parent_through_job_variables(monkeypatch: pytest.Mo
 
 def test_prefect_summary_links_the_mlflow_run(tracked: Path) -> None:
     from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactCollectionFilter, ArtifactCollectionFilterKey
 
     entry = mlflow_entry(tracked)
+    key = "flowerkit-train-tracked-summary"  # by key: other files' runs fill the session's server meanwhile
     with get_client(sync_client=True) as prefect:
-        summary = next(a for a in prefect.read_latest_artifacts() if a.key == "flowerkit-train-tracked-summary")
+        (summary,) = prefect.read_latest_artifacts(
+            artifact_filter=ArtifactCollectionFilter(key=ArtifactCollectionFilterKey(any_=[key])))
     assert f"- MLflow run: [{entry['run_id']}]({entry['url']}) (experiment `flowerkit`)" in summary.data
 
 

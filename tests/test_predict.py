@@ -6,7 +6,6 @@ and ``tiny_run`` (the seed command's run). Photos are made here, in every format
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from torchvision.transforms import v2
 
 from flowerkit.config import TrainConfig, load_config
 from flowerkit.data.flowers102 import open_flowers102
@@ -59,6 +58,8 @@ def test_the_mixer_is_torchvisions_seeded_by_batch_index(mixup: float, cutmix: f
     assert torch.equal(x, x2) and torch.equal(target, target2)  # a resumed run mixes the same
     assert not torch.equal(mixer(images, labels, 8)[0], x)
     assert torch.allclose(target.sum(1), torch.ones(6)) and target.shape == (6, 10)
+    from torchvision.transforms import v2  # here, not at the top: every pytest-xdist process collects this file
+
     torch.default_generator.manual_seed((3 * 1_000_033 + 7) % 2**63)  # the reference: torchvision itself
     choices = ([v2.MixUp(alpha=mixup, num_classes=10)] if mixup else []) + (
         [v2.CutMix(alpha=cutmix, num_classes=10)] if cutmix else [])

@@ -113,6 +113,7 @@ def grid_sweep(prefect_harness, flowers_root: Path, tmp_path_factory: pytest.Tem
 
 def test_a_2x2_grid_runs_locally_as_ordinary_runs(grid_sweep: Path) -> None:
     from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactCollectionFilter, ArtifactCollectionFilterKey
 
     from flowerkit.runs import find_runs
 
@@ -131,9 +132,10 @@ def test_a_2x2_grid_runs_locally_as_ordinary_runs(grid_sweep: Path) -> None:
     assert {row["trial"] for row in results} == {t.name for t in sweep.trials}
     assert "| 1 | " in sweep.layout.table.read_text()
     assert sweep.layout.spec.read_text() == grid_sweep.read_text()
+    key = "flowerkit-sweep-grid-results"  # by key: other files' runs fill the session's server meanwhile
     with get_client(sync_client=True) as client:
-        artifact = client.read_latest_artifacts()
-    table = next(a for a in artifact if a.key == "flowerkit-sweep-grid-results")
+        (table,) = client.read_latest_artifacts(
+            artifact_filter=ArtifactCollectionFilter(key=ArtifactCollectionFilterKey(any_=[key])))
     assert [row["trial"] for row in json.loads(table.data)] == [row["trial"] for row in results]
 
 

@@ -10,13 +10,14 @@ import logging
 import socket
 import time
 from collections.abc import Iterator
+from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
 
 from flowerkit.config import TrainConfig, load_config
 
-pytest.importorskip("mlflow")
+pytestmark = pytest.mark.skipif(find_spec("mlflow") is None, reason="the mlflow extra (make setup)")
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
@@ -23,8 +24,8 @@ from flowerkit.models.weights import load_weights, resolve_weights
 from tests.localhttp import LocalServer
 from tests.small_models import small_vit_registered
 
-timm = pytest.importorskip("timm")
-from safetensors.torch import save_file  # noqa: E402 - after the skip
+# timm is imported where it is used: every pytest-xdist process collects this file, and only one runs it.
+pytestmark = pytest.mark.skipif(find_spec("timm") is None, reason="timm is part of the dev install (make setup)")
 
 # A ViT-Ti-shaped family (3 heads), shrunk so that the proofs take milliseconds: patch 8, width 48, 2 layers.
 ARCH, MODEL_TYPE, CKPT_SIZE = "vit_tiny_patch16_224", "ViT-test_8", 32
@@ -39,6 +40,8 @@ def small_model_type():
 
 
 def _timm_vit(**kwargs) -> torch.nn.Module:
+    import timm
+
     torch.manual_seed(0)
     model = timm.create_model(ARCH, pretrained=False, img_size=CKPT_SIZE, num_classes=10, **(SMALL | kwargs))
     with torch.no_grad():  # timm zero-initialises some tensors; random everywhere makes the proof stronger
@@ -48,6 +51,8 @@ def _timm_vit(**kwargs) -> torch.nn.Module:
 
 
 def _save(model: torch.nn.Module, path: Path) -> Path:
+    from safetensors.torch import save_file
+
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     save_file(state, path) if path.suffix == ".safetensors" else torch.save(state, path)
@@ -73,6 +78,8 @@ def _features(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def _timm_features(file: Path, size: int, x: torch.Tensor) -> torch.Tensor:
     """What timm itself computes from ``file`` at ``size`` (its own loading and position resizing)."""
+    import timm
+
     reference = timm.create_model(ARCH, pretrained=True, img_size=size, num_classes=0,
                                   pretrained_cfg_overlay={"file": str(file)}, **SMALL).eval()
     with torch.no_grad():
