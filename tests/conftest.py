@@ -6,7 +6,6 @@ or ~/.fiftyone.
 
 from __future__ import annotations
 
-import inspect
 import os
 from pathlib import Path
 
@@ -115,25 +114,14 @@ def prefect_harness(prefect_server):
     harness points them at its server: also in contexts copied before this fixture (an async test's loop,
     a dashboard's worker threads). Logs and events are drained before the server stops."""
     import prefect.context
-    from prefect.events.worker import EventsWorker
-    from prefect.logging.handlers import APILogWorker
     from prefect.settings import PREFECT_API_URL, temporary_settings
-    from prefect.utilities.asyncutils import run_coro_as_sync
+
+    from tests.servers import drain_prefect_workers
 
     with temporary_settings(updates={PREFECT_API_URL: prefect_server.url}), \
             prefect.context._temporary_global_settings_context(prefect.context.get_settings_context()):
         yield prefect_server
-
-        async def drain() -> None:
-            for drain_one in (lambda: APILogWorker.instance().drain(), EventsWorker.drain_all):
-                try:
-                    result = drain_one()
-                    if inspect.isawaitable(result):
-                        await result
-                except RuntimeError:  # never started
-                    pass
-
-        run_coro_as_sync(drain())
+        drain_prefect_workers()
 
 
 @pytest.fixture(scope="session")

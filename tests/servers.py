@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import inspect
 import json
 import os
 import signal
@@ -120,6 +121,27 @@ class PrefectServer:
 
 
 SHARED_RECORD = "prefect-server.json"
+
+
+def drain_prefect_workers() -> None:
+    """Send this process's queued Prefect logs and events now, while the server they are for still runs.
+
+    A worker whose server has stopped retries with back-off when it is drained later (at the session's end
+    or the interpreter's exit): a minute of nothing after a module with a server of its own."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+    from prefect.utilities.asyncutils import run_coro_as_sync
+
+    async def drain() -> None:
+        for drain_one in (lambda: APILogWorker.instance().drain(), EventsWorker.drain_all):
+            try:
+                result = drain_one()
+                if inspect.isawaitable(result):
+                    await result
+            except RuntimeError:  # never started
+                pass
+
+    run_coro_as_sync(drain())
 
 
 def stop_shared(root: Path) -> None:

@@ -27,7 +27,7 @@ from uuid import UUID
 import pytest
 
 from flowerkit.artifacts.record import read_record
-from tests.servers import PrefectServer, start as _start, stop as _stop, tail as _tail
+from tests.servers import PrefectServer, drain_prefect_workers, start as _start, stop as _stop, tail as _tail
 
 REPO = Path(__file__).resolve().parents[1]
 PREFECT = [sys.executable, "-m", "prefect"]  # this environment's Prefect, whether or not its script is installed
@@ -62,6 +62,7 @@ def api(server: PrefectServer) -> Iterator[str]:
 
     with temporary_settings(updates={PREFECT_API_URL: server.url}):
         yield server.url
+        drain_prefect_workers()
 
 
 @pytest.fixture(scope="module")
