@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from flowerkit.artifacts.confusion_figure import CELL_PX, confusion_figure
 from flowerkit.artifacts.files import atomic_write_text, naming_a_full_disk, utc_now
 from flowerkit.artifacts.sinks import sink_for
 from flowerkit.layout import temp_name
@@ -85,23 +86,13 @@ class ScalarLog:
             self.sink.per_class(step, per_class, tb_prefix)
 
     def confusion_image(self, step: int, confusion: np.ndarray, tag: str) -> None:
-        """The row-normalised confusion matrix as a labelled figure: true class down, predicted class across.
-
-        Drawn with matplotlib (axes, class-id ticks every 10, a colour bar) when it is installed, else as a
-        plain image with a tick every 10 classes on its frame. A tracker gets the plain pixels.
-        """
-        norm = normalised_rows(confusion)
+        """The row-normalised confusion matrix as a labelled picture (``confusion_figure``): true class down,
+        predicted class across, class-id ticks every 10, a colour bar. A tracker gets the plain pixels."""
         if self.sink is not None:
             self.sink.image(tag, confusion_pixels(confusion), step)
-        try:
-            figure = confusion_figure(norm, step)
-        except ImportError:
-            figure = None
+        figure = confusion_figure(normalised_rows(confusion), step)
         with naming_a_full_disk(self.tb_dir):
-            if figure is None:
-                self.writer.add_image(tag, plain_confusion(norm)[None], step, dataformats="CHW")
-            else:
-                self.writer.add_figure(tag, figure, step, close=True)
+            self.writer.add_image(tag, figure, step, dataformats="HWC")
 
     def close(self) -> None:
         if self._writer is None:
@@ -131,43 +122,7 @@ def confusion_pixels(confusion: np.ndarray) -> np.ndarray:
     return np.kron(normalised_rows(confusion), np.ones((CELL_PX, CELL_PX))).astype(np.float32)
 
 
-CELL_PX = 4  # the plain image: 4 px per cell, so 102 classes give a 408 px matrix
-TICK_EVERY = 10
-
-
 def normalised_rows(confusion: np.ndarray) -> np.ndarray:
     """Each true class's row as shares of its samples (a class without samples stays 0)."""
     rows = confusion.sum(axis=1, keepdims=True)
     return np.divide(confusion, rows, out=np.zeros(confusion.shape, dtype=np.float64), where=rows > 0)
-
-
-def confusion_figure(norm: np.ndarray, step: int) -> Any:
-    """A matplotlib figure (Agg, no display needed); raises ImportError without matplotlib."""
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(7, 6), dpi=100)
-    axes = figure.add_subplot()
-    shown = axes.imshow(norm, cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest")
-    ticks = list(range(0, len(norm), TICK_EVERY))
-    axes.set_xticks(ticks)
-    axes.set_yticks(ticks)
-    axes.set_xlabel("predicted class id")
-    axes.set_ylabel("true class id")
-    axes.set_title(f"confusion matrix at step {step} (each row: shares of a true class)")
-    figure.colorbar(shown, ax=axes, fraction=0.046, pad=0.04, label="share of the true class's samples")
-    figure.tight_layout()
-    return figure
-
-
-def plain_confusion(norm: np.ndarray) -> np.ndarray:
-    """A grey image of the matrix in a frame with a tick every TICK_EVERY classes on the left and top edges."""
-    margin = 6
-    cells = np.kron(norm, np.ones((CELL_PX, CELL_PX)))
-    size = cells.shape[0]
-    image = np.full((size + margin + 1, size + margin + 1), 0.5, dtype=np.float32)
-    image[margin:margin + size, margin:margin + size] = cells
-    for tick in range(0, len(norm), TICK_EVERY):
-        at = margin + tick * CELL_PX
-        image[at, : margin - 1] = 1.0  # left edge: true class ids
-        image[: margin - 1, at] = 1.0  # top edge: predicted class ids
-    return image
