@@ -12,7 +12,7 @@ import pytest
 from flowerkit.artifacts.classification import classification_report
 from flowerkit.artifacts.files import atomic_write_json, read_json
 from flowerkit.artifacts.retention import read_expiry, retention_text
-from flowerkit.artifacts.stamp import STAMP_FIELDS, build_stamp, missing_fields, package_version
+from flowerkit.artifacts.stamp import STAMP_FIELDS, build_stamp, env_hash, missing_fields, package_version
 from flowerkit.layout import RunLayout
 
 
@@ -87,3 +87,27 @@ def test_json_artifacts_are_strict_json(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         atomic_write_json(tmp_path / "x.json", {"loss": float("nan")})
     assert not any(tmp_path.iterdir())
+
+
+def test_env_hash_is_the_installed_pins_cached_until_a_distribution_changes(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import hashlib
+    import sys
+    from importlib import metadata
+
+    def pins_hash() -> str:  # the definition, computed the slow way
+        pins = sorted({f"{d.metadata['Name'].lower()}=={d.version}" for d in metadata.distributions()
+                       if d.metadata["Name"]})
+        return hashlib.sha256("\n".join([sys.version, *pins]).encode()).hexdigest()
+
+    monkeypatch.setenv("FLOWERKIT_CACHE_DIR", str(tmp_path / "cache"))
+    first = env_hash()
+    assert first == pins_hash() and len(list((tmp_path / "cache" / "env-hash").iterdir())) == 1
+    assert env_hash() == first  # from the cache
+    site = tmp_path / "site"
+    (site / "flowerkit_probe-1.0.dist-info").mkdir(parents=True)
+    (site / "flowerkit_probe-1.0.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: flowerkit-probe\n"
+                                                                     "Version: 1.0\n")
+    monkeypatch.syspath_prepend(str(site))  # a package installed meanwhile
+    second = env_hash()
+    assert second != first and second == pins_hash()
