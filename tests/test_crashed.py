@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -94,3 +95,25 @@ async def test_the_dashboard_marks_it_too(prefect_harness, tmp_path: Path) -> No
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+def test_watched_runs_leave_prefects_heartbeats_to_the_watcher_unless_the_user_set_them() -> None:
+    """The engine waits up to a second for its heartbeat thread at every flow run's end; the watcher already
+    reports a dead process. A frequency the user chose is theirs."""
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, get_current_settings, temporary_settings
+
+    from flowerkit.tasks import watcher
+
+    default = get_current_settings().flows.heartbeat_frequency
+    assert default is not None  # Prefect's default: on
+    with watcher.watching():
+        assert get_current_settings().flows.heartbeat_frequency is None and watcher._enabled
+    assert get_current_settings().flows.heartbeat_frequency == default and not watcher._enabled
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: 45}), watcher.watching():
+        assert get_current_settings().flows.heartbeat_frequency == 45
+    chosen = subprocess.run(  # the way a user sets it: the environment (or a profile) of a new process
+        [sys.executable, "-c", "from prefect.settings import get_current_settings as s\n"
+         "from flowerkit.tasks.watcher import watching\n"
+         "with watching(): print(s().flows.heartbeat_frequency)"],
+        env=os.environ | {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "45"}, capture_output=True, text=True, timeout=120)
+    assert chosen.stdout.strip() == "45", chosen.stderr[-2000:]

@@ -110,10 +110,10 @@ def _record(given: dict, *, onnx: Path | None, out: Path | None, as_json: bool, 
             hide_user_error_tracebacks()
         start_ephemeral_server()
         from flowerkit.flows.predict import run_predict_plan
-        from flowerkit.tasks.watcher import enable
+        from flowerkit.tasks.watcher import watching
 
-        enable()  # this process's flow run ends Crashed on the server even if the process is killed
-        result = run_predict_plan(plan.without_model())
+        with watching():  # this process's flow run ends Crashed on the server even if the process is killed
+            result = run_predict_plan(plan.without_model())
         typer.echo(f"{result.summary.line()} Run: {result.run_dir} (rows: {result.predictions})", err=True)
 
 

@@ -16,7 +16,6 @@ a second and a half); when the run starts, a server named by Prefect's own setti
 
 from __future__ import annotations
 
-import functools
 import os
 import signal
 import subprocess

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TextIO
 
-from flowerkit.engine.progress import Progress, StepRate, describe, duration, last_eval_text, subscribed
+from flowerkit.engine.progress import Progress, StepRate, describe, duration, subscribed
 from flowerkit.throttle import Throttle
 
 PLAIN_INTERVAL_S = 10.0  # a log file or CI output gets a line this often, and the last step

@@ -48,10 +48,10 @@ def _run(flow: str, given: dict[str, Any], config_file: Path | None, resume: boo
         start_ephemeral_server()
         from flowerkit.cli.progress import progress_display
 
-        from flowerkit.tasks.watcher import enable
+        from flowerkit.tasks.watcher import watching
 
-        enable()  # this process's flow run ends Crashed on the server even if the process is killed
-        with progress_display(quiet if flow == "train" else True):
+        # watching: this process's flow run ends Crashed on the server even if the process is killed
+        with watching(), progress_display(quiet if flow == "train" else True):
             result = run_plan(plan)
         print_summary(plan, result)
 

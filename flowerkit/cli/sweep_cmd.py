@@ -56,13 +56,12 @@ def sweep(
             hide_user_error_tracebacks()
         start_ephemeral_server()
         from flowerkit.flows.sweep import sweep_flow
-        from flowerkit.tasks.watcher import enable
-
-        enable()  # trials run in this process end Crashed on the server even if it is killed
+        from flowerkit.tasks.watcher import watching
 
         try:
-            sweep_flow.with_options(flow_run_name=found.name)(str(sweep_file), max_parallel=max_parallel,
-                                                              backend=backend)
+            with watching():  # trials run in this process end Crashed on the server even if it is killed
+                sweep_flow.with_options(flow_run_name=found.name)(str(sweep_file), max_parallel=max_parallel,
+                                                                  backend=backend)
         finally:
             if found.layout.table.is_file():
                 typer.echo(found.layout.table.read_text())
