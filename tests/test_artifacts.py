@@ -111,3 +111,25 @@ def test_env_hash_is_the_installed_pins_cached_until_a_distribution_changes(tmp_
     monkeypatch.syspath_prepend(str(site))  # a package installed meanwhile
     second = env_hash()
     assert second != first and second == pins_hash()
+
+
+def test_closing_the_scalar_log_never_waits_out_tensorboards_flush_timer(tmp_path: Path) -> None:
+    """A SIGTERM whose exception lands inside TensorBoard's queue put (after the item, before the notify)
+    leaves the writer thread asleep until its next timed flush, and close() waits for it: with TensorBoard's
+    default of 120 s, a stopped sweep trial took two minutes to end. Here the lost notify is made by hand."""
+    import time
+
+    from tensorboard.compat.proto.event_pb2 import Event
+
+    from flowerkit.artifacts.scalars import ScalarLog
+
+    log = ScalarLog(tmp_path / "metrics.jsonl", tmp_path / "tb")
+    log.log("train", 1, 2, {"loss": 1.0}, "train")  # opens the writer
+    pending = log.writer.file_writer.event_writer._async_writer._byte_queue
+    time.sleep(0.2)  # the writer thread is asleep on the empty queue
+    with pending.mutex:  # an item queued whose wake-up was lost
+        pending._put(Event(wall_time=time.time(), step=2).SerializeToString())
+        pending.unfinished_tasks += 1
+    started = time.monotonic()
+    log.close()
+    assert time.monotonic() - started < 10

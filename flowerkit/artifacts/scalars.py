@@ -19,6 +19,13 @@ from flowerkit.artifacts.sinks import sink_for
 from flowerkit.layout import temp_name
 
 
+# TensorBoard's writer thread also wakes up every flush interval (120 s by default). A signal whose exception
+# lands inside its queue put (after the item, before the wake-up) leaves that thread asleep until then, and
+# close() waits for it: a SIGTERM to a run took two minutes to end. A short interval bounds that, and a
+# TensorBoard watching the run sees its scalars seconds after they are logged.
+TB_FLUSH_SECS = 2
+
+
 class ScalarLog:
     """One writer per run; TensorBoard's writer is imported on first use (it is slow to import).
 
@@ -49,7 +56,8 @@ class ScalarLog:
             if self.final_events:
                 self._staging = temp_name(self.tb_dir / self.final_events)
                 log_dir = self._staging
-            self._writer = SummaryWriter(log_dir=str(log_dir), purge_step=self.purge_step)
+            self._writer = SummaryWriter(log_dir=str(log_dir), purge_step=self.purge_step,
+                                         flush_secs=TB_FLUSH_SECS)
         return self._writer
 
     def log(self, kind: str, step: int, total_steps: int, values: dict[str, float], tb_prefix: str) -> None:
