@@ -97,3 +97,19 @@ def test_quiet_prints_warnings_errors_and_the_summary_only(flowers_root: Path, t
     assert "flowerkit train: run 'hushed' complete" in shown
     run_log = (tmp_path / "output" / "hushed" / "run.log").read_text()
     assert "INFO flowerkit.engine.trainer: step 10/10" in run_log  # the run's own log keeps every line
+
+
+def test_prefects_shutdown_notice_is_not_printed_but_its_other_warnings_are(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """"Still processing items: N items remaining..." came after a quiet sweep's table whenever Prefect's event
+    sender still had something queued at exit (common on a busy machine)."""
+    import logging
+
+    from flowerkit.cli.quiet import hide_shutdown_notices
+
+    hide_shutdown_notices()
+    with caplog.at_level(logging.WARNING):
+        for name in ("EventsWorker", "APILogWorker"):
+            logging.getLogger(name).warning("Still processing items: 1 items remaining...")
+            logging.getLogger(name).warning("Failed to send %s", "events")
+    assert [r.getMessage() for r in caplog.records] == ["Failed to send events"] * 2

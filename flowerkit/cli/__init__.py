@@ -24,6 +24,7 @@ from flowerkit.cli import (
 from flowerkit.cli.dashboard_cmd import dashboard
 from flowerkit.cli.options import CONTEXT_SETTINGS
 from flowerkit.cli.prefect_env import set_environment_defaults
+from flowerkit.cli.quiet import hide_shutdown_notices
 
 
 def _quiet_prefect_defaults() -> None:
@@ -32,6 +33,7 @@ def _quiet_prefect_defaults() -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
     set_environment_defaults()
+    hide_shutdown_notices()
 
 
 app = typer.Typer(

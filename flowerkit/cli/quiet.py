@@ -22,6 +22,27 @@ def quiet_console_logs() -> None:
         handler.setLevel(logging.WARNING)
 
 
+class _ShutdownNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(SHUTDOWN_NOTICE)
+
+
+SHUTDOWN_NOTICE = "Still processing items"
+# Prefect's background services that send a run's events and logs to the server.
+QUEUE_SERVICE_LOGGERS = ("EventsWorker", "APILogWorker")
+
+
+def hide_shutdown_notices() -> None:
+    """Prefect's event and log senders warn "Still processing items: N items remaining..." whenever the process
+    ends with anything still queued, which a busy machine makes common: a notice about their own shutdown that
+    nobody can act on, printed after a run's summary (and through ``--quiet``). The items are still sent;
+    failures to send still log."""
+    for name in QUEUE_SERVICE_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _ShutdownNotice) for f in logger.filters):
+            logger.addFilter(_ShutdownNotice())
+
+
 def console_handlers() -> list[logging.Handler]:
     """Every handler that prints to the console through a rich Console (Prefect's console handlers)."""
     loggers = [logging.getLogger(), *(logging.getLogger(name) for name in list(logging.root.manager.loggerDict))]
