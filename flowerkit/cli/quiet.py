@@ -22,14 +22,14 @@ def quiet_console_logs() -> None:
         handler.setLevel(logging.WARNING)
 
 
-class _ShutdownNotice(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith(SHUTDOWN_NOTICE)
-
-
 SHUTDOWN_NOTICE = "Still processing items"
 # Prefect's background services that send a run's events and logs to the server.
 QUEUE_SERVICE_LOGGERS = ("EventsWorker", "APILogWorker")
+
+
+class _ShutdownNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(SHUTDOWN_NOTICE)
 
 
 def hide_shutdown_notices() -> None:

@@ -50,7 +50,7 @@ def _run(flow: str, given: dict[str, Any], config_file: Path | None, resume: boo
 
         from flowerkit.tasks.watcher import watching
 
-        # watching: this process's flow run ends Crashed on the server even if the process is killed
+        # A killed process's flow run still ends Crashed on the server (watching); the live bar (train only).
         with watching(), progress_display(quiet if flow == "train" else True):
             result = run_plan(plan)
         print_summary(plan, result)
