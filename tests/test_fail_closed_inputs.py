@@ -89,6 +89,21 @@ def test_each_bad_value_names_where_it_came_from(flowers_root: Path, workdir: Pa
     assert "--learning_rate: Input should be a finite number" in text
 
 
+def test_a_prefect_setting_prefect_refuses_exits_2_naming_it(flowers_root: Path, workdir: Path) -> None:
+    """A heartbeat frequency under Prefect's minimum (30 s) ended as "Unexpected error: ValidationError"."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"} | {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "10"}
+    done = subprocess.run([sys.executable, "-m", "flowerkit", *seed_args(flowers_root, "hb")], env=env,
+                          cwd=workdir, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr[-3000:]
+    text = flat(done.stderr)
+    assert text.count("Error:") == 1 and "Unexpected" not in text
+    assert "Prefect's settings are not valid (FlowsSettings: heartbeat_frequency = '10'" in text
+    assert "prefect config view" in text and not (workdir / "output").exists()
+
+
 @pytest.mark.parametrize("hub_id", ["hf-hub:", "hf-hub:a/b c", "hf-hub:timm/vit@", "hf-hub:a--b/c"])
 def test_a_malformed_hub_id_exits_2_naming_pretrained(workdir: Path, hub_id: str) -> None:
     """It reached hf_hub_download and ended as exit 1 with HFValidationError."""

@@ -22,8 +22,9 @@ import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
-from flowerkit.errors import MissingInputError
+from flowerkit.errors import ConfigError, MissingInputError
 from flowerkit.writable import check_writable_folder
 
 STARTUP_TIMEOUT_VAR = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
@@ -88,16 +89,32 @@ def _own_session_popen(*args, **kwargs) -> subprocess.Popen:
     return subprocess.Popen(*args, start_new_session=True, preexec_fn=_die_with_parent, **kwargs)
 
 
+def check_prefect_settings() -> Any:
+    """Prefect's settings (environment, profile, ``prefect.toml``, ``.env``); a value Prefect refuses is a
+    ConfigError (exit 2) naming it, before the run starts, instead of an unexpected error inside it."""
+    from prefect.settings import get_current_settings
+    from pydantic import ValidationError
+
+    try:
+        return get_current_settings()
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, error['loc']))} = {error.get('input')!r}: {error['msg']}"
+                             for error in exc.errors())
+        raise ConfigError(f"Prefect's settings are not valid ({exc.title}: {problems}). Fix or unset that "
+                          "PREFECT_... setting in your environment, your Prefect profile (`prefect config view` "
+                          "lists them), prefect.toml or .env.") from None
+
+
 def start_ephemeral_server() -> None:
     """Start Prefect's temporary server (when no PREFECT_API_URL) outside our process group; exit 3 if it fails.
 
-    Prefect keeps one server instance per process and reuses it, so the flow then talks to this one.
+    Prefect keeps one server instance per process and reuses it, so the flow then talks to this one. Prefect's
+    settings are checked first, whichever server the run reports to.
     """
+    settings = check_prefect_settings()
     if os.environ.get("PREFECT_API_URL", "").strip():
         return  # checked with the plan
-    from prefect.settings import get_current_settings
-
-    configured = (get_current_settings().api.url or "").strip()
+    configured = (settings.api.url or "").strip()
     if configured:  # a profile's, a .env's or prefect.toml's server: Prefect will use it
         _require_answer(configured, "The PREFECT_API_URL of your Prefect settings (`prefect config view`)")
         return
