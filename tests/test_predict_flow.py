@@ -92,3 +92,17 @@ def test_without_a_name_predict_imports_no_prefect(tiny_run: Path, flowers_root:
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "prefect loaded: False" in done.stdout, done.stdout
+
+
+def test_a_named_run_with_nothing_to_predict_is_refused_before_it_starts(small_run: Path, tmp_path: Path) -> None:
+    """A missing or empty folder cannot give a single row: one paragraph, exit 3, no run directory."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    output_dir = small_run.parent
+    for folder in (tmp_path / "missing", empty):
+        result = CliRunner().invoke(app, ["predict", str(folder), "--run", small_run.name, "--output_dir",
+                                          str(output_dir), "--name", "no-input"])
+        assert result.exit_code == 3, result.output
+        text = " ".join(result.output.split())
+        assert "Nothing to predict:" in text and str(folder) in text and "the run was not started" in text
+        assert not (output_dir / "no-input").exists()

@@ -40,10 +40,13 @@ def predict(
     export_logits: bool = typer.Option(False, "--export_logits",
                                        help="Include each image's logits in its row."),
     batch_size: int = typer.Option(32, "--batch_size", help="Images per model call."),
-    workers: int = typer.Option(0, "--workers", help="Decoding threads (0: one per CPU core, at most 8)."),
+    workers: int = typer.Option(0, "--workers", help="Decoding threads (0: one per CPU core the model leaves free, at most 8)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps (--onnx: cpu or cuda)."),
     name: str = typer.Option(None, "--name", help="Record a run (Prefect flow 'predict'): rows, env stamp and "
                                                   "record under OUTPUT_DIR/NAME."),
+    retention_days: int = typer.Option(None, "--retention_days",
+                                       help="With --name: how long the run's files are kept (at least 90; "
+                                            "default 90)."),
     debug: bool = typer.Option(False, "--debug", help="Show the full traceback of errors."),
 ) -> None:
     """Predict the flower class of each image: a table (or JSON rows), and optionally a .jsonl/.csv file.
@@ -54,11 +57,17 @@ def predict(
         given = dict(name=name, inputs=inputs, run=run, checkpoint=checkpoint, output_dir=output_dir, top_k=top_k,
                      min_confidence=min_confidence, tta=tta, export_logits=export_logits, batch_size=batch_size,
                      device=device)
+        if retention_days is not None:
+            given["retention_days"] = retention_days
         _record(given, onnx=onnx, out=out, as_json=as_json, workers=workers, debug=debug)
         return
     with user_errors(debug):
+        from flowerkit.errors import ConfigError
         from flowerkit.predict.plan import PredictOptions, prepare_predict
 
+        if retention_days is not None:
+            raise ConfigError("--retention_days says how long a recorded run's files are kept; without --name "
+                              "nothing is recorded. Add --name NAME, or leave --retention_days out.")
         target, fmt = _check_out(out) if out is not None else (None, None)
         plan = prepare_predict(inputs, run=run, checkpoint=checkpoint, onnx=onnx, output_dir=output_dir,
                                device=device, options=PredictOptions(top_k, min_confidence, tta, export_logits,

@@ -16,6 +16,8 @@ from flowerkit.artifacts.files import atomic_write, atomic_write_json
 from flowerkit.config import PredictRunConfig
 from flowerkit.device import DeviceChoice, detect_device
 from flowerkit.layout import RunLayout
+from flowerkit.errors import MissingInputError
+from flowerkit.predict.inputs import STDIN, iter_inputs
 from flowerkit.predict.plan import PredictOptions, PredictPlan, prepare_predict
 from flowerkit.predict.rows import RowWriter
 from flowerkit.predict.runner import PredictSummary, require_predictions, run_predictions
@@ -57,12 +59,28 @@ def prepare_predict_run(config: PredictRunConfig, workers: int = 0) -> PredictRu
     ``workers`` (decoding threads) is not part of the config: it changes how fast, never what is predicted.
     """
     check_claimable(config, resume=False)  # exit 4 before the model is loaded
+    check_something_to_predict(config.inputs)
     device = detect_device(config.device)
     options = PredictOptions(config.top_k, config.min_confidence, config.tta, config.export_logits,
                              config.batch_size, workers)
     plan = prepare_predict(config.inputs, run=config.run, checkpoint=config.checkpoint, output_dir=config.output_dir,
                            device=device.type, options=options)
     return PredictRunPlan(config=config, predict=plan, device=device)
+
+
+def check_something_to_predict(inputs: list[str]) -> None:
+    """MissingInputError (exit 3) when no input names a file to try (a missing or empty folder, a glob that
+    matches nothing): a recorded run that could only fail is not started. Stops at the first file found.
+    Unreadable files still get their error rows in the run; standard input is read once, by the run itself."""
+    if STDIN in inputs:
+        return
+    errors = []
+    for item in iter_inputs(inputs):
+        if item.error is None:
+            return
+        errors.append(item.error.rstrip("."))
+    raise MissingInputError(f"Nothing to predict: {'; '.join(errors[:3])}. Give a folder holding images, image "
+                            "files or a glob that matches some; the run was not started.")
 
 
 def write_predictions(plan: PredictPlan, target: Path) -> PredictSummary:
