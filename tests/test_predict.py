@@ -408,3 +408,30 @@ def test_dashed_spellings_parse(small_run: Path, photos: Path) -> None:
     assert result.exit_code == 0, result.output
     [row] = rows_of(result.stdout)
     assert len(row["top_k"]) == 2 and "logits" in row and "unknown" in row
+
+
+def test_decoding_threads_take_only_the_cores_a_cpu_model_leaves_free(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Overlapping a CPU model, decoders get the cores beyond torch's threads (at least one); on a GPU, or
+    between model calls, every core (at most 8); ``--workers`` always wins."""
+    from dataclasses import replace
+
+    from flowerkit.predict.plan import ModelSource, PredictPlan
+    from flowerkit.predict.predictor import ModelInfo
+    from flowerkit.predict.runner import decoding_workers
+
+    info = ModelInfo("checkpoint", Path("best.bin"), ("a", "b"), EvalTransform(64, "pil"), True, "testing", "")
+    plan = PredictPlan(("photos",), ModelSource("run", Path("best.bin"), "r"), "cpu", PredictOptions(), info)
+    monkeypatch.setattr("os.cpu_count", lambda: 6)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert decoding_workers(plan, overlap=True) == 4
+        assert decoding_workers(plan, overlap=False) == 6
+        assert decoding_workers(replace(plan, device="cuda"), overlap=True) == 6
+        torch.set_num_threads(6)
+        assert decoding_workers(plan, overlap=True) == 1  # never none
+        onnx = replace(plan, model=ModelSource("onnx", Path("m.onnx")))
+        assert decoding_workers(onnx, overlap=True) == 6
+        assert decoding_workers(replace(plan, options=PredictOptions(workers=3)), overlap=True) == 3
+    finally:
+        torch.set_num_threads(threads)

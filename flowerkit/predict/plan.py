@@ -37,7 +37,7 @@ class PredictOptions:
     tta: bool = False
     export_logits: bool = False
     batch_size: int = DEFAULT_BATCH_SIZE
-    workers: int = 0  # decoding threads; 0: one per CPU core (at most 8)
+    workers: int = 0  # decoding threads; 0: one per CPU core the model leaves free (runner.decoding_workers)
 
 
 @dataclass(frozen=True)

@@ -75,8 +75,6 @@ def overlap_decoding(plan: PredictPlan) -> bool:
     it (measured on the 2-core machine, docs/performance.md). There, decoding runs between model calls on all
     cores; on a GPU, or with more cores than the model's threads, it overlaps.
     """
-    import os
-
     if OVERLAP_ENV in os.environ:
         return os.environ[OVERLAP_ENV] == "1"
     if plan.device != "cpu":
@@ -88,6 +86,20 @@ def overlap_decoding(plan: PredictPlan) -> bool:
     return torch.get_num_threads() < (os.cpu_count() or 1)
 
 
+def decoding_workers(plan: PredictPlan, overlap: bool) -> int:
+    """``--workers``, else one decoding thread per core (at most 8), but only the cores the model leaves free
+    when decoding overlaps a CPU model: a decoder on one of its cores slows every model call (measured,
+    docs/performance.md)."""
+    if plan.options.workers:
+        return plan.options.workers
+    cores = os.cpu_count() or 1
+    if overlap and plan.device == "cpu" and plan.model.kind != "onnx":
+        import torch
+
+        cores -= torch.get_num_threads()
+    return max(1, min(MAX_DEFAULT_WORKERS, cores))
+
+
 def _chunks(items: Iterator[tuple[int, InputItem]], size: int) -> Iterator[list[tuple[int, InputItem]]]:
     while chunk := list(itertools.islice(items, size)):
         yield chunk
@@ -97,14 +109,13 @@ def run_predictions(plan: PredictPlan, sink: Callable[[Row], None], stdin: Itera
     """Predict every input of ``plan`` in order, handing each row to ``sink``; returns the counts."""
     backend = plan.backend or load_backend(plan.model, plan.device)
     opts, names = plan.options, plan.info.class_names
-    workers = opts.workers or min(MAX_DEFAULT_WORKERS, os.cpu_count() or 1)
+    overlap = overlap_decoding(plan)
     summary, started = PredictSummary(), time.perf_counter()
     chunks = _chunks(enumerate(iter_inputs(plan.inputs, stdin), start=1), opts.batch_size)
-    with ThreadPoolExecutor(workers, thread_name_prefix="flowerkit-decode") as pool:
+    with ThreadPoolExecutor(decoding_workers(plan, overlap), thread_name_prefix="flowerkit-decode") as pool:
         def submit(chunk: list[tuple[int, InputItem]]) -> list[tuple[int, InputItem, Future]]:
             return [(i, item, pool.submit(_decode, item, plan)) for i, item in chunk]
 
-        overlap = overlap_decoding(plan)
         pending = [submit(c) for c in itertools.islice(chunks, 1)]
         while pending:
             current = pending.pop(0)
