@@ -521,6 +521,103 @@ async def test_a_launched_process_is_reaped_while_the_dashboard_runs(output: Pat
         assert not Path(f"/proc/{process.pid}").exists() or "Z" not in Path(f"/proc/{process.pid}/stat").read_text()
 
 
+def write_photo(path: Path) -> Path:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (80, 60), (200, 40, 120)).save(path)
+    return path
+
+
+@pytest.mark.anyio
+async def test_predict_key_explains_a_run_without_a_checkpoint_as_the_cli_does(output: Path) -> None:
+    from flowerkit.cli import app as cli
+
+    photo = str(write_photo(Path("photos") / "rose.jpg"))
+    result = CliRunner().invoke(cli, ["predict", photo, "--run", "alpha", "--output_dir", str(output)])
+    assert result.exit_code == 3
+    app = DashboardApp(output, refresh_s=30)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_run_view(pilot)  # alpha: a fixture run, which wrote no checkpoint files
+        await pilot.press("p")
+        assert type(app.screen).__name__ == "RunScreen"
+        shown = [" ".join(str(n.message).split()) for n in app._notifications]
+        assert shown and shown[-1] in " ".join(result.output.split())
+
+
+@pytest.mark.slow
+@pytest.mark.anyio
+async def test_predict_a_folder_from_the_run_view_records_a_predict_run(prefect_harness, output: Path,
+                                                                        tiny_run: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    from flowerkit.cli import app as cli_app
+    from flowerkit.config import PredictRunConfig
+
+    monkeypatch.setenv("PREFECT_API_URL", prefect_harness.url)  # the session's server: no temporary one
+    shutil.copytree(tiny_run, output / tiny_run.name)
+    photos = [write_photo(Path("photos") / f"p{i}.png") for i in range(3)]
+    app = DashboardApp(output, refresh_s=0.3)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: tiny_run.name in table_rows(pilot.app))
+        table = app.screen.query_one("RunsTable")
+        table.move_cursor(row=table.get_row_index(tiny_run.name))
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: getattr(app.screen, "detail", None) is not None)
+        await pilot.press("p")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "PredictScreen")
+        form = app.screen
+        assert form.query_one("#predict-name").value.startswith(f"{tiny_run.name}-predict-")
+        offered = {w.id.removeprefix("predict-") for w in form.query("Input, Select")}
+        assert offered == set(PredictRunConfig.model_fields) - {"run", "checkpoint", "output_dir"}
+
+        # A folder that does not exist is refused with the CLI's message, and nothing starts.
+        form.query_one("#predict-inputs").value = "no-such-folder"
+        form.query_one("#predict-name").value = "scored"
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: not form.query_one("#predict").disabled)
+        refused = " ".join(str(form.query_one("#error").render()).split())
+        cli = CliRunner().invoke(cli_app, ["predict", "no-such-folder", "--run", tiny_run.name, "--name", "scored",
+                                           "--output_dir", str(output)])
+        assert cli.exit_code == 3 and refused in " ".join(cli.output.split())
+        assert not app.launched and not (output / "scored").exists()
+
+        form.query_one("#predict-inputs").value = "photos"
+        form.query_one("#predict-top_k").value = "2"
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "RunScreen", timeout=30)
+        launched = app.launched["scored"]
+        await pilot.press("escape")
+        try:
+            await wait_for(pilot, lambda: table_rows(app).get("scored", [""] * 4)[3] in ("complete", "failed"),
+                           timeout=90)
+        finally:
+            if launched.process.poll() is None:
+                launched.process.kill()
+        assert table_rows(app)["scored"][2:4] == ["predict", "complete"], launched.log_path.read_text()[-2000:]
+    rows = [json.loads(line) for line in (output / "scored" / "fiftyone" / "predictions.jsonl").open()]
+    assert sorted(Path(row["filepath"]).name for row in rows) == [p.name for p in photos]
+    assert all(len(row["top_k"]) == 2 for row in rows)
+
+
+def test_predict_command_line_parses_with_the_real_cli(tmp_path: Path) -> None:
+    """The form's command line, with a switch on and a folder named like an option, is one the CLI takes."""
+    from typer.main import get_command
+
+    from flowerkit.cli import app
+    from flowerkit.tui.launcher import predict_cli_args, predict_config
+
+    values = {"name": "scored", "inputs": "-odd folder", "tta": True, "export_logits": False, "top_k": 3,
+              "retention_days": 120}
+    args = predict_cli_args(predict_config("trained", values, tmp_path), values)[4:]  # no `python -m flowerkit predict`
+    command = get_command(app).commands["predict"]
+    parsed = command.make_context("predict", list(args)).params
+    assert parsed["inputs"] == ("-odd folder",) or parsed["inputs"] == ["-odd folder"]
+    assert (parsed["run"], parsed["name"], parsed["tta"], parsed["export_logits"], parsed["top_k"],
+            parsed["retention_days"]) == ("trained", "scored", True, False, 3, 120)
+
+
 def snapshot_app(output: Path) -> DashboardApp:
     return DashboardApp(output, refresh_s=30)  # one read on open; the fixture does not change
 

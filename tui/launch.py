@@ -1,4 +1,6 @@
-"""The launch form: one field per option of TrainConfig/EvalConfig, grouped, and the CLI's pre-run validation."""
+"""The launch form: one field per option of TrainConfig/EvalConfig, grouped, and the CLI's pre-run validation.
+
+``flow_form`` and ``form_raw_values`` also build and read the predict form (``predict_form.py``)."""
 
 from __future__ import annotations
 
@@ -44,6 +46,19 @@ def flow_form(flow: str) -> ComposeResult:
         with Horizontal(classes="field"):
             yield Label(f"--{name}", classes="option")
             yield field_widget(flow, name, field)
+
+
+def form_raw_values(screen: Screen, flow: str) -> dict[str, Any]:
+    """What ``flow_form(flow)`` on ``screen`` holds, per option name (None: blank)."""
+    values: dict[str, Any] = {}
+    for name, field in form_fields(flow):
+        widget = screen.query_one(f"#{flow}-{name}")
+        if isinstance(widget, Select):
+            value = None if widget.is_blank() else widget.value
+            values[name] = value == "true" if value is not None and field_kind(field) is bool else value
+        else:
+            values[name] = widget.value
+    return values
 
 
 class LaunchScreen(Screen):
@@ -106,16 +121,7 @@ class LaunchScreen(Screen):
         return self.query_one("#resume", Switch).value
 
     def raw_values(self) -> dict[str, Any]:
-        """What the form holds, per option name, for the chosen flow (None: blank)."""
-        values: dict[str, Any] = {}
-        for name, field in form_fields(self.flow):
-            widget = self.query_one(f"#{self.flow}-{name}")
-            if isinstance(widget, Select):
-                value = None if widget.is_blank() else widget.value
-                values[name] = value == "true" if value is not None and field_kind(field) is bool else value
-            else:
-                values[name] = widget.value
-        return values
+        return form_raw_values(self, self.flow)
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         if event.button.id == "launch":

@@ -1,11 +1,12 @@
-"""Start a train or eval run from the dashboard's form: the CLI's validation, then the real CLI in the background.
+"""Start a run from the dashboard's forms: the CLI's validation, then the real CLI in the background.
 
-The form offers every option of the config model (``TrainConfig`` / ``EvalConfig``), grouped by each field's
-``group``, except ``output_dir``: a dashboard shows one output directory, and its runs are launched there.
-Values are validated exactly as the CLI does before a run (``load_config``, then ``prepare_plan``: a missing data
-root or checkpoint, a taken name ... are refused with the CLI's message), and the run is a detached
-``python -m flowerkit`` subprocess whose output goes to ``OUTPUT_DIR/.dashboard/<name>-<time>.log``, so it keeps
-running after the dashboard quits.
+A form offers every option of its config model (``TrainConfig`` / ``EvalConfig``, and ``PredictRunConfig`` for
+predicting a folder with the model of the run being viewed), grouped by each field's ``group``, except
+``output_dir``: a dashboard shows one output directory, and its runs are launched there. Values are validated
+exactly as the CLI does before a run (``load_config`` then ``prepare_plan``; ``load_predict_config`` then
+``prepare_predict_run``: a missing data root, folder or checkpoint, a taken name ... are refused with the CLI's
+message), and the run is a detached ``python -m flowerkit`` subprocess whose output goes to
+``OUTPUT_DIR/.dashboard/<name>-<time>.log``, so it keeps running after the dashboard quits.
 """
 
 from __future__ import annotations
@@ -19,14 +20,18 @@ from typing import Any
 
 from pydantic.fields import FieldInfo
 
+from pydantic import BaseModel
+
 from flowerkit.fields import option_type
-from flowerkit.config import CONFIG_CLASSES, RunConfig, load_config
+from flowerkit.config import CONFIG_CLASSES, PredictRunConfig, RunConfig, load_config, load_predict_config
 from flowerkit.layout import RunLayout
 from flowerkit.runs import read_json_or_none, run_status
 
 LAUNCH_LOG_DIR = ".dashboard"
-NOT_IN_FORM = {"output_dir"}  # the dashboard's own output directory
-GROUP_ORDER = ["run", "data", "model", "training", "execution", "output"]
+FORM_CLASSES: dict[str, type[BaseModel]] = {**CONFIG_CLASSES, "predict": PredictRunConfig}
+# What a form does not offer: the dashboard's own output directory, and, to predict, the model: the run viewed.
+NOT_IN_FORM = {"train": {"output_dir"}, "eval": {"output_dir"}, "predict": {"output_dir", "run", "checkpoint"}}
+GROUP_ORDER = ["run", "inputs", "data", "model", "training", "execution", "output"]
 
 
 @dataclass
@@ -46,7 +51,8 @@ def group_of(field: FieldInfo) -> str:
 
 def form_fields(flow: str) -> list[tuple[str, FieldInfo]]:
     """Every option of the flow's config model, group by group (GROUP_ORDER), in declaration order within one."""
-    fields = [(name, field) for name, field in CONFIG_CLASSES[flow].model_fields.items() if name not in NOT_IN_FORM]
+    fields = [(name, field) for name, field in FORM_CLASSES[flow].model_fields.items()
+              if name not in NOT_IN_FORM[flow]]
     rank = {group: i for i, group in enumerate(GROUP_ORDER)}
     return sorted(fields, key=lambda item: rank.get(group_of(item[1]), len(rank)))  # sorted() is stable
 
@@ -114,12 +120,53 @@ def launch(flow: str, values: dict[str, Any], output_dir: Path, resume: bool = F
     The caller owns the returned process and must reap it (``DashboardApp.track``), or it stays a zombie.
     """
     config = validate(flow, values, output_dir, resume)
+    return start_detached(config.name, flow, cli_args(flow, values, output_dir, resume), output_dir)
+
+
+def predict_config(run: str, values: dict[str, Any], output_dir: Path) -> PredictRunConfig:
+    """The predict form's values as the CLI's ``--name`` run takes them: its one folder (or image) as the
+    inputs, and the run being viewed as the model; ConfigError (exit 2's message) naming each bad option."""
+    given = {**values, "run": run, "output_dir": output_dir}
+    if "inputs" in given:
+        given["inputs"] = [str(given["inputs"])]
+    return load_predict_config(given)
+
+
+def predict_cli_args(config: PredictRunConfig, values: dict[str, Any]) -> list[str]:
+    """``python -m flowerkit predict --run RUN --name NAME [--option value ...] -- INPUT``: only the options the
+    form gave (predict's switches are off unless given); ``--`` so that a folder named ``-x`` stays a folder."""
+    args = [sys.executable, "-m", "flowerkit", "predict", "--run", str(config.run), "--name", config.name]
+    for name, value in values.items():
+        if name in ("name", "inputs"):
+            continue
+        if isinstance(value, bool):
+            args += [f"--{name}"] if value else []
+        else:
+            args += [f"--{name}", str(value)]
+    return args + ["--output_dir", str(config.output_dir), "--", *config.inputs]
+
+
+def launch_predict(run: str, values: dict[str, Any], output_dir: Path) -> LaunchedRun:
+    """Predict a folder with ``run``'s selected checkpoint as the recorded run ``values["name"]``: the CLI's
+    checks (the name is free, the folder holds images, the checkpoint loads), then the CLI, detached.
+
+    Loads the model to check it, so call it off the UI thread. Raises FlowerkitError.
+    """
+    from flowerkit.predict.run import prepare_predict_run
+
+    config = predict_config(run, values, output_dir)
+    prepare_predict_run(config)
+    return start_detached(config.name, "predict", predict_cli_args(config, values), output_dir)
+
+
+def start_detached(name: str, flow: str, args: list[str], output_dir: Path) -> LaunchedRun:
+    """Run ``args`` in its own session with its output in OUTPUT_DIR/.dashboard/NAME-TIME.log."""
     started = datetime.now(timezone.utc)
     log_dir = Path(output_dir) / LAUNCH_LOG_DIR
     log_dir.mkdir(parents=True, exist_ok=True)
-    log_path = log_dir / f"{config.name}-{started.strftime('%Y%m%dT%H%M%SZ')}.log"
+    log_path = log_dir / f"{name}-{started.strftime('%Y%m%dT%H%M%SZ')}.log"
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(cli_args(flow, values, output_dir, resume), stdout=log, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, start_new_session=True)
-    return LaunchedRun(name=config.name, flow=flow, process=process, log_path=log_path,
+        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   start_new_session=True)
+    return LaunchedRun(name=name, flow=flow, process=process, log_path=log_path,
                        started_utc=started.isoformat(timespec="seconds").replace("+00:00", "Z"))

@@ -26,7 +26,7 @@ from flowerkit.runs import describe_processes, describe_selection
 from flowerkit.tui import prefect_states
 from flowerkit.tui.formatting import number, short_time, status_text, steps
 from flowerkit.tui.plots import MetricPlot
-from flowerkit.tui.runs_reader import MetricsTail, RunDetail, flow_run_id, metrics_tail, read_detail
+from flowerkit.tui.runs_reader import RunDetail, flow_run_id, metrics_tail, read_detail
 
 
 def summary_line(detail: RunDetail) -> str:
@@ -36,7 +36,7 @@ def summary_line(detail: RunDetail) -> str:
     train, evals = detail.train_rows, detail.eval_rows
     first = (f"[b]{run.name}[/b]  {run.flow} {status_text(run.status).markup} on {run.device}  "
              f"step {steps(run.step, run.total_steps)}  started {short_time(run.started_utc)} UTC")
-    second = []
+    second = [predict_counts(run.metrics)] if run.flow == "predict" and run.metrics else []
     if train:
         second.append(f"loss {number(train[-1].get('loss'))}  lr {number(train[-1].get('lr'), 5)}")
     if evals:
@@ -53,6 +53,17 @@ def summary_line(detail: RunDetail) -> str:
     if detail.mlflow:
         lines.append(escape(detail.mlflow))
     return "\n".join(lines)
+
+
+def predict_counts(metrics: dict) -> str:
+    """A predict run's record metrics as its CLI summary says them."""
+    unknown = f", {metrics['unknown']} unknown" if metrics.get("unknown") else ""
+    return (f"{metrics.get('predicted', 0)} of {metrics.get('inputs', 0)} image(s) predicted, "
+            f"{metrics.get('failed', 0)} could not be{unknown}")
+
+
+NO_EVALUATION = "No evaluation yet."
+NO_LABELS = "A predict run has no labels to score: its rows are in fiftyone/predictions.jsonl."
 
 
 class TasksTable(DataTable):
@@ -115,7 +126,7 @@ class RunScreen(Screen):
 
     CSS_PATH = "run_view.tcss"
     BINDINGS = [Binding("escape", "app.pop_screen", "Back"), Binding("s", "sort_f1", "Sort F1"),
-                Binding("r", "refresh", "Refresh")]
+                Binding("r", "refresh", "Refresh"), Binding("p", "predict", "Predict a folder")]
 
     def __init__(self, run_dir: Path) -> None:
         super().__init__()
@@ -143,10 +154,10 @@ class RunScreen(Screen):
                 # Wrapped, not clipped: log lines are longer than a narrow terminal.
                 yield RichLog(id="log-view", wrap=True, markup=False, highlight=False, auto_scroll=True)
             with TabPane("Classes", id="classes"):
-                yield Static("No evaluation yet.", id="classes-empty")
+                yield Static(NO_EVALUATION, id="classes-empty")
                 yield PerClassTable()
             with TabPane("Worst", id="worst"):
-                yield Static("No evaluation yet.", id="worst-empty")
+                yield Static(NO_EVALUATION, id="worst-empty")
                 yield WorstTable()
         yield Footer()
 
@@ -194,8 +205,10 @@ class RunScreen(Screen):
             self._shown_classes = detail.per_class
             self.query_one(PerClassTable).show(detail.per_class)
             self.query_one(WorstTable).show(detail.worst)
-        self.query_one("#classes-empty").display = not detail.per_class
-        self.query_one("#worst-empty").display = not detail.per_class
+        for placeholder in ("#classes-empty", "#worst-empty"):
+            shown = self.query_one(placeholder, Static)
+            shown.display = not detail.per_class
+            shown.update(NO_LABELS if run.flow == "predict" else NO_EVALUATION)
 
     def _plot(self, detail: RunDetail) -> None:
         train, evals = detail.train_rows, detail.eval_rows
@@ -204,6 +217,24 @@ class RunScreen(Screen):
         self.query_one("#lr-plot", MetricPlot).set_series([("lr", xs, [row.get("lr", 0.0) for row in train])])
         self.query_one("#acc-plot", MetricPlot).set_series(
             [("accuracy", [row["step"] for row in evals], [row.get("accuracy", 0.0) for row in evals])])
+
+    def action_predict(self) -> None:
+        """The predict form, for a training run with a checkpoint; otherwise say why not."""
+        from flowerkit.errors import FlowerkitError
+        from flowerkit.predict.plan import selected_checkpoint
+        from flowerkit.tui.predict_form import PredictScreen
+
+        flow = self.detail.summary.flow if self.detail else None
+        if flow != "train":
+            self.notify(f"{self.run_dir.name} is a{'n' if flow == 'eval' else ''} {flow or 'unread'} run: only a "
+                        "training run has a model to predict with. Open the run that trained it.", severity="warning")
+            return
+        try:
+            selected_checkpoint(self.app.output_dir, self.run_dir.name)
+        except FlowerkitError as exc:
+            self.notify(exc.message, severity="warning", timeout=10)
+            return
+        self.app.push_screen(PredictScreen(self.run_dir.name))
 
     def action_sort_f1(self) -> None:
         table = self.query_one(PerClassTable)

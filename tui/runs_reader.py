@@ -25,9 +25,11 @@ FLOW_TASKS = {
     "train": ["detect_device", "load_subset", "train", "evaluate", "export_predictions", "write_stamp",
               "write_retention"],
     "eval": ["detect_device", "load_subset", "evaluate", "export_predictions", "write_stamp", "write_retention"],
+    "predict": ["predict_images", "write_stamp", "write_retention"],
 }
-# The Prefect server also knows the last task, which publishes the UI's artifacts and is not in the record.
-SERVER_TASKS = {flow: [*tasks, "publish_results"] for flow, tasks in FLOW_TASKS.items()}
+# The Prefect server also knows the last task of train and eval, which publishes the UI's artifacts and is not
+# in the record (a predict run publishes none).
+SERVER_TASKS = {flow: [*tasks, "publish_results"] if flow != "predict" else tasks for flow, tasks in FLOW_TASKS.items()}
 
 
 def layout_of(run_dir: Path) -> RunLayout:
@@ -167,7 +169,8 @@ def worst_predictions(layout: RunLayout, limit: int = 50) -> list[dict[str, Any]
                     row = json.loads(line)
                 except ValueError:
                     continue
-                if isinstance(row, dict) and row.get("label") != row.get("prediction"):
+                # A predict run's rows have no label (and error rows no prediction): nothing to call wrong.
+                if isinstance(row, dict) and "label" in row and row.get("label") != row.get("prediction"):
                     wrong.append(row)
     except OSError:
         return []
