@@ -1,6 +1,6 @@
 """Time ``flowerkit predict``: one photo end to end as a new process, and a folder of 1,000 JPEGs.
 
-    .venv/bin/python benchmarks/predict.py [--repeats 5] [--out benchmarks/results/predict.json]
+    .venv/bin/python benchmarks/predict.py [--repeats 5] [--img_size 64] [--model_threads N] [--out FILE.json]
 
 What it does, entirely through the CLI, in a temporary folder:
 
@@ -16,6 +16,10 @@ What it does, entirely through the CLI, in a temporary folder:
    ``--tta``; after each round, ``flowerkit bench``'s evaluation rate for the same model, size and batch (its
    images are decoded once into the pixel cache beforehand, so that rate is the model's, with no decoding),
    and the ratio of each folder rate to the bench rate of its own round.
+
+``--img_size 224`` times ViT-Ti/16 at its own size instead of the demo's 64 px. ``--model_threads N`` gives torch N
+threads in every command (bench too): with fewer threads than cores, decoding overlaps the model on the cores
+it leaves free, which is how a GPU machine runs (the model elsewhere, the cores free to decode).
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 FLOWERKIT = str(BIN / "flowerkit")
-MODEL, SIZE, BATCH = "ViT-Ti_16", 64, 32
+MODEL, BATCH = "ViT-Ti_16", 32
 FOLDER_IMAGES = 1000
 RATE = re.compile(r"(\d+) of (\d+) image\(s\) predicted.* in ([\d.]+) s \(([\d.]+) img/s\)")
 
@@ -56,18 +60,30 @@ def stats(values: list[float]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "predict.json")
+    parser.add_argument("--img_size", type=int, default=64,
+                        help="the model's input size (64: the demo's; 224: ViT-Ti/16's own)")
+    parser.add_argument("--model_threads", type=int, default=0,
+                        help="torch threads (OMP_NUM_THREADS) for every command, bench included; 0: one per "
+                             "core. Fewer than the cores leaves cores to decoding, as a GPU would. Times the torch "
+                             "folder only (onnxruntime does not read OMP_NUM_THREADS)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="default: benchmarks/results/predict[-SIZE][-tN].json")
     args = parser.parse_args()
+    size = args.img_size
+    suffix = ("" if size == 64 else f"-{size}") + (f"-t{args.model_threads}" if args.model_threads else "")
+    args.out = args.out or REPO / "benchmarks" / "results" / f"predict{suffix}.json"
 
     loads = [os.getloadavg()[0]]  # other work on the machine: every figure is only as good as its quiet
     with tempfile.TemporaryDirectory(prefix="flowerkit-predict-bench-") as tmp:
         work = Path(tmp)
         env = os.environ | {"FLOWERKIT_CACHE_DIR": str(work / "cache"), "PREFECT_HOME": str(work / "prefect")}
+        if args.model_threads:
+            env["OMP_NUM_THREADS"] = str(args.model_threads)
         data = work / "data"
         print("generating 1,020 JPEGs and training a short ViT-Ti/16 run ...", file=sys.stderr)
         run([FLOWERKIT, "data", "synth", "--out", str(data), "--images-per-class", "10", "--size", "500"], work, env)
         run([FLOWERKIT, "train", "--name", "ti", "--dataset", "flower102", "--data_root", str(data), "--model_type",
-             MODEL, "--img_size", str(SIZE), "--num_steps", "4", "--eval_every", "2", "--train_batch_size", "16",
+             MODEL, "--img_size", str(size), "--num_steps", "4", "--eval_every", "2", "--train_batch_size", "16",
              "--eval_batch_size", str(BATCH), "--tiny_train_subset", "flower102_tiny", "--tiny_infer_subset",
              "flower102_tiny", "--output_dir", str(work / "output"), "--quiet"], work, env)
         run([FLOWERKIT, "export", "ti", "--format", "onnx", "--output_dir", str(work / "output"), "--out",
@@ -96,9 +112,11 @@ def main() -> None:
         print("folder throughput, interleaved with flowerkit bench ...", file=sys.stderr)
         # Each repeat: the three folder runs, then `flowerkit bench` (its evaluation rate), so every ratio
         # compares rates measured minutes apart under the same other load, not an idle bench with a busy folder.
-        folder_rates: dict[str, list[float]] = {"run": [], "onnx": [], "run_tta": []}
         bench_rates: list[dict] = []
         variants = {"run": run_flags, "onnx": onnx_flags, "run_tta": [*run_flags, "--tta"]}
+        if args.model_threads:
+            variants = {"run": run_flags}
+        folder_rates: dict[str, list[float]] = {name: [] for name in variants}
         for repeat in range(args.repeats):
             for name, flags in variants.items():
                 loads.append(os.getloadavg()[0])
@@ -108,7 +126,7 @@ def main() -> None:
                 assert match and int(match.group(1)) == FOLDER_IMAGES, output[-1000:]
                 folder_rates[name].append(float(match.group(4)))
             bench_json = work / f"bench-{repeat}.json"
-            run([FLOWERKIT, "bench", "--model_type", MODEL, "--img_size", str(SIZE), "--batch_size", str(BATCH),
+            run([FLOWERKIT, "bench", "--model_type", MODEL, "--img_size", str(size), "--batch_size", str(BATCH),
                  "--eval_batch_size", str(BATCH), "--steps", "10", "--warmup", "2", "--repeats", "1", "--device",
                  "cpu", "--out", str(bench_json)], work, env)
             bench = json.loads(bench_json.read_text())
@@ -120,7 +138,8 @@ def main() -> None:
     ratios = {name: [round(r / e, 3) for r, e in zip(rates, eval_rates)] for name, rates in folder_rates.items()}
     result = {
         "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "model": MODEL, "img_size": SIZE, "batch_size": BATCH, "machine": bench["machine"],
+        "model": MODEL, "img_size": size, "batch_size": BATCH, "machine": bench["machine"],
+        "model_threads": args.model_threads or None,
         "single_image_latency": {name: stats(values) for name, values in latency.items()},
         "folder": {name: {"best_img_per_s": max(v), "all": v} for name, v in folder_rates.items()}
         | {"images": FOLDER_IMAGES},
