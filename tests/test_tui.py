@@ -782,3 +782,21 @@ async def test_tasks_tab_shows_split_labels_as_text(output: Path) -> None:
         app.screen.query_one("TasksTable").show([("load_subset[train]", "completed", 1)])
         await pilot.pause(0.3)
         assert "load_subset[train]" in app.export_screenshot().replace("&#160;", " ")
+
+
+@pytest.mark.anyio
+async def test_a_read_that_lands_after_the_run_view_closed_is_dropped(output: Path) -> None:
+    """The view re-reads in a thread; escape can close it while a read is in flight, whose result then
+    arrives at a screen without widgets. It must be dropped, not crash the dashboard."""
+    from flowerkit.tui.runs_reader import metrics_tail, read_detail
+
+    app = DashboardApp(output, refresh_s=30)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_run_view(pilot)
+        view = app.screen
+        detail = read_detail(view.run_dir, metrics_tail(view.run_dir))
+        await pilot.press("escape")
+        await pilot.pause()
+        view._show(detail, "run_record.json")  # what call_from_thread delivers after the close
+        view._gone()
+        assert type(app.screen).__name__ == "RunsScreen"

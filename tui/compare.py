@@ -202,6 +202,8 @@ class CompareScreen(Screen):
 
     def _show(self, details: list[RunDetail], ranks: dict[str, int | None] | None,
               swept: dict[str, dict[str, Any]] | None) -> None:
+        if not self.is_attached:  # closed (escape) while the read was in flight: its widgets are gone
+            return
         self.query_one(CompareTable).show(details, ranks, swept)
         self.query_one(MetricPlot).set_series(
             [(d.summary.name, [r["step"] for r in d.train_rows], [r.get("loss", 0.0) for r in d.train_rows])

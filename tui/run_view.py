@@ -184,9 +184,12 @@ class RunScreen(Screen):
         self.app.call_from_thread(self._show, detail, source)
 
     def _gone(self) -> None:
-        self.query_one("#summary", Static).update(f"{self.run_dir.name}: the run directory is gone.")
+        if self.is_attached:  # not closed while the read was in flight
+            self.query_one("#summary", Static).update(f"{self.run_dir.name}: the run directory is gone.")
 
     def _show(self, detail: RunDetail, task_source: str) -> None:
+        if not self.is_attached:  # closed (escape) while the read was in flight: its widgets are gone
+            return
         self.detail = detail
         run = detail.summary
         self.query_one("#summary", Static).update(summary_line(detail))
