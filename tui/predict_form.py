@@ -60,6 +60,9 @@ class PredictScreen(Screen):
             self.action_cancel()
 
     def action_cancel(self) -> None:
+        if self.query_one("#predict", Button).disabled:  # the check runs; its result would start the run anyway
+            self.notify("Checking the folder and the model; a moment.", severity="warning")
+            return
         self.dismiss(None)
 
     def action_predict(self) -> None:
