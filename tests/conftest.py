@@ -7,6 +7,7 @@ or ~/.fiftyone.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -81,17 +82,39 @@ def shared_root(controller_basetemp: Path) -> Path:
     return controller_basetemp / "shared"
 
 
+def meeting_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """What this session's processes share: pytest-xdist's ``shared_root``, or the basetemp without xdist."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return shared_root(tmp_path_factory.getbasetemp().parent)
+    return tmp_path_factory.getbasetemp()
+
+
 @pytest.fixture(scope="session")
-def prefect_server(isolated_home: Path, tmp_path_factory: pytest.TempPathFactory):
+def prefect_database(isolated_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated, empty Prefect database made once per session (tests/servers.py: migrated_database), which
+    every test server starts from. The session's PREFECT_HOME gets a copy too, so a temporary server the CLI
+    starts itself (the tests of that path) skips the migrations as well."""
+    from tests.servers import migrated_database
+
+    database = migrated_database(meeting_root(tmp_path_factory))
+    home_database = Path(os.environ["PREFECT_HOME"]) / "prefect.db"
+    if not home_database.exists():
+        home_database.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(database, home_database)
+    return database
+
+
+@pytest.fixture(scope="session")
+def prefect_server(prefect_database: Path, tmp_path_factory: pytest.TempPathFactory):
     """One real `prefect server start` (SQLite in a temp folder) for the whole session, shared by every
     pytest-xdist worker: flows run in this process, the CLI's subprocesses, workers and deployments all report
     to it. Starting one costs seconds."""
     from tests.servers import PrefectServer
 
     if os.environ.get("PYTEST_XDIST_WORKER"):
-        yield PrefectServer.shared(shared_root(tmp_path_factory.getbasetemp().parent))  # the controller stops it
+        yield PrefectServer.shared(meeting_root(tmp_path_factory), prefect_database)  # the controller stops it
         return
-    server = PrefectServer.start(tmp_path_factory.mktemp("prefect-server"))
+    server = PrefectServer.start(tmp_path_factory.mktemp("prefect-server"), prefect_database)
     try:
         yield server
     finally:
