@@ -796,7 +796,8 @@ async def test_a_read_that_lands_after_the_run_view_closed_is_dropped(output: Pa
         view = app.screen
         detail = read_detail(view.run_dir, metrics_tail(view.run_dir))
         await pilot.press("escape")
-        await pilot.pause()
-        view._show(detail, "run_record.json")  # what call_from_thread delivers after the close
+        view._show(detail, "run_record.json")  # what call_from_thread delivers while the close goes on
         view._gone()
+        await pilot.pause()
+        view._show(detail, "run_record.json")  # and once the screen is gone
         assert type(app.screen).__name__ == "RunsScreen"

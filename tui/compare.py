@@ -12,10 +12,10 @@ from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, TabbedContent, TabPane
 
 from flowerkit.runs import as_float, describe_selection, differing_options
+from flowerkit.tui.live_screen import LiveScreen
 from flowerkit.tui.formatting import number, status_text, steps
 from flowerkit.tui.plots import MetricPlot
 from flowerkit.tui.runs_reader import RunDetail, metrics_tail, read_detail
@@ -152,7 +152,7 @@ class CompareTable(DataTable):
         return rows
 
 
-class CompareScreen(Screen):
+class CompareScreen(LiveScreen):
     CSS_PATH = "compare.tcss"
     BINDINGS = [Binding("escape", "app.pop_screen", "Back"), Binding("r", "refresh", "Refresh")]
 
@@ -202,7 +202,7 @@ class CompareScreen(Screen):
 
     def _show(self, details: list[RunDetail], ranks: dict[str, int | None] | None,
               swept: dict[str, dict[str, Any]] | None) -> None:
-        if not self.is_attached:  # closed (escape) while the read was in flight: its widgets are gone
+        if self.closed:  # escape while the read was in flight: its widgets are going or gone
             return
         self.query_one(CompareTable).show(details, ranks, swept)
         self.query_one(MetricPlot).set_series(

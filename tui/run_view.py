@@ -10,7 +10,6 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.screen import Screen
 from textual.widgets import (
     DataTable,
     Footer,
@@ -24,6 +23,7 @@ from textual.widgets import (
 
 from flowerkit.runs import describe_processes, describe_selection
 from flowerkit.tui import prefect_states
+from flowerkit.tui.live_screen import LiveScreen
 from flowerkit.tui.formatting import number, short_time, status_text, steps
 from flowerkit.tui.plots import MetricPlot
 from flowerkit.tui.runs_reader import RunDetail, flow_run_id, metrics_tail, read_detail
@@ -121,7 +121,7 @@ class WorstTable(DataTable):
                          str(row.get("prediction_name", row.get("prediction"))), number(row.get("confidence"), 3))
 
 
-class RunScreen(Screen):
+class RunScreen(LiveScreen):
     """Re-read every refresh period in a worker; a run that disappears leaves the last view, marked as gone."""
 
     CSS_PATH = "run_view.tcss"
@@ -184,11 +184,11 @@ class RunScreen(Screen):
         self.app.call_from_thread(self._show, detail, source)
 
     def _gone(self) -> None:
-        if self.is_attached:  # not closed while the read was in flight
+        if not self.closed:  # escape while the read was in flight
             self.query_one("#summary", Static).update(f"{self.run_dir.name}: the run directory is gone.")
 
     def _show(self, detail: RunDetail, task_source: str) -> None:
-        if not self.is_attached:  # closed (escape) while the read was in flight: its widgets are gone
+        if self.closed:  # escape while the read was in flight: its widgets are going or gone
             return
         self.detail = detail
         run = detail.summary
