@@ -18,9 +18,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from pydantic.fields import FieldInfo
-
 from pydantic import BaseModel
+from pydantic.fields import FieldInfo
 
 from flowerkit.fields import option_type
 from flowerkit.config import CONFIG_CLASSES, PredictRunConfig, RunConfig, load_config, load_predict_config
