@@ -1,6 +1,7 @@
 """Time ``flowerkit predict``: one photo end to end as a new process, and a folder of 1,000 JPEGs.
 
-    .venv/bin/python benchmarks/predict.py [--repeats 5] [--img_size 64] [--model_threads N] [--out FILE.json]
+    .venv/bin/python benchmarks/predict.py [--repeats 5] [--img_size 64] [--model_threads N] [--device cpu]
+                                           [--out FILE.json]
 
 What it does, entirely through the CLI, in a temporary folder:
 
@@ -66,11 +67,14 @@ def main() -> None:
                         help="torch threads (OMP_NUM_THREADS) for every command, bench included; 0: one per "
                              "core. Fewer than the cores leaves cores to decoding, as a GPU would. Times the torch "
                              "folder only (onnxruntime does not read OMP_NUM_THREADS)")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "mps"],
+                        help="where predict's model and bench's evaluation run (both the same)")
     parser.add_argument("--out", type=Path, default=None,
                         help="default: benchmarks/results/predict[-SIZE][-tN].json")
     args = parser.parse_args()
     size = args.img_size
-    suffix = ("" if size == 64 else f"-{size}") + (f"-t{args.model_threads}" if args.model_threads else "")
+    suffix = (("" if size == 64 else f"-{size}") + (f"-t{args.model_threads}" if args.model_threads else "")
+              + ("" if args.device == "cpu" else f"-{args.device}"))
     args.out = args.out or REPO / "benchmarks" / "results" / f"predict{suffix}.json"
 
     loads = [os.getloadavg()[0]]  # other work on the machine: every figure is only as good as its quiet
@@ -94,8 +98,8 @@ def main() -> None:
         for image in images[:FOLDER_IMAGES]:
             (folder / image.name).symlink_to(image)
         one = str(images[0])
-        run_flags = ["--run", "ti", "--output_dir", str(work / "output")]
-        onnx_flags = ["--onnx", str(work / "ti.onnx")]
+        run_flags = ["--run", "ti", "--output_dir", str(work / "output"), "--device", args.device]
+        onnx_flags = ["--onnx", str(work / "ti.onnx"), "--device", "cuda" if args.device == "cuda" else "cpu"]
 
         print("single-image latency ...", file=sys.stderr)
         latency: dict[str, list[float]] = {"import_torch": [], "predict_run": [], "predict_onnx": []}
@@ -128,7 +132,7 @@ def main() -> None:
             bench_json = work / f"bench-{repeat}.json"
             run([FLOWERKIT, "bench", "--model_type", MODEL, "--img_size", str(size), "--batch_size", str(BATCH),
                  "--eval_batch_size", str(BATCH), "--steps", "10", "--warmup", "2", "--repeats", "1", "--device",
-                 "cpu", "--out", str(bench_json)], work, env)
+                 args.device, "--out", str(bench_json)], work, env)
             bench = json.loads(bench_json.read_text())
             bench_rates.append({"compute_only": round(bench["eval"]["compute_only"]["images_per_second"], 1),
                                 "end_to_end": round(bench["eval"]["end_to_end"]["images_per_second"], 1),
