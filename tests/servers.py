@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,11 +33,24 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@contextlib.contextmanager
+def default_sigint() -> Iterator[None]:
+    """Processes started inside get SIGINT's default action, as a shell gives a foreground job, even where
+    pytest itself ignores SIGINT (a CI runner or script that started it in the background): exec resets a
+    handled signal to its default but keeps an ignored one ignored, and a test's Ctrl-C would do nothing."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def start(cmd: list[str], env: dict[str, str] | None, log: Path, cwd: Path) -> subprocess.Popen:
     """A process in a session of its own, so that stopping it also stops its children (a worker's flow runs,
-    the uvicorn workers of a server)."""
-    return subprocess.Popen(cmd, env=env, cwd=cwd, stdout=log.open("ab"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    the uvicorn workers of a server), and that Ctrl-C (SIGINT) stops as it would in a terminal."""
+    with default_sigint():
+        return subprocess.Popen(cmd, env=env, cwd=cwd, stdout=log.open("ab"), stderr=subprocess.STDOUT,
+                                start_new_session=True)
 
 
 def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, wait_s: float = STOP_WAIT_S) -> None:

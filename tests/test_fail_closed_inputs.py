@@ -363,13 +363,16 @@ def test_ctrl_c_in_a_terminal_interrupts_the_run_cleanly(prefect_harness, flower
 
     from prefect.settings import PREFECT_API_URL
 
+    from tests.servers import default_sigint
+
     flags = ["--dataset", "flower102", "--data_root", str(flowers_root), "--model_type", "testing", "--img_size",
              "32", "--num_steps", "400", "--eval_every", "200", "--train_batch_size", "4", "--eval_batch_size", "2",
              "--tiny_train_subset", "flower102_tiny", "--tiny_infer_subset", "flower102_tiny"]
     cmd = [sys.executable, "-m", "flowerkit", "train", "--name", "ctrlc", *flags]
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}  # the temporary server, in our group
-    proc = subprocess.Popen(cmd, env=env, cwd=workdir, start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    with default_sigint():  # as a terminal gives it, wherever pytest runs
+        proc = subprocess.Popen(cmd, env=env, cwd=workdir, start_new_session=True, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
     rows = workdir / "output" / "ctrlc" / "metrics.jsonl"
     deadline = time.monotonic() + 400  # the first temporary-server start is slow on a busy machine
     while proc.poll() is None and not (rows.exists() and rows.stat().st_size) and time.monotonic() < deadline:

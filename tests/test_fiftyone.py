@@ -28,6 +28,7 @@ from flowerkit.fiftyone_runtime import (
     import_fiftyone,
     private_database,
 )
+from tests.servers import default_sigint
 
 # FiftyOne is imported by the fixtures, not here: every pytest-xdist process collects this file, and only one
 # runs it.
@@ -307,7 +308,7 @@ def test_cli_load_launch_opens_a_run_loaded_before(fo, run_dir, tmp_path):
     cmd = [sys.executable, "-m", "flowerkit", "fiftyone", "load", str(run_dir), "--dataset-name", "fk-test-launch",
            "--launch", "--port", str(port)]
     log = tmp_path / "launch.log"
-    with log.open("w") as out:
+    with log.open("w") as out, default_sigint():  # stopped below with Ctrl-C's signal
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline, answered = time.monotonic() + 120, False

@@ -227,13 +227,15 @@ def test_the_same_sweep_started_twice_has_one_writer(prefect_harness, flowers_ro
     from prefect.settings import PREFECT_API_URL
 
     from flowerkit.sweep import SweepLock
+    from tests.servers import default_sigint
 
     base = TINY | {"data_root": str(flowers_root), "output_dir": str(tmp_path / "out"), "num_steps": 400,
                    "eval_every": 200}
     path = write_sweep(tmp_path, {"name": "twice", "base": base, "grid": {"seed": [1]}})
     env = os.environ | {"PREFECT_API_URL": PREFECT_API_URL.value()}
-    first = subprocess.Popen([sys.executable, "-m", "flowerkit", "sweep", str(path)], env=env, cwd=tmp_path,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    with default_sigint():  # stopped below with Ctrl-C's signal
+        first = subprocess.Popen([sys.executable, "-m", "flowerkit", "sweep", str(path)], env=env, cwd=tmp_path,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     layout = read_sweep(path).layout
     deadline = time.monotonic() + 120
     while first.poll() is None and not SweepLock(layout).is_held_elsewhere():
