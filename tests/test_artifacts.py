@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -111,6 +112,57 @@ def test_env_hash_is_the_installed_pins_cached_until_a_distribution_changes(tmp_
     monkeypatch.syspath_prepend(str(site))  # a package installed meanwhile
     second = env_hash()
     assert second != first and second == pins_hash()
+
+
+def test_a_signal_during_a_tensorboard_write_waits_until_the_write_is_over(tmp_path: Path) -> None:
+    """A SIGTERM (or Ctrl-C) whose exception is raised just after TensorBoard's queue has taken its lock, before
+    the with-block is entered, leaves that lock held for good: close() then deadlocked in flush() (a sweep
+    trial hung after SIGTERM). The signal is now held until the call is over. Here it arrives at that moment."""
+    import signal
+    import threading
+
+    from flowerkit.artifacts.scalars import ScalarLog
+    from flowerkit.cli.errors import sigterm_as_interrupt
+    from flowerkit.errors import Terminated
+
+    log = ScalarLog(tmp_path / "metrics.jsonl", tmp_path / "tb")
+    log.log("train", 1, 2, {"loss": 1.0}, "train")  # opens the writer
+    pending = log.writer.file_writer.event_writer._async_writer._byte_queue
+
+    class SignalledOnEntry(threading.Condition):
+        fired = False
+
+        def __enter__(self):
+            entered = super().__enter__()
+            if not SignalledOnEntry.fired:
+                SignalledOnEntry.fired = True
+                signal.raise_signal(signal.SIGTERM)  # the lock is taken, the block not yet entered
+            return entered
+
+    pending.not_full = SignalledOnEntry(pending.mutex)
+    with sigterm_as_interrupt(), pytest.raises(Terminated):
+        log.log("train", 2, 2, {"loss": 0.5}, "train")
+    assert SignalledOnEntry.fired
+    closing = threading.Thread(target=log.close, daemon=True)
+    closing.start()
+    closing.join(20)
+    assert not closing.is_alive(), "close() deadlocked on the lock the signal left held"
+    assert [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+
+
+def test_held_interrupts_deliver_ctrl_c_once_the_block_is_over() -> None:
+    import signal
+
+    from flowerkit.interrupts import held_interrupts
+    from tests.servers import default_sigint
+
+    finished = []
+    with default_sigint(), pytest.raises(KeyboardInterrupt):  # Python's own Ctrl-C handler, wherever pytest runs
+        with held_interrupts():
+            signal.raise_signal(signal.SIGINT)
+            finished.append(True)  # not interrupted halfway
+        finished.append(False)  # raised here, at the block's end
+    assert finished == [True]
 
 
 def test_closing_the_scalar_log_never_waits_out_tensorboards_flush_timer(tmp_path: Path) -> None:

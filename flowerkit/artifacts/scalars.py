@@ -16,6 +16,7 @@ import numpy as np
 from flowerkit.artifacts.confusion_figure import CELL_PX, confusion_figure
 from flowerkit.artifacts.files import atomic_write_text, naming_a_full_disk, utc_now
 from flowerkit.artifacts.sinks import sink_for
+from flowerkit.interrupts import held_interrupts
 from flowerkit.layout import temp_name
 
 
@@ -72,8 +73,9 @@ class ScalarLog:
             with naming_a_full_disk(self.jsonl_path), open(self.jsonl_path, "a", encoding="utf-8") as fh:
                 fh.write(line)
         # TensorBoard writes from a thread of its own and raises what it met at the next call: a full disk
-        # seen there is named like any other (this call's scalars are not what failed).
-        with naming_a_full_disk(self.tb_dir):
+        # seen there is named like any other (this call's scalars are not what failed). Its queue takes a lock
+        # per call: a signal is held until the call is over (flowerkit.interrupts).
+        with naming_a_full_disk(self.tb_dir), held_interrupts():
             for key, value in values.items():
                 self.writer.add_scalar(f"{tb_prefix}/{key}", float(value), step)
         if self.sink is not None:
@@ -85,7 +87,7 @@ class ScalarLog:
         atomic_write_text(self.jsonl_path, "".join(kept) + line)
 
     def per_class(self, step: int, per_class: list[dict[str, Any]], tb_prefix: str) -> None:
-        with naming_a_full_disk(self.tb_dir):
+        with naming_a_full_disk(self.tb_dir), held_interrupts():
             for row in per_class:
                 for metric in ("precision", "recall", "f1"):
                     self.writer.add_scalar(
@@ -99,14 +101,14 @@ class ScalarLog:
         if self.sink is not None:
             self.sink.image(tag, confusion_pixels(confusion), step)
         figure = confusion_figure(normalised_rows(confusion), step)
-        with naming_a_full_disk(self.tb_dir):
+        with naming_a_full_disk(self.tb_dir), held_interrupts():
             self.writer.add_image(tag, figure, step, dataformats="HWC")
 
     def close(self) -> None:
         if self._writer is None:
             return
         writer, self._writer = self._writer, None
-        with naming_a_full_disk(self.tb_dir):
+        with naming_a_full_disk(self.tb_dir), held_interrupts():
             writer.flush()
             writer.close()
         if self._staging is not None:
