@@ -15,8 +15,8 @@ from typing import IO
 from flowerkit.artifacts.files import atomic_write, atomic_write_json
 from flowerkit.config import PredictRunConfig
 from flowerkit.device import DeviceChoice, detect_device
-from flowerkit.layout import RunLayout
 from flowerkit.errors import MissingInputError
+from flowerkit.layout import RunLayout
 from flowerkit.predict.inputs import STDIN, iter_inputs
 from flowerkit.predict.plan import PredictOptions, PredictPlan, prepare_predict
 from flowerkit.predict.rows import RowWriter
