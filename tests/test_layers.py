@@ -57,7 +57,7 @@ LIBRARY = sorted(m for m in modules() if not within(m, FRONT_ENDS + ORCHESTRATIO
 LIBRARY_LAYERS = (
     ("foundations", ("flowerkit.errors", "flowerkit.paths", "flowerkit.fields", "flowerkit.throttle",
                      "flowerkit.writable", "flowerkit.layout", "flowerkit.optional", "flowerkit.inputs", "flowerkit.fetch",
-                     "flowerkit.artifacts.files", "flowerkit.artifacts.sinks")),
+                     "flowerkit.interrupts", "flowerkit.artifacts.files", "flowerkit.artifacts.sinks")),
     ("data and models", ("flowerkit.data", "flowerkit.models", "flowerkit.device")),
     ("artifact writers", ("flowerkit.artifacts",)),
     ("the option model", ("flowerkit.config",)),
