@@ -56,10 +56,11 @@ def summary_line(detail: RunDetail) -> str:
 
 
 def predict_counts(metrics: dict) -> str:
-    """A predict run's record metrics as its CLI summary says them."""
-    unknown = f", {metrics['unknown']} unknown" if metrics.get("unknown") else ""
-    return (f"{metrics.get('predicted', 0)} of {metrics.get('inputs', 0)} image(s) predicted, "
-            f"{metrics.get('failed', 0)} could not be{unknown}")
+    """A predict run's record metrics (``flows/predict.py``) as its CLI summary line says them."""
+    from flowerkit.predict.runner import PredictSummary
+
+    return PredictSummary(**{key: int(metrics.get(key) or 0)
+                             for key in ("inputs", "predicted", "failed", "unknown")}).line()
 
 
 NO_EVALUATION = "No evaluation yet."

@@ -29,7 +29,9 @@ FLOW_TASKS = {
 }
 # The Prefect server also knows the last task of train and eval, which publishes the UI's artifacts and is not
 # in the record (a predict run publishes none).
-SERVER_TASKS = {flow: [*tasks, "publish_results"] if flow != "predict" else tasks for flow, tasks in FLOW_TASKS.items()}
+PUBLISHING_FLOWS = ("train", "eval")
+SERVER_TASKS = {flow: [*tasks, "publish_results"] if flow in PUBLISHING_FLOWS else tasks
+                for flow, tasks in FLOW_TASKS.items()}
 
 
 def layout_of(run_dir: Path) -> RunLayout:
