@@ -134,12 +134,15 @@ def _bad_checkpoints(tmp: Path, good: Path) -> dict[str, tuple[Path, int, str]]:
     torch.save({"weights": torch.zeros(2)}, wrong_kind)
     evil = tmp / "evil.bin"
     torch.save({"format": "flowerkit-checkpoint", "model": _Payload()}, evil, pickle_protocol=pickle.DEFAULT_PROTOCOL)
+    text = tmp / "text.bin"
+    text.write_text("junk\n")  # a few bytes of text: torch's legacy reader meets an unknown pickle memo key
     unreadable = tmp / "unreadable.bin"
     unreadable.write_bytes(good.read_bytes())
     unreadable.chmod(0)
     return {
         "missing": (tmp / "nope.bin", 3, "does not exist"),
         "truncated": (truncated, 2, "truncated"),
+        "text": (text, 2, "not a torch checkpoint"),
         "wrong kind": (wrong_kind, 2, "not a flowerkit checkpoint"),
         "executes code": (evil, 2, "would execute code"),
         "unreadable": (unreadable, 3, "permission denied"),

@@ -78,6 +78,8 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu", data: 
                 f"{', '.join(foreign[:3])}). flowerkit loads checkpoints with weights_only=True and never runs "
                 f"pickled code. {hint}") from None
         raise ConfigError(f"--checkpoint {path} is not a torch checkpoint (unreadable pickle data). {hint}") from None
+    except KeyError:  # torch's legacy (non-zip) reader on a file that is not one: an unknown pickle memo key
+        raise ConfigError(f"--checkpoint {path} is not a torch checkpoint (unreadable pickle data). {hint}") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, IndexError) as exc:
         detail = str(exc).splitlines()[0].split(". ")[0]
         detail = "" if detail.startswith("[") else f" ({detail})"  # torch's C++ assertion text helps no user
