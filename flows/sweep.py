@@ -40,7 +40,7 @@ from flowerkit.sweep import (
     write_expansion,
     write_results,
 )
-from flowerkit.flows.sweep_progress import report, reporting
+from flowerkit.flows.sweep_progress import SweepProgress
 from flowerkit.tracking.sweep_run import close_sweep_run, open_sweep_run, trial_job_variables
 
 TRAIN_DEPLOYMENT = "train/flowerkit-train"
@@ -79,13 +79,13 @@ def _run_sweep(sweep: Sweep, max_parallel: int, backend: str, deployment: str) -
                 for name, action in actions.items() if action in ("skip", "busy")}
     parent = open_sweep_run(sweep, current_flow_run.id)  # MLflow parent of the trials' runs (--tracker mlflow)
     at_once = max_parallel if backend == "pool" or (max_parallel > 1 and len(todo) > 1) else 1
-    with reporting(sweep.name, len(todo), at_once, skipped=len(sweep.trials) - len(todo)):
-        if backend == "pool":
-            outcomes |= run_on_pool(sweep, todo, actions, max_parallel, deployment)
-        elif max_parallel > 1 and len(todo) > 1:
-            outcomes |= run_in_processes(sweep, todo, actions, max_parallel)
-        else:
-            outcomes |= {trial.name: run_subflow(trial, actions[trial.name]) for trial in todo}
+    progress = SweepProgress(sweep.name, len(todo), at_once, skipped=len(sweep.trials) - len(todo))
+    if backend == "pool":
+        outcomes |= run_on_pool(sweep, todo, actions, max_parallel, deployment, progress)
+    elif max_parallel > 1 and len(todo) > 1:
+        outcomes |= run_in_processes(sweep, todo, actions, max_parallel, progress)
+    else:
+        outcomes |= {trial.name: run_subflow(trial, actions[trial.name], progress) for trial in todo}
     rows = write_results(sweep, outcomes)
     close_sweep_run(parent, sweep, rows)
     from flowerkit.tasks.prefect_artifacts import publish_sweep_table
@@ -97,16 +97,16 @@ def _run_sweep(sweep: Sweep, max_parallel: int, backend: str, deployment: str) -
     return rows
 
 
-def run_subflow(trial: Trial, action: str) -> Outcome:
+def run_subflow(trial: Trial, action: str, progress: SweepProgress) -> Outcome:
     """The train flow as a subflow of this one, in this process; its failure is recorded, not raised."""
     from flowerkit.flows.train import train_flow
 
-    report().started(trial)
+    progress.started(trial)
     state = train_flow.with_options(flow_run_name=trial.name)(trial.config, resume=action == "resume",
                                                                return_state=True)
     outcome = Outcome(action, state.type.value, None if state.is_completed() else state.message,
                       str(state.state_details.flow_run_id))
-    report().ended(trial, outcome)
+    progress.ended(trial, outcome)
     return outcome
 
 
@@ -128,8 +128,8 @@ def _in_threads(trials: list[Trial], workers: int, one: Callable[[Trial], Outcom
 
 
 # --- local processes ----------------------------------------------------------------------------------------
-def run_in_processes(sweep: Sweep, trials: list[Trial], actions: dict[str, str], max_parallel: int
-                     ) -> dict[str, Outcome]:
+def run_in_processes(sweep: Sweep, trials: list[Trial], actions: dict[str, str], max_parallel: int,
+                     progress: SweepProgress) -> dict[str, Outcome]:
     """Each trial as ``flowerkit train --config <its resolved config>``, at most ``max_parallel`` at once: runs
     in one process share torch's global RNG and the loggers that feed run.log, so parallel trials need their own."""
     env = os.environ | {"PREFECT_API_URL": _current_api_url()}  # the server this flow reports to
@@ -138,7 +138,7 @@ def run_in_processes(sweep: Sweep, trials: list[Trial], actions: dict[str, str],
     def one(trial: Trial) -> Outcome:
         action = actions[trial.name]
         cmd = [sys.executable, "-m", "flowerkit", "train", "--config", str(sweep.layout.trial_config(trial.name))]
-        report().started(trial)
+        progress.started(trial)
         with subprocess.Popen(cmd + (["--resume"] if action == "resume" else []), env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) as proc:
             running.add(proc)
@@ -146,7 +146,7 @@ def run_in_processes(sweep: Sweep, trials: list[Trial], actions: dict[str, str],
             running.discard(proc)
         outcome = Outcome(action, "COMPLETED") if proc.returncode == 0 else \
             Outcome(action, "FAILED", _cli_error(stderr) or f"exit {proc.returncode}")
-        report().ended(trial, outcome)
+        progress.ended(trial, outcome)
         return outcome
 
     def stop_trials() -> None:
@@ -181,7 +181,7 @@ def concurrency_limit_name(sweep_name: str) -> str:
 
 
 def run_on_pool(sweep: Sweep, trials: list[Trial], actions: dict[str, str], max_parallel: int,
-                deployment: str) -> dict[str, Outcome]:
+                deployment: str, progress: SweepProgress) -> dict[str, Outcome]:
     """Submit each trial as a run of ``deployment``; a trial holds one slot of the sweep's concurrency limit
     from submission to its final state."""
     from prefect.client.orchestration import get_client
@@ -190,10 +190,10 @@ def run_on_pool(sweep: Sweep, trials: list[Trial], actions: dict[str, str], max_
     with get_client(sync_client=True) as client:
         client.upsert_global_concurrency_limit_by_name(limit, max_parallel)
     return _in_threads(trials, len(trials), lambda trial: _run_deployment(trial, actions[trial.name], limit,
-                                                                          deployment))
+                                                                          deployment, progress))
 
 
-def _run_deployment(trial: Trial, action: str, limit: str, deployment: str) -> Outcome:
+def _run_deployment(trial: Trial, action: str, limit: str, deployment: str, progress: SweepProgress) -> Outcome:
     from prefect.concurrency.sync import concurrency
     from prefect.deployments import run_deployment
 
@@ -204,10 +204,10 @@ def _run_deployment(trial: Trial, action: str, limit: str, deployment: str) -> O
         # job_variables: a tracked sweep's parent MLflow run, for the trial's worker process (None otherwise).
         run = run_deployment(deployment, parameters=parameters, timeout=0, flow_run_name=trial.name,
                              job_variables=trial_job_variables())
-        report().submitted(trial, str(run.id))
-        state = _wait_final(run.id, lambda: report().started(trial, str(run.id)))
+        progress.submitted(trial, str(run.id))
+        state = _wait_final(run.id, lambda: progress.started(trial, str(run.id)))
     outcome = Outcome(action, state.type.value, None if state.is_completed() else state.message, str(run.id))
-    report().ended(trial, outcome)
+    progress.ended(trial, outcome)
     return outcome
 
 

@@ -3,19 +3,17 @@ failed, each with the trial's Prefect flow run link when a server UI is known, a
 
 A sweep of a few trials used to print nothing between Prefect's "Beginning flow run" and the final table
 (a minute and more). The lines go through the ``flowerkit.sweep`` logger, so Prefect's console handler prints
-them (and ``--quiet`` hides them with every other INFO line). The ``sweep`` flow sets the reporter for its
-run (``reporting``); trials run in threads that copy the flow's context, so ``report()`` finds it there too.
+them (and ``--quiet`` hides them with every other INFO line). The ``sweep`` flow makes the reporter of its run
+and hands it to whatever runs the trials.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextvars import ContextVar
+from collections.abc import Callable
 from pathlib import Path
 
 from flowerkit.sweep import Outcome, Trial
@@ -118,34 +116,3 @@ class SweepProgress:
             url = None
         log.log(level, "trial %s %s%s", trial.name, what, f" ({url})" if url else "")
 
-
-_current: ContextVar[SweepProgress | None] = ContextVar("flowerkit_sweep_progress", default=None)
-
-
-class _Silent(SweepProgress):
-    """What ``report()`` gives outside a sweep flow: nothing to say."""
-
-    def __init__(self) -> None:
-        super().__init__("", 0, 1)
-
-    def _say(self, trial: Trial, what: str, flow_run_id: str | None, level: int = logging.INFO) -> None:
-        return None
-
-    def ended(self, trial: Trial, outcome: Outcome) -> None:
-        return None
-
-
-def report() -> SweepProgress:
-    """The running sweep's reporter (a silent one outside a sweep)."""
-    return _current.get() or _Silent()
-
-
-@contextlib.contextmanager
-def reporting(sweep_name: str, trials: int, parallel: int, skipped: int = 0) -> Iterator[SweepProgress]:
-    """Report the sweep's trial events while the block runs (``report()`` returns this reporter)."""
-    progress = SweepProgress(sweep_name, trials, parallel, skipped)
-    token = _current.set(progress)
-    try:
-        yield progress
-    finally:
-        _current.reset(token)

@@ -8,11 +8,14 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from prefect.states import Failed, State
 
+from flowerkit.flows.sweep import run_subflow
+from flowerkit.flows.sweep_progress import SweepProgress
 from flowerkit.sweep import Outcome, read_sweep
-from flowerkit.flows.sweep_progress import SweepProgress, report, reporting
 from tests.test_sweeps import TINY, write_sweep
 
 
@@ -49,15 +52,27 @@ def test_each_trial_event_is_a_line_and_the_eta_follows_the_trials_so_far(tmp_pa
     assert [r.levelno for r in caplog.records if "failed" in r.getMessage()] == [logging.WARNING]
 
 
-def test_outside_a_sweep_nothing_is_reported(tmp_path: Path, caplog) -> None:
+def test_outside_a_sweep_nothing_is_reported(tmp_path: Path, caplog, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sweep flow makes its reporter and hands it to what runs its trials: a train run outside a sweep has
+    none, and a trial's events reach the reporter it was given."""
     caplog.set_level(logging.INFO, logger="flowerkit.sweep")
     sweep = read_sweep(write_sweep(tmp_path, {"name": "none", "base": TINY | {"output_dir": str(tmp_path)},
                                               "grid": {"seed": [1]}}))
-    report().started(sweep.trials[0])
-    report().ended(sweep.trials[0], Outcome("run", "COMPLETED"))
-    with reporting("inside", 1, 1) as inside:
-        assert report() is inside
+
+    class TrainFlow:  # the trial's train flow, without training
+        def with_options(self, **_: object) -> TrainFlow:
+            return self
+
+        def __call__(self, *_: object, **__: object) -> State:
+            return Failed(message="no training here")
+
+    monkeypatch.setitem(sys.modules, "flowerkit.flows.train", SimpleNamespace(train_flow=TrainFlow()))
+    monkeypatch.setattr("flowerkit.flows.sweep_progress.flow_run_url", lambda _: None)  # a session server's UI
+    inside = SweepProgress("inside", 1, 1)
     assert [r.getMessage() for r in caplog.records] == ["sweep 'inside': 1 trial(s) to run, 1 at once"]
+    assert run_subflow(sweep.trials[0], "run", inside).state == "FAILED"
+    assert [r.getMessage() for r in caplog.records][1:] == [
+        "trial none-000 started", "trial none-000 failed in 0:00: no training here [1/1, ETA 0:00]"]
 
 
 @pytest.mark.slow
