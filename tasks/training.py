@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import task
 
 from flowerkit.data.selection import Selection
-from flowerkit.engine.progress import Progress, publish
+from flowerkit.engine.progress import Listener, Progress
 from flowerkit.engine.run import run_training
 from flowerkit.engine.trainer import TrainResult
 from flowerkit.plan import RunPlan
@@ -21,12 +21,15 @@ TRAIN_RETRIES = 2
 @task(name="train", retries=TRAIN_RETRIES, retry_delay_seconds=1, retry_condition_fn=retry_unless_user_error,
       persist_result=True, cache_key_fn=train_cache_key)
 @tracked("train", TRAIN_RETRIES)
-def train(plan: RunPlan, train_selection: Selection, val_selection: Selection) -> TrainResult | None:
-    """Train the plan's run; the engine decides how (one process, launched workers, torchrun's ranks)."""
+def train(plan: RunPlan, train_selection: Selection, val_selection: Selection,
+          on_progress: Listener | None = None) -> TrainResult | None:
+    """Train the plan's run; the engine decides how (one process, launched workers, torchrun's ranks).
+    ``on_progress``: the caller's display of every step (the CLI's), in this process."""
     artifact = ProgressArtifact("train", plan.config.name)
 
-    def show(report: Progress) -> None:  # the Prefect UI's progress, and the CLI's live display if any
+    def show(report: Progress) -> None:  # the Prefect UI's progress, and the caller's display if any
         artifact(report)
-        publish(report)
+        if on_progress is not None:
+            on_progress(report)
 
     return run_training(plan, train_selection, val_selection, on_progress=show)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 
 from flowerkit.cli.progress import PlainProgress, progress_display
-from flowerkit.engine.progress import Progress, publish
+from flowerkit.engine.progress import Progress
 
 EVAL = {"step": 20, "accuracy": 0.125, "loss": 4.25}
 
@@ -29,15 +29,14 @@ def test_plain_lines_come_every_interval_with_rate_eta_and_last_eval() -> None:
 
 def test_a_terminal_gets_a_live_bar_and_quiet_gets_nothing() -> None:
     terminal = Terminal()
-    with progress_display(quiet=False, stream=terminal):
+    with progress_display(quiet=False, stream=terminal) as show:
         for step in range(1, 4):
-            publish(Progress(step, 3, 32.0, EVAL))
+            show(Progress(step, 3, 32.0, EVAL))
     shown = terminal.getvalue()
     assert "3/3" in shown and "32 img/s" in shown and "ETA" in shown and "acc 0.125 @20" in shown
     assert "\x1b[" in shown  # drawn with terminal control codes, not plain lines
 
     quiet = Terminal()
-    with progress_display(quiet=True, stream=quiet):
-        publish(Progress(1, 3, 32.0, None))
+    with progress_display(quiet=True, stream=quiet) as show:
+        assert show is None  # nothing for the run to report to
     assert quiet.getvalue() == ""
-    publish(Progress(1, 3, 32.0, None))  # nobody listens once the block ends

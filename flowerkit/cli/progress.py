@@ -1,7 +1,7 @@
 """The CLI's training progress: a live rich bar in a terminal, periodic plain lines otherwise, none with --quiet.
 
-It listens to the trainer's per-step ``Progress`` reports (``flowerkit.engine.progress.subscribed``): the train
-task runs in this process when the CLI starts the flow.
+``progress_display`` gives the display that hears the trainer's per-step ``Progress`` reports; the CLI passes
+it down to the train task, which runs in this process when the CLI starts the flow.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TextIO
 
-from flowerkit.engine.progress import Progress, StepRate, describe, duration, subscribed
+from flowerkit.engine.progress import Listener, Progress, StepRate, describe, duration
 from flowerkit.throttle import Throttle
 
 PLAIN_INTERVAL_S = 10.0  # a log file or CI output gets a line this often, and the last step
@@ -86,16 +86,13 @@ def _logs_through(console) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def progress_display(quiet: bool, stream: TextIO | None = None) -> Iterator[None]:
-    """Show training progress while the block runs: live in a terminal, plain lines otherwise, none if quiet."""
+def progress_display(quiet: bool, stream: TextIO | None = None) -> Iterator[Listener | None]:
+    """The display of training progress for the block, to pass to the run: live in a terminal, plain lines
+    otherwise, None if quiet."""
     stream = stream or sys.stderr
-    if quiet:
-        yield
-        return
-    if not stream.isatty():
-        with subscribed(PlainProgress(stream)):
-            yield
+    if quiet or not stream.isatty():
+        yield None if quiet else PlainProgress(stream)
         return
     live = LiveProgress(stream)
-    with live.showing(), subscribed(live):
-        yield
+    with live.showing():
+        yield live

@@ -1,15 +1,14 @@
-"""What the trainer reports after each step, and the front ends that listen to it.
+"""What the trainer reports after each step, and what its listeners share.
 
-The trainer calls ``on_progress(Progress(...))``; the train task forwards each report to the Prefect progress
-artifact and to ``publish``, which hands it to whatever display the front end subscribed (the CLI's live
-progress, or nothing). The library itself draws nothing.
+The trainer calls ``on_progress(Progress(...))``: ``RecordProgress`` writes it into the run record (what other
+processes and front ends read), then hands it on to the callback it was given: the train task's, which feeds
+the Prefect progress artifact and the display its caller passed down (the CLI's live progress, or none). The
+library itself draws nothing.
 """
 
 from __future__ import annotations
 
-import contextlib
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,27 +34,6 @@ class Progress:
 
 
 Listener = Callable[[Progress], None]
-_listeners: list[Listener] = []
-_lock = threading.Lock()  # the train task runs in a worker thread of the flow's process
-
-
-@contextlib.contextmanager
-def subscribed(listener: Listener) -> Iterator[None]:
-    """Send every training step of this process to ``listener`` while the block runs."""
-    with _lock:
-        _listeners.append(listener)
-    try:
-        yield
-    finally:
-        with _lock:
-            _listeners.remove(listener)
-
-
-def publish(progress: Progress) -> None:
-    with _lock:
-        listeners = list(_listeners)
-    for listener in listeners:
-        listener(progress)
 
 
 class StepRate:
