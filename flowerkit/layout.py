@@ -103,6 +103,11 @@ class RunLayout:
         return self.run_dir / "config_resolved.yaml"
 
     @property
+    def plan(self) -> Path:
+        """Everything the run decided before it started (``flowerkit.plan``), as JSON."""
+        return self.run_dir / "plan.json"
+
+    @property
     def stamp(self) -> Path:
         return self.run_dir / STAMP_NAME
 
@@ -217,9 +222,10 @@ class RunLayout:
 
     def key_files(self) -> list[Path]:
         """The files a reviewer opens first, in that order (those that exist)."""
-        candidates = (self.record, self.config, self.metrics, self.metrics_jsonl, self.labelmap, self.stamp,
-                      self.retention, self.run_log, self.checkpoint, self.best_checkpoint, self.eval_outputs,
-                      self.predictions, self.per_class, self.predictions_of("test"), self.per_class_of("test"))
+        candidates = (self.record, self.config, self.plan, self.metrics, self.metrics_jsonl, self.labelmap,
+                      self.stamp, self.retention, self.run_log, self.checkpoint, self.best_checkpoint,
+                      self.eval_outputs, self.predictions, self.per_class, self.predictions_of("test"),
+                      self.per_class_of("test"))
         return [p for p in candidates if p.exists()]
 
     def relative(self, path: Path) -> str:

@@ -16,14 +16,23 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from flowerkit.config import EvalConfig, RunConfig, TrainConfig, describe_validation_error
+from flowerkit.config import (
+    CONFIG_CLASSES,
+    EvalConfig,
+    PredictRunConfig,
+    RunConfig,
+    TrainConfig,
+    describe_validation_error,
+)
 from flowerkit.data.selection import synthetic_root_path
 from flowerkit.device import detect_device, resolve_precision
 from flowerkit.engine.checkpoint import checkpoint_model, read_checkpoint
-from flowerkit.engine.world import check_world_device, world_facts
+from flowerkit.engine.distributed import execution_of
+from flowerkit.engine.world import check_world_device
 from flowerkit.errors import ConfigError
 from flowerkit.paths import cache_root
-from flowerkit.plan import CheckpointInfo, RunPlan, select, split_requests
+from flowerkit.models.weights import WeightsSource
+from flowerkit.plan import CheckpointInfo, Execution, Plan, RunPlan, select, split_requests
 from flowerkit.rundir import check_claimable
 from flowerkit.writable import check_writable_folder
 
@@ -50,8 +59,37 @@ def prepare_plan(flow: str, config: RunConfig, resume: bool) -> RunPlan:
     return RunPlan(flow=flow, config=config, resume=resume, device=device,
                    precision=resolve_precision(config.precision, device), splits=split_requests(config),
                    selections=_selections(config), checkpoint=checkpoint,
-                   weights=describe_pretrained(config) if isinstance(config, TrainConfig) else None, data=data,
+                   execution=execution_of(config) if isinstance(config, TrainConfig) else Execution(),
+                   weights=plan_weights(config) if isinstance(config, TrainConfig) else None, data=data,
                    notes=notes)
+
+
+def plan_for(flow: str, config: RunConfig | dict, resume: bool, plan: RunPlan | None) -> RunPlan:
+    """The plan a flow runs: the one a front end built from ``config`` and handed on, or, for a deployment's
+    flow run (whose form sends only the config and ``resume``), the plan built here from those parameters."""
+    if plan is not None:
+        return plan
+    if isinstance(config, dict):  # a deployment's parameters, as JSON
+        try:
+            config = CONFIG_CLASSES[flow].model_validate(config)
+        except ValidationError as exc:
+            raise ConfigError(describe_validation_error(exc)) from None
+    return prepare_plan(flow, config, resume)
+
+
+def load_plan(path: Path) -> Plan:
+    """A run's ``plan.json`` as the plan it was written from (``Plan.to_json``)."""
+    import json
+
+    from pydantic import TypeAdapter
+
+    from flowerkit.predict.run import PredictRunPlan
+
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    flow = data["flow"]
+    config_class = PredictRunConfig if flow == "predict" else CONFIG_CLASSES[flow]
+    data["config"] = config_class.model_validate(data["config"])
+    return TypeAdapter(PredictRunPlan if flow == "predict" else RunPlan).validate_python(data)
 
 
 def prepare_share(config: TrainConfig) -> RunPlan:
@@ -63,7 +101,8 @@ def prepare_share(config: TrainConfig) -> RunPlan:
     requests = tuple(r for r in split_requests(config) if r.split in ("train", "val"))
     return RunPlan(flow="train", config=config, resume=False, device=device,
                    precision=resolve_precision(config.precision, device), splits=requests,
-                   selections={r.split: select(config, r) for r in requests}, role="share")
+                   selections={r.split: select(config, r) for r in requests}, execution=execution_of(config),
+                   role="share")  # no weights: rank 0's reach every process when DDP wraps the model
 
 
 def _selections(config: RunConfig) -> dict:
@@ -95,12 +134,12 @@ def describe_plan(plan: RunPlan, extra: dict[str, str] | None = None) -> str:
     if plan.data:
         lines.append(f"{'data':<14} {plan.data}")
     if isinstance(config, TrainConfig):
-        lines.append(f"{'weights':<14} {plan.weights}")
+        lines.append(f"{'weights':<14} {plan.weights.describe() if plan.weights else 'random init'}")
         lines.append(f"{'model':<14} {config.model_type} at {config.img_size} px; {config.num_steps} steps of "
                      f"batch {config.train_batch_size}, lr {config.learning_rate}, warmup "
                      f"{config.warmup_steps}, {config.decay_type} decay")
         if config.world_size > 1:
-            world = world_facts(config, plan.device.device)
+            world = plan.process_facts()
             lines.append(f"{'processes':<14} {config.nproc_per_node} on each of {config.nnodes} machine(s) "
                          f"({world['backend']}), {world['per_rank_batch']} samples of every step each; rank 0 "
                          "writes the run")
@@ -139,7 +178,7 @@ def _read_eval_checkpoint(config: EvalConfig) -> tuple[EvalConfig, CheckpointInf
     """Read the checkpoint for its sha256, model and step; the model it records enters the config
     through the config's own validation (the one place model and cache size are checked)."""
     path = Path(config.checkpoint).expanduser()
-    read = read_checkpoint(path, keep=True)  # kept for the evaluation: a large checkpoint is read once
+    read = read_checkpoint(path)  # its hash and its model; the evaluation reads it again and checks the hash
     state = read.state
     model_type, img_size = checkpoint_model(state, path, config.model_type, config.img_size)
     try:
@@ -150,19 +189,16 @@ def _read_eval_checkpoint(config: EvalConfig) -> tuple[EvalConfig, CheckpointInf
     return config, CheckpointInfo(path, read.sha256, model_type, img_size, int(state["step"]))
 
 
-def describe_pretrained(config: TrainConfig) -> str:
-    """Resolve --pretrained (no download) and check that it fits the model; a missing file means random init."""
+def plan_weights(config: TrainConfig) -> WeightsSource:
+    """Resolve --pretrained (no download) and check that it fits the model, reading the file once for its
+    sha256 and its shapes; a missing file means random init."""
     from flowerkit.models.weights import check_weights, resolve_weights
 
-    source = resolve_weights(config.pretrained, download=False)
-    check_weights(source, config.model_type, config.img_size)
-    return source.describe()
+    return check_weights(resolve_weights(config.pretrained, download=False), config.model_type, config.img_size)
 
 
 def share_description(plan: RunPlan) -> str:
     """Who this process is in the run it trains a share of (for its one line of output)."""
-    from flowerkit.engine.distributed import torchrun_env
-
-    config, env = plan.train_config, torchrun_env()
-    return (f"rank {env['rank']} of {env['world_size']}" if env is not None
+    where, config = plan.execution, plan.train_config
+    return (f"rank {where.rank} of {where.world_size}" if where.launcher == "torchrun"
             else f"machine {config.node_rank} of {config.nnodes} (--node_rank {config.node_rank})")

@@ -9,22 +9,23 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from flowerkit.artifacts.export import Exported
-from flowerkit.artifacts.files import utc_now
+from flowerkit.artifacts.files import atomic_write_text, utc_now
 from flowerkit.artifacts.record import refresh_artifact_index, update_record
 from flowerkit.config import PredictRunConfig, RunConfig
 from flowerkit.device import DeviceChoice
 from flowerkit.engine.trainer import TrainResult
-from flowerkit.engine.world import world_facts
 from flowerkit.errors import DiskFullError, FlowerkitError, is_termination
-from flowerkit.plan import RunPlan
-from flowerkit.predict.run import PredictRunPlan
+from flowerkit.plan import Plan, RunPlan
 from flowerkit.rundir import RunLock, claim_run_dir
+from flowerkit.tasks import PLANNING_TASKS
 from flowerkit.tracking import tracked_run
-from flowerkit.tasks.watcher import watch_current_flow_run
+from flowerkit.flows.orchestration.watcher import watch_current_flow_run
 
 LOGGERS = ("flowerkit", "prefect.flow_runs", "prefect.task_runs")
+P = TypeVar("P", bound=Plan)
 
 
 def flow_run_id() -> str | None:
@@ -54,17 +55,14 @@ def _log_to_file(path: Path) -> Iterator[None]:
         handler.close()
 
 
-# Tasks that run before the run directory exists: the record lists them once it does.
-PLANNING_TASKS = ("detect_device", "load_subset")
-
-
 @contextlib.contextmanager
-def run_lifecycle(plan: RunPlan | PredictRunPlan, determinism: dict) -> Iterator[str]:
-    """Claim the run directory, keep the record current, and always leave it ``complete`` or ``failed``;
-    yields the run's id."""
+def run_lifecycle(plan: P, determinism: dict) -> Iterator[P]:
+    """Claim the run directory, write ``plan.json``, keep the record current, and always leave it ``complete``
+    or ``failed``; yields the claimed plan (the plan with the run's id and start time)."""
     config = plan.config
     lock = RunLock(plan.layout)
     record = claim_run_dir(config, plan.flow, plan.resume, flow_run_id(), plan.total_steps, lock)
+    plan = plan.claimed(record)
     watch_current_flow_run(config.name, plan.flow)  # a killed process's flow run still ends Crashed
     run_dir = plan.layout.run_dir
 
@@ -76,17 +74,18 @@ def run_lifecycle(plan: RunPlan | PredictRunPlan, determinism: dict) -> Iterator
 
     try:
         device = plan.device.device
+        atomic_write_text(plan.layout.plan, plan.to_json())
         update_record(run_dir, mark_done, device=device, determinism=determinism,
-                      distributed=_process_facts(plan))
+                      distributed=plan.process_facts())
         with _log_to_file(plan.layout.run_log), _tracker(plan):
             for note in plan.notes:
                 logging.getLogger("flowerkit").info("%s", note)
             try:
-                yield record["run_id"]
+                yield plan
             except BaseException as exc:
                 if isinstance(exc, DiskFullError) or getattr(exc, "errno", None) == errno.ENOSPC:
                     lock.free_reserve()  # room to record the failure
-                message = describe_failure(exc, resumable=isinstance(plan, RunPlan))
+                message = describe_failure(exc, resumable=plan.resumable)
                 logging.getLogger("flowerkit").error("run %s failed: %s", config.name, message)
                 try:
                     kind = "Terminated" if is_termination(exc) else type(exc).__name__  # one name for SIGTERM
@@ -99,14 +98,7 @@ def run_lifecycle(plan: RunPlan | PredictRunPlan, determinism: dict) -> Iterator
         lock.release()
 
 
-def _process_facts(plan: RunPlan | PredictRunPlan) -> dict:
-    """The record's ``distributed``: a predict run is one process taking its images a batch at a time."""
-    if isinstance(plan.config, RunConfig):
-        return world_facts(plan.config, plan.device.device)
-    return {"world_size": 1, "backend": "none", "per_rank_batch": plan.config.batch_size, "nnodes": 1}
-
-
-def _tracker(plan: RunPlan | PredictRunPlan) -> contextlib.AbstractContextManager:
+def _tracker(plan: Plan) -> contextlib.AbstractContextManager:
     """The run's optional MLflow run (it never fails the run); a predict run has no tracker option."""
     if isinstance(plan.config, RunConfig):
         return tracked_run(plan.config, plan.flow)

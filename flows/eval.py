@@ -1,8 +1,7 @@
 """The ``eval`` flow: evaluate a checkpoint on a split (or its tiny subset) without training.
 
-Two entry points run the same body, each with the plan prepared exactly once: ``eval_flow(config, resume)``
-for a Prefect deployment, the dashboard and Python callers, and ``run_eval_plan(plan)`` for the CLI
-(docs/architecture.md).
+One entry, ``eval_flow``: front ends pass the plan they built; a deployment's flow run passes the config and
+``resume`` its form sent, and the plan is built here, on the worker (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -14,33 +13,24 @@ from flowerkit.config import EvalConfig
 from flowerkit.engine.trainer import seed_everything
 from flowerkit.flows.common import RunOutcome, outcome, run_lifecycle
 from flowerkit.plan import RunPlan
-from flowerkit.prepare import prepare_plan
-from flowerkit.tasks import (
-    detect_device,
-    evaluate,
-    export_predictions,
-    load_subset,
-    publish_results,
-    write_retention,
-    write_stamp,
-)
+from flowerkit.prepare import plan_for
+from flowerkit.tasks.evaluation import evaluate, export_predictions
+from flowerkit.tasks.provenance import write_retention, write_stamp
+from flowerkit.tasks.reporting import publish_results
+from flowerkit.tasks.setup import detect_device, load_subset
 
 
-@flow(name="eval", persist_result=True)
-def eval_flow(config: EvalConfig, resume: bool = False) -> RunOutcome:
+@flow(name="eval", persist_result=True, validate_parameters=False)
+def eval_flow(config: EvalConfig, resume: bool = False, plan: RunPlan | None = None) -> RunOutcome:
     """Evaluate OUTPUT_DIR/RUN/checkpoints/ckpt.bin-style checkpoints; never trains.
 
     Args:
         config: Every option of `flowerkit eval` (same names, defaults and validation).
         resume: Continue an incomplete eval run of the same name (same configuration).
+        plan: The plan a front end built from this config (the CLI, the dashboard, a sweep's trial); a
+            deployment's run leaves it out, and the plan is built here, on the worker.
     """
-    return _eval(prepare_plan("eval", config, resume))  # reads and checks the checkpoint before any work
-
-
-@flow(name="eval", persist_result=True, validate_parameters=False)
-def run_eval_plan(plan: RunPlan) -> RunOutcome:
-    """The eval flow of a run whose plan is already prepared (the CLI prepares it before Prefect starts)."""
-    return _eval(plan)
+    return _eval(plan_for("eval", config, resume, plan))  # reads the checkpoint before any work
 
 
 def _eval(plan: RunPlan) -> RunOutcome:
@@ -52,11 +42,11 @@ def _eval(plan: RunPlan) -> RunOutcome:
     determinism = seed_everything(config.seed, config.deterministic) | {
         "precision": plan.precision, "sample_ids_sha256": {request.split: selection.ids_sha256}}
 
-    with run_lifecycle(plan, determinism) as run_id:
+    with run_lifecycle(plan, determinism) as plan:
         exported = export_predictions(plan, evaluate(plan, checkpoint.path, selection), selection)
         update_record(plan.layout.run_dir, metrics=exported.metrics,
                       progress={"step": checkpoint.step, "total_steps": checkpoint.step})
-        write_stamp(plan, run_id, "not used (eval-only run)", selection.subset)
-        write_retention(plan, run_id)
-        publish_results(plan, run_id, exported.metrics)
+        write_stamp(plan, "not used (eval-only run)", selection.subset)
+        write_retention(plan)
+        publish_results(plan, exported.metrics)
     return outcome(plan, exported)

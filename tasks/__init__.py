@@ -1,21 +1,23 @@
-"""Prefect tasks: thin wrappers over ``flowerkit`` functions that pass paths and small records, never tensors.
+"""Prefect tasks: thin wrappers over ``flowerkit`` functions that pass the run's plan, paths and small records,
+never tensors. Each is declared once, with ``tasks.common.run_task``.
 
-The tasks are imported on first use (``from flowerkit.tasks import train``), so the package's light modules
-(``watcher``, ``crashed_runs``) start without torch or the flows' imports.
+``FLOW_TASKS`` is the one list of the tasks each flow runs, in order (by task name): the flows run them, the
+dashboard shows the ones a run has not reached yet as pending, and the docs name them.
 """
 
-from importlib import import_module
-from typing import Any
+FLOW_TASKS: dict[str, tuple[str, ...]] = {
+    "train": ("detect_device", "load_subset", "train", "evaluate", "export_predictions", "write_stamp",
+              "write_retention", "publish_results"),
+    "eval": ("detect_device", "load_subset", "evaluate", "export_predictions", "write_stamp", "write_retention",
+             "publish_results"),
+    "predict": ("predict_images", "write_stamp", "write_retention"),
+}
+# Run before the run directory exists: the record lists them as done once it does.
+PLANNING_TASKS = ("detect_device", "load_subset")
+# Publishes to the Prefect UI after the record's last update: the record does not list it.
+UNRECORDED_TASKS = ("publish_results",)
 
-_MODULE_OF = {"detect_device": "setup", "load_subset": "setup", "train": "training", "evaluate": "evaluation",
-              "export_predictions": "evaluation", "write_stamp": "provenance", "write_retention": "provenance",
-              "publish_results": "reporting", "write_predict_stamp": "provenance",
-              "predict_images": "prediction"}
 
-__all__ = sorted(_MODULE_OF)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _MODULE_OF:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(import_module(f"{__name__}.{_MODULE_OF[name]}"), name)
+def recorded_tasks(flow: str) -> list[str]:
+    """The tasks of ``flow`` that its run record tracks, in order."""
+    return [name for name in FLOW_TASKS.get(flow, ()) if name not in UNRECORDED_TASKS]

@@ -4,7 +4,7 @@ Prefect persists each keyed task result in its result storage: ``PREFECT_LOCAL_S
 ``$PREFECT_HOME/storage`` (docs/prefect.md). A later task run with the same key returns the stored result
 instead of running.
 
-Every key starts with the run's ``run_id`` (from run_record.json): it is kept by ``--resume`` but new for
+Every key starts with the run's ``run_id`` (the claimed plan's): it is kept by ``--resume`` but new for
 every fresh run, so a deleted and re-created run of the same name never reuses another run's results
 (those results name files in the old run directory). The rest of each key is what the result depends on,
 by content: the checkpoint's sha256, the selection's ids_sha256, the settings that change the numbers.
@@ -20,18 +20,15 @@ from pathlib import Path
 from typing import Any
 
 from flowerkit.artifacts.files import sha256_file
-from flowerkit.artifacts.record import RECORD_NAME, read_record
 from flowerkit.data.selection import Selection
 from flowerkit.plan import RunPlan
 
 
 def _run_scoped_key(task: str, plan: RunPlan, *parts: Any) -> str | None:
-    """sha256 of (task, run_id, parts); None (no caching) outside a claimed run directory."""
-    run_dir = plan.layout.run_dir
-    if not (run_dir / RECORD_NAME).is_file():
+    """sha256 of (task, run_id, parts); None (no caching) before the run directory is claimed."""
+    if plan.claim is None:
         return None
-    run_id = read_record(run_dir)["run_id"]
-    payload = json.dumps([task, run_id, *parts], sort_keys=True, default=str)
+    payload = json.dumps([task, plan.claim.run_id, *parts], sort_keys=True, default=str)
     return f"flowerkit-{task}-{hashlib.sha256(payload.encode()).hexdigest()}"
 
 

@@ -1,4 +1,5 @@
-"""What every flowerkit task shares: when to retry, and keeping the run record's task states current."""
+"""What every flowerkit task shares: its one declaration (``run_task``), when to retry, and keeping the run
+record's task states current."""
 
 from __future__ import annotations
 
@@ -18,8 +19,7 @@ from flowerkit.errors import (
     RunExistsError,
     is_termination,
 )
-from flowerkit.plan import RunPlan
-from flowerkit.predict.run import PredictRunPlan
+from flowerkit.plan import Plan
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,21 @@ def _attempt() -> int:
     return int(task_run.run_count or 1)
 
 
-def tracked(name: str, retries: int) -> Callable:
+def run_task(name: str, retries: int = 2, recorded: bool = True, **options: Any) -> Callable:
+    """Declare a flowerkit task once: a Prefect task ``name``, retried ``retries`` times a second apart unless
+    the error is the user's (``retry_unless_user_error``); ``recorded``: its states are kept in the run record
+    too (``_recorded``). ``options`` go to Prefect's ``task`` (caching, result persistence, the run's name)."""
+    from prefect import task
+
+    def decorate(fn: Callable) -> Any:
+        body = _recorded(name, retries)(fn) if recorded else fn
+        return task(name=name, retries=retries, retry_delay_seconds=1, retry_condition_fn=retry_unless_user_error,
+                    **options)(body)
+
+    return decorate
+
+
+def _recorded(name: str, retries: int) -> Callable:
     """Record running / retrying / completed / failed in the run record around the task body.
 
     The task takes the run's plan as its first argument (the record is in its layout); another process (the
@@ -54,7 +68,7 @@ def tracked(name: str, retries: int) -> Callable:
     """
     def decorate(fn: Callable) -> Callable:
         @functools.wraps(fn)
-        def wrapper(plan: RunPlan | PredictRunPlan, *args: Any, **kwargs: Any) -> Any:
+        def wrapper(plan: Plan, *args: Any, **kwargs: Any) -> Any:
             run_dir, attempt = plan.layout.run_dir, _attempt()
             set_task_state(run_dir, name, "running", attempt)
             try:

@@ -4,31 +4,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prefect import task
-
 from flowerkit.artifacts.export import Exported, export_evaluation
 from flowerkit.data.selection import Selection
 from flowerkit.engine.evaluation import Evaluation, evaluate_selection
 from flowerkit.engine.trainer import TrainResult
 from flowerkit.plan import RunPlan
 from flowerkit.tasks.caching import evaluate_cache_key, export_cache_key
-from flowerkit.tasks.common import retry_unless_user_error, tracked
-
-RETRIES = 2
+from flowerkit.tasks.common import run_task
 
 
-@task(name="evaluate", retries=RETRIES, retry_delay_seconds=1, retry_condition_fn=retry_unless_user_error,
-      persist_result=True, cache_key_fn=evaluate_cache_key)
-@tracked("evaluate", RETRIES)
+@run_task("evaluate", persist_result=True, cache_key_fn=evaluate_cache_key)
 def evaluate(plan: RunPlan, checkpoint: Path, selection: Selection, held_out: bool = False) -> Evaluation:
     """Run the checkpoint's model over the selection; save logits to the run's eval outputs (a held-out
     split's to its own file)."""
     return evaluate_selection(plan, checkpoint, selection, held_out=held_out)
 
 
-@task(name="export_predictions", retries=RETRIES, retry_delay_seconds=1, retry_condition_fn=retry_unless_user_error,
-      persist_result=True, cache_key_fn=export_cache_key)
-@tracked("export_predictions", RETRIES)
+@run_task("export_predictions", persist_result=True, cache_key_fn=export_cache_key)
 def export_predictions(plan: RunPlan, evaluation: Evaluation, selection: Selection,
                        trained: TrainResult | None = None, held_out: bool = False) -> Exported:
     """predictions.jsonl, per-class metrics, metrics.json, labelmap.json and TensorBoard eval scalars (see

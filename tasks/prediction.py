@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from flowerkit.predict.run import PredictRunPlan, write_labelmap, write_predictions
 from flowerkit.predict.runner import PredictSummary
-from flowerkit.tasks.common import retry_unless_user_error, tracked
-
-RETRIES = 2
+from flowerkit.tasks.common import run_task
 
 
 # Retried for I/O (a flaky mount under the inputs or the output folder): the rows are written to a temporary
 # file renamed at the end, so a retry starts from a clean slate. No image predicted is a MissingInputError,
-# never retried. Never cached: the plan holds the loaded model, which Prefect's default cache key would pickle
-# at every call, and a predict run has nothing to reuse (a run name is used once).
-@task(name="predict_images", retries=RETRIES, retry_delay_seconds=1, retry_condition_fn=retry_unless_user_error,
-      cache_policy=NO_CACHE)
-@tracked("predict_images", RETRIES)
+# never retried. Never cached: a predict run has nothing to reuse (a run name is used once).
+@run_task("predict_images", cache_policy=NO_CACHE)
 def predict_images(plan: PredictRunPlan) -> PredictSummary:
     """One row per input (an error row for a file that cannot be predicted); the counts."""
     summary = write_predictions(plan.predict, plan.layout.predictions)

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from prefect import task
-
 from flowerkit.artifacts.record import read_record
 from flowerkit.engine.trainer import TrainResult
 from flowerkit.plan import RunPlan
-from flowerkit.tasks.common import retry_unless_user_error
+from flowerkit.tasks.common import run_task
 from flowerkit.tasks.prefect_artifacts import publish_summary, summary_markdown
 
 
-@task(name="publish_results", retries=2, retry_delay_seconds=1, retry_condition_fn=retry_unless_user_error)
-def publish_results(plan: RunPlan, run_id: str, metrics: dict, trained: TrainResult | None = None) -> dict:
+@run_task("publish_results", recorded=False)
+def publish_results(plan: RunPlan, metrics: dict, trained: TrainResult | None = None) -> dict:
     """Markdown summary (device, config hash, metrics, file paths, the MLflow run) and a per-class table."""
     config, layout = plan.config, plan.layout
     training = None if trained is None else {
@@ -20,7 +18,7 @@ def publish_results(plan: RunPlan, run_id: str, metrics: dict, trained: TrainRes
         "images_per_second": trained.images_per_second}
     checkpoint = str(plan.checkpoint.path) if plan.checkpoint is not None else None
     mlflow = read_record(layout.run_dir).get("mlflow")  # opened with the run (--tracker mlflow)
-    markdown = summary_markdown(plan.flow, config.name, run_id, plan.device.device, plan.precision,
+    markdown = summary_markdown(plan.flow, config.name, plan.run_id, plan.device.device, plan.precision,
                                 config.config_hash(), metrics, [*layout.key_files(), layout.tb_dir], training,
                                 checkpoint, mlflow)
     summary_id, table_id = publish_summary(plan.flow, config.name, markdown, layout.per_class)

@@ -8,17 +8,15 @@ from __future__ import annotations
 
 import logging
 
-from prefect import task
-
 from flowerkit.data.selection import Selection
 from flowerkit.device import DeviceChoice
 from flowerkit.plan import RunPlan, SplitRequest, select
-from flowerkit.tasks.common import retry_unless_user_error
+from flowerkit.tasks.common import run_task
 
 log = logging.getLogger("flowerkit")
 
 
-@task(name="detect_device", persist_result=True)
+@run_task("detect_device", retries=0, recorded=False, persist_result=True)
 def detect_device(plan: RunPlan) -> DeviceChoice:
     """The device and precision the plan chose, and why."""
     device = plan.device
@@ -27,8 +25,7 @@ def detect_device(plan: RunPlan) -> DeviceChoice:
 
 
 # One run per split: the run name says which, so the UI and the dashboard tell them apart.
-@task(name="load_subset", task_run_name="load_subset[{request.split}]", retries=2, retry_delay_seconds=1,
-      retry_condition_fn=retry_unless_user_error, persist_result=True)
+@run_task("load_subset", recorded=False, task_run_name="load_subset[{request.split}]", persist_result=True)
 def load_subset(plan: RunPlan, request: SplitRequest) -> Selection:
     """The images of one split (or its tiny subset) as the plan selected them; the synthetic set, when the
     plan found it not yet generated, is generated once here and then selected (retried on I/O errors)."""

@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
-from prefect import task
-
 from flowerkit.data.selection import Selection
 from flowerkit.engine.progress import Listener, Progress
 from flowerkit.engine.run import run_training
 from flowerkit.engine.trainer import TrainResult
 from flowerkit.plan import RunPlan
 from flowerkit.tasks.caching import train_cache_key
-from flowerkit.tasks.common import retry_unless_user_error, tracked
+from flowerkit.tasks.common import run_task
 from flowerkit.tasks.prefect_artifacts import ProgressArtifact
-
-TRAIN_RETRIES = 2
 
 
 # A retry (an exception part-way) and a --resume after a killed process both continue from the run's
 # checkpoints/ckpt.bin: the trainer resumes from it when it exists.
-@task(name="train", retries=TRAIN_RETRIES, retry_delay_seconds=1, retry_condition_fn=retry_unless_user_error,
-      persist_result=True, cache_key_fn=train_cache_key)
-@tracked("train", TRAIN_RETRIES)
+@run_task("train", persist_result=True, cache_key_fn=train_cache_key)
 def train(plan: RunPlan, train_selection: Selection, val_selection: Selection,
           on_progress: Listener | None = None) -> TrainResult | None:
     """Train the plan's run; the engine decides how (one process, launched workers, torchrun's ranks).

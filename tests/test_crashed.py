@@ -102,7 +102,7 @@ def test_watched_runs_leave_prefects_heartbeats_to_the_watcher_unless_the_user_s
     reports a dead process. A frequency the user chose is theirs."""
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, get_current_settings, temporary_settings
 
-    from flowerkit.tasks import watcher
+    from flowerkit.flows.orchestration import watcher
 
     default = get_current_settings().flows.heartbeat_frequency
     assert default is not None  # Prefect's default: on
@@ -113,7 +113,7 @@ def test_watched_runs_leave_prefects_heartbeats_to_the_watcher_unless_the_user_s
         assert get_current_settings().flows.heartbeat_frequency == 45
     chosen = subprocess.run(  # the way a user sets it: the environment (or a profile) of a new process
         [sys.executable, "-c", "from prefect.settings import get_current_settings as s\n"
-         "from flowerkit.tasks.watcher import watching\n"
+         "from flowerkit.flows.orchestration.watcher import watching\n"
          "with watching(): print(s().flows.heartbeat_frequency)"],
         env=os.environ | {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "45"}, capture_output=True, text=True, timeout=120)
     assert chosen.stdout.strip() == "45", chosen.stderr[-2000:]

@@ -61,8 +61,10 @@ def rows(run_dir: Path) -> list[dict]:
 CHECKPOINT_READS: list = []
 
 
-def test_an_eval_run_reads_its_checkpoint_once(eval_run: Path) -> None:
-    assert len(CHECKPOINT_READS) == 1, CHECKPOINT_READS
+def test_an_eval_run_reads_its_checkpoint_once_to_plan_and_once_to_evaluate(eval_run: Path) -> None:
+    # The plan reads it for its sha256 and model; the evaluation loads it and checks it is the same bytes.
+    # No module-level cache carries the loaded state between them.
+    assert len(CHECKPOINT_READS) == 2, CHECKPOINT_READS
 
 
 def test_eval_writes_exactly_one_row_per_sample(eval_run: Path) -> None:

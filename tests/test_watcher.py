@@ -39,7 +39,7 @@ def watchers_of(flow_run_id: str) -> list[int]:
             cmdline = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"flowerkit.tasks.watcher" in cmdline and flow_run_id.encode() in cmdline:
+        if b"flowerkit.flows.orchestration.watcher" in cmdline and flow_run_id.encode() in cmdline:
             found.append(int(entry.name))
     return found
 
@@ -101,7 +101,7 @@ def test_a_run_that_ends_normally_leaves_no_watcher(server: Server, flowers_root
 
 
 def test_no_watcher_without_a_real_server() -> None:
-    from flowerkit.tasks.watcher import watch
+    from flowerkit.flows.orchestration.watcher import watch
 
     assert watch("6f1c3c52-3a43-4e0a-9d7a-2f2f4d1c9a10", "x", "train", None) is None  # ephemeral mode
     assert watch(None, "x", "train", "http://127.0.0.1:9/api") is None  # no flow run

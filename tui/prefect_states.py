@@ -51,7 +51,7 @@ def task_label(task_run_name: str) -> str:
 
 def with_pending(states: list[tuple[str, str, int]], flow: str) -> list[tuple[str, str, int]]:
     """The server only knows tasks that started: add the flow's others, in order, as pending."""
-    from flowerkit.tui.runs_reader import SERVER_TASKS
+    from flowerkit.tasks import FLOW_TASKS
 
     started = {name.split("[", 1)[0] for name, _, _ in states}
-    return states + [(name, "pending", 0) for name in SERVER_TASKS.get(flow, []) if name not in started]
+    return states + [(name, "pending", 0) for name in FLOW_TASKS.get(flow, ()) if name not in started]

@@ -146,7 +146,7 @@ class RunsScreen(Screen):
     @work(thread=True, exclusive=True, group="scan")
     def _scan(self, sweep: str | None) -> None:
         from flowerkit.runs import sweep_trials
-        from flowerkit.tasks.crashed_runs import reconcile_all
+        from flowerkit.flows.orchestration.crashed_runs import reconcile_all
 
         assert self._index is not None
         runs = self._index.scan()

@@ -16,22 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from flowerkit.layout import RunLayout
+from flowerkit.tasks import recorded_tasks
 from flowerkit.runs import RunSummary, as_float, find_run_dirs, read_config, read_json_or_none
 from flowerkit.runs import summarize as summarize_files
 from flowerkit.tracking import mlflow_line
 
-# The tasks each flow's run record tracks, in order: the ones a run has not reached yet are shown as pending.
-FLOW_TASKS = {
-    "train": ["detect_device", "load_subset", "train", "evaluate", "export_predictions", "write_stamp",
-              "write_retention"],
-    "eval": ["detect_device", "load_subset", "evaluate", "export_predictions", "write_stamp", "write_retention"],
-    "predict": ["predict_images", "write_stamp", "write_retention"],
-}
-# The Prefect server also knows the last task of train and eval, which publishes the UI's artifacts and is not
-# in the record (a predict run publishes none).
-PUBLISHING_FLOWS = ("train", "eval")
-SERVER_TASKS = {flow: [*tasks, "publish_results"] if flow in PUBLISHING_FLOWS else tasks
-                for flow, tasks in FLOW_TASKS.items()}
 
 
 def layout_of(run_dir: Path) -> RunLayout:
@@ -138,7 +127,7 @@ class RunDetail:
 def task_states(record: dict[str, Any]) -> list[tuple[str, str, int]]:
     """(task, state, attempt) from the record, the flow's tasks not reached yet as pending."""
     known = record.get("tasks") or {}
-    names = list(FLOW_TASKS.get(str(record.get("flow")), []))
+    names = recorded_tasks(str(record.get("flow")))
     names += [n for n in known if n not in names]
     states = []
     for name in names:

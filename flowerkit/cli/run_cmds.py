@@ -15,6 +15,7 @@ from flowerkit.config import CONFIG_CLASSES, EvalConfig, RunConfig, TrainConfig,
 from flowerkit.errors import ConfigError
 
 if TYPE_CHECKING:  # the flows and the plan are imported when a run starts: --help stays fast
+    from flowerkit.engine.progress import Listener
     from flowerkit.flows.common import RunOutcome
     from flowerkit.plan import RunPlan
 
@@ -48,11 +49,11 @@ def _run(flow: str, given: dict[str, Any], config_file: Path | None, resume: boo
         start_ephemeral_server()
         from flowerkit.cli.progress import progress_display
 
-        from flowerkit.tasks.watcher import watching
+        from flowerkit.flows.orchestration.watcher import watching
 
         # A killed process's flow run still ends Crashed on the server (watching); the live bar (train only).
-        with watching(), progress_display(quiet if flow == "train" else True):
-            result = run_plan(plan)
+        with watching(), progress_display(quiet if flow == "train" else True) as on_progress:
+            result = run_plan(plan, on_progress)
         print_summary(plan, result)
 
 
@@ -70,7 +71,7 @@ def _as_launched(flow: str, config: RunConfig) -> RunConfig:
 def _trains_a_share(config: TrainConfig, dry_run: bool) -> bool:
     """Train a share of a run whose flow another process runs (torchrun's ranks above 0, machines with
     --node_rank above 0): no Prefect, no run directory, nothing written. True when this command did that."""
-    from flowerkit.engine.distributed import is_follower, torchrun_env
+    from flowerkit.engine.distributed import is_follower
 
     if not is_follower(config):
         return False
@@ -84,25 +85,25 @@ def _trains_a_share(config: TrainConfig, dry_run: bool) -> bool:
     from flowerkit.engine.run import run_training
 
     run_training(plan, plan.selections["train"], plan.selections["val"])
-    if torchrun_env() is None:  # under torchrun, rank 0's command speaks for the run
+    if plan.execution.launcher != "torchrun":  # under torchrun, rank 0's command speaks for the run
         typer.echo(f"{who}: done (rank 0 wrote the run)")
     return True
 
 
-def run_plan(plan: RunPlan) -> RunOutcome:
-    """Run the prepared plan as its Prefect flow, in this process."""
+def run_plan(plan: RunPlan, on_progress: Listener | None = None) -> RunOutcome:
+    """Run the prepared plan as its Prefect flow, in this process; ``on_progress`` shows training's steps."""
     if plan.flow == "train":
-        from flowerkit.flows.train import run_train_plan
+        from flowerkit.flows.train import train_flow
 
-        return run_train_plan(plan)
-    from flowerkit.flows.eval import run_eval_plan
+        return train_flow(plan.config, plan.resume, plan, on_progress)
+    from flowerkit.flows.eval import eval_flow
 
-    return run_eval_plan(plan)
+    return eval_flow(plan.config, plan.resume, plan)
 
 
 def _settle_crashed(config: RunConfig) -> None:
     """A resumed run whose process died: its old flow run must not stay Running on the server."""
-    from flowerkit.tasks.crashed_runs import reconcile
+    from flowerkit.flows.orchestration.crashed_runs import reconcile
     from flowerkit.runs import summarize
 
     if config.layout.record.is_file():

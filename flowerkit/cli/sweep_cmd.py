@@ -56,7 +56,7 @@ def sweep(
             hide_user_error_tracebacks()
         start_ephemeral_server()
         from flowerkit.flows.sweep import sweep_flow
-        from flowerkit.tasks.watcher import watching
+        from flowerkit.flows.orchestration.watcher import watching
 
         try:
             with watching():  # trials run in this process end Crashed on the server even if it is killed

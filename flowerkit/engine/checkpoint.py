@@ -6,7 +6,6 @@ import hashlib
 import io
 import pickle
 import pickletools
-import threading
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,43 +103,16 @@ class ReadCheckpoint:
     state: dict[str, Any]
 
 
-_kept: dict[tuple, ReadCheckpoint] = {}
-_kept_lock = threading.Lock()
-
-
-def _identity(path: Path) -> tuple | None:
-    try:
-        stat = path.stat()
-    except OSError:
-        return None
-    return (str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns)
-
-
-def read_checkpoint(path: Path, keep: bool = False) -> ReadCheckpoint:
-    """Read, hash and load a checkpoint (``load_checkpoint``'s checks and messages).
-
-    ``keep=True`` keeps it for the next call on the same file: an eval run reads its checkpoint when it is
-    planned and evaluates the same bytes later, so a large checkpoint is read once. The next call takes it
-    back out (one is kept at a time); a file replaced in between (another inode, size or mtime) is read again.
-    """
+def read_checkpoint(path: Path) -> ReadCheckpoint:
+    """Read a checkpoint once for both its sha256 and its state (``load_checkpoint``'s checks and messages)."""
     path = Path(path).expanduser()
-    identity = _identity(path)
-    with _kept_lock:
-        kept = _kept.pop(identity, None) if identity is not None else None
-        if keep:
-            _kept.clear()
-    if kept is None:
-        try:
-            data = path.read_bytes()
-        except OSError:
-            data = None  # load_checkpoint says what is wrong with the path
-        state = load_checkpoint(path, map_location="cpu", data=data)
-        assert data is not None  # load_checkpoint raised for an unreadable file
-        kept = ReadCheckpoint(path, hashlib.sha256(data).hexdigest(), state)
-    if keep and identity is not None:
-        with _kept_lock:
-            _kept[identity] = kept
-    return kept
+    try:
+        data = path.read_bytes()
+    except OSError:
+        data = None  # load_checkpoint says what is wrong with the path
+    state = load_checkpoint(path, map_location="cpu", data=data)
+    assert data is not None  # load_checkpoint raised for an unreadable file
+    return ReadCheckpoint(path, hashlib.sha256(data).hexdigest(), state)
 
 
 def _is_int(value: Any) -> bool:

@@ -27,6 +27,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -38,9 +39,9 @@ from flowerkit.config import TrainConfig
 from flowerkit.data.selection import Selection
 from flowerkit.engine.progress import Progress, RecordProgress
 from flowerkit.engine.trainer import TrainResult
-from flowerkit.engine.world import World, backend_for
+from flowerkit.engine.world import World
 from flowerkit.errors import ConfigError, DistributedError, FlowerkitError, Terminated
-from flowerkit.plan import RunPlan
+from flowerkit.plan import Execution, RunPlan, backend_for
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,24 @@ def adopt_torchrun(config: TrainConfig) -> TrainConfig:
             from None
 
 
+def execution_of(config: TrainConfig) -> Execution:
+    """The run's processes and this one's place, for its plan: torchrun's environment is read here, once."""
+    env = torchrun_env()
+    if env is not None:
+        return Execution("torchrun", env["world_size"], config.nnodes, env["rank"], env["local_rank"],
+                         env["local_world_size"])
+    if config.world_size > 1:
+        return Execution("flowerkit", config.world_size, config.nnodes, local_world_size=config.nproc_per_node)
+    return Execution()
+
+
+def launched_execution(config: TrainConfig) -> Execution:
+    """A launched worker's place in the run, as the launch gave it (its environment, read once here)."""
+    env = {name: int(os.environ[name]) for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")}
+    return Execution("flowerkit", env["WORLD_SIZE"], config.nnodes, env["RANK"], env["LOCAL_RANK"],
+                     env["LOCAL_WORLD_SIZE"])
+
+
 def is_follower(config: TrainConfig) -> bool:
     """Whether this command only takes part in training, leaving the run itself to rank 0's command."""
     env = torchrun_env()
@@ -107,19 +126,18 @@ def is_follower(config: TrainConfig) -> bool:
 
 # --- one rank ------------------------------------------------------------------------------------------------
 
-def join(device_type: str, timeout_s: float = TIMEOUT_S) -> tuple[World, torch.device]:
-    """Join the process group described by the environment (RANK, WORLD_SIZE, MASTER_ADDR, ...); returns the
-    world and this rank's device (CUDA: the GPU of its local rank)."""
-    env = torchrun_env()
-    if env is None:
-        raise RuntimeError("join() needs the environment of a launcher (RANK, WORLD_SIZE, LOCAL_RANK, ...)")
+def join(device_type: str, execution: Execution, timeout_s: float = TIMEOUT_S) -> tuple[World, torch.device]:
+    """Join the run's process group as ``execution`` places this process (the launcher's rendezvous address
+    and port, MASTER_ADDR and MASTER_PORT, are torch's to read); returns the world and this rank's device
+    (CUDA: the GPU of its local rank)."""
     backend = backend_for(device_type)
     device = torch.device("cpu")
     if device_type == "cuda":
-        device = torch.device("cuda", env["local_rank"])
+        device = torch.device("cuda", execution.local_rank)
         torch.cuda.set_device(device)
-    torch.distributed.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
-    return World(env["rank"], env["world_size"], env["local_rank"], backend), device
+    torch.distributed.init_process_group(backend, timeout=timedelta(seconds=timeout_s), rank=execution.rank,
+                                         world_size=execution.world_size)
+    return World(execution.rank, execution.world_size, execution.local_rank, backend), device
 
 
 def leave() -> None:
@@ -133,11 +151,11 @@ def run_rank(plan: RunPlan, train: Selection, val: Selection,
     from flowerkit.engine import trainer
 
     config = plan.train_config
-    world, rank_device = join(plan.device.type)
+    world, rank_device = join(plan.device.type, plan.execution)
     try:
         trainer.seed_everything(config.seed, config.deterministic)  # every rank builds the same initial model
         return trainer.train(config, rank_device, plan.precision, train.table(), val.table(), plan.layout,
-                             on_progress if world.is_main else None, world)
+                             on_progress if world.is_main else None, world, plan.weights)
     finally:
         leave()
 
@@ -150,9 +168,9 @@ def run_torchrun_rank(plan: RunPlan, train: Selection, val: Selection,
     except FlowerkitError:
         raise
     except Exception as exc:
-        env = torchrun_env() or {"rank": "?", "world_size": "?"}
+        where = plan.execution
         raise DistributedError(
-            f"Training rank {env['rank']} of {env['world_size']} failed: {type(exc).__name__}: {exc}. If another "
+            f"Training rank {where.rank} of {where.world_size} failed: {type(exc).__name__}: {exc}. If another "
             "rank failed first, torchrun's output names it. Fix the cause, then run the same torchrun command "
             "with --resume to continue from the last checkpoint.") from exc
 
@@ -161,11 +179,12 @@ def run_torchrun_rank(plan: RunPlan, train: Selection, val: Selection,
 
 def worker_main(plan: RunPlan, train: Selection, val: Selection) -> TrainResult | None:
     """One worker process started by ``launch`` (module level, so the spawned interpreter can import it)."""
-    rank = int(os.environ["RANK"])
+    plan = replace(plan, execution=launched_execution(plan.train_config))
+    rank = plan.execution.rank
     _name_process(f"flowerkit-r{rank}")
     if plan.device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
         # As torchrun does: the machine's cores shared among its training processes, not each taking all.
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["LOCAL_WORLD_SIZE"])))
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // plan.execution.local_world_size))
     if rank != 0:
         return run_rank(plan, train, val)
     layout = plan.layout

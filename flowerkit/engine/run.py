@@ -1,8 +1,8 @@
 """How this process takes part in training a planned run: the engine's one entry point for training.
 
 One process trains the run itself; ``--nproc_per_node N`` (N > 1) launches N workers; a process that torchrun
-started joins torchrun's process group. The choice is made here, from the plan and the environment, so the
-train task and the CLI's other processes (``prepare_share``) call the same function and never decide it.
+started joins torchrun's process group. The plan's ``execution`` says which; the train task and the CLI's other
+processes (``prepare_share``) call the same function and never decide it.
 """
 
 from __future__ import annotations
@@ -27,10 +27,11 @@ def run_training(plan: RunPlan, train: Selection, val: Selection,
     displays), whichever process trains.
     """
     writes = plan.role == "run"
-    if distributed.torchrun_env() is not None:
+    if plan.execution.launcher == "torchrun":
         recorded = RecordProgress(plan.layout.run_dir, on_progress) if writes else None
         return distributed.run_torchrun_rank(plan, train, val, recorded)
-    if plan.train_config.world_size > 1:  # rank 0's worker records; its progress comes back through the record
+    if plan.execution.launcher == "flowerkit":  # rank 0's worker records; its progress comes back through the record
         return distributed.launch(plan, train, val, on_progress if writes else None)
     return trainer.train(plan.train_config, torch.device(plan.device.device), plan.precision, train.table(),
-                         val.table(), plan.layout, RecordProgress(plan.layout.run_dir, on_progress))
+                         val.table(), plan.layout, RecordProgress(plan.layout.run_dir, on_progress),
+                         planned_weights=plan.weights)

@@ -39,7 +39,7 @@ from flowerkit.engine.selection import Decision, Selector
 from flowerkit.engine.world import SINGLE, World
 from flowerkit.errors import NonFiniteLossError, PeerStoppedError
 from flowerkit.layout import RunLayout
-from flowerkit.models.weights import load_weights
+from flowerkit.models.weights import WeightsSource, load_weights
 from flowerkit.models.vit import build_model
 
 log = logging.getLogger(__name__)
@@ -243,13 +243,14 @@ class TrainStep:
 
 def train(config: TrainConfig, device: torch.device, precision: str, train_table: SampleTable,
           val_table: SampleTable, layout: RunLayout, on_progress: Callable[[Progress], None] | None = None,
-          world: World = SINGLE) -> TrainResult | None:
+          world: World = SINGLE, planned_weights: WeightsSource | None = None) -> TrainResult | None:
     """Train to ``config.num_steps`` (or an early stop), resuming from the run's latest checkpoint when one
     exists; every evaluation offers its weights to the ``Selector``, which keeps checkpoints/best.bin.
 
     In a distributed ``world`` every rank calls this with the same arguments and trains on its share of each
     batch. Rank 0 alone reads the checkpoint (and hands it to the others), writes metrics, TensorBoard and
-    checkpoints, reports progress and returns the result; the other ranks return None.
+    checkpoints, reports progress and returns the result; the other ranks return None. ``planned_weights``:
+    what the run starts from, as its plan resolved it.
     """
     ckpt_path = layout.checkpoint
     model = build_model(config.model_type, config.img_size, NUM_CLASSES)
@@ -274,7 +275,8 @@ def train(config: TrainConfig, device: torch.device, precision: str, train_table
         if world.is_main:
             log.info("resuming from %s at step %d of %d", ckpt_path, start_step, config.num_steps)
     elif world.is_main:  # the other ranks receive these weights when DDP wraps the model
-        weights = load_weights(model, config.pretrained, config.model_type).describe()
+        # The plan's weights (resolved and hashed once); a caller without a plan names them by --pretrained.
+        weights = load_weights(model, planned_weights or config.pretrained, config.model_type).describe()
         log.info("weights: %s", weights)
     else:
         torch.manual_seed(config.seed + world.rank)  # the same init everywhere, but each rank its own dropout

@@ -15,24 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from flowerkit.config import RunConfig, TrainConfig
 from flowerkit.data.pipeline import shard_bounds
 from flowerkit.errors import ConfigError
-
-
-def backend_for(device_type: str) -> str:
-    """NCCL between CUDA GPUs, gloo between CPU processes (MPS runs one process)."""
-    return "nccl" if device_type == "cuda" else "gloo"
-
-
-def world_facts(config: RunConfig, device: str) -> dict[str, Any]:
-    """The run record's ``distributed``: how many processes train, over which backend, each taking how many
-    samples of every optimizer step (an eval run: one process and its evaluation batch)."""
-    if not isinstance(config, TrainConfig):
-        return {"world_size": 1, "backend": "none", "per_rank_batch": config.eval_batch_size, "nnodes": 1}
-    size = config.world_size
-    return {"world_size": size, "backend": backend_for(device.split(":")[0]) if size > 1 else "none",
-            "per_rank_batch": config.train_batch_size // size, "nnodes": config.nnodes}
 
 
 def check_world_device(world_size: int, nproc_per_node: int, device_type: str) -> None:

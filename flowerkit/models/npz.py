@@ -6,6 +6,7 @@ Kept apart from the model, as timm and torchvision do. The classification head i
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import zipfile
@@ -25,11 +26,12 @@ BLOCK = "Transformer/encoderblock_{i}"
 ATTN = BLOCK + "/MultiHeadDotProductAttention_1"
 
 
-def read_npz(path: Path) -> dict[str, np.ndarray]:
-    """All arrays of a Google checkpoint; an unreadable file is a ConfigError naming it."""
+def read_npz(path: Path, data: bytes | None = None) -> dict[str, np.ndarray]:
+    """All arrays of a Google checkpoint (``data``: its bytes, already read); an unreadable file is a
+    ConfigError naming it."""
     try:
-        with np.load(path, allow_pickle=False) as data:
-            return {key: data[key] for key in data.files}
+        with np.load(io.BytesIO(data) if data is not None else path, allow_pickle=False) as arrays:
+            return {key: arrays[key] for key in arrays.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         # numpy reports a non-zip file as "pickled data"; say what is actually wrong.
         reason = "not a .npz (zip) archive" if not zipfile.is_zipfile(path) else str(exc).split(". ")[0]

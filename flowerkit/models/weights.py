@@ -13,7 +13,7 @@ import functools
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -92,8 +92,9 @@ def _local(spec: str, path: Path, origin: str, config_json: Path | None = None) 
     if config_json is None and fmt != "npz" and (path.parent / "config.json").is_file():
         config_json = path.parent / "config.json"
     config_json = config_json.resolve() if config_json is not None and config_json.is_file() else None
-    # The record keeps the absolute path: a run's stamp must name the file wherever it was started from.
-    return WeightsSource(spec, fmt, origin, path.resolve(), file_sha256(path), config_json)
+    # The record keeps the absolute path: a run's stamp must name the file wherever it was started from. The
+    # sha256 is taken when the file is read (check_weights, load_weights): a large file is read once for both.
+    return WeightsSource(spec, fmt, origin, path.resolve(), None, config_json)
 
 
 def _weights_in_folder(folder: Path, spec: str) -> Path:
@@ -192,18 +193,22 @@ def _hub_config(repo_id: str, revision: str | None, download: bool) -> Path | No
         return None
 
 
-def read_state_dict(source: WeightsSource) -> dict[str, torch.Tensor]:
-    """The tensors of a .safetensors or .bin file; unreadable or truncated files are a ConfigError."""
+def read_state_dict(source: WeightsSource, data: bytes | None = None) -> dict[str, torch.Tensor]:
+    """The tensors of a .safetensors or .bin file (``data``: its bytes, already read); unreadable or truncated
+    files are a ConfigError."""
+    import io
+
     import torch
 
     assert source.path is not None
     try:
         if source.format == "safetensors":
-            from safetensors.torch import load_file
+            from safetensors.torch import load, load_file
 
-            state = load_file(source.path)
+            state = load(data) if data is not None else load_file(source.path)
         else:
-            state = torch.load(source.path, map_location="cpu", weights_only=True)
+            state = torch.load(io.BytesIO(data) if data is not None else source.path, map_location="cpu",
+                               weights_only=True)
             for wrapper in ("state_dict", "model"):  # training checkpoints wrap the weights
                 if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
                     state = state[wrapper]
@@ -228,13 +233,15 @@ def read_config_json(source: WeightsSource) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
-def mapped_state_dict(source: WeightsSource, model: VisionTransformer, model_type: str) -> dict[str, torch.Tensor]:
-    """The source's weights under ``model``'s keys, checked against ``model_type`` (everything but the head)."""
+def mapped_state_dict(source: WeightsSource, model: VisionTransformer, model_type: str,
+                      data: bytes | None = None) -> dict[str, torch.Tensor]:
+    """The source's weights under ``model``'s keys, checked against ``model_type`` (everything but the head);
+    ``data``: the file's bytes, already read."""
     from flowerkit.models import npz, timm_vit
 
     assert source.path is not None
     if source.format == "npz":
-        weights = npz.read_npz(source.path)
+        weights = npz.read_npz(source.path, data)
         npz.check_npz_matches(weights, source.path, model_type)
         try:
             return npz.npz_to_state_dict(weights, model)
@@ -242,43 +249,59 @@ def mapped_state_dict(source: WeightsSource, model: VisionTransformer, model_typ
             raise ConfigError(f"--pretrained {source.spec} does not match --model_type {model_type} ({exc}). "
                               "Pick the model type the checkpoint was trained as (e.g. ViT-B_16 for "
                               "ViT-B_16.npz).") from None
-    return timm_vit.map_timm(read_state_dict(source), read_config_json(source), model, model_type,
+    return timm_vit.map_timm(read_state_dict(source, data), read_config_json(source), model, model_type,
                              str(source.spec))
 
 
-def check_weights(source: WeightsSource, model_type: str, img_size: int) -> None:
-    """Everything ``load_weights`` checks, on a throwaway model: for preflight, before any run starts."""
+def read_weights(source: WeightsSource) -> tuple[WeightsSource, bytes | None]:
+    """The file's bytes, read once, and the source with their sha256 (a source without a file: as it is)."""
+    if source.path is None:
+        return source, None
+    import hashlib
+
+    try:
+        data = source.path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"--pretrained {source.spec}: {source.path} could not be read ({exc.strerror}).") from None
+    return replace(source, sha256=hashlib.sha256(data).hexdigest()), data
+
+
+def check_weights(source: WeightsSource, model_type: str, img_size: int) -> WeightsSource:
+    """Everything ``load_weights`` checks, on a throwaway model: for the plan, before any run starts. Returns
+    the source with its file's sha256 (the file is read once for both)."""
     import torch
 
     from flowerkit.data.flowers102 import NUM_CLASSES
     from flowerkit.models.vit import build_model
 
-    if source.path is not None:
+    source, data = read_weights(source)
+    if data is not None:
         with torch.device("meta"):  # shapes are all the checks need: no memory, no init time
             model = build_model(model_type, img_size, NUM_CLASSES)
-        mapped_state_dict(source, model, model_type)
+        mapped_state_dict(source, model, model_type, data)
+    return source
 
 
-def stamp_weights(pretrained: str | None, trained: bool) -> dict[str, Any]:
-    """The weights a run started from, for env_stamp.json (no download: the run already fetched them); an
-    eval-only run (``trained=False``) uses its checkpoint's weights instead."""
-    if not trained:
-        return WeightsSource(pretrained, "none", "not used (eval-only run: the checkpoint holds the "
-                             "weights)").as_record()
-    return resolve_weights(pretrained, download=False).as_record()
-
-
-def load_weights(model: VisionTransformer, spec: str | os.PathLike | None, model_type: str) -> WeightsSource:
-    """Resolve ``spec`` and load it into ``model`` (head kept random); returns what was loaded."""
-    source = resolve_weights(spec)
+def load_weights(model: VisionTransformer, planned: WeightsSource | str | os.PathLike | None,
+                 model_type: str) -> WeightsSource:
+    """Load the plan's weights (or a ``--pretrained`` value, resolved here) into ``model`` (head kept random);
+    returns what was loaded. A Hub id the plan found not cached yet is downloaded now, when the run starts."""
+    if not isinstance(planned, WeightsSource):
+        planned = resolve_weights(planned)
+    source = planned
+    if source.path is None and source.spec and source.spec.startswith(HUB_PREFIX):
+        source = resolve_weights(source.spec)
     if source.path is None:
-        log.info("weights: %s", source.describe())
         return source
-    state = mapped_state_dict(source, model, model_type)
+    source, data = read_weights(source)
+    if planned.sha256 is not None and source.sha256 != planned.sha256:
+        raise ConfigError(f"--pretrained {source.spec}: {source.path} changed after the run was planned (sha256 "
+                          f"{planned.sha256[:12]} then, {source.sha256[:12]} now). Start the run again.")
+    state = mapped_state_dict(source, model, model_type, data)
     missing, unexpected = model.load_state_dict(state, strict=False)
     # Only the fresh head may stay as initialised; anything else would be a silently partial load.
     if unexpected or any(not key.startswith("heads.") for key in missing):
-        raise ConfigError(f"--pretrained {spec} does not fill the model completely (missing "
+        raise ConfigError(f"--pretrained {source.spec} does not fill the model completely (missing "
                           f"{[k for k in missing if not k.startswith('heads.')][:4]}, unexpected "
                           f"{list(unexpected)[:4]}). Pick the model type the checkpoint was trained as.")
     log.info("loaded %s (head re-initialised for %d classes)", source.describe(), model.heads.head.out_features)

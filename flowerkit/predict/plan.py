@@ -1,21 +1,26 @@
 """``prepare_predict``: every option, input and model checked before any image is decoded.
 
-The result, a ``PredictPlan``, is what ``run_predictions`` executes (and what a Prefect ``predict`` flow can
-take as its parameters: paths, names and numbers only, plus the already loaded model, which is not part of
-its equality or repr).
+The result, a ``PredictPlan``, is what ``run_predictions`` executes. A one-shot ``flowerkit predict`` loads the
+model while it plans (``load=True``); a recorded run's plan (a Prefect flow's parameter, written to plan.json)
+holds what the model file says about itself and its sha256, and the predict task loads the model.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ConfigDict
 
 from flowerkit.errors import ConfigError, MissingInputError
 from flowerkit.predict.inputs import check_inputs
 from flowerkit.predict.predictor import Backend, ModelInfo
+
+if TYPE_CHECKING:  # flowerkit.device imports torch; `predict --onnx` runs without it
+    from flowerkit.device import DeviceChoice
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DEFAULT_BATCH_SIZE = 32
@@ -28,6 +33,7 @@ class ModelSource:
     kind: str  # "run", "checkpoint" or "onnx"
     path: Path
     run: str | None = None
+    sha256: str | None = None  # of the file, when the plan read it whole (a recorded run's)
 
 
 @dataclass(frozen=True)
@@ -42,12 +48,16 @@ class PredictOptions:
 
 @dataclass(frozen=True)
 class PredictPlan:
+    # The loaded backend is carried in-process only (a plan that is serialised has none): pydantic, which
+    # validates and serialises plans, takes it as it is.
+    __pydantic_config__ = ConfigDict(arbitrary_types_allowed=True)
+
     inputs: tuple[str, ...]
     model: ModelSource
     device: str
     options: PredictOptions
     info: ModelInfo
-    backend: Backend | None = field(default=None, compare=False, repr=False)  # loaded once, by prepare_predict
+    backend: Backend | None = field(default=None, compare=False, repr=False)  # prepare_predict(load=True)'s
 
 
 def selected_checkpoint(output_dir: Path, run: str) -> Path:
@@ -98,6 +108,21 @@ def model_source(run: str | None, checkpoint: Path | None, onnx: Path | None, ou
     return ModelSource("onnx", Path(onnx).expanduser())
 
 
+def read_model(source: ModelSource) -> tuple[ModelSource, ModelInfo]:
+    """What the model file says about itself, and the source with the file's sha256: the file is read once
+    and no model is built (a recorded run's plan; the predict task loads the model)."""
+    if source.kind == "onnx":
+        from flowerkit.artifacts.files import sha256_file
+        from flowerkit.predict.predictor import read_onnx_info
+
+        return replace(source, sha256=sha256_file(source.path)), read_onnx_info(source.path)[1]
+    from flowerkit.engine.checkpoint import read_checkpoint
+    from flowerkit.predict.predictor import checkpoint_info
+
+    read = read_checkpoint(source.path)
+    return replace(source, sha256=read.sha256), checkpoint_info(read.state, source.path)
+
+
 def load_backend(source: ModelSource, device: str) -> Backend:
     if source.kind == "onnx":
         from flowerkit.predict.predictor import OnnxBackend
@@ -109,7 +134,10 @@ def load_backend(source: ModelSource, device: str) -> Backend:
     return TorchBackend(load_checkpoint(source.path), source.path, device)
 
 
-def resolve_device(device: str, source: ModelSource) -> str:
+def resolve_device(device: str | DeviceChoice, source: ModelSource) -> str:
+    """The device the model runs on; a ``DeviceChoice`` the caller detected already is taken as it is."""
+    if not isinstance(device, str):  # detected by the caller already (a recorded run's plan)
+        return device.device
     if device not in DEVICES:
         raise ConfigError(f"--device {device} is not one of {', '.join(DEVICES)}.")
     if source.kind == "onnx":  # onnxruntime: its CPU provider, or CUDA's where installed and asked for
@@ -120,15 +148,20 @@ def resolve_device(device: str, source: ModelSource) -> str:
 
 
 def prepare_predict(inputs: list[str] | tuple[str, ...], *, run: str | None = None, checkpoint: Path | None = None,
-                    onnx: Path | None = None, output_dir: Path = Path("output"), device: str = "auto",
-                    options: PredictOptions | None = None, **option_values: Any) -> PredictPlan:
-    """Validate options, inputs and model, load the model, and return the plan. Raises FlowerkitError."""
+                    onnx: Path | None = None, output_dir: Path = Path("output"),
+                    device: str | DeviceChoice = "auto", options: PredictOptions | None = None, load: bool = True,
+                    **option_values: Any) -> PredictPlan:
+    """Validate options, inputs and model and return the plan. Raises FlowerkitError.
+
+    ``load``: load the model now (a one-shot predict); otherwise read what the model file says about itself and
+    its sha256, and leave loading to whoever runs the plan (a recorded run's task)."""
     options = check_options(options or PredictOptions(**option_values))
     args = check_inputs(inputs)
     source = model_source(run, checkpoint, onnx, output_dir)
     resolved = resolve_device(device, source)
-    backend = load_backend(source, resolved)
-    classes = len(backend.info.class_names)
+    backend = load_backend(source, resolved) if load else None
+    source, info = (source, backend.info) if backend is not None else read_model(source)
+    classes = len(info.class_names)
     if options.top_k > classes:
         raise ConfigError(f"--top_k {options.top_k} exceeds the model's {classes} classes; give at most {classes}.")
-    return PredictPlan(args, source, resolved, options, backend.info, backend)
+    return PredictPlan(args, source, resolved, options, info, backend)

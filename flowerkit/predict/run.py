@@ -8,9 +8,9 @@ as train and eval runs and streams the rows into its ``fiftyone/predictions.json
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from flowerkit.artifacts.files import atomic_write, atomic_write_json
 from flowerkit.config import PredictRunConfig
@@ -27,44 +27,39 @@ FLOW = "predict"
 
 
 @dataclass(frozen=True, kw_only=True)
-class PredictRunPlan:
-    """What ``run_lifecycle`` and the predict tasks need: the config, the prepared predict plan and the device.
+class PredictRunPlan(Plan):
+    """A recorded predict run's plan: its config and the prepared predict plan (inputs, model, options).
 
-    ``resume`` is always False (a predict run is short: run it again under another name), and
-    ``total_steps`` is 0 because the number of images is known only once the inputs have been streamed.
+    A predict run is never resumed (it is short: run it again under another name), and its total is 0 steps
+    because the number of images is known only once the inputs have been streamed.
     """
 
     config: PredictRunConfig
     predict: PredictPlan
-    device: DeviceChoice
     flow: str = FLOW
-    resume: bool = False
     precision: str = "fp32"  # the predict backends run the model in fp32
-    total_steps: int = 0
-    notes: tuple[str, ...] = ()
 
     @property
-    def layout(self) -> RunLayout:
-        return self.config.layout
+    def resumable(self) -> bool:
+        return False
 
-    def without_model(self) -> PredictRunPlan:
-        """The plan as a flow run's parameter, which Prefect sends to its server as JSON: without the loaded
-        model (the predict task loads it again from the file this plan checked)."""
-        return replace(self, predict=replace(self.predict, backend=None))
-
+    def process_facts(self) -> dict[str, Any]:
+        """One process taking its images a batch at a time."""
+        return {"world_size": 1, "backend": "none", "per_rank_batch": self.config.batch_size, "nnodes": 1}
 
 def prepare_predict_run(config: PredictRunConfig, workers: int = 0) -> PredictRunPlan:
-    """Check the run name is free, then validate inputs and model and load it. Raises FlowerkitError.
+    """Check the run name is free, then validate inputs and model (read once for its sha256 and what it says
+    about itself; the predict task loads it). Raises FlowerkitError.
 
     ``workers`` (decoding threads) is not part of the config: it changes how fast, never what is predicted.
     """
-    check_claimable(config, resume=False)  # exit 4 before the model is loaded
+    check_claimable(config, resume=False)  # exit 4 before the model is read
     check_something_to_predict(config.inputs)
     device = detect_device(config.device)
     options = PredictOptions(config.top_k, config.min_confidence, config.tta, config.export_logits,
                              config.batch_size, workers)
     plan = prepare_predict(config.inputs, run=config.run, checkpoint=config.checkpoint, output_dir=config.output_dir,
-                           device=device.type, options=options)
+                           device=device, options=options, load=False)
     return PredictRunPlan(config=config, predict=plan, device=device)
 
 

@@ -104,7 +104,7 @@ def watch_until_done(pid: int, started: str | None, api_url: str, flow_run_id: s
                 return "the flow run ended"
             next_state_check = now + STATE_POLL_S
         time.sleep(PID_POLL_S)
-    from flowerkit.tasks.crashed_runs import MARKED, UNREACHABLE, mark_crashed
+    from flowerkit.flows.orchestration.crashed_runs import MARKED, UNREACHABLE, mark_crashed
 
     deadline = time.monotonic() + GIVE_UP_S
     while True:
@@ -122,8 +122,9 @@ def watch(flow_run_id: str | None, run_name: str, flow: str, api_url: str | None
     pid = os.getpid()
     message = (f"The process of flowerkit run '{run_name}' (pid {pid}) died (found by its watcher); "
                f"`flowerkit {flow} --resume` continues it.")
-    cmd = [sys.executable, "-m", "flowerkit.tasks.watcher", "--pid", str(pid), "--started", process_start_time(pid) or "",
-           "--flow-run", flow_run_id, "--api-url", api_url, "--message", message]
+    cmd = [sys.executable, "-m", "flowerkit.flows.orchestration.watcher", "--pid", str(pid),
+           "--started", process_start_time(pid) or "", "--flow-run", flow_run_id, "--api-url", api_url,
+           "--message", message]
     env = os.environ | {"PREFECT_API_URL": api_url}  # what mark_crashed's client talks to
     # Through a shell that starts it in the background and exits at once: the watcher is then nobody's child
     # (init reaps it), so a long-lived process running many flows (a sweep) collects no zombies, and its own
@@ -156,7 +157,8 @@ def watch_current_flow_run(run_name: str, flow: str) -> int | None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m flowerkit.tasks.watcher", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m flowerkit.flows.orchestration.watcher",
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("--pid", type=int, required=True)
     parser.add_argument("--started", default="")
     parser.add_argument("--flow-run", required=True)
