@@ -74,19 +74,25 @@ def class_names_of(labelmap: Any, num_classes: int, where: str) -> tuple[str, ..
     return tuple(n for _, n in items)
 
 
+def checkpoint_info(state: dict[str, Any], path: Path) -> ModelInfo:
+    """What a flowerkit checkpoint says about its model: class names, evaluation transform, description."""
+    from flowerkit.data.eval_transform import transform_of_checkpoint
+
+    transform, recorded = transform_of_checkpoint(state)
+    names = class_names_of(state["labelmap"], int(state["num_classes"]), f"The checkpoint {path}")
+    return ModelInfo("checkpoint", Path(path), names, transform, recorded, str(state["model_type"]),
+                     f"{state['model_type']} at {state['img_size']} px, step {state['step']}, from {path}")
+
+
 class TorchBackend:
     """A flowerkit checkpoint's model (``best.bin``/``ckpt.bin``), in eval mode on ``device``."""
 
     def __init__(self, state: dict[str, Any], path: Path, device: str = "cpu") -> None:
         import torch
 
-        from flowerkit.data.eval_transform import transform_of_checkpoint
         from flowerkit.models.vit import build_model
 
-        transform, recorded = transform_of_checkpoint(state)
-        names = class_names_of(state["labelmap"], int(state["num_classes"]), f"The checkpoint {path}")
-        self.info = ModelInfo("checkpoint", Path(path), names, transform, recorded, str(state["model_type"]),
-                              f"{state['model_type']} at {state['img_size']} px, step {state['step']}, from {path}")
+        self.info = checkpoint_info(state, path)
         model = build_model(state["model_type"], int(state["img_size"]), int(state["num_classes"]))
         model.load_state_dict(state["model"])
         self.device = torch.device(device)
