@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 READY := $(VENV)/.flowerkit-installed
 DEMO := demo-$(shell date -u +%Y%m%d-%H%M%S)
 
-.PHONY: setup demo test bench clean-venv
+.PHONY: setup demo test bench docs docs-serve clean-venv
 
 setup: $(READY)
 
@@ -34,6 +34,14 @@ test: setup
 
 bench: setup
 	$(BIN)/flowerkit bench
+
+# The documentation site from docs/ (mkdocs.yml): built offline, and --strict fails on a broken link, a page
+# missing from the nav or a stale generated CLI reference (python scripts/update_readme_options.py).
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict
+
+docs-serve: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs serve
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,14 +1,18 @@
-"""Regenerate the README's option tables from the config models: `python scripts/update_readme_options.py`.
+"""Regenerate the docs' CLI reference from the Typer app: `python scripts/update_readme_options.py`.
 
-tests/test_docs.py fails when the README and the models drift apart.
+It rewrites the generated part of docs/reference/cli.md (between `<!-- cli-reference -->` and
+`<!-- /cli-reference -->`); `mkdocs build --strict` and tests/test_docs.py fail when the page and the commands
+drift apart. (The name is historical: the option tables used to live in the README.)
 """
 
 from pathlib import Path
 
-from flowerkit.cli.readme_tables import render_option_tables
+from flowerkit.cli.readme_tables import GENERATED_PAGES, render_option_tables
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
 
 if __name__ == "__main__":
-    README.write_text(render_option_tables(README.read_text()))
-    print(f"updated {README}")
+    for page in GENERATED_PAGES:
+        path = ROOT / page
+        path.write_text(render_option_tables(path.read_text(encoding="utf-8")), encoding="utf-8")
+        print(f"updated {page}")
