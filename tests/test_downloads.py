@@ -189,9 +189,9 @@ def test_weights_download_verifies_reports_sha256_and_refuses_a_truncated_file(s
     assert not any((out / "imagenet21k+imagenet2012").iterdir())  # neither the file nor a partial is kept
 
 
-def _readme_weights_mirror() -> dict[str, dict[str, str]]:
-    """The README's weights-mirror table: model -> variant -> path in the mirror."""
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+def _documented_weights_mirror() -> dict[str, dict[str, str]]:
+    """The weights-mirror table of docs/fine-tuning.md (Mirrors): model -> variant -> path in the mirror."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "fine-tuning.md").read_text()
     table = text.split("<!-- weights-mirror -->")[1].split("<!-- /weights-mirror -->")[0]
     found = {}
     for line in table.strip().splitlines()[2:]:
@@ -201,8 +201,9 @@ def _readme_weights_mirror() -> dict[str, dict[str, str]]:
     return found
 
 
-def test_readme_weights_mirror_served_by_python_http_server(tmp_path: Path) -> None:
-    """The README's mirror layout, served by `python -m http.server --bind 127.0.0.1`, for the README's command."""
+def test_documented_weights_mirror_served_by_python_http_server(tmp_path: Path) -> None:
+    """The documented mirror layout (docs/fine-tuning.md), served by `python -m http.server --bind 127.0.0.1`, for
+    the documented command."""
     import socket
     import subprocess
     import sys
@@ -215,7 +216,7 @@ def test_readme_weights_mirror_served_by_python_http_server(tmp_path: Path) -> N
     from flowerkit.models.google import PUBLISHED
     from tests.test_models import google_npz
 
-    layout = _readme_weights_mirror()
+    layout = _documented_weights_mirror()
     assert layout == PUBLISHED  # the documented paths are the ones the command requests
     buffer = io.BytesIO()
     weights = google_npz(get_config("ViT-Ti_16"), grid=2, rng=np.random.default_rng(1))

@@ -372,13 +372,13 @@ def test_decoding_streams_in_batches(small_run: Path, photos: Path, monkeypatch)
     assert peak[0] <= 3 * 2  # the batch the model takes and, at most, the next one
 
 
-def test_the_readmes_min_confidence_one_liner_runs(tmp_path: Path) -> None:
+def test_the_documented_min_confidence_one_liner_runs(tmp_path: Path) -> None:
     """The documented way to choose P: the 5th percentile of the correct predictions' confidence."""
     import subprocess
     import sys
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    block = readme.split("**Open set: `--min_confidence P`.**")[1].split("```bash\n")[1].split("```")[0]
+    page = (Path(__file__).resolve().parents[1] / "docs" / "predict.md").read_text()
+    block = page.split("**Open set: `--min_confidence P`.**")[1].split("```bash\n")[1].split("```")[0]
     confidences = np.linspace(0.05, 0.95, 40)
     rows = [{"label": i % 3, "prediction": 0, "confidence": float(c)} for i, c in enumerate(confidences)]
     (tmp_path / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))

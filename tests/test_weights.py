@@ -230,10 +230,11 @@ def test_pretrained_dir_is_an_alias_in_every_source(workdir: Path, monkeypatch: 
     assert load_config(TrainConfig, {"name": "a", "pretrained_dir": "cli.npz"}, yaml_file).pretrained == "cli.npz"
 
 
-def test_readme_hub_mirror_serves_hf_hub_ids(checkpoints: dict[str, Path], tmp_path: Path) -> None:
-    """The README's Hub mirror: a folder per repo served by scripts/hub_mirror.py; `--pretrained hf-hub:...` with
-    HF_ENDPOINT pointing at it downloads through huggingface_hub, and a repo without model.safetensors falls back
-    to pytorch_model.bin. A plain static server is refused by huggingface_hub, as the README says."""
+def test_documented_hub_mirror_serves_hf_hub_ids(checkpoints: dict[str, Path], tmp_path: Path) -> None:
+    """The Hub mirror of docs/fine-tuning.md: a folder per repo served by scripts/hub_mirror.py; `--pretrained
+    hf-hub:...` with HF_ENDPOINT pointing at it downloads through huggingface_hub, and a repo without
+    model.safetensors falls back to pytorch_model.bin. A plain static server is refused by huggingface_hub, as
+    the page says."""
     import socket
     import time
     import urllib.request
