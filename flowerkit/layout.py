@@ -268,6 +268,10 @@ class SweepLayout:
         """A trial's resolved configuration (what `flowerkit train --config` would take)."""
         return self.sweep_dir / "configs" / f"{trial}.yaml"
 
+    def trial_plan(self, trial: str) -> Path:
+        """A trial's plan, for the process that runs it (`flowerkit run`): trials run in parallel processes."""
+        return self.sweep_dir / "plans" / f"{trial}.json"
+
     @property
     def lock(self) -> Path:
         """The sweep's one-writer lock (``flock``), held by the process running the sweep."""

@@ -29,7 +29,7 @@ from flowerkit.device import detect_device, resolve_precision
 from flowerkit.engine.checkpoint import checkpoint_model, read_checkpoint
 from flowerkit.engine.distributed import execution_of
 from flowerkit.engine.world import check_world_device
-from flowerkit.errors import ConfigError
+from flowerkit.errors import ConfigError, MissingInputError
 from flowerkit.paths import cache_root
 from flowerkit.models.weights import WeightsSource
 from flowerkit.plan import CheckpointInfo, Execution, Plan, RunPlan, select, split_requests
@@ -85,11 +85,22 @@ def load_plan(path: Path) -> Plan:
 
     from flowerkit.predict.run import PredictRunPlan
 
-    data = json.loads(Path(path).read_text(encoding="utf-8"))
-    flow = data["flow"]
-    config_class = PredictRunConfig if flow == "predict" else CONFIG_CLASSES[flow]
-    data["config"] = config_class.model_validate(data["config"])
-    return TypeAdapter(PredictRunPlan if flow == "predict" else RunPlan).validate_python(data)
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise MissingInputError(f"The plan {path} could not be read ({exc.strerror}). Give the plan.json of a run, "
+                                "or one the dashboard or a sweep wrote.") from None
+    except ValueError as exc:
+        raise ConfigError(f"The plan {path} is not JSON ({exc}). Give a plan.json that flowerkit wrote.") from None
+    try:
+        flow = data["flow"]
+        config_class = PredictRunConfig if flow == "predict" else CONFIG_CLASSES[flow]
+        data["config"] = config_class.model_validate(data["config"])
+        return TypeAdapter(PredictRunPlan if flow == "predict" else RunPlan).validate_python(data)
+    except (TypeError, KeyError, ValidationError) as exc:
+        what = describe_validation_error(exc) if isinstance(exc, ValidationError) else f"no {exc}"
+        raise ConfigError(f"The plan {path} is not a flowerkit plan ({what}). Give a plan.json that flowerkit "
+                          "wrote, or plan the run again with its options.") from None
 
 
 def prepare_share(config: TrainConfig) -> RunPlan:

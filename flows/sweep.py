@@ -28,6 +28,7 @@ from typing import Literal
 from prefect import flow
 from prefect.runtime import flow_run as current_flow_run
 
+from flowerkit.errors import FlowerkitError
 from flowerkit.sweep import (
     Outcome,
     Sweep,
@@ -130,17 +131,22 @@ def _in_threads(trials: list[Trial], workers: int, one: Callable[[Trial], Outcom
 # --- local processes ----------------------------------------------------------------------------------------
 def run_in_processes(sweep: Sweep, trials: list[Trial], actions: dict[str, str], max_parallel: int,
                      progress: SweepProgress) -> dict[str, Outcome]:
-    """Each trial as ``flowerkit train --config <its resolved config>``, at most ``max_parallel`` at once: runs
-    in one process share torch's global RNG and the loggers that feed run.log, so parallel trials need their own."""
+    """Each trial planned here and run as ``flowerkit run <its plan>``, at most ``max_parallel`` at once: runs in
+    one process share torch's global RNG and the loggers that feed run.log, so parallel trials need their own."""
     env = os.environ | {"PREFECT_API_URL": _current_api_url()}  # the server this flow reports to
     running: set[subprocess.Popen] = set()
 
     def one(trial: Trial) -> Outcome:
         action = actions[trial.name]
-        cmd = [sys.executable, "-m", "flowerkit", "train", "--config", str(sweep.layout.trial_config(trial.name))]
         progress.started(trial)
-        with subprocess.Popen(cmd + (["--resume"] if action == "resume" else []), env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) as proc:
+        try:
+            plan_file = write_trial_plan(sweep, trial, resume=action == "resume")
+        except FlowerkitError as exc:  # the trial cannot start (its run is busy, its data moved ...)
+            outcome = Outcome(action, "FAILED", " ".join(str(exc).split())[:1000])
+            progress.ended(trial, outcome)
+            return outcome
+        cmd = [sys.executable, "-m", "flowerkit", "run", str(plan_file)]
+        with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
             running.add(proc)
             _, stderr = proc.communicate()
             running.discard(proc)
@@ -156,6 +162,15 @@ def run_in_processes(sweep: Sweep, trials: list[Trial], actions: dict[str, str],
             proc.terminate()
 
     return _in_threads(trials, max_parallel, one, on_abort=stop_trials)
+
+
+def write_trial_plan(sweep: Sweep, trial: Trial, resume: bool) -> Path:
+    """Plan the trial's run once, here, and write the plan where its process reads it."""
+    from flowerkit.artifacts.files import atomic_write_text
+    from flowerkit.prepare import prepare_plan
+
+    plan = prepare_plan("train", trial.config, resume)
+    return atomic_write_text(sweep.layout.trial_plan(trial.name), plan.to_json())
 
 
 def _current_api_url() -> str:

@@ -499,11 +499,19 @@ async def test_launch_form_offers_resume_only_for_an_existing_run(output: Path) 
         assert not row.display
 
 
-def test_launcher_sends_resume_to_the_cli(tmp_path: Path) -> None:
-    from flowerkit.tui.launcher import cli_args
+def test_launcher_sends_resume_to_the_run(output: Path) -> None:
+    """The plan the dashboard writes for a launch carries --resume (an incomplete run of that name exists)."""
+    from flowerkit.tui.launcher import plan_run
 
-    assert cli_args("train", {"name": "again"}, tmp_path, resume=True)[-1] == "--resume"
-    assert "--resume" not in cli_args("train", {"name": "again"}, tmp_path)
+    from flowerkit.config import TrainConfig, load_config
+
+    values = {"name": "again", "dataset": "flower102_synthetic", "num_steps": 3}
+    assert not plan_run("train", values, output).resume
+    config_hash = load_config(TrainConfig, {**values, "output_dir": output}).config_hash()
+    (output / "again").mkdir()
+    (output / "again" / "run_record.json").write_text(json.dumps({"stage_status": "failed",
+                                                                  "config_hash": config_hash}))
+    assert plan_run("train", values, output, resume=True).resume
 
 
 @pytest.mark.anyio
@@ -601,21 +609,16 @@ async def test_predict_a_folder_from_the_run_view_records_a_predict_run(prefect_
     assert all(len(row["top_k"]) == 2 for row in rows)
 
 
-def test_predict_command_line_parses_with_the_real_cli(tmp_path: Path) -> None:
-    """The form's command line, with a switch on and a folder named like an option, is one the CLI takes."""
-    from typer.main import get_command
-
-    from flowerkit.cli import app
-    from flowerkit.tui.launcher import predict_cli_args, predict_config
+def test_predict_form_values_reach_the_run_as_given(tmp_path: Path) -> None:
+    """The form's values, with a switch on and a folder named like an option, are the run's config as given."""
+    from flowerkit.tui.launcher import predict_config
 
     values = {"name": "scored", "inputs": "-odd folder", "tta": True, "export_logits": False, "top_k": 3,
               "retention_days": 120}
-    args = predict_cli_args(predict_config("trained", values, tmp_path), values)[4:]  # no `python -m flowerkit predict`
-    command = get_command(app).commands["predict"]
-    parsed = command.make_context("predict", list(args)).params
-    assert parsed["inputs"] == ("-odd folder",) or parsed["inputs"] == ["-odd folder"]
-    assert (parsed["run"], parsed["name"], parsed["tta"], parsed["export_logits"], parsed["top_k"],
-            parsed["retention_days"]) == ("trained", "scored", True, False, 3, 120)
+    config = predict_config("trained", values, tmp_path)
+    assert config.inputs == ["-odd folder"]
+    assert (config.run, config.name, config.tta, config.export_logits, config.top_k,
+            config.retention_days) == ("trained", "scored", True, False, 3, 120)
 
 
 def snapshot_app(output: Path) -> DashboardApp:
@@ -702,18 +705,23 @@ def test_snapshot_sweep_compare(snap_compare, output: Path, size: tuple[int, int
     assert snap_compare(snapshot_sweep(output), terminal_size=size, run_before=open_sweep_compare)
 
 
-def test_launcher_command_lines_parse_with_the_real_cli(tmp_path: Path) -> None:
-    """Every switch the form can send (on or off) is a spelling the CLI accepts."""
-    from typer.testing import CliRunner
+def test_a_launch_writes_its_plan_for_the_real_cli(tmp_path: Path) -> None:
+    """What a launch runs is `flowerkit run PLAN` on the plan built from the form (a switch off included), and
+    the CLI reads that plan back as it was written."""
+    from typer.main import get_command
 
     from flowerkit.cli import app
-    from flowerkit.tui.launcher import cli_args
+    from flowerkit.prepare import load_plan
+    from flowerkit.tui.launcher import launch_command, plan_run
 
     values = {"name": "parsed", "dataset": "flower102_synthetic", "prefer_mps": False, "num_steps": 3}
-    args = cli_args("train", values, tmp_path / "out")[3:]  # drop `python -m flowerkit`
-    result = CliRunner().invoke(app, [*args, "--dry_run"])
-    assert result.exit_code == 0, result.output
-    assert "Plan for flowerkit train 'parsed'" in result.output
+    plan = plan_run("train", values, tmp_path / "out")
+    plan_file = tmp_path / "parsed.plan.json"
+    plan_file.write_text(plan.to_json())
+    args = launch_command(plan_file)[3:]  # drop `python -m flowerkit`
+    parsed = get_command(app).commands[args[0]].make_context(args[0], args[1:]).params
+    assert load_plan(parsed["plan_file"]) == plan
+    assert (plan.config.name, plan.config.prefer_mps, plan.config.num_steps) == ("parsed", False, 3)
 
 
 @pytest.mark.anyio

@@ -1,12 +1,13 @@
-"""Start a run from the dashboard's forms: the CLI's validation, then the real CLI in the background.
+"""Start a run from the dashboard's forms: the run's plan, built as the CLI builds it, run in the background.
 
 A form offers every option of its config model (``TrainConfig`` / ``EvalConfig``, and ``PredictRunConfig`` for
 predicting a folder with the model of the run being viewed), grouped by each field's ``group``, except
-``output_dir``: a dashboard shows one output directory, and its runs are launched there. Values are validated
-exactly as the CLI does before a run (``load_config`` then ``prepare_plan``; ``load_predict_config`` then
-``prepare_predict_run``: a missing data root, folder or checkpoint, a taken name ... are refused with the CLI's
-message), and the run is a detached ``python -m flowerkit`` subprocess whose output goes to
-``OUTPUT_DIR/.dashboard/<name>-<time>.log``, so it keeps running after the dashboard quits.
+``output_dir``: a dashboard shows one output directory, and its runs are launched there. The values become a
+config and then the run's plan exactly as the CLI does (``load_config`` then ``prepare_plan``;
+``load_predict_config`` then ``prepare_predict_run``: a missing data root, folder or checkpoint, a taken name ...
+are refused with the CLI's message; no model is loaded here). The plan is written to
+``OUTPUT_DIR/.dashboard/<name>-<time>.plan.json`` and run by a detached ``python -m flowerkit run PLAN`` whose
+output goes to the ``.log`` beside it, so it keeps running after the dashboard quits.
 """
 
 from __future__ import annotations
@@ -16,15 +17,19 @@ import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from flowerkit.fields import option_type
-from flowerkit.config import CONFIG_CLASSES, PredictRunConfig, RunConfig, load_config, load_predict_config
+from flowerkit.config import CONFIG_CLASSES, PredictRunConfig, load_config, load_predict_config
+from flowerkit.artifacts.files import atomic_write_text
 from flowerkit.layout import RunLayout
 from flowerkit.runs import read_json_or_none, run_status
+
+if TYPE_CHECKING:  # the plan's modules import torch: imported when a run is planned
+    from flowerkit.plan import Plan, RunPlan
 
 LAUNCH_LOG_DIR = ".dashboard"
 FORM_CLASSES: dict[str, type[BaseModel]] = {**CONFIG_CLASSES, "predict": PredictRunConfig}
@@ -93,33 +98,20 @@ def resumable(output_dir: Path, name: str) -> bool:
     return isinstance(record, dict) and run_status(record) != "complete"
 
 
-def validate(flow: str, values: dict[str, Any], output_dir: Path, resume: bool = False) -> RunConfig:
-    """The CLI's pre-run checks: ConfigError naming ``--option``, MissingInputError, RunExistsError ..."""
+def plan_run(flow: str, values: dict[str, Any], output_dir: Path, resume: bool = False) -> RunPlan:
+    """The run's plan from the form's values, as the CLI builds it: ConfigError naming ``--option``,
+    MissingInputError, RunExistsError ..."""
     from flowerkit.prepare import prepare_plan
 
-    config = load_config(CONFIG_CLASSES[flow], {**values, "output_dir": output_dir})
-    prepare_plan(flow, config, resume)
-    return config
-
-
-def cli_args(flow: str, values: dict[str, Any], output_dir: Path, resume: bool = False) -> list[str]:
-    """``python -m flowerkit FLOW --opt value ...`` with only the given options."""
-    args = [sys.executable, "-m", "flowerkit", flow]
-    for name, value in values.items():
-        if isinstance(value, bool):
-            args.append(f"--{name}" if value else f"--no_{name}")
-        else:
-            args += [f"--{name}", str(value)]
-    return args + ["--output_dir", str(output_dir)] + (["--resume"] if resume else [])
+    return prepare_plan(flow, load_config(CONFIG_CLASSES[flow], {**values, "output_dir": output_dir}), resume)
 
 
 def launch(flow: str, values: dict[str, Any], output_dir: Path, resume: bool = False) -> LaunchedRun:
-    """Validate, then start the run detached (its own session, output to a file); raises FlowerkitError.
+    """Plan the run, then start it detached (its own session, output to a file); raises FlowerkitError.
 
     The caller owns the returned process and must reap it (``DashboardApp.track``), or it stays a zombie.
     """
-    config = validate(flow, values, output_dir, resume)
-    return start_detached(config.name, flow, cli_args(flow, values, output_dir, resume), output_dir)
+    return start_detached(plan_run(flow, values, output_dir, resume), output_dir)
 
 
 def predict_config(run: str, values: dict[str, Any], output_dir: Path) -> PredictRunConfig:
@@ -131,41 +123,33 @@ def predict_config(run: str, values: dict[str, Any], output_dir: Path) -> Predic
     return load_predict_config(given)
 
 
-def predict_cli_args(config: PredictRunConfig, values: dict[str, Any]) -> list[str]:
-    """``python -m flowerkit predict --run RUN --name NAME [--option value ...] -- INPUT``: only the options the
-    form gave (predict's switches are off unless given); ``--`` so that a folder named ``-x`` stays a folder."""
-    args = [sys.executable, "-m", "flowerkit", "predict", "--run", str(config.run), "--name", config.name]
-    for name, value in values.items():
-        if name in ("name", "inputs"):
-            continue
-        if isinstance(value, bool):
-            args += [f"--{name}"] if value else []
-        else:
-            args += [f"--{name}", str(value)]
-    return args + ["--output_dir", str(config.output_dir), "--", *config.inputs]
-
-
 def launch_predict(run: str, values: dict[str, Any], output_dir: Path) -> LaunchedRun:
     """Predict a folder with ``run``'s selected checkpoint as the recorded run ``values["name"]``: the CLI's
-    checks (the name is free, the folder holds images, the checkpoint loads), then the CLI, detached.
+    checks (the name is free, the folder holds images, the checkpoint reads), then the run, detached.
 
-    Loads the model to check it, so call it off the UI thread. Raises FlowerkitError.
+    Reads the checkpoint (for its hash), so call it off the UI thread. Raises FlowerkitError.
     """
     from flowerkit.predict.run import prepare_predict_run
 
-    config = predict_config(run, values, output_dir)
-    prepare_predict_run(config)
-    return start_detached(config.name, "predict", predict_cli_args(config, values), output_dir)
+    return start_detached(prepare_predict_run(predict_config(run, values, output_dir)), output_dir)
 
 
-def start_detached(name: str, flow: str, args: list[str], output_dir: Path) -> LaunchedRun:
-    """Run ``args`` in its own session with its output in OUTPUT_DIR/.dashboard/NAME-TIME.log."""
+def start_detached(plan: Plan, output_dir: Path) -> LaunchedRun:
+    """Write the plan to OUTPUT_DIR/.dashboard/NAME-TIME.plan.json and run it in its own session, its output in
+    the ``.log`` beside it."""
     started = datetime.now(timezone.utc)
     log_dir = Path(output_dir) / LAUNCH_LOG_DIR
     log_dir.mkdir(parents=True, exist_ok=True)
-    log_path = log_dir / f"{name}-{started.strftime('%Y%m%dT%H%M%SZ')}.log"
+    stem = f"{plan.config.name}-{started.strftime('%Y%m%dT%H%M%SZ')}"
+    plan_file = atomic_write_text(log_dir / f"{stem}.plan.json", plan.to_json())
+    log_path = log_dir / f"{stem}.log"
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   start_new_session=True)
-    return LaunchedRun(name=name, flow=flow, process=process, log_path=log_path,
+        process = subprocess.Popen(launch_command(plan_file), stdout=log, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, start_new_session=True)
+    return LaunchedRun(name=plan.config.name, flow=plan.flow, process=process, log_path=log_path,
                        started_utc=started.isoformat(timespec="seconds").replace("+00:00", "Z"))
+
+
+def launch_command(plan_file: Path) -> list[str]:
+    """``python -m flowerkit run PLAN``: the run as planned, with no option rendered again."""
+    return [sys.executable, "-m", "flowerkit", "run", str(plan_file)]
