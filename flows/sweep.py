@@ -89,7 +89,7 @@ def _run_sweep(sweep: Sweep, max_parallel: int, backend: str, deployment: str) -
         outcomes |= {trial.name: run_subflow(trial, actions[trial.name], progress) for trial in todo}
     rows = write_results(sweep, outcomes)
     close_sweep_run(parent, sweep, rows)
-    from flowerkit.tasks.prefect_artifacts import publish_sweep_table
+    from flowerkit.tasks.reporting import publish_sweep_table
 
     publish_sweep_table(sweep.name, rows)
     problem = failure_error(sweep, rows)
@@ -190,7 +190,7 @@ def _cli_error(stderr: str) -> str:
 
 # --- a work pool --------------------------------------------------------------------------------------------
 def concurrency_limit_name(sweep_name: str) -> str:
-    from flowerkit.tasks.prefect_artifacts import artifact_key
+    from flowerkit.tasks.reporting import artifact_key
 
     return artifact_key("sweep", sweep_name, "trials")
 

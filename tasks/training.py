@@ -9,7 +9,7 @@ from flowerkit.engine.trainer import TrainResult
 from flowerkit.plan import RunPlan
 from flowerkit.tasks.caching import train_cache_key
 from flowerkit.tasks.common import run_task
-from flowerkit.tasks.prefect_artifacts import ProgressArtifact
+from flowerkit.tasks.reporting import ProgressArtifact
 
 
 # A retry (an exception part-way) and a --resume after a killed process both continue from the run's

@@ -182,7 +182,7 @@ def test_progress_updates_are_throttled(prefect_harness) -> None:
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterId
 
     from flowerkit.engine.progress import Progress
-    from flowerkit.tasks.prefect_artifacts import ProgressArtifact
+    from flowerkit.tasks.reporting import ProgressArtifact
 
     @flow
     def ten_steps() -> tuple[list[int], UUID]:

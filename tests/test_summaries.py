@@ -32,7 +32,7 @@ def test_runs_list_shows_the_selected_step_and_monitored_value(workdir: Path) ->
 
 
 def test_summary_names_the_selected_checkpoint_and_why() -> None:
-    from flowerkit.tasks.prefect_artifacts import summary_markdown
+    from flowerkit.tasks.reporting import summary_markdown
 
     metrics = {"split": "val", "accuracy": 0.75, "loss": 0.9, "selected_step": 300,
                "selected_checkpoint": "run/checkpoints/best.bin", "selected_weights": "ema",
