@@ -55,17 +55,44 @@ class DiskFullError(FlowerkitError):
 
 class NonFiniteLossError(FlowerkitError):
     """Training diverged: a loss (or gradient norm, or weight) became NaN or infinite. Not retried: the same
-    configuration diverges again from the same checkpoint."""
+    configuration diverges again from the same checkpoint.
+
+    Raised where the value is checked, which does not know what the run has on disk; the training loop then
+    says (``note_checkpoint``) which step its last checkpoint holds, or that it wrote none yet, so the message
+    offers a finite checkpoint only when one exists."""
 
     exit_code = 1
+    ADVICE = "Try a lower --learning_rate, a smaller --max_grad_norm, or --precision fp32"
 
     def __init__(self, step: int, what: str = "loss") -> None:
-        super().__init__(
-            f"training diverged at step {step}: the {what} is not finite (NaN or infinity). The run stopped without "
-            "saving that step; its last checkpoint holds finite weights. Try a lower --learning_rate, a smaller "
-            "--max_grad_norm, or --precision fp32, then start a new run (or --resume with the same options to "
-            "continue from the last checkpoint).")
-        self.step = step
+        self.step, self.what = step, what
+        self.checkpoint_known, self.checkpoint_step = False, None
+        super().__init__(self._text())
+
+    def note_checkpoint(self, step: int | None) -> NonFiniteLossError:
+        """The step of the run's last (finite) checkpoint, or None when none was written; returns this error."""
+        self.checkpoint_known, self.checkpoint_step = True, step
+        self.args = (self._text(),)
+        return self
+
+    def _text(self) -> str:
+        head = f"training diverged at step {self.step}: the {self.what} is not finite (NaN or infinity)."
+        if not self.checkpoint_known:
+            return f"{head} The run stopped without saving that step. {self.ADVICE}."
+        if self.checkpoint_step is None:
+            return (f"{head} The run stopped before its first checkpoint, so there is nothing to resume. "
+                    f"{self.ADVICE}, then start a new run (a new --name).")
+        return (f"{head} The run stopped without saving that step; its last checkpoint (step "
+                f"{self.checkpoint_step}) holds finite weights. {self.ADVICE}, then start a new run (or --resume "
+                f"with the same options to continue from step {self.checkpoint_step}).")
+
+    def __reduce__(self):  # pickled (Prefect's task results): rebuilt from its facts, not from the message
+        return _rebuild_non_finite, (self.step, self.what, self.checkpoint_known, self.checkpoint_step)
+
+
+def _rebuild_non_finite(step: int, what: str, known: bool, checkpoint_step: int | None) -> NonFiniteLossError:
+    error = NonFiniteLossError(step, what)
+    return error.note_checkpoint(checkpoint_step) if known else error
 
 
 class DistributedError(FlowerkitError):

@@ -314,6 +314,7 @@ def train(config: TrainConfig, device: torch.device, precision: str, train_table
     model.train()
     step, images, t0 = start_step, 0, time.perf_counter()
     last_eval = None
+    saved = start_step if state is not None else None  # the step ckpt.bin holds: a divergence names it
     batches = iter(train_pipe(plan.batches(start_step * accumulation, config.num_steps * accumulation,
                                            world.rank, world.size)))
     try:
@@ -330,8 +331,12 @@ def train(config: TrainConfig, device: torch.device, precision: str, train_table
                              images / (time.perf_counter() - t0))
             if step % config.eval_every == 0 or step == config.num_steps:
                 last_eval, stopped_early = evaluation(step, loss_value)
+                saved = step  # every evaluation ends by writing ckpt.bin (rank 0), once its weights are finite
             if on_progress:
                 on_progress(Progress(step, config.num_steps, images / (time.perf_counter() - t0), last_eval))
+    except NonFiniteLossError as diverged:
+        # The check that raised knows the step, not the run's files: only a checkpoint that exists is offered.
+        raise diverged.note_checkpoint(saved)
     finally:
         if scalars is not None:
             scalars.close()
