@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import signal
 import sys
 import textwrap
@@ -34,8 +35,71 @@ class _HideUserErrorTracebacks(logging.Filter):
 
 
 def hide_user_error_tracebacks() -> None:
-    for name in ("prefect.flow_runs", "prefect.task_runs"):
+    for name in PREFECT_RUN_LOGGERS:
         logging.getLogger(name).addFilter(_HideUserErrorTracebacks())
+
+
+PREFECT_RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
+# How Prefect's engines announce the end of a run that did not complete (Prefect 3: flow_engine.py,
+# task_engine.py), and how it words a crash that was a signal (states.exception_to_crashed_state).
+RUN_END_LINES = ("Crash detected! ", "Finished in state Crashed(", "Finished in state Failed(",
+                 "Encountered exception during execution")
+SIGNAL_CRASHES = ("Execution was aborted by an interrupt signal.", "Execution was aborted by a termination signal.")
+# flows/common.py (run_lifecycle) logs every failed run with this format, for run.log and a deployment's log.
+RUN_FAILED_FORMAT = "run %s failed: %s"
+_FAILED_WITH = re.compile(r"encountered an exception:? (\w+): ")
+
+
+def _flowerkit_error_names() -> set[str]:
+    names, todo = set(), [FlowerkitError]
+    while todo:
+        kind = todo.pop()
+        names.add(kind.__name__)
+        todo.extend(kind.__subclasses__())
+    return names
+
+
+class _RunEndRepeats(logging.Filter):
+    """For the console's handlers: drop the lines that say again what the CLI's one paragraph says at the end.
+
+    A stopped or failed train, eval or predict run was announced three to five times on the terminal before
+    the paragraph: Prefect's "Crash detected!" and "Finished in state Crashed(...)" for Ctrl-C and SIGTERM, its
+    "Finished in state Failed(...)" and "Encountered exception during execution" for each run level of a
+    flowerkit error (a diverged run's message came four times), and flowerkit's own "run NAME failed" line.
+    Only the console loses them: run.log and Prefect's API log (the UI) keep every line, and the flow and task
+    runs end in the same states. An unexpected error's lines stay (their traceback is all there is to report)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "flowerkit" and record.msg == RUN_FAILED_FORMAT:
+            return False
+        if record.name not in PREFECT_RUN_LOGGERS:
+            return True
+        text = record.getMessage()
+        if not text.startswith(RUN_END_LINES):
+            return True
+        if any(crash in text for crash in SIGNAL_CRASHES):
+            return False
+        raised = record.args[0] if isinstance(record.args, tuple) and record.args else None
+        if isinstance(raised, FlowerkitError):
+            return False
+        named = _FAILED_WITH.search(text)
+        return not (named and named.group(1) in _flowerkit_error_names())
+
+
+_RUN_END_REPEATS = _RunEndRepeats()
+
+
+def hide_repeated_run_errors() -> None:
+    """For the rest of this process (a train, eval or predict command, which ends with its run): the console
+    shows a run's failure or stop once, as the CLI's paragraph (``_RunEndRepeats``). Not for a sweep, whose
+    trials fail without ending the command."""
+    import prefect.main  # noqa: F401 - configures Prefect's logging, which makes the console handlers
+
+    from flowerkit.cli.quiet import console_handlers
+
+    for handler in console_handlers():
+        if _RUN_END_REPEATS not in handler.filters:
+            handler.addFilter(_RUN_END_REPEATS)
 
 
 RESUME_HINT = "run the same command with --resume to continue it from its last checkpoint"

@@ -7,8 +7,10 @@ Options are declared with underscores; registered with ``CONTEXT_SETTINGS``, the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import typer
@@ -61,7 +63,7 @@ def predict(
             given["retention_days"] = retention_days
         _record(given, onnx=onnx, out=out, as_json=as_json, workers=workers, debug=debug)
         return
-    with user_errors(debug):
+    with user_errors(debug), _stopped_without_a_run():
         from flowerkit.errors import ConfigError
         from flowerkit.predict.plan import PredictOptions, prepare_predict
 
@@ -77,15 +79,27 @@ def predict(
                        f"({plan.info.transform.kind}, {plan.info.transform.decode_size} px cache).", err=True)
         typer.echo(f"Model: {plan.info.description}", err=True)
         display = _Display(as_json, plan.options.min_confidence)
-        try:
-            summary = _run(plan, display, None) if target is None else _run_to_file(plan, display, target, fmt)
-        except KeyboardInterrupt:  # not a run: nothing to --resume, and a --out file is never half-written
-            from flowerkit.errors import FlowerkitError
-
-            raise FlowerkitError("Interrupted; rows printed so far are complete, and no --out file was written "
-                                 "(an existing one is unchanged).", exit_code=130) from None
+        summary = _run(plan, display, None) if target is None else _run_to_file(plan, display, target, fmt)
         display.flush()
         typer.echo(summary.line() + (f" Rows: {target}" if target is not None else ""), err=True)
+
+
+@contextlib.contextmanager
+def _stopped_without_a_run() -> Iterator[None]:
+    """Ctrl-C (exit 130) or SIGTERM (exit 143, which ``user_errors`` raises as ``Terminated``, a
+    KeyboardInterrupt) while predicting without --name: no run was started, so there is nothing to --resume,
+    and a --out file is never half-written."""
+    try:
+        yield
+    except KeyboardInterrupt as exc:
+        from flowerkit.errors import FlowerkitError, Terminated, is_termination
+
+        if is_termination(exc):
+            stop, code = "Terminated (SIGTERM: a scheduler's or docker's stop)", Terminated.exit_code
+        else:
+            stop, code = "Interrupted (Ctrl-C)", 130
+        raise FlowerkitError(f"{stop}; rows printed so far are complete, and no --out file was written (an "
+                             "existing one is unchanged).", exit_code=code) from None
 
 
 PREDICT_RUN_HINT = "a predict run has no checkpoint to continue from: run the command again under a new --name"
@@ -96,7 +110,7 @@ def _record(given: dict, *, onnx: Path | None, out: Path | None, as_json: bool, 
     for predicting a photo or two)."""
     import logging
 
-    from flowerkit.cli.errors import hide_user_error_tracebacks
+    from flowerkit.cli.errors import hide_repeated_run_errors, hide_user_error_tracebacks
 
     with user_errors(debug, resume_hint=PREDICT_RUN_HINT):
         from flowerkit.config import load_predict_config
@@ -117,6 +131,7 @@ def _record(given: dict, *, onnx: Path | None, out: Path | None, as_json: bool, 
         logging.getLogger("flowerkit").setLevel(logging.INFO)
         if not debug:
             hide_user_error_tracebacks()
+            hide_repeated_run_errors()
         start_ephemeral_server()
         from flowerkit.flows.predict import run_predict_plan
         from flowerkit.tasks.watcher import watching
