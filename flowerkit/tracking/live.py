@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from flowerkit.artifacts.record import read_record, update_record
 from flowerkit.layout import RunLayout
 from flowerkit.tracking import run_data
-from flowerkit.tracking.mlflow_sink import MlflowSink
+from flowerkit.tracking.mlflow_sink import PROBE_TIMEOUT_S, MlflowSink
 
 log = logging.getLogger("flowerkit.tracking")
 
@@ -44,7 +44,8 @@ class LiveMlflowRun:
         try:
             sink = MlflowSink(experiment, layout.name, run_id=previous)
             sink.on_open = lambda: cls._opened(layout, sink)  # a server slower than OPEN_WAIT_S
-            sink.open(run_data.params(layout), run_data.tags(layout, record), OPEN_WAIT_S)
+            # A server that does not answer the probe costs the run only the probe (mlflow_sink.probe).
+            sink.open(run_data.params(layout), run_data.tags(layout, record), OPEN_WAIT_S, PROBE_TIMEOUT_S)
         except Exception as exc:  # e.g. a malformed MLFLOW_TRACKING_URI: the run itself is fine
             log.warning("MLflow tracking is off for this run: %s: %s", type(exc).__name__, exc)
             update_record(layout.run_dir, mlflow={"run_id": previous, "complete": False,

@@ -7,6 +7,10 @@ waiting out its own timeout, and ``flowerkit runs sync-mlflow`` re-sends them fr
 
 Re-sending is idempotent: a metric value is skipped when the run already holds that key at that step (a
 resumed run re-logs the steps after its last checkpoint, and a sync re-sends everything).
+
+A live run first probes the server (``probe``: one HTTP request, ``PROBE_TIMEOUT_S`` at most): a server that is
+down, or that accepts connections and never answers, turns the sink off before it starts, so the run waits
+neither for the open nor, at its end, for an open that never came; MLflow itself is then not even imported.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import logging
 import os
 import queue
 import re
+import sys
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -30,6 +35,10 @@ from flowerkit.tracking.run_data import MODEL_TAG, PARENT_TAG, Point, metric_key
 log = logging.getLogger("flowerkit.tracking")
 
 FLUSH_INTERVAL_S = 2.0
+# A live run's probe of the server: a healthy one answers in milliseconds, even across a continent. Without it,
+# a server that accepts connections and never answers held a tiny run 7-7.5 s (the open's wait, the wait at
+# the end for that open, and MLflow's import); with it, about the probe's limit.
+PROBE_TIMEOUT_S = 1.0
 UNOPENED_CLOSE_WAIT_S = 2.0  # at the end of a run whose MLflow run never opened
 MAX_BATCH = 1000  # MLflow's limit of metrics per log_batch request
 # MLflow's defaults (120 s timeout, 7 retries with backoff) would let one request hang for many minutes; a
@@ -72,6 +81,49 @@ def quiet_requests() -> Iterator[None]:
 _ERRNO = re.compile(r"\[Errno -?\d+\] ([^'\")]+)")
 
 
+def configured_tracking_uri() -> str:
+    """MLflow's tracking URI as ``mlflow.get_tracking_uri()`` would say it, without importing MLflow where the
+    environment names a server (``MLFLOW_TRACKING_URI``): MLflow's import costs a second or more, for nothing
+    when the server turns out not to answer."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
+    if "mlflow" not in sys.modules and uri.startswith(("http://", "https://")):
+        return uri
+    import mlflow
+
+    return mlflow.get_tracking_uri()  # set_tracking_uri, the environment, or MLflow's local default
+
+
+def probe(uri: str, timeout_s: float) -> str | None:
+    """None when an HTTP server answers at ``uri`` (any status: a proxy's 404, a 401 for credentials, and TLS
+    trouble are MLflow's to report), else why not, in at most about ``timeout_s``. Other tracking URIs (a local
+    store, databricks) are not probed."""
+    if not uri.startswith(("http://", "https://")):
+        return None
+    import requests  # MLflow's own HTTP client: the same proxies from the environment
+
+    outcome: list[str | None] = []
+
+    def ask() -> None:
+        with quiet_requests():
+            try:
+                requests.get(uri.rstrip("/") + "/health", timeout=(timeout_s, timeout_s), allow_redirects=False)
+                outcome.append(None)
+            except requests.Timeout:  # before ConnectionError: a connect timeout is both
+                outcome.append(f"the server did not answer within {timeout_s:g} s")
+            except requests.exceptions.SSLError:
+                outcome.append(None)
+            except requests.ConnectionError as exc:  # refused, unresolvable, reset
+                outcome.append(describe(exc))
+            except Exception:  # noqa: BLE001 - something answered, oddly: the real requests will say what
+                outcome.append(None)
+
+    # A thread, so that a name lookup (which no socket timeout bounds) cannot hold the run either.
+    asking = threading.Thread(target=ask, name="flowerkit-mlflow-probe", daemon=True)
+    asking.start()
+    asking.join(timeout_s)
+    return outcome[0] if outcome else f"the server did not answer within {timeout_s:g} s"
+
+
 def public_uri(uri: str) -> str:
     """The tracking URI without credentials, for the record and messages."""
     parts = urlsplit(uri)
@@ -97,11 +149,11 @@ class MlflowSink:
                  tracking_uri: str | None = None) -> None:
         for key, value in HTTP_DEFAULTS.items():
             os.environ.setdefault(key, value)
-        import mlflow
-
         if tracking_uri:
+            import mlflow
+
             mlflow.set_tracking_uri(tracking_uri)  # log_model uses the fluent API, which reads the global URI
-        self.tracking_uri = mlflow.get_tracking_uri()
+        self.tracking_uri = configured_tracking_uri()
         self.experiment, self.run_name, self.run_id = experiment, run_name, run_id
         self.parent_run_id: str | None = None
         self.experiment_id: str | None = None
@@ -118,9 +170,17 @@ class MlflowSink:
         self._thread = threading.Thread(target=self._work, name="flowerkit-mlflow", daemon=True)
 
     # --- called by the run: never blocks longer than asked, never raises --------------------------------
-    def open(self, params: dict[str, str], tags: dict[str, str], wait_s: float) -> bool:
-        """Create (or reopen) the MLflow run; wait at most ``wait_s`` for the server. True when it is open."""
+    def open(self, params: dict[str, str], tags: dict[str, str], wait_s: float, probe_s: float | None = None) -> bool:
+        """Create (or reopen) the MLflow run; wait at most ``wait_s`` for the server. True when it is open.
+
+        ``probe_s``: first ask whether the server answers at all, for at most that long (``probe``); when it
+        does not, the sink is off from the start (one warning) and its thread never starts."""
         self.parent_run_id = tags.get(PARENT_TAG)
+        unreachable = probe(self.tracking_uri, probe_s) if probe_s is not None else None
+        if unreachable is not None:
+            self.not_sent["open"] += 1
+            self._fail(f"open: {unreachable}")
+            return False
         self._thread.start()
         self._jobs.put(("open", lambda: self._open(params, tags), 1))
         self._opened.wait(wait_s)
@@ -137,6 +197,9 @@ class MlflowSink:
 
     def add_points(self, points: list[Point]) -> None:
         with self._pending_lock:
+            if self._never_started():  # counted, not kept: nothing will send them in this run
+                self.not_sent["metrics"] += len(points)
+                return
             self._pending.extend(points)
 
     def set_tags(self, tags: dict[str, str]) -> None:
@@ -149,11 +212,16 @@ class MlflowSink:
         self.submit("model", lambda: self._log_model(checkpoint))
 
     def submit(self, what: str, job: Callable[[], Any]) -> None:
+        if self._never_started():
+            self.not_sent[what] += 1
+            return
         self._jobs.put((what, job, 1))
 
     def close(self, status: str, wait_s: float) -> dict[str, Any]:
         """Send what is queued, end the MLflow run with ``status``; give up after ``wait_s``. Returns the report."""
         self.submit("run status", lambda: self._client.set_terminated(self.run_id, status))
+        if self._never_started():  # the probe found no server: nothing to wait for
+            return self.report()
         self._jobs.put(None)
         if not self._opened.is_set():
             # The server had the whole run to open the MLflow run and did not: waiting longer only holds the
@@ -166,6 +234,10 @@ class MlflowSink:
         if self._thread.is_alive():
             self._give_up(f"the server did not take everything within {wait_s:.0f} s")
         return self.report()
+
+    def _never_started(self) -> bool:
+        """Off before its thread started (the probe found no server): no other thread touches the counts."""
+        return self.failure is not None and self._thread.ident is None
 
     def report(self) -> dict[str, Any]:
         """The record's ``mlflow`` entry."""
