@@ -62,7 +62,7 @@ def test_runs_use_the_started_server_until_it_stops(flowers_root: Path, tmp_path
 def test_a_busy_recorded_server_is_still_found(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A server too busy to answer a health request within a second is still the one to report to: falling back
     to an ephemeral server cost seconds and hid the run from the UI."""
-    from flowerkit.cli import server_cmd
+    from flowerkit.flows.orchestration import local_server
 
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path))
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
@@ -71,11 +71,11 @@ def test_a_busy_recorded_server_is_still_found(tmp_path: Path, monkeypatch: pyte
         busy.listen(8)
         port = busy.getsockname()[1]
         (tmp_path / "flowerkit-server.json").write_text(json.dumps({"pid": os.getpid(), "port": port, "log": "x"}))
-        assert not server_cmd.healthy(server_cmd.recorded(), timeout_s=0.5)
-        assert server_cmd.use_local_server() == f"http://127.0.0.1:{port}/api"
+        assert not local_server.healthy(local_server.recorded(), timeout_s=0.5)
+        assert local_server.use_local_server() == f"http://127.0.0.1:{port}/api"
         assert os.environ["PREFECT_API_URL"] == f"http://127.0.0.1:{port}/api"
     monkeypatch.delenv("PREFECT_API_URL")
-    assert server_cmd.use_local_server() is None  # nothing listens there any more: ephemeral mode
+    assert local_server.use_local_server() is None  # nothing listens there any more: ephemeral mode
 
 
 def test_a_server_in_prefects_own_settings_is_used_not_a_temporary_one(prefect_harness,
@@ -85,7 +85,7 @@ def test_a_server_in_prefects_own_settings_is_used_not_a_temporary_one(prefect_h
     from prefect.server.api.server import SubprocessASGIServer
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from flowerkit.cli.prefect_env import start_ephemeral_server
+    from flowerkit.flows.orchestration.prefect_env import start_ephemeral_server
     from flowerkit.errors import MissingInputError
 
     monkeypatch.delenv("PREFECT_API_URL", raising=False)  # only Prefect's settings name the server

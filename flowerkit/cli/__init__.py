@@ -23,8 +23,9 @@ from flowerkit.cli import (
 )
 from flowerkit.cli.dashboard_cmd import dashboard
 from flowerkit.cli.options import CONTEXT_SETTINGS
-from flowerkit.cli.prefect_env import set_environment_defaults
 from flowerkit.cli.quiet import hide_shutdown_notices
+from flowerkit.flows.orchestration.local_server import use_local_server
+from flowerkit.flows.orchestration.prefect_env import set_environment_defaults
 
 
 def _quiet_prefect_defaults() -> None:
@@ -74,7 +75,7 @@ def main(command: str | None = None) -> None:
     """The ``flowerkit`` program; with ``command`` ("train", "eval"), that command alone, as ``<command>.py``."""
     _quiet_prefect_defaults()
     if (command or next(iter(sys.argv[1:]), "")) != "server":  # before Prefect is imported: it reads the env once
-        server_cmd.use_local_server()
+        use_local_server()
     try:
         if command is None:
             app()

@@ -1,122 +1,25 @@
-"""``flowerkit server start | stop | status``: a local Prefect server in the background, used by later runs.
-
-Without a server, each ``flowerkit train`` / ``eval`` starts Prefect's ephemeral server (seconds of its start-up
-time) and stops it at the end. ``flowerkit server start`` runs ``prefect server start`` on 127.0.0.1 once, in
-the background, and records its pid and port in ``$PREFECT_HOME/flowerkit-server.json`` (``~/.prefect`` by
-default). While that server answers, every ``flowerkit`` command whose environment has no ``PREFECT_API_URL``
-reports to it (``use_local_server``), and its UI shows the runs. ``PREFECT_API_URL``, when set, always wins.
-"""
+"""``flowerkit server start | stop | status``: a local Prefect server in the background, used by later runs
+(``flowerkit.flows.orchestration.local_server``)."""
 
 from __future__ import annotations
 
-import json
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import typer
 
-from flowerkit.artifacts.files import atomic_write_json
+from flowerkit.flows.orchestration.local_server import (
+    DEFAULT_PORT,
+    START_TIMEOUT_S,
+    alive,
+    healthy,
+    recorded,
+    start_server,
+    state_path,
+    terminate,
+)
 
 app = typer.Typer(help="A local Prefect server in the background, used by later runs (docs/prefect.md).",
                   no_args_is_help=True)
-STATE_NAME = "flowerkit-server.json"
-DEFAULT_PORT = 4200
-START_TIMEOUT_S = 120.0
-_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # 127.0.0.1 never through a proxy
-
-
-@dataclass(frozen=True)
-class LocalServer:
-    pid: int
-    port: int
-    log: str
-
-    @property
-    def api_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/api"
-
-    @property
-    def ui_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-
-def prefect_home() -> Path:
-    # Read from the environment, not Prefect's settings: importing Prefect costs seconds and this runs first.
-    return Path(os.environ.get("PREFECT_HOME") or Path.home() / ".prefect").expanduser()
-
-
-def state_path() -> Path:
-    return prefect_home() / STATE_NAME
-
-
-def recorded() -> LocalServer | None:
-    try:
-        return LocalServer(**json.loads(state_path().read_text()))
-    except (OSError, ValueError, TypeError):
-        return None
-
-
-def healthy(server: LocalServer, timeout_s: float = 1.0) -> bool:
-    try:
-        with _DIRECT.open(f"{server.api_url}/health", timeout=timeout_s) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def listening(server: LocalServer, timeout_s: float = 1.0) -> bool:
-    """Whether something accepts connections on the server's port (the kernel completes the handshake even
-    while the server is too busy to answer a request)."""
-    try:
-        with socket.create_connection(("127.0.0.1", server.port), timeout=timeout_s):
-            return True
-    except OSError:
-        return False
-
-
-def use_local_server() -> str | None:
-    """Point this process at the recorded server when PREFECT_API_URL is not set and it runs; its URL.
-
-    The recorded process alive and its port open is enough (about a millisecond). An HTTP health request
-    with a 1 s limit used to decide this: a server busy with other runs missed it, and the command fell back to
-    an ephemeral server without a word, several seconds slower (15.1 s instead of 7.8 s, measured) and
-    invisible in the UI. Prefect's client waits for a busy server's answers like any other.
-    """
-    if os.environ.get("PREFECT_API_URL"):
-        return None
-    server = recorded()
-    if server is None or not alive(server.pid) or not listening(server):
-        return None  # no server, a stale record, or one still starting: ephemeral mode as usual
-    os.environ["PREFECT_API_URL"] = server.api_url
-    return server.api_url
-
-
-def _free_port(preferred: int) -> int:
-    for port in (preferred, 0):
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return sock.getsockname()[1]
-    raise RuntimeError("no free port on 127.0.0.1")
 
 
 @app.command("start")
@@ -128,26 +31,14 @@ def start(port: int = typer.Option(DEFAULT_PORT, "--port", help="Port on 127.0.0
     if running is not None and alive(running.pid) and healthy(running):
         typer.echo(f"A flowerkit Prefect server is already running: {running.ui_url} (pid {running.pid}).")
         return
-    home = prefect_home()
-    home.mkdir(parents=True, exist_ok=True)
-    chosen = _free_port(port)
-    log = home / "flowerkit-server.log"
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-    with open(log, "ab") as out:  # appended by the server itself, not a file of ours to write atomically
-        process = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                                    "--port", str(chosen)], env=env, stdout=out, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, start_new_session=True)  # outlives this command
-    server = LocalServer(process.pid, chosen, str(log))
-    deadline = time.monotonic() + timeout_s
-    while not healthy(server):
-        if process.poll() is not None or time.monotonic() > deadline:
-            _terminate(process.pid)
-            typer.echo(f"The Prefect server did not start (see {log}).", err=True)
-            raise typer.Exit(1)
-        time.sleep(0.3)
-    atomic_write_json(state_path(), asdict(server))
-    typer.echo(f"Prefect server running: UI {server.ui_url}, API {server.api_url} (pid {server.pid}, log {log}).\n"
-               "flowerkit runs without PREFECT_API_URL now report to it; `flowerkit server stop` stops it.")
+    try:
+        server = start_server(port, timeout_s)
+    except RuntimeError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"Prefect server running: UI {server.ui_url}, API {server.api_url} (pid {server.pid}, log "
+               f"{server.log}).\nflowerkit runs without PREFECT_API_URL now report to it; `flowerkit server stop` "
+               "stops it.")
 
 
 @app.command("stop")
@@ -158,7 +49,7 @@ def stop() -> None:
         typer.echo("No flowerkit Prefect server is recorded; nothing to stop.")
         return
     if alive(server.pid):
-        _terminate(server.pid)
+        terminate(server.pid)
     state_path().unlink(missing_ok=True)
     typer.echo(f"Stopped the Prefect server on port {server.port} (pid {server.pid}).")
 
@@ -175,25 +66,3 @@ def status() -> None:
     shadowed = os.environ.get("PREFECT_API_URL")
     note = f"; this shell's PREFECT_API_URL={shadowed} takes precedence" if shadowed else ""
     typer.echo(f"Prefect server {answering}: UI {server.ui_url}, API {server.api_url} (pid {server.pid}){note}.")
-
-
-def _terminate(pid: int, timeout_s: float = 20.0) -> None:
-    """SIGTERM the server's process group (uvicorn and its workers), SIGKILL after ``timeout_s``."""
-    for sig, wait_s in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + wait_s
-        while alive(pid) and time.monotonic() < deadline:
-            _reap(pid)
-            time.sleep(0.2)
-        if not alive(pid):
-            return
-
-
-def _reap(pid: int) -> None:
-    try:
-        os.waitpid(pid, os.WNOHANG)  # our own child when started by this process (tests): no zombie
-    except ChildProcessError:
-        pass

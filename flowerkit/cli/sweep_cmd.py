@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from flowerkit.cli.errors import hide_user_error_tracebacks, user_errors
-from flowerkit.cli.prefect_env import check_prefect_environment, start_ephemeral_server
+from flowerkit.flows.orchestration.prefect_env import check_prefect_environment, start_ephemeral_server
 
 
 def sweep(
