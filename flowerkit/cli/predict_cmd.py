@@ -12,10 +12,14 @@ import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from flowerkit.cli.errors import user_errors
+
+if TYPE_CHECKING:  # the plan's modules import torch: --help stays fast
+    from flowerkit.predict.run import PredictRunPlan
 
 TABLE_EVERY = 32  # rows per printed table: the terminal shows results as they come, memory stays flat
 
@@ -108,10 +112,6 @@ PREDICT_RUN_HINT = "a predict run has no checkpoint to continue from: run the co
 def _record(given: dict, *, onnx: Path | None, out: Path | None, as_json: bool, workers: int, debug: bool) -> None:
     """``--name``: the recorded run, through the Prefect flow; only this path starts Prefect (start-up matters
     for predicting a photo or two)."""
-    import logging
-
-    from flowerkit.cli.errors import hide_repeated_run_errors, hide_user_error_tracebacks
-
     with user_errors(debug, resume_hint=PREDICT_RUN_HINT):
         from flowerkit.config import load_predict_config
         from flowerkit.errors import ConfigError
@@ -124,21 +124,29 @@ def _record(given: dict, *, onnx: Path | None, out: Path | None, as_json: bool, 
         from flowerkit.predict.run import prepare_predict_run
 
         plan = prepare_predict_run(load_predict_config(given), workers)  # exit 2, 3 or 4 before Prefect starts
-        from flowerkit.cli.prefect_env import check_prefect_environment, start_ephemeral_server
+        run_recorded(plan, debug)
 
-        check_prefect_environment()
-        typer.echo(f"Model: {plan.predict.info.description}", err=True)
-        logging.getLogger("flowerkit").setLevel(logging.INFO)
-        if not debug:
-            hide_user_error_tracebacks()
-            hide_repeated_run_errors()
-        start_ephemeral_server()
-        from flowerkit.flows.predict import run_predict_plan
-        from flowerkit.tasks.watcher import watching
 
-        with watching():  # this process's flow run ends Crashed on the server even if the process is killed
-            result = run_predict_plan(plan.without_model())
-        typer.echo(f"{result.summary.line()} Run: {result.run_dir} (rows: {result.predictions})", err=True)
+def run_recorded(plan: PredictRunPlan, debug: bool) -> None:
+    """Run a recorded predict run's plan as the ``predict`` flow, in this process (inside ``user_errors``)."""
+    import logging
+
+    from flowerkit.cli.errors import hide_repeated_run_errors, hide_user_error_tracebacks
+    from flowerkit.flows.orchestration.prefect_env import check_prefect_environment, start_ephemeral_server
+
+    check_prefect_environment()
+    typer.echo(f"Model: {plan.predict.info.description}", err=True)
+    logging.getLogger("flowerkit").setLevel(logging.INFO)
+    if not debug:
+        hide_user_error_tracebacks()
+        hide_repeated_run_errors()
+    start_ephemeral_server()
+    from flowerkit.flows.orchestration.watcher import watching
+    from flowerkit.flows.predict import predict_flow
+
+    with watching():  # this process's flow run ends Crashed on the server even if the process is killed
+        result = predict_flow(plan.config, plan=plan)
+    typer.echo(f"{result.summary.line()} Run: {result.run_dir} (rows: {result.predictions})", err=True)
 
 
 def _check_out(out: Path) -> tuple[Path, str]:

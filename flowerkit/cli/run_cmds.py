@@ -1,4 +1,5 @@
-"""``flowerkit train`` and ``flowerkit eval``: resolve the config, then run the Prefect flow (or plan it)."""
+"""``flowerkit train`` and ``flowerkit eval``: resolve the config, plan the run, then run the plan as its Prefect
+flow (or show it); ``flowerkit run PLAN``: run a plan written earlier (a sweep's trials, the dashboard's runs)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from flowerkit.cli.errors import hide_user_error_tracebacks, user_errors
+from flowerkit.cli.errors import hide_repeated_run_errors, hide_user_error_tracebacks, user_errors
 from flowerkit.cli.options import CONTEXT_SETTINGS, command_from_config
-from flowerkit.cli.prefect_env import check_prefect_environment, start_ephemeral_server
+from flowerkit.flows.orchestration.prefect_env import check_prefect_environment, start_ephemeral_server
 from flowerkit.config import CONFIG_CLASSES, EvalConfig, RunConfig, TrainConfig, load_config
 from flowerkit.errors import ConfigError
 
@@ -26,6 +27,27 @@ def register(app: typer.Typer) -> None:
     app.command("eval", help="Evaluate a checkpoint without training (Prefect flow 'eval'); writes "
                              "OUTPUT_DIR/NAME.", context_settings=CONTEXT_SETTINGS)(
         command_from_config(EvalConfig, lambda given, **extra: _run("eval", given, **extra)))
+    app.command("run", help="Run a plan (a plan.json written by the dashboard, a sweep or a run) as its flow.",
+                context_settings=CONTEXT_SETTINGS)(run_plan_file)
+
+
+def run_plan_file(plan_file: Path = typer.Argument(..., help="The plan to run: a plan.json that flowerkit wrote.",
+                                                   show_default=False),
+                  quiet: bool = typer.Option(False, "--quiet", help="No live progress; warnings and errors only."),
+                  debug: bool = typer.Option(False, "--debug", help="Show tracebacks.")) -> None:
+    """Run the plan as it was decided: no option is read again, nothing is planned twice."""
+    from flowerkit.cli.predict_cmd import PREDICT_RUN_HINT, run_recorded
+    from flowerkit.prepare import load_plan
+
+    with user_errors(debug):
+        plan = load_plan(plan_file)
+    if plan.flow == "predict":
+        with user_errors(debug, resume_hint=PREDICT_RUN_HINT):
+            run_recorded(plan, debug)
+        return
+    with user_errors(debug):
+        check_prefect_environment()
+        _start(plan, quiet, debug)
 
 
 def _run(flow: str, given: dict[str, Any], config_file: Path | None, resume: bool, dry_run: bool, quiet: bool,
@@ -38,23 +60,28 @@ def _run(flow: str, given: dict[str, Any], config_file: Path | None, resume: boo
 
         plan = prepare_plan(flow, config, resume)  # fails fast, before Prefect starts or anything is written
         prefect = check_prefect_environment()
-        if resume and not dry_run:
-            _settle_crashed(config)
         if dry_run:
             typer.echo(describe_plan(plan, {"prefect": prefect}))
             return
-        logging.getLogger("flowerkit").setLevel(logging.INFO)
-        if not debug:
-            hide_user_error_tracebacks()
-        start_ephemeral_server()
-        from flowerkit.cli.progress import progress_display
+        _start(plan, quiet, debug)
 
-        from flowerkit.flows.orchestration.watcher import watching
 
-        # A killed process's flow run still ends Crashed on the server (watching); the live bar (train only).
-        with watching(), progress_display(quiet if flow == "train" else True) as on_progress:
-            result = run_plan(plan, on_progress)
-        print_summary(plan, result)
+def _start(plan: RunPlan, quiet: bool, debug: bool) -> None:
+    """Run a train or eval plan as its flow in this process, with the live display, then print its summary."""
+    if plan.resume:
+        _settle_crashed(plan.config)
+    logging.getLogger("flowerkit").setLevel(logging.INFO)
+    if not debug:
+        hide_user_error_tracebacks()
+        hide_repeated_run_errors()
+    start_ephemeral_server()
+    from flowerkit.cli.progress import progress_display
+    from flowerkit.flows.orchestration.watcher import watching
+
+    # A killed process's flow run still ends Crashed on the server (watching); the live bar (train only).
+    with watching(), progress_display(quiet if plan.flow == "train" else True) as on_progress:
+        result = run_plan(plan, on_progress)
+    print_summary(plan, result)
 
 
 def _as_launched(flow: str, config: RunConfig) -> RunConfig:
