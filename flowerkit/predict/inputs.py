@@ -4,8 +4,11 @@
 
 - an image file (always tried, whatever its extension: a file that is not an image gets an error row);
 - a folder: every file below it with an image extension (``IMAGE_EXTENSIONS``), recursively, sorted by name
-  within each folder (sub-folders after the folder's own files), hidden files and folders skipped;
-- a glob (``photos/*.jpg``, ``**/*.png``; quote it so the shell leaves it alone), matches sorted;
+  within each folder (sub-folders after the folder's own files); hidden files and folders, other files,
+  broken links, pipes and devices and links to folders are skipped and counted by kind (``SKIPPED``), and a
+  sub-folder that cannot be read or a symbolic link that loops is an error row: nothing passes unsaid;
+- a glob (``photos/*.jpg``, ``**/*.png``; quote it so the shell leaves it alone), matches sorted (``**``
+  does not descend into links to folders);
 - ``@FILE``: a text file listing one input per line (blank lines and lines starting with ``#`` skipped;
   relative paths are relative to the current folder); ``-``: the same list read from standard input.
 
@@ -15,9 +18,12 @@ one folder's directory listing at a time is sorted).
 
 from __future__ import annotations
 
+import errno
 import glob
 import os
+import stat
 import sys
+from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,12 +37,35 @@ STDIN = "-"
 LIST_PREFIX = "@"
 
 
+# Why a file met below a folder (or matched by a pattern) is passed over: no row, but the summary counts it
+# under these words, so that no file disappears without a word.
+SKIPPED = {
+    "hidden": "hidden",
+    "extension": "without an image extension",
+    "broken link": "broken link(s)",
+    "special": "special file(s) (pipe, device or socket)",
+    "folder link": "link(s) to folders (not followed)",
+    "folder": "folder(s) matched by a pattern",
+}
+
+
 @dataclass(frozen=True)
 class InputItem:
-    """One thing to predict: a path, or (``error`` set) an input that names no readable file."""
+    """One thing to predict: a path, or (``error`` set) an input that names no readable file, or (``skipped``
+    set, a key of ``SKIPPED``) a file passed over on purpose.
+
+    ``warn``: the error also hides files (a folder that cannot be read): the run says so on stderr as it
+    meets it, besides the row."""
 
     path: Path
     error: str | None = None
+    skipped: str | None = None
+    warn: bool = False
+
+    @property
+    def counts(self) -> bool:
+        """Whether it gets a row (a file to try or an error), rather than only a count among the skipped."""
+        return self.skipped is None
 
 
 def is_glob(arg: str) -> bool:
@@ -65,11 +94,30 @@ def check_inputs(args: Iterable[str]) -> tuple[str, ...]:
     return args
 
 
+# Lines of standard input that a check before a run read (``peek_stdin``): the run reads them first. Standard
+# input can be read once only, and a recorded run is refused before it starts when it names no file.
+_READ_AHEAD: deque[str] = deque()
+
+
+def peek_stdin() -> Iterator[str]:
+    """Standard input's lines for a check before the run; each line read is kept for the run to read again."""
+    for line in sys.stdin:
+        _READ_AHEAD.append(line)
+        yield line
+
+
+def stdin_lines() -> Iterator[str]:
+    """Standard input's lines: first those a check read ahead (``peek_stdin``), then the rest."""
+    while _READ_AHEAD:
+        yield _READ_AHEAD.popleft()
+    yield from sys.stdin
+
+
 def iter_inputs(args: Iterable[str], stdin: Iterable[str] | None = None) -> Iterator[InputItem]:
     """Every input in order; an argument that names nothing yields one item with its ``error``."""
     for arg in args:
         if arg == STDIN:
-            yield from _from_lines(stdin if stdin is not None else sys.stdin, "standard input")
+            yield from _from_lines(stdin if stdin is not None else stdin_lines(), "standard input")
         elif arg.startswith(LIST_PREFIX) and not Path(arg).exists():
             with open(arg[1:], encoding="utf-8") as fh:
                 yield from _from_lines(fh, arg[1:])
@@ -87,42 +135,126 @@ def _from_lines(lines: Iterable[str], source: str) -> Iterator[InputItem]:
 def _expand(arg: str, source: str | None = None) -> Iterator[InputItem]:
     path = Path(arg).expanduser()
     where = f" (listed in {source})" if source else ""
-    if path.is_dir():
+    try:
+        mode: int | None = os.stat(path).st_mode
+        problem: OSError | None = None
+    except OSError as exc:  # a loop, a broken link, a folder above it that this user may not enter
+        mode, problem = None, exc
+    if mode is not None and stat.S_ISDIR(mode):
         found = False
-        for file in walk_images(path):
-            found = True
-            yield InputItem(file)
+        for item in walk_images(path):
+            found = found or item.counts
+            yield item
         if not found:
             yield InputItem(path, f"the folder {path}{where} holds no image files (extensions: "
                                   f"{', '.join(sorted(IMAGE_EXTENSIONS))}).")
-    elif path.is_file():
+    elif mode is not None and stat.S_ISREG(mode):
         yield InputItem(path)
     elif is_glob(arg):
-        matches = sorted(glob.iglob(os.path.expanduser(arg), recursive=True))
-        files = [Path(m) for m in matches if Path(m).is_file()]  # only the names: paths, not images
-        if not files:
+        items = [_file_item(Path(m), pattern=True) for m in glob_matches(arg)]  # names only, not images
+        if not any(item.counts for item in items):
             yield InputItem(path, f"the pattern {arg}{where} matches no file.")
-        for file in files:
-            yield InputItem(file)
-    elif path.exists():
-        yield InputItem(path, f"{path}{where} is not a regular file or folder.")
+        yield from items
+    elif mode is not None:
+        yield InputItem(path, f"{path}{where} is not a regular file or folder (a pipe, device or socket).")
+    elif problem is not None and problem.errno not in (errno.ENOENT, errno.ENOTDIR):
+        yield InputItem(path, f"{path}{where}: {_unreachable(problem)}")
+    elif os.path.islink(path):
+        yield InputItem(path, f"{path}{where} is a symbolic link to {os.readlink(path)}, which does not exist.")
     else:
         yield InputItem(path, f"{path}{where} does not exist.")
 
 
-def walk_images(folder: Path) -> Iterator[Path]:
-    """Image files below ``folder``: each folder's files sorted, then its sub-folders, sorted, recursively."""
+def glob_matches(pattern: str) -> list[str]:
+    """The pattern's matches, sorted, as ``glob.glob(pattern, recursive=True)`` gives them, except that ``**``
+    does not descend into symbolic links to folders (as a folder's walk): glob's would, so a link to a parent
+    folder repeated every file forty times over (until the system's limit on links), and two of them took
+    forever. pathlib's ``**`` does not follow them; its ``*`` also matches hidden names, which glob's leaves
+    out unless the pattern names them (a part starting with a dot), so they are left out here too."""
+    pattern = os.path.expanduser(pattern)
+    if "**" not in pattern:
+        return sorted(glob.iglob(pattern))
+    parts = Path(pattern).parts
+    fixed = next(i for i, part in enumerate(parts) if any(c in GLOB_CHARS for c in part))
+    anchor, rest = Path(*parts[:fixed]) if fixed else Path("."), list(parts[fixed:])
+    if rest[-1] == "**":  # glob's "folder/**": everything below the folder, files too
+        rest.append("*")
+    hidden_named = any(part.startswith(".") for part in rest)
+    matches = []
+    for match in anchor.glob("/".join(rest)):
+        if hidden_named or not any(part.startswith(".") for part in match.relative_to(anchor).parts):
+            matches.append(str(match))
+    return sorted(matches)
+
+
+def _unreachable(exc: OSError) -> str:
+    """Why ``stat`` could not reach a path, in a sentence ending with what to do."""
+    if exc.errno == errno.ELOOP:
+        return ("a symbolic link that loops (it points back to itself, directly or through other links), so it "
+                "names no file. Fix or remove the link.")
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied (a folder on its path may not be entered by this user). Check its permissions."
+    return f"cannot be reached ({exc.strerror}). Check the drive and run again."
+
+
+def _file_item(path: Path, pattern: bool = False) -> InputItem:
+    """A symbolic link met in a folder, or a pattern's match: what it points to decides (``stat`` follows it).
+
+    A loop is an error row (a link that can never work); a broken link, a pipe or device, a folder (a link to
+    one is not followed: a folder's walk stays below it) are counted as skipped."""
     try:
-        entries = sorted(os.scandir(folder), key=lambda e: e.name)
-    except OSError:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            return InputItem(path, skipped="broken link")
+        if exc.errno == errno.ELOOP and not pattern and path.suffix.lower() not in IMAGE_EXTENSIONS:
+            return InputItem(path, skipped="broken link")  # a loop not even named as an image: a broken link
+        return InputItem(path, f"{path.name}: {_unreachable(exc)}")
+    if stat.S_ISREG(mode):
+        if pattern or path.suffix.lower() in IMAGE_EXTENSIONS:
+            return InputItem(path)
+        return InputItem(path, skipped="extension")
+    if stat.S_ISDIR(mode):
+        return InputItem(path, skipped="folder" if pattern else "folder link")
+    return InputItem(path, skipped="special")
+
+
+def walk_images(folder: Path) -> Iterator[InputItem]:
+    """Image files below ``folder``: each folder's files sorted, then its sub-folders, sorted, recursively.
+
+    Every entry is accounted for: image files are items to predict; other entries are items ``skipped`` (a
+    reason of ``SKIPPED``, counted in the summary); a sub-folder that cannot be listed and a symbolic link
+    that loops are error rows. Symbolic links to folders are not followed (a walk never loops)."""
+    try:
+        with os.scandir(folder) as listing:
+            entries = sorted(listing, key=lambda e: e.name)
+    except OSError as exc:
+        yield InputItem(folder, f"the folder {folder} cannot be read ({exc.strerror}), so the images in it are not "
+                                "predicted. Check its permissions (ls -ld) and run again.", warn=True)
         return
     dirs = []
     for entry in entries:
+        path = Path(entry.path)
         if entry.name.startswith("."):
+            yield InputItem(path, skipped="hidden")
             continue
-        if entry.is_dir(follow_symlinks=False):
-            dirs.append(entry.path)
-        elif entry.is_file() and Path(entry.name).suffix.lower() in IMAGE_EXTENSIONS:
-            yield Path(entry.path)
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                dirs.append(path)
+            elif entry.is_symlink():
+                yield _file_item(path)
+            elif not entry.is_file(follow_symlinks=False):
+                yield InputItem(path, skipped="special")
+            elif path.suffix.lower() in IMAGE_EXTENSIONS:
+                yield InputItem(path)
+            else:
+                yield InputItem(path, skipped="extension")
+        except OSError as exc:  # its type was not in the listing, and stat was refused
+            yield InputItem(path, f"{path.name}: {_unreachable(exc)}")
     for sub in dirs:
-        yield from walk_images(Path(sub))
+        yield from walk_images(sub)
+
+
+def skipped_words(counts: dict[str, int]) -> str:
+    """``{"hidden": 2, "extension": 1}`` as "2 hidden, 1 without an image extension" (``SKIPPED``'s order)."""
+    return ", ".join(f"{counts[key]} {words}" for key, words in SKIPPED.items() if counts.get(key))

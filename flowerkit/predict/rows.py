@@ -18,10 +18,17 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
+
+def _utf8_text(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
+
 
 FORMATS = {".jsonl": "jsonl", ".csv": "csv"}
 CSV_COLUMNS = ("sample_id", "filepath", "prediction", "prediction_name", "confidence", "unknown", "top_k", "error")
@@ -61,7 +68,15 @@ def prediction_row(index: int, path: Path, logits: np.ndarray, class_names: tupl
 
 
 def error_row(index: int, path: Path, error: str) -> dict[str, Any]:
-    return {"sample_id": sample_id(index), "filepath": str(Path(path).resolve()), "error": error}
+    return {"sample_id": sample_id(index), "filepath": absolute(path), "error": error}
+
+
+def absolute(path: Path) -> str:
+    """``path`` resolved, or only made absolute where it cannot be (a symbolic link that loops)."""
+    try:
+        return str(Path(path).resolve())
+    except (OSError, RuntimeError):  # RuntimeError: Python before 3.13 on a symlink loop
+        return os.path.abspath(path)
 
 
 class RowWriter:
@@ -82,8 +97,12 @@ class RowWriter:
 
 
 def csv_fields(row: dict[str, Any]) -> dict[str, Any]:
-    """A row flattened for CSV: ``top_k`` as ``name=probability`` pairs joined by ``|``."""
-    flat = {k: row.get(k, "") for k in CSV_COLUMNS}
+    """A row flattened for CSV: ``top_k`` as ``name=probability`` pairs joined by ``|``.
+
+    A file name that is not valid UTF-8 (a Latin-1 name: Python holds its byte 0xE9 as the lone surrogate
+    U+DCE9) is written as the JSON rows write it, as the six characters of the escape ``\\udce9``: the CSV
+    stays UTF-8 text, and the escape says which byte the name holds."""
+    flat = {k: _utf8_text(row.get(k, "")) for k in CSV_COLUMNS}
     if "top_k" in row:
         flat["top_k"] = "|".join(f"{t['name']}={t['probability']:.6f}" for t in row["top_k"])
     if "unknown" in row:

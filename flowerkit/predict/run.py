@@ -17,7 +17,8 @@ from flowerkit.config import PredictRunConfig
 from flowerkit.device import DeviceChoice, detect_device
 from flowerkit.errors import MissingInputError
 from flowerkit.layout import RunLayout
-from flowerkit.predict.inputs import STDIN, iter_inputs
+from flowerkit.plan import Plan
+from flowerkit.predict.inputs import STDIN, iter_inputs, peek_stdin
 from flowerkit.predict.plan import PredictOptions, PredictPlan, prepare_predict
 from flowerkit.predict.rows import RowWriter
 from flowerkit.predict.runner import PredictSummary, require_predictions, run_predictions
@@ -65,15 +66,17 @@ def prepare_predict_run(config: PredictRunConfig, workers: int = 0) -> PredictRu
 
 def check_something_to_predict(inputs: list[str]) -> None:
     """MissingInputError (exit 3) when no input names a file to try (a missing or empty folder, a glob that
-    matches nothing): a recorded run that could only fail is not started. Stops at the first file found.
-    Unreadable files still get their error rows in the run; standard input is read once, by the run itself."""
-    if STDIN in inputs:
-        return
+    matches nothing, standard input listing no existing path): a recorded run that could only fail is not
+    started. Stops at the first file found. Unreadable files still get their error rows in the run; the lines
+    of standard input read here are read again by the run (``peek_stdin``)."""
     errors = []
-    for item in iter_inputs(inputs):
-        if item.error is None:
+    for item in iter_inputs(inputs, stdin=peek_stdin() if STDIN in inputs else None):
+        if item.error is None and item.skipped is None:
             return
-        errors.append(item.error.rstrip("."))
+        if item.error is not None:
+            errors.append(item.error.rstrip("."))
+    if not errors:
+        errors.append("standard input (-) lists no path" if STDIN in inputs else "the inputs name no file")
     raise MissingInputError(f"Nothing to predict: {'; '.join(errors[:3])}. Give a folder holding images, image "
                             "files or a glob that matches some; the run was not started.")
 

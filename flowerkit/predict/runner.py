@@ -10,6 +10,7 @@ the others.
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -21,7 +22,7 @@ import numpy as np
 
 from flowerkit.errors import MissingInputError
 from flowerkit.predict.images import ImageError, load_image
-from flowerkit.predict.inputs import InputItem, iter_inputs
+from flowerkit.predict.inputs import InputItem, iter_inputs, skipped_words
 from flowerkit.predict.plan import PredictPlan, load_backend
 from flowerkit.predict.rows import error_row, prediction_row
 
@@ -29,6 +30,7 @@ MAX_DEFAULT_WORKERS = 8
 OVERLAP_ENV = "FLOWERKIT_PREDICT_OVERLAP"  # "1"/"0": force decoding to overlap the model or not (benchmarks)
 
 Row = dict[str, Any]
+log = logging.getLogger("flowerkit.predict")
 
 
 @dataclass
@@ -39,11 +41,15 @@ class PredictSummary:
     unknown: int = 0
     seconds: float = 0.0
     first_errors: list[str] = field(default_factory=list)  # a few, for the message when none was predicted
+    skipped: dict[str, int] = field(default_factory=dict)  # files passed over below folders, by SKIPPED reason
 
     def line(self) -> str:
         unknown = f", {self.unknown} below --min_confidence (unknown)" if self.unknown else ""
         rate = f" in {self.seconds:.1f} s ({self.predicted / self.seconds:.1f} img/s)" if self.seconds > 0 else ""
-        return f"{self.predicted} of {self.inputs} image(s) predicted, {self.failed} could not be{unknown}{rate}."
+        skipped = (f"; {sum(self.skipped.values())} other file(s) skipped: {skipped_words(self.skipped)}"
+                   if self.skipped else "")
+        return (f"{self.predicted} of {self.inputs} image(s) predicted, {self.failed} could not be{unknown}{rate}"
+                f"{skipped}.")
 
 
 def require_predictions(summary: PredictSummary) -> PredictSummary:
@@ -100,6 +106,18 @@ def decoding_workers(plan: PredictPlan, overlap: bool) -> int:
     return max(1, min(MAX_DEFAULT_WORKERS, cores))
 
 
+def _rows_of(items: Iterable[InputItem], summary: PredictSummary) -> Iterator[InputItem]:
+    """The items that get a row; the skipped ones are counted, and an error that hides files (a folder that
+    cannot be read) is said on stderr as it is met (and in run.log for a recorded run), besides its row."""
+    for item in items:
+        if item.skipped is not None:
+            summary.skipped[item.skipped] = summary.skipped.get(item.skipped, 0) + 1
+            continue
+        if item.warn:
+            log.warning("Warning: %s", item.error)
+        yield item
+
+
 def _chunks(items: Iterator[tuple[int, InputItem]], size: int) -> Iterator[list[tuple[int, InputItem]]]:
     while chunk := list(itertools.islice(items, size)):
         yield chunk
@@ -111,7 +129,7 @@ def run_predictions(plan: PredictPlan, sink: Callable[[Row], None], stdin: Itera
     opts, names = plan.options, plan.info.class_names
     overlap = overlap_decoding(plan)
     summary, started = PredictSummary(), time.perf_counter()
-    chunks = _chunks(enumerate(iter_inputs(plan.inputs, stdin), start=1), opts.batch_size)
+    chunks = _chunks(enumerate(_rows_of(iter_inputs(plan.inputs, stdin), summary), start=1), opts.batch_size)
     with ThreadPoolExecutor(decoding_workers(plan, overlap), thread_name_prefix="flowerkit-decode") as pool:
         def submit(chunk: list[tuple[int, InputItem]]) -> list[tuple[int, InputItem, Future]]:
             return [(i, item, pool.submit(_decode, item, plan)) for i, item in chunk]
