@@ -89,7 +89,8 @@ class Plan:
     device: DeviceChoice
     precision: str
     resume: bool = False
-    notes: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()  # what the run logs when it starts
+    warnings: tuple[str, ...] = ()  # the same, as warnings (shown even with --quiet)
     claim: Claim | None = None
 
     @property

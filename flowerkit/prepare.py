@@ -29,7 +29,8 @@ from flowerkit.device import detect_device, resolve_precision
 from flowerkit.engine.checkpoint import checkpoint_model, read_checkpoint
 from flowerkit.engine.distributed import execution_of
 from flowerkit.engine.world import check_world_device
-from flowerkit.errors import ConfigError, MissingInputError
+from flowerkit.errors import ConfigError
+from flowerkit.inputs import read_utf8
 from flowerkit.paths import cache_root
 from flowerkit.models.weights import WeightsSource
 from flowerkit.plan import CheckpointInfo, Execution, Plan, RunPlan, select, split_requests
@@ -51,6 +52,7 @@ def prepare_plan(flow: str, config: RunConfig, resume: bool) -> RunPlan:
     if isinstance(config, TrainConfig):
         _check_runs_the_flow(config)
         check_world_device(config.world_size, config.nproc_per_node, device.type)
+    weights, warnings = plan_weights(config) if isinstance(config, TrainConfig) else (None, ())
     data = None
     if config.dataset == "flower102":
         from flowerkit.data.check import plan_line
@@ -60,7 +62,7 @@ def prepare_plan(flow: str, config: RunConfig, resume: bool) -> RunPlan:
                    precision=resolve_precision(config.precision, device), splits=split_requests(config),
                    selections=_selections(config), checkpoint=checkpoint,
                    execution=execution_of(config) if isinstance(config, TrainConfig) else Execution(),
-                   weights=plan_weights(config) if isinstance(config, TrainConfig) else None, data=data,
+                   weights=weights, warnings=warnings, data=data,
                    notes=notes)
 
 
@@ -77,6 +79,10 @@ def plan_for(flow: str, config: RunConfig | dict, resume: bool, plan: RunPlan | 
     return prepare_plan(flow, config, resume)
 
 
+# A plan lists every selected image id: the full test split (6149 ids) is about 60 KB.
+PLAN_MAX_BYTES = 16 * 1024 * 1024
+
+
 def load_plan(path: Path) -> Plan:
     """A run's ``plan.json`` as the plan it was written from (``Plan.to_json``)."""
     import json
@@ -85,19 +91,18 @@ def load_plan(path: Path) -> Plan:
 
     from flowerkit.predict.run import PredictRunPlan
 
+    hint = " Give the plan.json of a run, or one the dashboard or a sweep wrote."
+    text = read_utf8(Path(path), "The plan", hint, max_bytes=PLAN_MAX_BYTES)
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise MissingInputError(f"The plan {path} could not be read ({exc.strerror}). Give the plan.json of a run, "
-                                "or one the dashboard or a sweep wrote.") from None
+        data = json.loads(text)
     except ValueError as exc:
-        raise ConfigError(f"The plan {path} is not JSON ({exc}). Give a plan.json that flowerkit wrote.") from None
+        raise ConfigError(f"The plan {path} is not JSON ({exc}).{hint}") from None
     try:
         flow = data["flow"]
         config_class = PredictRunConfig if flow == "predict" else CONFIG_CLASSES[flow]
         data["config"] = config_class.model_validate(data["config"])
         return TypeAdapter(PredictRunPlan if flow == "predict" else RunPlan).validate_python(data)
-    except (TypeError, KeyError, ValidationError) as exc:
+    except (TypeError, KeyError, AttributeError, ValidationError) as exc:
         what = describe_validation_error(exc) if isinstance(exc, ValidationError) else f"no {exc}"
         raise ConfigError(f"The plan {path} is not a flowerkit plan ({what}). Give a plan.json that flowerkit "
                           "wrote, or plan the run again with its options.") from None
@@ -155,6 +160,7 @@ def describe_plan(plan: RunPlan, extra: dict[str, str] | None = None) -> str:
                          f"({world['backend']}), {world['per_rank_batch']} samples of every step each; rank 0 "
                          "writes the run")
     lines += [f"{'note':<14} {note}" for note in plan.notes]
+    lines += [f"{'warning':<14} {warning}" for warning in plan.warnings]
     lines += [f"{label:<14} {text}" for label, text in (extra or {}).items()]
     lines.append(f"{'writes':<14} {plan.layout.run_dir} and {plan.layout.tb_dir}")
     head = f"Plan for flowerkit {plan.flow} '{config.name}' (dry run: nothing is written)"
@@ -200,12 +206,15 @@ def _read_eval_checkpoint(config: EvalConfig) -> tuple[EvalConfig, CheckpointInf
     return config, CheckpointInfo(path, read.sha256, model_type, img_size, int(state["step"]))
 
 
-def plan_weights(config: TrainConfig) -> WeightsSource:
+def plan_weights(config: TrainConfig) -> tuple[WeightsSource, tuple[str, ...]]:
     """Resolve --pretrained (no download) and check that it fits the model, reading the file once for its
-    sha256 and its shapes; a missing file means random init."""
-    from flowerkit.models.weights import check_weights, resolve_weights
+    sha256 and its shapes; a missing file means random init, with a warning the run logs."""
+    from flowerkit.models.weights import HUB_PREFIX, check_weights, missing_weights_warning, resolve_weights
 
-    return check_weights(resolve_weights(config.pretrained, download=False), config.model_type, config.img_size)
+    source = resolve_weights(config.pretrained, download=False, warn=False)
+    missing = source.format == "none" and source.spec is not None and not source.spec.startswith(HUB_PREFIX)
+    warnings = (missing_weights_warning(Path(source.spec).expanduser()),) if missing else ()
+    return check_weights(source, config.model_type, config.img_size), warnings
 
 
 def share_description(plan: RunPlan) -> str:

@@ -80,6 +80,8 @@ def run_lifecycle(plan: P, determinism: dict) -> Iterator[P]:
         with _log_to_file(plan.layout.run_log), _tracker(plan):
             for note in plan.notes:
                 logging.getLogger("flowerkit").info("%s", note)
+            for warning in plan.warnings:
+                logging.getLogger("flowerkit").warning("%s", warning)
             try:
                 yield plan
             except BaseException as exc:

@@ -31,7 +31,7 @@ TEXT_FILE_OPTIONS = {("train", "pretrained"), ("train", "tiny_train_subset"), ("
 # "weights": a missing --pretrained file is documented as a warning and random initialisation.
 ROLES = {"config_file": "in", "checkpoint": "in", "sweep_file": "in", "data_root": "in", "pretrained": "weights",
          "tiny_train_subset": "in", "tiny_infer_subset": "in", "run": "in", "onnx": "in",
-         "output_dir": "out", "tb_dir": "out", "fiftyone_dir": "out", "out": "out"}
+         "plan_file": "in", "output_dir": "out", "tb_dir": "out", "fiftyone_dir": "out", "out": "out"}
 
 NOT_PROBED = {
     ("eval", "pretrained"): "eval loads --checkpoint and never reads --pretrained (reported in issue 22)",
@@ -90,6 +90,7 @@ def base_args(command: str, flowers_root: Path, checkpoint: Path, sweep: Path, p
         "eval": ["eval", "--name", "h", *train, "--checkpoint", str(checkpoint), "--tiny_infer_subset",
                  "flower102_tiny"],
         "sweep": ["sweep", "--dry_run", str(sweep)],
+        "run": ["run", "plan.json"],
         "data synth": ["data", "synth", "--images-per-class", "1", "--size", "16"],
         "data check": ["data", "check", str(flowers_root)],
         "fiftyone load": ["fiftyone", "load", "nope"],

@@ -433,7 +433,10 @@ async def test_launch_starts_a_real_run_that_completes(prefect_harness, output: 
         assert table_rows(app)["launched"][3] == "complete", launched.log_path.read_text()[-2000:]
         assert table_rows(app)["launched"][5] == "10/10"
         await wait_for(pilot, lambda: launched.process.returncode is not None)  # reaped while the app runs
-    assert "--prefer_mps" in launched.process.args and "--num_steps" in launched.process.args
+    from flowerkit.prepare import load_plan
+
+    planned = load_plan(Path(launched.process.args[-1]))  # `flowerkit run PLAN`: the form's values, planned once
+    assert planned.config.prefer_mps and planned.config.num_steps == int(flags["--num_steps"])
 
 
 @pytest.mark.anyio

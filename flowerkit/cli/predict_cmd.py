@@ -137,10 +137,10 @@ def run_recorded(plan: PredictRunPlan, debug: bool) -> None:
     check_prefect_environment()
     typer.echo(f"Model: {plan.predict.info.description}", err=True)
     logging.getLogger("flowerkit").setLevel(logging.INFO)
+    start_ephemeral_server()  # first: it checks Prefect's settings, which importing Prefect below would raise on
     if not debug:
         hide_user_error_tracebacks()
         hide_repeated_run_errors()
-    start_ephemeral_server()
     from flowerkit.flows.orchestration.watcher import watching
     from flowerkit.flows.predict import predict_flow
 

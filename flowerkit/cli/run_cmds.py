@@ -71,10 +71,10 @@ def _start(plan: RunPlan, quiet: bool, debug: bool) -> None:
     if plan.resume:
         _settle_crashed(plan.config)
     logging.getLogger("flowerkit").setLevel(logging.INFO)
+    start_ephemeral_server()  # first: it checks Prefect's settings, which importing Prefect below would raise on
     if not debug:
         hide_user_error_tracebacks()
         hide_repeated_run_errors()
-    start_ephemeral_server()
     from flowerkit.cli.progress import progress_display
     from flowerkit.flows.orchestration.watcher import watching
 

@@ -66,8 +66,9 @@ def file_sha256(path: Path) -> str:
     return _sha256(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
 
 
-def resolve_weights(spec: str | os.PathLike | None, download: bool = True) -> WeightsSource:
-    """Turn ``--pretrained`` into a WeightsSource; ``download=False`` (dry runs) only looks in caches."""
+def resolve_weights(spec: str | os.PathLike | None, download: bool = True, warn: bool = True) -> WeightsSource:
+    """Turn ``--pretrained`` into a WeightsSource; ``download=False`` (dry runs) only looks in caches.
+    ``warn=False``: a missing file is not logged here (a plan records the warning for its run to log)."""
     if spec is None or str(spec) == "":
         return WeightsSource(None, "none", "no --pretrained")
     spec = str(spec)
@@ -77,10 +78,15 @@ def resolve_weights(spec: str | os.PathLike | None, download: bool = True) -> We
     if path.is_dir():
         return _local(spec, _weights_in_folder(path, spec), "local folder")
     if not path.exists():
-        log.warning("pretrained weights %s not found: training from random initialisation", path)
+        if warn:
+            log.warning("%s", missing_weights_warning(path))
         return WeightsSource(spec, "none", f"{path} not found: a warning, not an error")
     sibling_config = path.parent / "config.json"
     return _local(spec, path, "local file", sibling_config if path.suffix != ".npz" else None)
+
+
+def missing_weights_warning(path: Path) -> str:
+    return f"pretrained weights {path} not found: training from random initialisation"
 
 
 def _local(spec: str, path: Path, origin: str, config_json: Path | None = None) -> WeightsSource:
