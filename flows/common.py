@@ -13,6 +13,7 @@ from typing import TypeVar
 
 from flowerkit.artifacts.export import Exported
 from flowerkit.artifacts.files import atomic_write_text, utc_now
+from flowerkit.artifacts.sinks import ScalarSink
 from flowerkit.artifacts.record import refresh_artifact_index, update_record
 from flowerkit.config import PredictRunConfig, RunConfig
 from flowerkit.device import DeviceChoice
@@ -56,9 +57,10 @@ def _log_to_file(path: Path) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def run_lifecycle(plan: P, determinism: dict) -> Iterator[P]:
+def run_lifecycle(plan: P, determinism: dict) -> Iterator[tuple[P, ScalarSink | None]]:
     """Claim the run directory, write ``plan.json``, keep the record current, and always leave it ``complete``
-    or ``failed``; yields the claimed plan (the plan with the run's id and start time)."""
+    or ``failed``; yields the claimed plan (the plan with the run's id and start time) and the run's tracker
+    sink (None without ``--tracker``), which the flow hands to the tasks that log scalars."""
     config = plan.config
     lock = RunLock(plan.layout)
     record = claim_run_dir(config, plan.flow, plan.resume, flow_run_id(), plan.total_steps, lock)
@@ -77,13 +79,13 @@ def run_lifecycle(plan: P, determinism: dict) -> Iterator[P]:
         atomic_write_text(plan.layout.plan, plan.to_json())
         update_record(run_dir, mark_done, device=device, determinism=determinism,
                       distributed=plan.process_facts())
-        with _log_to_file(plan.layout.run_log), _tracker(plan):
+        with _log_to_file(plan.layout.run_log), _tracker(plan) as sink:
             for note in plan.notes:
                 logging.getLogger("flowerkit").info("%s", note)
             for warning in plan.warnings:
                 logging.getLogger("flowerkit").warning("%s", warning)
             try:
-                yield plan
+                yield plan, sink
             except BaseException as exc:
                 if isinstance(exc, DiskFullError) or getattr(exc, "errno", None) == errno.ENOSPC:
                     lock.free_reserve()  # room to record the failure
@@ -104,7 +106,7 @@ def _tracker(plan: Plan) -> contextlib.AbstractContextManager:
     """The run's optional MLflow run (it never fails the run); a predict run has no tracker option."""
     if isinstance(plan.config, RunConfig):
         return tracked_run(plan.config, plan.flow)
-    return contextlib.nullcontext()
+    return contextlib.nullcontext(None)
 
 
 def describe_failure(exc: BaseException, resumable: bool = True) -> str:

@@ -42,8 +42,8 @@ def _eval(plan: RunPlan) -> RunOutcome:
     determinism = seed_everything(config.seed, config.deterministic) | {
         "precision": plan.precision, "sample_ids_sha256": {request.split: selection.ids_sha256}}
 
-    with run_lifecycle(plan, determinism) as plan:
-        exported = export_predictions(plan, evaluate(plan, checkpoint.path, selection), selection)
+    with run_lifecycle(plan, determinism) as (plan, sink):
+        exported = export_predictions(plan, evaluate(plan, checkpoint.path, selection), selection, sink=sink)
         update_record(plan.layout.run_dir, metrics=exported.metrics,
                       progress={"step": checkpoint.step, "total_steps": checkpoint.step})
         write_stamp(plan, "not used (eval-only run)", selection.subset)

@@ -48,7 +48,7 @@ def predict_flow(config: PredictRunConfig, plan: PredictRunPlan | None = None) -
 
 def _predict(plan: PredictRunPlan) -> PredictOutcome:
     run_dir = plan.layout.run_dir
-    with run_lifecycle(plan, {"precision": plan.precision, "tta": plan.config.tta}) as plan:
+    with run_lifecycle(plan, {"precision": plan.precision, "tta": plan.config.tta}) as (plan, _):
         summary = predict_images(plan)  # raises MissingInputError (exit 3) when no image could be predicted
         logging.getLogger("flowerkit").info("%s", summary.line())  # in run.log too
         update_record(run_dir, metrics=_counts(summary),

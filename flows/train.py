@@ -48,15 +48,15 @@ def _train(plan: RunPlan, on_progress: Listener | None = None) -> RunOutcome:
         "precision": plan.precision, "sample_ids_sha256": {split: selections[split].ids_sha256
                                                           for split in ("train", "val")}}
 
-    with run_lifecycle(plan, determinism) as plan:
-        trained = train(plan, selections["train"], selections["val"], on_progress)
+    with run_lifecycle(plan, determinism) as (plan, sink):
+        trained = train(plan, selections["train"], selections["val"], on_progress, sink)
         # The report is the checkpoint selected on validation (--monitor), not the last step's.
         selected = trained.selected.path
         evaluation = evaluate(plan, selected, selections["val"])
-        exported = export_predictions(plan, evaluation, selections["val"], trained)
+        exported = export_predictions(plan, evaluation, selections["val"], trained, sink=sink)
         if config.test_after:  # once, after selection is final: the test split never influences it
             tested = export_predictions(plan, evaluate(plan, selected, selections["test"], held_out=True),
-                                        selections["test"], held_out=True)
+                                        selections["test"], held_out=True, sink=sink)
             exported = Exported(tested.metrics, tuple(sorted(set(exported.files) | set(tested.files))))
         update_record(plan.layout.run_dir, metrics=exported.metrics, selection=trained.selection(plan.layout))
         write_stamp(plan, selections["train"].subset, selections["val"].subset)

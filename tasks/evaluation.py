@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from flowerkit.artifacts.export import Exported, export_evaluation
+from flowerkit.artifacts.sinks import ScalarSink
 from flowerkit.data.selection import Selection
 from flowerkit.engine.evaluation import Evaluation, evaluate_selection
 from flowerkit.engine.trainer import TrainResult
@@ -22,7 +23,8 @@ def evaluate(plan: RunPlan, checkpoint: Path, selection: Selection, held_out: bo
 
 @run_task("export_predictions", persist_result=True, cache_key_fn=export_cache_key)
 def export_predictions(plan: RunPlan, evaluation: Evaluation, selection: Selection,
-                       trained: TrainResult | None = None, held_out: bool = False) -> Exported:
+                       trained: TrainResult | None = None, held_out: bool = False,
+                       sink: ScalarSink | None = None) -> Exported:
     """predictions.jsonl, per-class metrics, metrics.json, labelmap.json and TensorBoard eval scalars (see
     ``export_evaluation`` for a held-out split). A training run's main report also says which checkpoint was
     selected and why; its evaluation row and confusion matrix were logged by the training loop already."""
@@ -30,5 +32,5 @@ def export_predictions(plan: RunPlan, evaluation: Evaluation, selection: Selecti
     summary, files = export_evaluation(evaluation.outputs, Path(selection.root), selection.split, plan.layout,
                                        evaluation.step, plan.total_steps, plan.config.export_logits,
                                        summary_extra=summary_extra, held_out=held_out,
-                                       log_summary=plan.flow != "train")
+                                       log_summary=plan.flow != "train", sink=sink)
     return Exported(summary, tuple(files.all()))

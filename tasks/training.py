@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from flowerkit.artifacts.sinks import ScalarSink
 from flowerkit.data.selection import Selection
 from flowerkit.engine.progress import Listener, Progress
 from flowerkit.engine.run import run_training
@@ -16,9 +17,10 @@ from flowerkit.tasks.reporting import ProgressArtifact
 # checkpoints/ckpt.bin: the trainer resumes from it when it exists.
 @run_task("train", persist_result=True, cache_key_fn=train_cache_key)
 def train(plan: RunPlan, train_selection: Selection, val_selection: Selection,
-          on_progress: Listener | None = None) -> TrainResult | None:
+          on_progress: Listener | None = None, sink: ScalarSink | None = None) -> TrainResult | None:
     """Train the plan's run; the engine decides how (one process, launched workers, torchrun's ranks).
-    ``on_progress``: the caller's display of every step (the CLI's), in this process."""
+    ``on_progress``: the caller's display of every step (the CLI's), in this process; ``sink``: the run's
+    tracker (its scalars, from this process's training loop)."""
     artifact = ProgressArtifact("train", plan.config.name)
 
     def show(report: Progress) -> None:  # the Prefect UI's progress, and the caller's display if any
@@ -26,4 +28,4 @@ def train(plan: RunPlan, train_selection: Selection, val_selection: Selection,
         if on_progress is not None:
             on_progress(report)
 
-    return run_training(plan, train_selection, val_selection, on_progress=show)
+    return run_training(plan, train_selection, val_selection, on_progress=show, sink=sink)

@@ -17,6 +17,7 @@ from flowerkit.artifacts.classification import classification_report
 from flowerkit.artifacts.files import atomic_write, atomic_write_json
 from flowerkit.artifacts.predictions import prediction_rows, write_predictions
 from flowerkit.artifacts.scalars import ScalarLog
+from flowerkit.artifacts.sinks import ScalarSink
 from flowerkit.layout import RunLayout
 from flowerkit.data.flowers102 import CATEGORY_NAMES, image_relpath, labelmap
 
@@ -48,7 +49,8 @@ class Exported:
 
 def export_evaluation(outputs: Path, dataset_root: Path, split: str, layout: RunLayout, step: int,
                       total_steps: int, export_logits: bool, *, summary_extra: dict | None = None,
-                      held_out: bool = False, log_summary: bool = True) -> tuple[dict, ExportedFiles]:
+                      held_out: bool = False, log_summary: bool = True,
+                      sink: ScalarSink | None = None) -> tuple[dict, ExportedFiles]:
     """The run's main report (``held_out=False``): predictions.jsonl, per-class metrics, metrics.json.
 
     ``held_out=True`` (the test split after training) writes ``test_predictions.jsonl`` and
@@ -80,7 +82,8 @@ def export_evaluation(outputs: Path, dataset_root: Path, split: str, layout: Run
     atomic_write_json(files.labelmap, labelmap())
 
     tag = split if held_out else "val"
-    scalars = ScalarLog(layout.metrics_jsonl, layout.tb_dir, final_events=layout.final_events_name(step, tag))
+    scalars = ScalarLog(layout.metrics_jsonl, layout.tb_dir, final_events=layout.final_events_name(step, tag),
+                        sink=sink)
     try:
         if log_summary or held_out:
             scalars.log(split if held_out else "eval", step, total_steps,

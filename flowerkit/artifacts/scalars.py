@@ -1,6 +1,5 @@
 """Scalars go to TensorBoard (``OUTPUT/tb/<run>``), to ``metrics.jsonl`` (read live by the dashboard) and, when
-the flow opened one, to the run's tracker (a sink registered in ``flowerkit.artifacts.sinks``), under the same
-tags and steps."""
+the flow opened one, to the run's tracker (the ``ScalarSink`` it hands down), under the same tags and steps."""
 
 from __future__ import annotations
 
@@ -15,7 +14,7 @@ import numpy as np
 
 from flowerkit.artifacts.confusion_figure import CELL_PX, confusion_figure
 from flowerkit.artifacts.files import atomic_write_text, naming_a_full_disk, utc_now
-from flowerkit.artifacts.sinks import sink_for
+from flowerkit.artifacts.sinks import ScalarSink
 from flowerkit.interrupts import held_interrupts
 from flowerkit.layout import temp_name
 
@@ -37,7 +36,7 @@ class ScalarLog:
     """
 
     def __init__(self, jsonl_path: Path, tb_dir: Path, purge_step: int | None = None,
-                 final_events: str | None = None) -> None:
+                 final_events: str | None = None, sink: ScalarSink | None = None) -> None:
         self.jsonl_path = Path(jsonl_path)
         self.tb_dir = Path(tb_dir)
         self.purge_step = purge_step  # a resumed run replaces TensorBoard events from this step on
@@ -45,8 +44,7 @@ class ScalarLog:
         self._writer = None
         self._staging: Path | None = None
         self._t0 = time.monotonic()
-        # The run directory holds metrics.jsonl; a flow that tracks the run registered its sink under it.
-        self.sink = sink_for(self.jsonl_path.parent)
+        self.sink = sink  # the run's tracker, when the flow opened one
 
     @property
     def writer(self):

@@ -1,16 +1,12 @@
-"""Where a run's scalars go besides its own files: sinks registered per run directory.
+"""Where a run's scalars go besides its own files: a sink, such as an experiment tracker (``flowerkit.tracking``).
 
-``ScalarLog`` writes TensorBoard events and ``metrics.jsonl``, then fans the same values out to the sink that
-is registered for its run directory (an experiment tracker, ``flowerkit.tracking``). The registry lives here,
-below both, so the artifact writers know nothing of MLflow and the tracker registers itself from above.
+``ScalarLog`` writes TensorBoard events and ``metrics.jsonl``, then fans the same values out to the sink it was
+given. The protocol lives here, below both, so the artifact writers know nothing of MLflow: the flow opens the
+tracker and hands its sink down to the tasks that log scalars.
 """
 
 from __future__ import annotations
 
-import contextlib
-import threading
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -24,29 +20,3 @@ class ScalarSink(Protocol):
     def per_class(self, step: int, rows: list[dict[str, Any]], prefix: str) -> None: ...
 
     def image(self, tag: str, pixels: np.ndarray, step: int) -> None: ...
-
-
-_sinks: dict[Path, ScalarSink] = {}
-_lock = threading.Lock()
-
-
-def _key(run_dir: Path) -> Path:
-    return Path(run_dir).resolve()
-
-
-def sink_for(run_dir: Path) -> ScalarSink | None:
-    """The sink registered for ``run_dir`` in this process, or None (no tracker, or another process)."""
-    with _lock:
-        return _sinks.get(_key(run_dir))
-
-
-@contextlib.contextmanager
-def registered(run_dir: Path, sink: ScalarSink) -> Iterator[None]:
-    """``sink`` receives ``run_dir``'s scalars while the block runs."""
-    with _lock:
-        _sinks[_key(run_dir)] = sink
-    try:
-        yield
-    finally:
-        with _lock:
-            _sinks.pop(_key(run_dir), None)

@@ -35,6 +35,7 @@ from typing import Any
 import torch
 
 from flowerkit.artifacts.record import read_record
+from flowerkit.artifacts.sinks import ScalarSink
 from flowerkit.config import TrainConfig
 from flowerkit.data.selection import Selection
 from flowerkit.engine.progress import Progress, RecordProgress
@@ -146,7 +147,8 @@ def leave() -> None:
 
 
 def run_rank(plan: RunPlan, train: Selection, val: Selection,
-             on_progress: Callable[[Progress], None] | None = None) -> TrainResult | None:
+             on_progress: Callable[[Progress], None] | None = None, sink: ScalarSink | None = None
+             ) -> TrainResult | None:
     """Train this rank's share of the run; returns the TrainResult on rank 0, None elsewhere."""
     from flowerkit.engine import trainer
 
@@ -155,16 +157,17 @@ def run_rank(plan: RunPlan, train: Selection, val: Selection,
     try:
         trainer.seed_everything(config.seed, config.deterministic)  # every rank builds the same initial model
         return trainer.train(config, rank_device, plan.precision, train.table(), val.table(), plan.layout,
-                             on_progress if world.is_main else None, world, plan.weights)
+                             on_progress if world.is_main else None, world, plan.weights, sink)
     finally:
         leave()
 
 
 def run_torchrun_rank(plan: RunPlan, train: Selection, val: Selection,
-                      on_progress: Callable[[Progress], None] | None = None) -> TrainResult | None:
+                      on_progress: Callable[[Progress], None] | None = None, sink: ScalarSink | None = None
+                      ) -> TrainResult | None:
     """``run_rank`` inside a world torchrun started, with an unexpected error turned into one paragraph."""
     try:
-        return run_rank(plan, train, val, on_progress)
+        return run_rank(plan, train, val, on_progress, sink)
     except FlowerkitError:
         raise
     except Exception as exc:

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import torch
 
+from flowerkit.artifacts.sinks import ScalarSink
 from flowerkit.data.selection import Selection
 from flowerkit.engine import distributed, trainer
 from flowerkit.engine.progress import Progress, RecordProgress
@@ -19,19 +20,21 @@ from flowerkit.plan import RunPlan
 
 
 def run_training(plan: RunPlan, train: Selection, val: Selection,
-                 on_progress: Callable[[Progress], None] | None = None) -> TrainResult | None:
+                 on_progress: Callable[[Progress], None] | None = None,
+                 sink: ScalarSink | None = None) -> TrainResult | None:
     """Train the plan's run (or this process's share of it) on the ``train`` images, evaluating on ``val``;
     returns the TrainResult where this process holds rank 0, None in the other processes.
 
     The writing process's progress goes into the run record; ``on_progress`` also hears it (the flow's
-    displays), whichever process trains.
+    displays), whichever process trains. ``sink`` (the run's tracker) hears the scalars of a training loop in
+    this process; launched workers log to the run's files only (``flowerkit runs sync-mlflow`` sends them).
     """
     writes = plan.role == "run"
     if plan.execution.launcher == "torchrun":
         recorded = RecordProgress(plan.layout.run_dir, on_progress) if writes else None
-        return distributed.run_torchrun_rank(plan, train, val, recorded)
+        return distributed.run_torchrun_rank(plan, train, val, recorded, sink if writes else None)
     if plan.execution.launcher == "flowerkit":  # rank 0's worker records; its progress comes back through the record
         return distributed.launch(plan, train, val, on_progress if writes else None)
     return trainer.train(plan.train_config, torch.device(plan.device.device), plan.precision, train.table(),
                          val.table(), plan.layout, RecordProgress(plan.layout.run_dir, on_progress),
-                         planned_weights=plan.weights)
+                         planned_weights=plan.weights, sink=sink)

@@ -25,6 +25,7 @@ import torch
 
 from flowerkit.artifacts.classification import classification_report
 from flowerkit.artifacts.scalars import ScalarLog
+from flowerkit.artifacts.sinks import ScalarSink
 from flowerkit.config import TrainConfig
 from flowerkit.data.flowers102 import CATEGORY_NAMES, NUM_CLASSES, labelmap
 from flowerkit.data.pipeline import BatchPlan, EvalRange, InputPipeline, SampleTable, shard_bounds
@@ -243,14 +244,15 @@ class TrainStep:
 
 def train(config: TrainConfig, device: torch.device, precision: str, train_table: SampleTable,
           val_table: SampleTable, layout: RunLayout, on_progress: Callable[[Progress], None] | None = None,
-          world: World = SINGLE, planned_weights: WeightsSource | None = None) -> TrainResult | None:
+          world: World = SINGLE, planned_weights: WeightsSource | None = None,
+          sink: ScalarSink | None = None) -> TrainResult | None:
     """Train to ``config.num_steps`` (or an early stop), resuming from the run's latest checkpoint when one
     exists; every evaluation offers its weights to the ``Selector``, which keeps checkpoints/best.bin.
 
     In a distributed ``world`` every rank calls this with the same arguments and trains on its share of each
     batch. Rank 0 alone reads the checkpoint (and hands it to the others), writes metrics, TensorBoard and
     checkpoints, reports progress and returns the result; the other ranks return None. ``planned_weights``:
-    what the run starts from, as its plan resolved it.
+    what the run starts from, as its plan resolved it; ``sink``: the run's tracker, if the flow opened one.
     """
     ckpt_path = layout.checkpoint
     model = build_model(config.model_type, config.img_size, NUM_CLASSES)
@@ -293,8 +295,8 @@ def train(config: TrainConfig, device: torch.device, precision: str, train_table
     if ema is not None and ema_state is not None:
         ema.load_state_dict(ema_state)
 
-    scalars = (ScalarLog(layout.metrics_jsonl, layout.tb_dir, purge_step=start_step + 1 if retried else None)
-               if world.is_main else None)
+    scalars = (ScalarLog(layout.metrics_jsonl, layout.tb_dir, purge_step=start_step + 1 if retried else None,
+                         sink=sink) if world.is_main else None)
     plan = BatchPlan(train_table, config.micro_batch_size, config.seed)
     with world.local_first():  # one process per machine decodes the images into the pixel caches
         train_pipe = make_pipeline(config, train_table, config.img_size, device)

@@ -1,8 +1,8 @@
 """Optional experiment tracking: one more sink of what a run already writes to its own directory.
 
-A flow opens a tracker around its body (``tracked_run``), which registers it as the run directory's sink
-(``flowerkit.artifacts.sinks``); ``ScalarLog`` fans every scalar out to it with TensorBoard's step numbers, so
-the trainer and the export code know nothing of MLflow. The run directory stays the source of truth: whatever
+A flow opens a tracker around its body (``tracked_run``), which yields its sink
+(``flowerkit.artifacts.sinks.ScalarSink``); the flow hands it to the tasks, and ``ScalarLog`` fans every scalar
+out to it with TensorBoard's step numbers, so the trainer and the export code know nothing of MLflow. The run directory stays the source of truth: whatever
 a tracker fails to send, ``flowerkit runs sync-mlflow RUN`` re-sends from it.
 
 This module imports nothing heavy; MLflow is imported only when a run asks for it (``--tracker mlflow``).
@@ -14,7 +14,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from flowerkit.artifacts.sinks import registered
+from flowerkit.artifacts.sinks import ScalarSink
 
 if TYPE_CHECKING:  # a config is handed in; the tracker sits above it
     from flowerkit.config import RunConfig
@@ -30,23 +30,23 @@ def mlflow_line(record: dict[str, Any]) -> str | None:
 
 
 @contextlib.contextmanager
-def tracked_run(config: RunConfig, flow: str) -> Iterator[None]:
-    """Send the run to its tracker while the body runs; a tracker problem never fails or blocks the run.
+def tracked_run(config: RunConfig, flow: str) -> Iterator[ScalarSink | None]:
+    """Send the run to its tracker while the body runs (it yields the tracker's sink, or None without one); a
+    tracker problem never fails or blocks the run.
 
     Enter after the run directory is claimed (the record and ``config_resolved.yaml`` exist); on a clean exit
     the run's artifacts (and, for a training run, the model) are sent too, and the record's ``mlflow`` entry
     says whether everything arrived.
     """
     if config.tracker != "mlflow":
-        yield
+        yield None
         return
     from flowerkit.tracking.live import LiveMlflowRun
 
     live = LiveMlflowRun.start(config.layout, flow, config.mlflow_experiment)
     succeeded = False
     try:
-        with registered(config.layout.run_dir, live.sink):
-            yield
+        yield live.sink
         succeeded = True
     finally:
         live.finish(succeeded)
