@@ -34,8 +34,8 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from flowerkit.errors import ConfigError, MissingInputError
-from flowerkit.inputs import read_utf8
+from flowerkit.errors import ConfigError
+from flowerkit.inputs import USER_FILE_MAX_BYTES, read_utf8
 from flowerkit.layout import SWEEPS_ROOT, TB_ROOT, RunLayout
 from flowerkit.models.configs import MODEL_CONFIGS
 from flowerkit.models.weights import HUB_PREFIX
@@ -484,7 +484,7 @@ def load_config(cls: type[RunConfig], overrides: dict[str, Any], config_file: Pa
     yaml_data = _read_yaml_file(cls, config_file) if config_file is not None else {}
     env_file = Path(ENV_FILE)
     if env_file.is_file():
-        read_utf8(env_file, "The .env file")
+        read_utf8(env_file, "The .env file", max_bytes=USER_FILE_MAX_BYTES)
     token = _yaml_file.set(config_file)
     try:
         return cls(**overrides)
@@ -498,10 +498,11 @@ def load_config(cls: type[RunConfig], overrides: dict[str, Any], config_file: Pa
 def _read_yaml_file(cls: type[RunConfig], path: Path) -> dict[str, Any]:
     if path.is_dir():
         raise ConfigError(f"--config {path} is a directory; pass a YAML file of option values.")
-    if not path.is_file():
-        raise MissingInputError(f"The config file {path} does not exist. Pass an existing YAML file to --config.")
+    # A FIFO, a device or a huge file is refused before it is read (exit 2), never reported as missing.
+    text = read_utf8(path, "The config file", "Pass an existing YAML file of option values to --config.",
+                     max_bytes=USER_FILE_MAX_BYTES)
     try:
-        data = yaml.safe_load(read_utf8(path, "The config file")) or {}
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"The config file {path} is not valid YAML: {exc}") from None
     if not isinstance(data, dict):

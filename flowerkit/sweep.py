@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from flowerkit.artifacts.files import atomic_write_json, atomic_write_text
 from flowerkit.config import NAME_PATTERN, TrainConfig, _read_yaml_file, check_known_options, load_config
 from flowerkit.errors import ConfigError, FlowerkitError, MissingInputError, RunExistsError
-from flowerkit.inputs import read_utf8
+from flowerkit.inputs import USER_FILE_MAX_BYTES, read_utf8
 from flowerkit.layout import RECORD_NAME, SweepLayout
 from flowerkit.rundir import RunLock
 from flowerkit.runs import as_float, read_json_or_none, summarize
@@ -166,8 +166,9 @@ def trial_name(sweep: str, index: int) -> str:
 def read_sweep(path: Path) -> Sweep:
     """Read, expand and validate a sweep file; raises ConfigError (exit 2) / MissingInputError (exit 3)."""
     path = Path(path)
+    # Bounded and regular files only: a FIFO would hang the sweep, /dev/zero would fill the memory (exit 2 now).
     text = read_utf8(path, "The sweep file", "Pass a YAML file with name, base and grid and/or random (see the "
-                                             "README's Sweeps section).")
+                                             "README's Sweeps section).", max_bytes=USER_FILE_MAX_BYTES)
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
