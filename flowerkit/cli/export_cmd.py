@@ -3,7 +3,9 @@ an ONNX model (to serve); ``flowerkit export-npz`` is the ``.npz`` export's olde
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import IO, Any
 
 import typer
 
@@ -54,7 +56,7 @@ def export(
 
 
 def _export_onnx(run: str, checkpoint: str, out: Path | None, output_dir: Path) -> None:
-    from flowerkit.artifacts.files import atomic_write_bytes, sha256_file
+    from flowerkit.artifacts.files import sha256_file
     from flowerkit.engine.checkpoint import load_checkpoint
     from flowerkit.predict.onnx_export import export_onnx, proof_batch
     from flowerkit.predict.predictor import require_onnx
@@ -67,7 +69,7 @@ def _export_onnx(run: str, checkpoint: str, out: Path | None, output_dir: Path) 
     typer.echo(f"Exporting {state['model_type']} at {state['img_size']} px, step {state['step']} to ONNX "
                f"(checked on {proof_source})...", err=True)
     result = export_onnx(state, proof, proof_source, run=run, checkpoint_sha256=sha256_file(source))
-    atomic_write_bytes(target, result.data)
+    publish(target, lambda fh: fh.write(result.data))
     typer.echo(f"Wrote {target}: {state['model_type']} at {state['img_size']} px, step {state['step']}, "
                f"{weights_of(state, checkpoint)} weights, from {source}\nChecked: onnxruntime = torch within "
                f"{result.max_difference:.2g} (batches of {' and '.join(map(str, result.checked_batches))}, "
@@ -95,16 +97,33 @@ def run_images(run_dir: Path, limit: int = 16) -> list[Path]:
 def _export_npz(run: str, checkpoint: str, out: Path | None, output_dir: Path) -> None:
     from flowerkit.artifacts.files import sha256_file
     from flowerkit.engine.checkpoint import load_checkpoint
-    from flowerkit.models.npz import checkpoint_to_npz, write_npz
+    import numpy as np
+
+    from flowerkit.models.npz import checkpoint_to_npz
 
     source = checkpoint_file(output_dir, run, checkpoint)
     target = check_target(out or Path(f"{run}-{checkpoint}.npz"))
     state = load_checkpoint(source)
     described = (f"{state['model_type']} at {state['img_size']} px, step {state['step']}, "
                  f"{weights_of(state, checkpoint)} weights, from {source}")
-    write_npz(checkpoint_to_npz(state), target)
+    weights = checkpoint_to_npz(state)
+    publish(target, lambda fh: np.savez(fh, **weights))  # uncompressed, as Google's files (models.npz.write_npz)
     typer.echo(f"Wrote {target}: {described}\nsha256 {sha256_file(target)}\nUse it with: flowerkit train "
                f"--model_type {state['model_type']} --pretrained {target} ...")
+
+
+def publish(target: Path, write: Callable[[IO[bytes]], Any]) -> None:
+    """Write ``target`` atomically and only if it still does not exist when the file is complete: check_target
+    looked before the work, and another export to the same --out may have finished meanwhile. Exactly one of
+    two racing exports writes; the other exits 4 and its copy is discarded."""
+    from flowerkit.artifacts.files import TargetExistsError, atomic_write
+
+    try:
+        atomic_write(target, write, clobber=False)
+    except TargetExistsError:
+        raise RunExistsError(f"--out {target} was written by another process while this export ran; exports never "
+                             "overwrite a file, so this export's copy was discarded and that file was left as it is. "
+                             "Choose another --out, or remove that file first.") from None
 
 
 def weights_of(state: dict, which: str) -> str:
