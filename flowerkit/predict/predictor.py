@@ -16,7 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from flowerkit.data.eval_transform import EvalTransform
-from flowerkit.errors import ConfigError, MissingInputError
+from flowerkit.errors import ConfigError
 
 ONNX_HINT = "pip install 'flowerkit[onnx]'"
 # The ONNX export's metadata_props keys (flowerkit.predict.onnx_export writes them).
@@ -27,6 +27,10 @@ META_MODEL = "flowerkit.model_type"
 META_SHA = "flowerkit.checkpoint_sha256"
 META_RUN = "flowerkit.run"
 ONNX_FORMAT = "flowerkit-onnx-1"
+# The largest decoded square an ONNX export may ask for: train's --img_size bound (config.MAX_IMG_SIZE). A
+# damaged or hostile file saying 20000 would otherwise decode every photo to 1.2 GB before failing.
+MAX_ONNX_SIDE = 4096
+MAX_ONNX_BYTES = 2**31  # protobuf's limit for one message: a larger model cannot be an ONNX file without external data
 
 
 @dataclass(frozen=True)
@@ -110,17 +114,24 @@ class TorchBackend:
         return out.cpu().numpy()
 
 
-def read_onnx_info(path: Path) -> tuple[dict[str, str], ModelInfo]:
-    """The export's flowerkit metadata; a file that is not a flowerkit ONNX export is a ConfigError."""
+def load_onnx_export(path: Path) -> tuple[dict[str, str], ModelInfo, bytes]:
+    """Read ``--onnx FILE`` once and check it before anything runs: a regular, non-empty file, a flowerkit export,
+    metadata within bounds, and a graph that fits its metadata (its input takes the transform's decoded squares,
+    its output has one logit per class name). Returns (metadata, ModelInfo, the file's bytes), the bytes being
+    what onnxruntime is then given, so the model that runs is the one that was checked."""
     import json
 
+    from flowerkit.inputs import read_bytes
+
     onnx, _ = require_onnx()
-    path = Path(path)
-    if not path.is_file():
-        raise MissingInputError(f"--onnx {path} does not exist. Write one with `flowerkit export RUN --format onnx "
-                                "--out FILE.onnx`.")
+    path = Path(path).expanduser()
+    hint = "Pass the file that `flowerkit export RUN --format onnx --out FILE.onnx` wrote."
+    data = read_bytes(path, "--onnx", hint, max_bytes=MAX_ONNX_BYTES)  # never a FIFO or device; exit 2 or 3
+    if not data:
+        raise ConfigError(f"--onnx {path} is empty (0 bytes): it was never written completely. Export it again "
+                          "with `flowerkit export RUN --format onnx`.")
     try:
-        proto = onnx.load(str(path), load_external_data=False)
+        proto = onnx.load_from_string(data)
     except Exception as exc:  # noqa: BLE001 - protobuf raises several types for a damaged file
         raise ConfigError(f"--onnx {path} is not a readable ONNX model ({type(exc).__name__}): it is truncated or "
                           "another kind of file. Export it again with `flowerkit export RUN --format onnx`.") from None
@@ -130,14 +141,71 @@ def read_onnx_info(path: Path) -> tuple[dict[str, str], ModelInfo]:
                           "names and evaluation transform in its metadata. Export it with `flowerkit export RUN "
                           "--format onnx`.")
     try:
-        names = tuple(json.loads(meta[META_CLASSES]))
+        names = json.loads(meta[META_CLASSES])
         transform = EvalTransform.from_dict(json.loads(meta[META_TRANSFORM]))
+        if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
+            raise ValueError(f"{META_CLASSES} is not a list of class names")
     except (KeyError, ValueError, TypeError) as exc:
         raise ConfigError(f"--onnx {path} has damaged flowerkit metadata ({exc}). Export it again.") from None
+    _check_onnx_graph(path, proto, tuple(names), transform)
     model_type = meta.get(META_MODEL, "?")
     run = f" of run {meta[META_RUN]}" if meta.get(META_RUN) else ""
-    return meta, ModelInfo("onnx", path, names, transform, True, model_type,
-                           f"{model_type} at {transform.img_size} px{run}, ONNX from {path}")
+    return meta, ModelInfo("onnx", path, tuple(names), transform, True, model_type,
+                           f"{model_type} at {transform.img_size} px{run}, ONNX from {path}"), data
+
+
+def _check_onnx_graph(path: Path, proto: Any, names: tuple[str, ...], transform: EvalTransform) -> None:
+    """The metadata and the graph must describe one model: an export edited or put together by hand could
+    otherwise label every photo from the wrong classes, or fail deep inside onnxruntime. ConfigError (exit 2)."""
+    side, size = transform.decode_size, transform.img_size
+    again = "Nothing was run. Export the run again with `flowerkit export RUN --format onnx`."
+    if not (1 <= size <= MAX_ONNX_SIDE and 1 <= side <= MAX_ONNX_SIDE):
+        raise ConfigError(f"--onnx {path}: its metadata ({META_TRANSFORM}) says images are decoded to {side} px "
+                          f"and fed at {size} px; flowerkit accepts 1 to {MAX_ONNX_SIDE} px (train's --img_size "
+                          f"bound: a {MAX_ONNX_SIDE} px photo already takes 48 MiB decoded), so the file is damaged "
+                          f"or was not written by flowerkit. {again}")
+    initialized = {tensor.name for tensor in proto.graph.initializer}
+    inputs = [value for value in proto.graph.input if value.name not in initialized]
+    outputs = list(proto.graph.output)
+    if len(inputs) != 1 or not outputs:
+        raise ConfigError(f"--onnx {path}: its graph has {len(inputs)} input(s) and {len(outputs)} output(s); a "
+                          f"flowerkit export has one input (pixels) and one output (logits). {again}")
+    pixels, logits = inputs[0], outputs[0]
+    expected = ("batch", side, side, 3)
+    got = _dims(pixels)
+    if (got is None or len(got) != 4 or got[1:] != [side, side, 3]
+            or pixels.type.tensor_type.elem_type != UINT8):
+        raise ConfigError(f"--onnx {path} is inconsistent: its metadata ({META_TRANSFORM}) decodes each image to "
+                          f"{side}x{side} px, so its graph's input '{pixels.name}' must take uint8 "
+                          f"{_shape(expected)}, but it takes {_elem(pixels)} {_shape(got)}. {again}")
+    got = _dims(logits)
+    if got is None or len(got) != 2 or got[1] != len(names):
+        raise ConfigError(f"--onnx {path} is inconsistent: its metadata ({META_CLASSES}) names {len(names)} classes, "
+                          f"but its graph's output '{logits.name}' is {_shape(got)}, not one logit per class "
+                          f"{_shape(('batch', len(names)))}; its predictions would be labelled with the wrong "
+                          f"names. {again}")
+
+
+UINT8 = 2  # onnx.TensorProto.UINT8, spelled out so that this module imports onnx only where it loads a model
+
+
+def _dims(value: Any) -> list[int | str] | None:
+    """A graph value's shape: a fixed size as an int, a named (dynamic) axis as its name; None if unknown."""
+    tensor = value.type.tensor_type
+    if not tensor.HasField("shape"):
+        return None
+    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in tensor.shape.dim]
+
+
+def _shape(dims: Any) -> str:
+    return "of unknown shape" if dims is None else f"({', '.join(map(str, dims))})"
+
+
+def _elem(value: Any) -> str:
+    import onnx
+
+    elem = value.type.tensor_type.elem_type
+    return onnx.TensorProto.DataType.Name(elem).lower() if elem else "(no type)"
 
 
 class OnnxBackend:
@@ -145,20 +213,28 @@ class OnnxBackend:
 
     def __init__(self, path: Path, device: str = "cpu") -> None:
         _, ort = require_onnx()
-        self.meta, self.info = read_onnx_info(path)
+        self.meta, self.info, data = load_onnx_export(path)
         providers = ["CPUExecutionProvider"]
         if device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")
         try:
-            self.session = ort.InferenceSession(str(path), providers=providers)
+            self.session = ort.InferenceSession(data, providers=providers)  # the bytes checked above
         except Exception as exc:  # noqa: BLE001 - onnxruntime's errors are its own types
             raise ConfigError(f"onnxruntime cannot load --onnx {path}: {str(exc).splitlines()[0]}. Export it again "
                               "with `flowerkit export RUN --format onnx`.") from None
         self.input_name = self.session.get_inputs()[0].name
 
+    def _run(self, pixels: np.ndarray) -> np.ndarray:
+        out = np.asarray(self.session.run(None, {self.input_name: pixels})[0])
+        if out.shape != (len(pixels), len(self.info.class_names)):  # checked on load; a last guard on what runs
+            raise ConfigError(f"--onnx {self.info.path} gave logits of shape {out.shape} for {len(pixels)} image(s) "
+                              f"and {len(self.info.class_names)} class names; its predictions cannot be labelled. "
+                              "Export it again with `flowerkit export RUN --format onnx`.")
+        return out
+
     def logits(self, pixels: np.ndarray, tta: bool = False) -> np.ndarray:
-        out = self.session.run(None, {self.input_name: np.ascontiguousarray(pixels, dtype=np.uint8)})[0]
+        out = self._run(np.ascontiguousarray(pixels, dtype=np.uint8))
         if tta:
             mirrored = np.ascontiguousarray(pixels[:, :, ::-1], dtype=np.uint8)
-            out = (out + self.session.run(None, {self.input_name: mirrored})[0]) / 2
+            out = (out + self._run(mirrored)) / 2
         return np.asarray(out, dtype=np.float32)
