@@ -20,8 +20,9 @@ from flowerkit.artifacts import run_index
 from flowerkit.artifacts.files import atomic_write_text, utc_now
 from flowerkit.artifacts.record import new_record, owner, read_record, write_record
 from flowerkit.config import PredictRunConfig, RunConfig
-from flowerkit.errors import ConfigError, DiskFullError, RunExistsError
+from flowerkit.errors import ConfigError, DiskFullError, FlowerkitError, RunExistsError
 from flowerkit.layout import RunLayout
+from flowerkit.runs import CrashedRun, read_json_or_none, run_status
 
 
 RESERVE_BYTES = 256 * 1024
@@ -131,12 +132,30 @@ def check_claimable(config: RunConfig | PredictRunConfig, resume: bool) -> None:
     if existing is None:
         return
     if not resume:
+        if isinstance(config, PredictRunConfig):
+            raise RunExistsError(_predict_run_exists(config, layout, existing))
         raise RunExistsError(
             f"The run '{config.name}' already exists ({existing}); runs are never overwritten. Continue it with "
             "--resume (same configuration, incomplete run only), or start a new run with another --name.")
     if RunLock(layout).is_held_elsewhere():
         RunLock(layout).acquire()  # raises, naming the live owner
     _check_resumable(config, layout)
+
+
+def _predict_run_exists(config: PredictRunConfig, layout: RunLayout, existing: Path) -> str:
+    """Why a predict run's name is taken, and what to do: a predict run has no --resume, so never suggest one."""
+    lock = RunLock(layout)
+    if lock.is_held_elsewhere():
+        return lock.busy_message(lock.holder())
+    record = read_json_or_none(layout.record)
+    if isinstance(record, dict) and run_status(record) == "crashed":
+        owner = record.get("owner") or {}
+        return (f"The run '{config.name}' exists ({layout.run_dir}), but its process (pid {owner.get('pid', '?')}) "
+                "died before it finished, and a predict run cannot be continued. `flowerkit runs prune --crashed "
+                f"--output-dir {config.output_dir}` deletes it (with --dry-run first to see what else it deletes); "
+                "then run this command again, or record this one under another --name.")
+    return (f"The run '{config.name}' already exists ({existing}); runs are never overwritten, and a predict run "
+            "cannot be continued. Record this one under another --name.")
 
 
 def _check_resumable(config: RunConfig | PredictRunConfig, layout: RunLayout) -> dict[str, Any]:
@@ -200,3 +219,28 @@ def claim_run_dir(config: RunConfig | PredictRunConfig, flow: str, resume: bool,
     write_record(layout.run_dir, record)
     run_index.write_entry(config.output_dir, record)  # the record's dates, vouched for outside the run folder
     return record
+
+
+def delete_crashed(run: CrashedRun) -> bool:
+    """Delete a crashed run under its lock, having checked again that it is still crashed: a ``--resume`` that
+    took the run meanwhile (it holds the lock, or its record names a live owner) wins. False when kept."""
+    class _Lock(RunLock):
+        reserve_bytes = 0  # held only to delete the run: nothing to reserve
+
+    layout = RunLayout.for_run(Path(run.output_dir) / run.name)
+    lock = _Lock(layout)
+    try:
+        lock.acquire()
+    except (FlowerkitError, OSError):
+        return False
+    try:
+        record = read_json_or_none(layout.record)
+        if not isinstance(record, dict) or run_status(record) != "crashed":
+            return False
+        for path in run.paths:
+            if path.exists():
+                shutil.rmtree(path)
+        run_index.remove_entry(run.output_dir, run.name)
+    finally:
+        lock.release()
+    return True

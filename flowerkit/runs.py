@@ -73,7 +73,8 @@ def run_status(record: dict[str, Any]) -> str:
     """running / retrying / complete / failed / diverged / crashed, from the record's stage status and task states.
 
     ``crashed``: the record says running, but the process that owns it (on this host) is gone, e.g. killed;
-    ``flowerkit train --resume`` continues such a run.
+    ``flowerkit train --resume`` continues such a run, and ``flowerkit runs prune --crashed`` deletes a crashed
+    predict run (which cannot be continued).
     """
     stage = record.get("stage_status")
     error = record.get("error")
@@ -414,3 +415,36 @@ def delete_run(candidate: PruneCandidate) -> None:
         shutil.rmtree(path)
     if candidate.output_dir is not None:
         run_index.remove_entry(candidate.output_dir, candidate.name)
+
+
+RESUMABLE_FLOWS = ("train", "eval")  # a predict run is short and has no checkpoint: it is never continued
+
+
+@dataclass(frozen=True)
+class CrashedRun:
+    """A run whose process (on this host) died before it finished: ``flowerkit runs prune --crashed`` deletes it
+    (``rundir.delete_crashed``) when it cannot be continued (a predict run), or with ``--force``."""
+
+    name: str
+    flow: str
+    paths: tuple[Path, ...]
+    output_dir: Path
+
+    @property
+    def resumable(self) -> bool:
+        return self.flow in RESUMABLE_FLOWS
+
+
+def crashed_runs(output_dir: Path) -> list[CrashedRun]:
+    """Every run under ``output_dir`` whose status is ``crashed`` (``run_status``), by name."""
+    found = []
+    for run_dir in find_run_dirs(output_dir):
+        record = read_json_or_none(run_dir / RECORD_NAME)
+        if not isinstance(record, dict) or run_status(record) != "crashed":
+            continue
+        if run_index.check(output_dir, run_dir.name, record).state == "altered":
+            continue  # an edited record may only look crashed: `runs list` shows it damaged, and it is kept
+        layout = RunLayout.for_run(run_dir, record)
+        found.append(CrashedRun(run_dir.name, str(record.get("flow") or "?"),
+                                tuple(p for p in layout.roots() if p.exists()), Path(output_dir)))
+    return found

@@ -47,7 +47,7 @@ def list_runs(output_dir: Path = OUTPUT,
     from rich.console import Console
 
     from flowerkit.cli.fit_table import fitted_table
-    from flowerkit.tasks.crashed_runs import MARKED, UNREACHABLE, api_url, reconcile_all
+    from flowerkit.flows.orchestration.crashed_runs import MARKED, UNREACHABLE, api_url, reconcile_all
     from flowerkit.runs import describe_selection, find_runs
 
     with user_errors():
@@ -152,36 +152,73 @@ def prune(
     older_than_retention: bool = typer.Option(False, "--older-than-retention",
                                               help="Delete runs whose retention period (from the run record) has "
                                                    "expired."),
+    crashed: bool = typer.Option(False, "--crashed",
+                                 help="Delete crashed predict runs (their process died; a predict run cannot be "
+                                      "continued). Crashed train and eval runs are kept: --resume continues them."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Only say what would be deleted."),
-    force: bool = typer.Option(False, "--force", help="Also delete expired runs whose files fail verification."),
+    force: bool = typer.Option(False, "--force", help="Also delete expired runs whose files fail verification, and "
+                                                      "with --crashed, crashed train and eval runs."),
     output_dir: Path = OUTPUT,
 ) -> None:
-    """Delete only verified runs past their retention expiry; anything else is reported and kept."""
+    """Delete only verified runs past their retention expiry, or crashed runs that cannot be continued; anything
+    else is reported and kept."""
+    with user_errors():
+        if not (older_than_retention or crashed):
+            typer.echo("Nothing to do: pass --older-than-retention and/or --crashed (with --dry-run first to see "
+                       "what it deletes).", err=True)
+            raise typer.Exit(2)
+        check_output_dir(output_dir)
+        if crashed:
+            _prune_crashed(output_dir, dry_run, force)
+        if older_than_retention:
+            _prune_expired(output_dir, dry_run, force)
+
+
+def _prune_crashed(output_dir: Path, dry_run: bool, force: bool) -> None:
+    """Crashed runs: a predict run is deleted (nothing can continue it); a train or eval run is kept unless
+    --force, since ``--resume`` continues it from its last checkpoint. Kept runs are no error (exit 0)."""
+    from flowerkit.rundir import delete_crashed
+    from flowerkit.runs import crashed_runs
+
+    runs = crashed_runs(output_dir)
+    if not runs:
+        typer.echo(f"No crashed run under {output_dir}.")
+    for run in runs:
+        if run.resumable and not force:
+            typer.echo(f"keeping {run.name} (crashed {run.flow} run): `flowerkit {run.flow} --name {run.name} "
+                       "--resume` with its options continues it; --force deletes it.", err=True)
+            continue
+        paths = ", ".join(map(str, run.paths))
+        if dry_run:
+            typer.echo(f"would delete {run.name} (crashed {run.flow} run): {paths}")
+        elif delete_crashed(run):
+            typer.echo(f"deleted {run.name} (crashed {run.flow} run): {paths}")
+        else:
+            typer.echo(f"keeping {run.name}: another process took it meanwhile (a --resume); it is not crashed "
+                       "any more.", err=True)
+
+
+def _prune_expired(output_dir: Path, dry_run: bool, force: bool) -> None:
     from flowerkit.runs import delete_run, expired_runs
 
-    with user_errors():
-        if not older_than_retention:
-            typer.echo("Nothing to do: pass --older-than-retention (with --dry-run first to see what it deletes).",
-                       err=True)
-            raise typer.Exit(2)
-        candidates = expired_runs(check_output_dir(output_dir))
-        if not candidates:
-            typer.echo(f"No run under {output_dir} is past its retention period.")
-        kept = 0
-        for candidate in candidates:
-            expired = f"expired {candidate.expires_utc:%Y-%m-%d}" if candidate.expires_utc else "expiry unknown"
-            if candidate.problem and not (force and candidate.expires_utc):
-                kept += 1
-                typer.echo(f"keeping {candidate.name} ({expired}): {candidate.problem}.", err=True)
-                continue
-            verb = "would delete" if dry_run else "deleting"
-            typer.echo(f"{verb} {candidate.name} ({expired}): {', '.join(map(str, candidate.paths))}")
-            if not dry_run:
-                delete_run(candidate)
-        if kept:
-            typer.echo(f"{kept} run(s) kept: see above. `flowerkit runs verify NAME` shows what differs; "
-                       "--force deletes expired runs that fail verification.", err=True)
-            raise typer.Exit(2)
+    candidates = expired_runs(output_dir)
+    if not candidates:
+        typer.echo(f"No run under {output_dir} is past its retention period.")
+    kept = 0
+    for candidate in candidates:
+        expired = f"expired {candidate.expires_utc:%Y-%m-%d}" if candidate.expires_utc else "expiry unknown"
+        if candidate.problem and not (force and candidate.expires_utc):
+            kept += 1
+            typer.echo(f"keeping {candidate.name} ({expired}): {candidate.problem}.", err=True)
+            continue
+        verb = "would delete" if dry_run else "deleting"
+        typer.echo(f"{verb} {candidate.name} ({expired}): {', '.join(map(str, candidate.paths))}")
+        if not dry_run:
+            delete_run(candidate)
+    if kept:
+        typer.echo(f"{kept} run(s) kept: see above. `flowerkit runs verify NAME` shows what differs; "
+                   "--force deletes expired runs that fail verification.", err=True)
+        raise typer.Exit(2)
 
 
 @app.command("sync-mlflow")
