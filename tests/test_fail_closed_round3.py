@@ -126,9 +126,9 @@ def test_a_consistent_hand_made_export_predicts(tmp_path: Path, photo: Path) -> 
     # before: exit 1 from deep inside onnxruntime
     (dict(side=96, graph_side=64), "decodes each image to 96x96 px, so its graph's input 'pixels' must take uint8 "
                                    "(batch, 96, 96, 3), but it takes uint8 (batch, 64, 64, 3)"),
-    # before: every photo decoded to 5000 px (75 MB) and run; at 20000 px, 7.4 GB before exit 1
-    (dict(side=5000), "flowerkit accepts 1 to 4096 px"),
-    (dict(side=20000), "flowerkit accepts 1 to 4096 px"),
+    # before: every photo decoded to 8193 px (200 MB) and run; at 20000 px, 7.4 GB before exit 1
+    (dict(side=8193), "decoded to 8193x8193 px and fed at 32 px; flowerkit accepts 1 to 8192 px"),
+    (dict(side=20000), "decoded to 20000x20000 px and fed at 32 px; flowerkit accepts 1 to 8192 px"),
 ])
 def test_onnx_metadata_that_contradicts_its_graph_exits_2_and_runs_nothing(tmp_path: Path, photo: Path,
                                                                            spec: dict, words: str) -> None:
@@ -256,8 +256,9 @@ def test_a_large_config_of_valid_yaml_is_refused_by_its_size(workdir: Path) -> N
 
 # --- no-clobber publishing: two exports racing for one --out ------------------------------------------------
 
-def fake_run(output_dir: Path, name: str = "r") -> Path:
-    """A run folder as `flowerkit export` reads it: a record and a best checkpoint of the testing model."""
+def fake_run(output_dir: Path, name: str = "r", **extra: object) -> Path:
+    """A run folder as `flowerkit export` reads it: a record and a best checkpoint of the testing model (with
+    ``extra`` entries)."""
     from flowerkit.data.flowers102 import NUM_CLASSES, labelmap
     from flowerkit.engine.checkpoint import save_checkpoint
     from flowerkit.models.vit import build_model
@@ -267,8 +268,20 @@ def fake_run(output_dir: Path, name: str = "r") -> Path:
     (run / "run_record.json").write_text(json.dumps({"name": name, "flow": "train", "stage_status": "complete"}))
     save_checkpoint(run / "checkpoints" / "best.bin", {
         "model": build_model("testing", 32, NUM_CLASSES).state_dict(), "model_type": "testing", "img_size": 32,
-        "num_classes": NUM_CLASSES, "step": 10, "labelmap": labelmap()})
+        "num_classes": NUM_CLASSES, "step": 10, "labelmap": labelmap()} | extra)
     return run
+
+
+@needs_onnx
+def test_export_refuses_a_run_whose_onnx_model_predict_would_refuse(tmp_path: Path) -> None:
+    """An explicit --cache_size of 9000 px decodes past the ONNX bound: exit 2 before the export's work."""
+    output_dir = tmp_path / "output"
+    fake_run(output_dir, eval_transform={"kind": "cached", "img_size": 32, "resolution": 9000})
+    result = runner.invoke(app, ["export", "r", "--format", "onnx", "--out", str(tmp_path / "m.onnx"),
+                                 "--output_dir", str(output_dir)])
+    assert result.exit_code == 2, result.output
+    assert "decodes each image to 9000x9000 px" in flat(result.stderr) and "at most 8192 px" in flat(result.stderr)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["output"]
 
 
 SLOW_EXPORT = """

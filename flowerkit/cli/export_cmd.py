@@ -58,13 +58,14 @@ def export(
 def _export_onnx(run: str, checkpoint: str, out: Path | None, output_dir: Path) -> None:
     from flowerkit.artifacts.files import sha256_file
     from flowerkit.engine.checkpoint import load_checkpoint
-    from flowerkit.predict.onnx_export import export_onnx, proof_batch
+    from flowerkit.predict.onnx_export import check_servable, export_onnx, proof_batch
     from flowerkit.predict.predictor import require_onnx
 
     require_onnx()  # before any work: exit 2 naming the extra
     source = checkpoint_file(output_dir, run, checkpoint)
     target = check_target(out or Path(f"{run}-{checkpoint}.onnx"), ".onnx")
     state = load_checkpoint(source)
+    check_servable(state)  # exit 2 before the export's minutes of work, not at predict time
     proof, proof_source = proof_batch(run_images(source.parent.parent), state)
     typer.echo(f"Exporting {state['model_type']} at {state['img_size']} px, step {state['step']} to ONNX "
                f"(checked on {proof_source})...", err=True)
@@ -80,7 +81,7 @@ def run_images(run_dir: Path, limit: int = 16) -> list[Path]:
     """A few image paths the run evaluated (its predictions.jsonl), for the export's proof batch."""
     import json
 
-    from flowerkit.layout import RunLayout
+    from flowerkit.run.layout import RunLayout
 
     paths: list[Path] = []
     try:
@@ -134,8 +135,8 @@ def weights_of(state: dict, which: str) -> str:
 
 def checkpoint_file(output_dir: Path, run: str, which: str) -> Path:
     """The run's best or latest checkpoint; exit 2 for a bad choice, 3 for a run or file that is not there."""
-    from flowerkit.layout import RunLayout
-    from flowerkit.runs import run_dir_of
+    from flowerkit.run.layout import RunLayout
+    from flowerkit.run.runs import run_dir_of
 
     if which not in CHECKPOINTS:
         raise ConfigError(f"--checkpoint {which}: choose best (the checkpoint selected on validation) or latest.")
@@ -151,7 +152,7 @@ def checkpoint_file(output_dir: Path, run: str, which: str) -> Path:
 def check_target(target: Path, suffix: str = ".npz") -> Path:
     """A new file in a writable folder: --pretrained recognises Google's format by the .npz suffix, servers an
     ONNX model by .onnx."""
-    from flowerkit.writable import check_writable_folder
+    from flowerkit.io.writable import check_writable_folder
 
     if target.suffix != suffix:
         why = ("--pretrained reads a file as Google's format by that suffix" if suffix == ".npz"

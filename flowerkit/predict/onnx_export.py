@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from flowerkit.errors import FlowerkitError
-from flowerkit.predict.predictor import (META_CLASSES, META_FORMAT, META_MODEL, META_RUN, META_SHA, META_TRANSFORM,
-                                         ONNX_FORMAT, class_names_of, require_onnx)
+from flowerkit.errors import ConfigError, FlowerkitError
+from flowerkit.predict.predictor import (MAX_ONNX_SIDE, META_CLASSES, META_FORMAT, META_MODEL, META_RUN, META_SHA,
+                                         META_TRANSFORM, ONNX_FORMAT, class_names_of, require_onnx)
 
 TOLERANCE = 1e-4  # max |onnxruntime - torch| over the proof batch's logits
 OPSET = 18
@@ -62,6 +62,19 @@ def served_model(state: dict[str, Any]):
             return self.model(transform.to_input(pixels))
 
     return Served().eval(), transform
+
+
+def check_servable(state: dict[str, Any]) -> None:
+    """Refuse, before any work, a checkpoint whose export ``predict --onnx`` would refuse: its images decoded to
+    more than MAX_ONNX_SIDE px (only an explicit, huge --cache_size gives that)."""
+    from flowerkit.data.eval_transform import transform_of_checkpoint
+
+    side = transform_of_checkpoint(state)[0].decode_size
+    if side > MAX_ONNX_SIDE:
+        raise ConfigError(f"The checkpoint decodes each image to {side}x{side} px (its evaluation transform), and "
+                          f"`flowerkit predict --onnx` accepts at most {MAX_ONNX_SIDE} px, so its ONNX model could "
+                          "not be used; nothing was written. Predict with --run or --checkpoint instead, or train "
+                          f"with a --cache_size of at most {MAX_ONNX_SIDE}.")
 
 
 def export_onnx(state: dict[str, Any], proof: np.ndarray, proof_source: str, *, run: str | None,

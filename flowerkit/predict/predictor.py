@@ -27,10 +27,11 @@ META_MODEL = "flowerkit.model_type"
 META_SHA = "flowerkit.checkpoint_sha256"
 META_RUN = "flowerkit.run"
 ONNX_FORMAT = "flowerkit-onnx-1"
-# The largest decoded square an ONNX export may ask for: train's --img_size bound (config.MAX_IMG_SIZE). A
-# damaged or hostile file saying 20000 would otherwise decode every photo to 1.2 GB before failing.
-MAX_ONNX_SIDE = 4096
-MAX_ONNX_BYTES = 2**31  # protobuf's limit for one message: a larger model cannot be an ONNX file without external data
+# The largest decoded square an ONNX export may ask for: twice train's largest --img_size (config.MAX_IMG_SIZE),
+# the default pixel-cache rule's largest side. A damaged or hostile file saying 20000 would otherwise decode every
+# photo to 1.2 GB before failing; `flowerkit export` refuses a run past it (onnx_export.check_servable).
+MAX_ONNX_SIDE = 8192
+MAX_ONNX_BYTES = 2**31  # protobuf's limit for one message: a larger file cannot be an ONNX model without external data
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,7 @@ def load_onnx_export(path: Path) -> tuple[dict[str, str], ModelInfo, bytes]:
     what onnxruntime is then given, so the model that runs is the one that was checked."""
     import json
 
-    from flowerkit.inputs import read_bytes
+    from flowerkit.io.inputs import read_bytes
 
     onnx, _ = require_onnx()
     path = Path(path).expanduser()
@@ -160,10 +161,10 @@ def _check_onnx_graph(path: Path, proto: Any, names: tuple[str, ...], transform:
     side, size = transform.decode_size, transform.img_size
     again = "Nothing was run. Export the run again with `flowerkit export RUN --format onnx`."
     if not (1 <= size <= MAX_ONNX_SIDE and 1 <= side <= MAX_ONNX_SIDE):
-        raise ConfigError(f"--onnx {path}: its metadata ({META_TRANSFORM}) says images are decoded to {side} px "
-                          f"and fed at {size} px; flowerkit accepts 1 to {MAX_ONNX_SIDE} px (train's --img_size "
-                          f"bound: a {MAX_ONNX_SIDE} px photo already takes 48 MiB decoded), so the file is damaged "
-                          f"or was not written by flowerkit. {again}")
+        raise ConfigError(f"--onnx {path}: its metadata ({META_TRANSFORM}) says images are decoded to {side}x{side} "
+                          f"px and fed at {size} px; flowerkit accepts 1 to {MAX_ONNX_SIDE} px (a {MAX_ONNX_SIDE} px "
+                          "photo already takes 192 MiB decoded), so the file is damaged or was not written by "
+                          f"flowerkit. {again}")
     initialized = {tensor.name for tensor in proto.graph.initializer}
     inputs = [value for value in proto.graph.input if value.name not in initialized]
     outputs = list(proto.graph.output)
