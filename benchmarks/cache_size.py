@@ -110,11 +110,11 @@ def train_once(args: argparse.Namespace, tables: dict, work: Path, label: str, p
     """The short from-scratch training with one pipeline/cache size; the selected checkpoint's accuracies."""
     import torch
 
-    from flowerkit.config import TrainConfig, load_config
+    from flowerkit.run.config import TrainConfig, load_config
     from flowerkit.engine.checkpoint import load_checkpoint
     from flowerkit.engine.evaluator import evaluate_checkpoint
     from flowerkit.engine.trainer import make_pipeline, seed_everything, train
-    from flowerkit.layout import RunLayout
+    from flowerkit.run.layout import RunLayout
 
     config = load_config(TrainConfig, dict(
         name=f"cache-{label}", dataset="flower102_synthetic", model_type=args.model_type, img_size=args.img_size,

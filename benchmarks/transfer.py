@@ -101,7 +101,7 @@ def last_checkpoint_test_accuracy(run_dir: Path) -> float:
     """The last checkpoint (ckpt.bin, the raw weights of the last step) on the full test split."""
     import torch
 
-    from flowerkit.config import TrainConfig
+    from flowerkit.run.config import TrainConfig
     from flowerkit.data.selection import select_split
     from flowerkit.engine.checkpoint import load_checkpoint
     from flowerkit.engine.evaluator import evaluate_checkpoint

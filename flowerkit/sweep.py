@@ -28,12 +28,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from flowerkit.artifacts.files import atomic_write_json, atomic_write_text
-from flowerkit.config import NAME_PATTERN, TrainConfig, _read_yaml_file, check_known_options, load_config
+from flowerkit.run.config import NAME_PATTERN, TrainConfig, _read_yaml_file, check_known_options, load_config
 from flowerkit.errors import ConfigError, FlowerkitError, MissingInputError, RunExistsError
-from flowerkit.inputs import USER_FILE_MAX_BYTES, read_utf8
-from flowerkit.layout import RECORD_NAME, SweepLayout
-from flowerkit.rundir import RunLock
-from flowerkit.runs import as_float, read_json_or_none, summarize
+from flowerkit.io.inputs import USER_FILE_MAX_BYTES, read_utf8
+from flowerkit.run.layout import RECORD_NAME, SweepLayout
+from flowerkit.run.rundir import RunLock
+from flowerkit.run.runs import as_float, read_json_or_none, summarize
 
 RECIPE_OPTION = "config"  # a grid/random option whose values are recipe files, as `flowerkit train --config`
 FIXED_OPTIONS = ("name", "output_dir")  # set by the sweep itself: trials are named for it and live together

@@ -15,12 +15,12 @@ from flowerkit.artifacts.export import Exported
 from flowerkit.artifacts.files import atomic_write_text, utc_now
 from flowerkit.artifacts.sinks import ScalarSink
 from flowerkit.artifacts.record import refresh_artifact_index, update_record
-from flowerkit.config import PredictRunConfig, RunConfig
+from flowerkit.run.config import PredictRunConfig, RunConfig
 from flowerkit.device import DeviceChoice
 from flowerkit.engine.trainer import TrainResult
 from flowerkit.errors import DiskFullError, FlowerkitError, is_termination
-from flowerkit.plan import Plan, RunPlan
-from flowerkit.rundir import RunLock, claim_run_dir
+from flowerkit.run.plan import Plan, RunPlan
+from flowerkit.run.rundir import RunLock, claim_run_dir
 from flowerkit.tasks import PLANNING_TASKS
 from flowerkit.tracking import tracked_run
 from flowerkit.flows.orchestration.watcher import watch_current_flow_run

@@ -9,11 +9,11 @@ from __future__ import annotations
 from prefect import flow
 
 from flowerkit.artifacts.record import update_record
-from flowerkit.config import EvalConfig
+from flowerkit.run.config import EvalConfig
 from flowerkit.engine.trainer import seed_everything
 from flowerkit.flows.common import RunOutcome, outcome, run_lifecycle
-from flowerkit.plan import RunPlan
-from flowerkit.prepare import plan_for
+from flowerkit.run.plan import RunPlan
+from flowerkit.run.prepare import plan_for
 from flowerkit.tasks.evaluation import evaluate, export_predictions
 from flowerkit.tasks.provenance import write_retention, write_stamp
 from flowerkit.tasks.reporting import publish_results

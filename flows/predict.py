@@ -16,7 +16,7 @@ from pathlib import Path
 from prefect import flow
 
 from flowerkit.artifacts.record import update_record
-from flowerkit.config import PredictRunConfig, load_predict_config
+from flowerkit.run.config import PredictRunConfig, load_predict_config
 from flowerkit.flows.common import run_lifecycle
 from flowerkit.predict.run import PredictRunPlan, prepare_predict_run
 from flowerkit.predict.runner import PredictSummary

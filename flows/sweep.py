@@ -167,7 +167,7 @@ def run_in_processes(sweep: Sweep, trials: list[Trial], actions: dict[str, str],
 def write_trial_plan(sweep: Sweep, trial: Trial, resume: bool) -> Path:
     """Plan the trial's run once, here, and write the plan where its process reads it."""
     from flowerkit.artifacts.files import atomic_write_text
-    from flowerkit.prepare import prepare_plan
+    from flowerkit.run.prepare import prepare_plan
 
     plan = prepare_plan("train", trial.config, resume)
     return atomic_write_text(sweep.layout.trial_plan(trial.name), plan.to_json())

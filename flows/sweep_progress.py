@@ -33,7 +33,7 @@ def flow_run_url(flow_run_id: str | None) -> str | None:
 
 def monitored_value(trial: Trial) -> str | None:
     """``val_accuracy 0.8125`` (the trial's selected checkpoint's monitored value), from its run record."""
-    from flowerkit.runs import describe_selection, summarize
+    from flowerkit.run.runs import describe_selection, summarize
 
     selected = describe_selection(summarize(Path(trial.config.output_dir) / trial.name).selection)
     return selected[1] if selected else None
@@ -41,8 +41,8 @@ def monitored_value(trial: Trial) -> str | None:
 
 def recorded_flow_run_id(trial: Trial) -> str | None:
     """The flow run id in the trial's run record (a trial run as its own process reports only its exit code)."""
-    from flowerkit.layout import RunLayout
-    from flowerkit.runs import read_json_or_none
+    from flowerkit.run.layout import RunLayout
+    from flowerkit.run.runs import read_json_or_none
 
     record = read_json_or_none(RunLayout.for_run(Path(trial.config.output_dir) / trial.name).record)
     return str(record["flow_run_id"]) if isinstance(record, dict) and record.get("flow_run_id") else None

@@ -1,7 +1,7 @@
 """The ``train`` flow: record the plan's device and images, train, evaluate, export, stamp, declare retention.
 
 One entry, ``train_flow``: the CLI, the dashboard, ``train.py`` and a sweep's trials pass the plan they built
-(``flowerkit.prepare.prepare_plan``); a deployment's flow run passes the config and ``resume`` its form sent,
+(``flowerkit.run.prepare.prepare_plan``); a deployment's flow run passes the config and ``resume`` its form sent,
 and the plan is built here, on the worker. Either way the plan is built once (docs/architecture.md).
 """
 
@@ -11,12 +11,12 @@ from prefect import flow
 
 from flowerkit.artifacts.export import Exported
 from flowerkit.artifacts.record import update_record
-from flowerkit.config import TrainConfig
+from flowerkit.run.config import TrainConfig
 from flowerkit.engine.progress import Listener
 from flowerkit.engine.trainer import seed_everything
 from flowerkit.flows.common import RunOutcome, outcome, run_lifecycle
-from flowerkit.plan import RunPlan
-from flowerkit.prepare import plan_for
+from flowerkit.run.plan import RunPlan
+from flowerkit.run.prepare import plan_for
 from flowerkit.tasks.evaluation import evaluate, export_predictions
 from flowerkit.tasks.provenance import write_retention, write_stamp
 from flowerkit.tasks.reporting import publish_results

@@ -21,7 +21,7 @@ from typing import Any
 
 from flowerkit.artifacts.files import sha256_file
 from flowerkit.data.selection import Selection
-from flowerkit.plan import RunPlan
+from flowerkit.run.plan import RunPlan
 
 
 def _run_scoped_key(task: str, plan: RunPlan, *parts: Any) -> str | None:

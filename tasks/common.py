@@ -19,7 +19,7 @@ from flowerkit.errors import (
     RunExistsError,
     is_termination,
 )
-from flowerkit.plan import Plan
+from flowerkit.run.plan import Plan
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from flowerkit.artifacts.sinks import ScalarSink
 from flowerkit.data.selection import Selection
 from flowerkit.engine.evaluation import Evaluation, evaluate_selection
 from flowerkit.engine.trainer import TrainResult
-from flowerkit.plan import RunPlan
+from flowerkit.run.plan import RunPlan
 from flowerkit.tasks.caching import evaluate_cache_key, export_cache_key
 from flowerkit.tasks.common import run_task
 

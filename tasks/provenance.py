@@ -10,7 +10,7 @@ from flowerkit.artifacts.retention import parse_utc
 from flowerkit.artifacts.retention import write_retention as _write_retention
 from flowerkit.artifacts.stamp import build_stamp
 from flowerkit.models.weights import HUB_PREFIX, WeightsSource, resolve_weights
-from flowerkit.plan import Plan, RunPlan
+from flowerkit.run.plan import Plan, RunPlan
 from flowerkit.predict.run import PredictRunPlan
 from flowerkit.tasks.common import run_task
 

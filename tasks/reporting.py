@@ -25,7 +25,7 @@ from flowerkit.artifacts.files import read_json
 from flowerkit.artifacts.record import read_record
 from flowerkit.engine.progress import Progress, StepRate, describe
 from flowerkit.engine.trainer import TrainResult
-from flowerkit.plan import RunPlan
+from flowerkit.run.plan import RunPlan
 from flowerkit.tasks.common import run_task
 from flowerkit.throttle import Throttle
 

@@ -1,6 +1,6 @@
 """Tasks that run before the run directory exists: they record the plan's decisions, and write nothing.
 
-The plan decided the device and selected every split's images once (``flowerkit.prepare``); these tasks make
+The plan decided the device and selected every split's images once (``flowerkit.run.prepare``); these tasks make
 those decisions visible as task runs (in the Prefect UI and the run record) and hand them on as typed records.
 """
 
@@ -10,7 +10,7 @@ import logging
 
 from flowerkit.data.selection import Selection
 from flowerkit.device import DeviceChoice
-from flowerkit.plan import RunPlan, SplitRequest, select
+from flowerkit.run.plan import RunPlan, SplitRequest, select
 from flowerkit.tasks.common import run_task
 
 log = logging.getLogger("flowerkit")

@@ -7,7 +7,7 @@ from flowerkit.data.selection import Selection
 from flowerkit.engine.progress import Listener, Progress
 from flowerkit.engine.run import run_training
 from flowerkit.engine.trainer import TrainResult
-from flowerkit.plan import RunPlan
+from flowerkit.run.plan import RunPlan
 from flowerkit.tasks.caching import train_cache_key
 from flowerkit.tasks.common import run_task
 from flowerkit.tasks.reporting import ProgressArtifact

@@ -171,7 +171,7 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture(scope="session")
 def tiny_run(prefect_harness, flowers_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The seed training command's run, made once per session through the real train flow; returns its dir."""
-    from flowerkit.config import TrainConfig, load_config
+    from flowerkit.run.config import TrainConfig, load_config
     from flowerkit.flows.train import train_flow
 
     out = tmp_path_factory.mktemp("tiny-run-output")
@@ -192,7 +192,7 @@ def small_run(prefect_harness, flowers_root: Path, tmp_path_factory: pytest.Temp
     --export_logits. Unlike the `testing` model (1 wide: its logits do not depend on the image), its logits
     differ from image to image, so predict/export tests comparing numbers can fail. The 96 px images cap the
     pixel cache at 96 px (not the 2 x 64 rule), so the recorded evaluation transform matters."""
-    from flowerkit.config import TrainConfig, load_config
+    from flowerkit.run.config import TrainConfig, load_config
     from flowerkit.flows.train import train_flow
     from tests.small_models import small_vit_registered
 

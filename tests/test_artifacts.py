@@ -14,7 +14,7 @@ from flowerkit.artifacts.classification import classification_report
 from flowerkit.artifacts.files import atomic_write_json, read_json
 from flowerkit.artifacts.retention import read_expiry, retention_text
 from flowerkit.artifacts.stamp import STAMP_FIELDS, build_stamp, env_hash, missing_fields, package_version
-from flowerkit.layout import RunLayout
+from flowerkit.run.layout import RunLayout
 
 
 def test_classification_report_agrees_with_scikit_learn() -> None:

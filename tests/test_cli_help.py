@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from flowerkit.cli import app
 from flowerkit.cli.options import EXTRA_OPTIONS
-from flowerkit.config import CONFIG_CLASSES
+from flowerkit.run.config import CONFIG_CLASSES
 
 
 def option_names_at_80_columns(command: str) -> set[str]:

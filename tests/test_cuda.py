@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from flowerkit.config import EvalConfig, TrainConfig, load_config
+from flowerkit.run.config import EvalConfig, TrainConfig, load_config
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
@@ -63,7 +63,7 @@ class _Stop(Exception):
 def _train(config: TrainConfig, stop_at: int | None = None) -> None:
     """Through the trainer, as the train task calls it; ``stop_at``: fail after that step (a killed run)."""
     from flowerkit.engine import trainer
-    from flowerkit.plan import select, split_requests
+    from flowerkit.run.plan import select, split_requests
 
     def stop(report) -> None:
         if report.step == stop_at:
@@ -78,7 +78,7 @@ def test_resume_on_cuda_continues_exactly(flowers_root: Path, tmp_path: Path) ->
     """Dropout draws from the GPU's generator: a resumed run restores it and ends where an uninterrupted
     run ends."""
     from flowerkit.engine.checkpoint import load_checkpoint
-    from flowerkit.rundir import RunLock, claim_run_dir
+    from flowerkit.run.rundir import RunLock, claim_run_dir
 
     runs = {}
     for name, stop_at in (("straight", None), ("stopped", 4)):

@@ -21,11 +21,11 @@ import numpy as np
 import pytest
 import torch
 
-from flowerkit.config import TrainConfig, load_config
+from flowerkit.run.config import TrainConfig, load_config
 from flowerkit.data.selection import Selection
 from flowerkit.data.pipeline import BatchPlan, shard_bounds
 from flowerkit.engine.checkpoint import load_checkpoint
-from flowerkit.plan import RunPlan
+from flowerkit.run.plan import RunPlan
 
 pytestmark = pytest.mark.distributed
 
@@ -86,7 +86,7 @@ def train_config(flowers_root: Path, manifest: Path, output_dir: Path, name: str
 
 
 def selections(config: TrainConfig) -> tuple[Selection, Selection]:
-    from flowerkit.plan import select, split_requests
+    from flowerkit.run.plan import select, split_requests
 
     train, val = (select(config, request) for request in split_requests(config))
     return train, val
@@ -95,7 +95,7 @@ def selections(config: TrainConfig) -> tuple[Selection, Selection]:
 def plan_of(config: TrainConfig, device: str = "cpu") -> RunPlan:
     """The plan the flow would run (its device as given, its images selected)."""
     from flowerkit.device import DeviceChoice
-    from flowerkit.plan import split_requests
+    from flowerkit.run.plan import split_requests
 
     return RunPlan(flow="train", config=config, resume=False, device=DeviceChoice(device, device, "test"),
                    precision="fp32", splits=split_requests(config), selections=dict(zip(("train", "val"),
@@ -105,7 +105,7 @@ def plan_of(config: TrainConfig, device: str = "cpu") -> RunPlan:
 def train_in_one_process(config: TrainConfig, device: str = "cpu") -> Path:
     """The run in this process, through the trainer itself (as the train task calls it); returns its folder."""
     from flowerkit.engine import trainer
-    from flowerkit.rundir import RunLock, claim_run_dir
+    from flowerkit.run.rundir import RunLock, claim_run_dir
 
     lock = RunLock(config.layout)
     claim_run_dir(config, "train", False, None, config.num_steps, lock)
@@ -121,7 +121,7 @@ def train_in_one_process(config: TrainConfig, device: str = "cpu") -> Path:
 def train_in_processes(config: TrainConfig, device: str = "cpu", reports: list | None = None) -> dict | None:
     """The run in ``config.nproc_per_node`` workers started by ``launch`` (as the train task starts them)."""
     from flowerkit.engine import distributed
-    from flowerkit.rundir import RunLock, claim_run_dir
+    from flowerkit.run.rundir import RunLock, claim_run_dir
 
     lock = RunLock(config.layout)
     claim_run_dir(config, "train", False, None, config.num_steps, lock)

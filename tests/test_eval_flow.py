@@ -15,7 +15,7 @@ import torch
 from typer.testing import CliRunner
 
 from flowerkit.cli import app
-from flowerkit.config import EvalConfig, load_config
+from flowerkit.run.config import EvalConfig, load_config
 from flowerkit.data.flowers102 import open_flowers102
 from flowerkit.data.table import build_table
 from flowerkit.engine.checkpoint import load_checkpoint

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from flowerkit.cli import app
-from flowerkit.config import CONFIG_CLASSES, load_config
+from flowerkit.run.config import CONFIG_CLASSES, load_config
 from flowerkit.errors import ConfigError
 from tests.conftest import SEED_FLAGS
 
@@ -289,9 +289,9 @@ def exit_code_as_nobody(check) -> int:
 def test_unwritable_output_dir_and_prefect_home_exit_3(monkeypatch: pytest.MonkeyPatch) -> None:
     import tempfile
 
-    from flowerkit.cli.prefect_env import check_prefect_home
-    from flowerkit.config import TrainConfig
-    from flowerkit.prepare import check_output_writable
+    from flowerkit.flows.orchestration.prefect_env import check_prefect_home
+    from flowerkit.run.config import TrainConfig
+    from flowerkit.run.prepare import check_output_writable
 
     # Not under pytest's tmp folder: its parents are private to root, and the unprivileged child must reach it.
     tmp_path = Path(tempfile.mkdtemp(prefix="flowerkit-perm-"))
@@ -323,7 +323,7 @@ def test_read_only_home_is_caught_before_prefect_starts(flowers_root: Path, tmp_
         pytest.skip("needs unshare -m (Linux, with the right to make a mount namespace)")
     home = tmp_path / "home"
     home.mkdir()
-    code = ("from pathlib import Path; from flowerkit.cli.prefect_env import check_prefect_home\n"
+    code = ("from pathlib import Path; from flowerkit.flows.orchestration.prefect_env import check_prefect_home\n"
             "from flowerkit.errors import FlowerkitError\n"
             "try: check_prefect_home()\nexcept FlowerkitError as e: print(e.message); raise SystemExit(e.exit_code)")
     script = f"mount -t tmpfs -o ro tmpfs {home} && exec {sys.executable} -c \"$0\""

@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 
 from flowerkit.errors import FlowerkitError
-from flowerkit.fiftyone_load import DatasetExistsError, load_run
-from flowerkit.fiftyone_runtime import (
+from flowerkit.fiftyone.load import DatasetExistsError, load_run
+from flowerkit.fiftyone.runtime import (
     import_fiftyone,
     private_database,
 )
@@ -60,7 +60,7 @@ def fo(tmp_path_factory):
 @pytest.fixture(scope="session")
 def run_dir(prefect_harness, flowers_root: Path, tmp_path_factory) -> Path:
     """A real finished run: the train flow on the tiny subset (12 evaluated samples, logits exported)."""
-    from flowerkit.config import TrainConfig, load_config
+    from flowerkit.run.config import TrainConfig, load_config
     from flowerkit.flows.train import train_flow
 
     config = load_config(TrainConfig, dict(
@@ -105,7 +105,7 @@ def test_plain_python_starts_the_database_with_no_library_path(tmp_path):
     mongod itself is run too: FiftyOne attaches to a database another process already started, which
     would hide a mongod that cannot start.
     """
-    from flowerkit.fiftyone_runtime import find_mongod
+    from flowerkit.fiftyone.runtime import find_mongod
 
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path / "home"),
            "FIFTYONE_DATABASE_DIR": str(tmp_path / "db"), "FIFTYONE_DO_NOT_TRACK": "true"}
@@ -270,7 +270,7 @@ def test_cli_load_prints_report_and_dataset_name(fo, run_dir):
 @pytest.fixture(scope="session")
 def second_run(prefect_harness, flowers_root: Path, run_dir: Path) -> Path:
     """Another real run on the same samples as `run_dir` (another seed, fewer steps), logits exported too."""
-    from flowerkit.config import TrainConfig, load_config
+    from flowerkit.run.config import TrainConfig, load_config
     from flowerkit.flows.train import train_flow
 
     config = load_config(TrainConfig, dict(
@@ -364,7 +364,7 @@ def test_cli_compare_puts_two_runs_side_by_side(fo, run_dir, second_run):
         assert dataset.load_evaluation_results(f"eval_{name}").metrics()["accuracy"] == pytest.approx(accuracy)
         assert f"field '{name}', eval key 'eval_{name}', accuracy {accuracy:.4f}" in result.output
 
-    from flowerkit.fiftyone_compare import compare_runs  # what `compare --launch` does with a comparison made before
+    from flowerkit.fiftyone.compare import compare_runs  # what `compare --launch` does with a comparison made before
 
     again = compare_runs([run_dir, second_run], reuse=True)
     assert again.reused and fo.load_dataset(again.dataset_name)._doc.id == dataset._doc.id

@@ -55,17 +55,16 @@ LIBRARY = sorted(m for m in modules() if not within(m, FRONT_ENDS + ORCHESTRATIO
 
 # The library's own layers, lowest first: a module imports only from its own layer or below (docs/architecture.md).
 LIBRARY_LAYERS = (
-    ("foundations", ("flowerkit.errors", "flowerkit.paths", "flowerkit.fields", "flowerkit.throttle",
-                     "flowerkit.writable", "flowerkit.layout", "flowerkit.optional", "flowerkit.inputs", "flowerkit.fetch",
-                     "flowerkit.interrupts", "flowerkit.artifacts.files", "flowerkit.artifacts.sinks")),
+    ("foundations", ("flowerkit.errors", "flowerkit.fields", "flowerkit.throttle", "flowerkit.optional",
+                     "flowerkit.interrupts", "flowerkit.io", "flowerkit.run.layout", "flowerkit.artifacts.files",
+                     "flowerkit.artifacts.sinks")),
     ("data and models", ("flowerkit.data", "flowerkit.models", "flowerkit.device")),
     ("artifact writers", ("flowerkit.artifacts",)),
-    ("the option model", ("flowerkit.config",)),
-    ("the run plan's records", ("flowerkit.plan",)),
+    ("the option model", ("flowerkit.run.config",)),
+    ("the run plan's records", ("flowerkit.run.plan",)),
     ("the engine", ("flowerkit.engine",)),
-    ("runs: preparing, claiming, listing, sweeping, benchmarking, FiftyOne", (
-        "flowerkit.prepare", "flowerkit.rundir", "flowerkit.runs", "flowerkit.sweep", "flowerkit.bench",
-        "flowerkit.fiftyone_runtime", "flowerkit.fiftyone_load", "flowerkit.fiftyone_compare", "flowerkit.predict")),
+    ("runs: preparing, claiming, listing, sweeping, benchmarking, predicting, FiftyOne", (
+        "flowerkit.run", "flowerkit.sweep", "flowerkit.bench", "flowerkit.fiftyone", "flowerkit.predict")),
     ("trackers: a run's and a sweep's MLflow runs", ("flowerkit.tracking",)),
 )
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from flowerkit.config import TrainConfig, load_config
+from flowerkit.run.config import TrainConfig, load_config
 from flowerkit.data.flowers102 import open_flowers102
 from flowerkit.data.table import build_table
 from flowerkit.engine import trainer
@@ -120,7 +120,7 @@ def test_a_diverged_flow_is_recorded_as_diverged_and_not_retried(prefect_harness
 
     from flowerkit.errors import NonFiniteLossError
     from flowerkit.flows.train import train_flow
-    from flowerkit.runs import summarize
+    from flowerkit.run.runs import summarize
 
     config = load_config(TrainConfig, dict(
         name="diverge", dataset="flower102", data_root=flowers_root, model_type="testing", img_size=32,

@@ -53,7 +53,7 @@ def client(server: MlflowServer):
 
 
 def train(flowers_root: Path, output: Path, name: str, **extra):
-    from flowerkit.config import TrainConfig, load_config
+    from flowerkit.run.config import TrainConfig, load_config
     from flowerkit.flows.train import train_flow
 
     config = load_config(TrainConfig, TINY | dict(name=name, data_root=flowers_root, output_dir=output,
@@ -72,7 +72,7 @@ def histories(server: MlflowServer, run_id: str) -> dict[str, list[tuple[int, fl
 
 
 def expected_histories(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    from flowerkit.layout import RunLayout
+    from flowerkit.run.layout import RunLayout
 
     found = defaultdict(list)
     for point in run_data.metric_points(RunLayout.for_run(run_dir)):
@@ -149,7 +149,7 @@ def test_artifacts_and_model(tracked: Path, server: MlflowServer) -> None:
 
 
 def test_eval_run_links_to_its_training_run(tracked: Path, server: MlflowServer, flowers_root: Path) -> None:
-    from flowerkit.config import EvalConfig, load_config
+    from flowerkit.run.config import EvalConfig, load_config
     from flowerkit.flows.eval import eval_flow
 
     config = load_config(EvalConfig, dict(name="tracked_eval", dataset="flower102", data_root=flowers_root,
@@ -192,7 +192,7 @@ def test_resume_continues_the_same_mlflow_run(prefect_harness, server: MlflowSer
     first = mlflow_entry(run_dir)
     assert client(server).get_run(first["run_id"]).info.status == "FAILED"
 
-    from flowerkit.config import TrainConfig, load_config
+    from flowerkit.run.config import TrainConfig, load_config
 
     config = load_config(TrainConfig, TINY | dict(name="resumed", data_root=flowers_root, output_dir=tmp_path,
                                                   tracker="mlflow"))
@@ -366,7 +366,7 @@ def test_prefect_summary_links_the_mlflow_run(tracked: Path) -> None:
 
 def test_the_mlflow_run_links_the_prefect_flow_run_when_the_ui_is_known(tracked: Path,
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    from flowerkit.layout import RunLayout
+    from flowerkit.run.layout import RunLayout
 
     record = json.loads((tracked / "run_record.json").read_text())
     layout = RunLayout.for_run(tracked, record)

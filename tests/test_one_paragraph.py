@@ -104,7 +104,7 @@ def test_a_divergence_after_a_checkpoint_names_its_step(flowers_root: Path, tmp_
     """The message offers the checkpoint on disk, by its step (a sane warm-up, then a huge rate)."""
     import torch
 
-    from flowerkit.config import TrainConfig, load_config
+    from flowerkit.run.config import TrainConfig, load_config
     from flowerkit.data.flowers102 import open_flowers102
     from flowerkit.data.table import build_table
     from flowerkit.engine import trainer

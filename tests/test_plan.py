@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 from flowerkit.artifacts.record import read_record
-from flowerkit.config import EvalConfig, PredictRunConfig, TrainConfig, load_config
-from flowerkit.plan import RunPlan
-from flowerkit.prepare import load_plan, prepare_plan
+from flowerkit.run.config import EvalConfig, PredictRunConfig, TrainConfig, load_config
+from flowerkit.run.plan import RunPlan
+from flowerkit.run.prepare import load_plan, prepare_plan
 from flowerkit.predict.run import PredictRunPlan, prepare_predict_run
 
 CLAIM = {"run_id": "planned-20261207T000000Z-abcdef", "started_utc": "2026-12-07T00:00:00Z"}

@@ -265,7 +265,7 @@ def test_out_jsonl_and_csv_and_the_terminal_table(small_run: Path, photos: Path,
     import csv
 
     from flowerkit.data.flowers102 import labelmap
-    from flowerkit.fiftyone_load import iter_prediction_rows
+    from flowerkit.fiftyone.load import iter_prediction_rows
 
     for suffix in ("jsonl", "csv"):
         out = tmp_path / f"rows.{suffix}"

@@ -55,7 +55,7 @@ def interrupted_run(prefect_harness, flowers_root: Path, tmp_path_factory: pytes
     """
     from flowerkit.engine import evaluation as engine_evaluation
     from flowerkit.tasks import evaluation as tasks_evaluation
-    from flowerkit.config import TrainConfig, load_config
+    from flowerkit.run.config import TrainConfig, load_config
     from flowerkit.engine import trainer
     from flowerkit.flows.train import train_flow
 
@@ -130,9 +130,9 @@ def _load_subset_in_a_flow(dataset: str, data_root: Path, split: str, subset: st
     run, which other tests read back.)"""
     from prefect import flow
 
-    from flowerkit.config import TrainConfig, load_config
+    from flowerkit.run.config import TrainConfig, load_config
     from flowerkit.device import DeviceChoice
-    from flowerkit.plan import RunPlan, SplitRequest
+    from flowerkit.run.plan import RunPlan, SplitRequest
     from flowerkit.tasks import setup as tasks_setup
 
     config = load_config(TrainConfig, dict(name="load-subset", dataset=dataset, data_root=data_root,
@@ -211,9 +211,9 @@ def _kill_between_export_and_stamp(patch: pytest.MonkeyPatch) -> None:
 def test_a_run_killed_in_or_after_export_resumes_exactly(kill: Callable, prefect_harness, flowers_root: Path,
                                                          tiny_run: Path, tmp_path: Path) -> None:
     """Wherever the final stage dies, --resume gives the uninterrupted run's rows, scalars and predictions."""
-    from flowerkit.config import TrainConfig, load_config
+    from flowerkit.run.config import TrainConfig, load_config
     from flowerkit.flows.train import train_flow
-    from flowerkit.runs import verify_run
+    from flowerkit.run.runs import verify_run
 
     config = load_config(TrainConfig, SEED_CONFIG | dict(name="killed", data_root=flowers_root, output_dir=tmp_path))
     with pytest.MonkeyPatch.context() as patch:
@@ -260,11 +260,11 @@ def test_a_full_disk_fails_the_run_cleanly_and_resume_finishes_it(prefect_harnes
                                                                    small_disk: Path) -> None:
     """The disk fills up just before the first checkpoint: the run is marked failed with 'disk full at <path>',
     no temporary file is left or indexed, and --resume after freeing space completes a verifiable run."""
-    from flowerkit.config import TrainConfig, load_config
+    from flowerkit.run.config import TrainConfig, load_config
     from flowerkit.engine import trainer
     from flowerkit.errors import DiskFullError
     from flowerkit.flows.train import train_flow
-    from flowerkit.runs import verify_run
+    from flowerkit.run.runs import verify_run
 
     output = small_disk / "output"
     config = load_config(TrainConfig, SEED_CONFIG | dict(name="full", data_root=flowers_root, output_dir=output))

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from flowerkit.artifacts import run_index
 from flowerkit.artifacts.retention import TIME_FORMAT
 from flowerkit.cli import app
-from flowerkit.config import TrainConfig, load_config
+from flowerkit.run.config import TrainConfig, load_config
 from tests.conftest import SEED_FLAGS
 
 runner = CliRunner()
@@ -117,7 +117,7 @@ def test_existing_run_is_never_overwritten(tiny_run: Path, flowers_root: Path) -
 
 def hold_run_lock(run_dir: Path) -> subprocess.Popen:
     """Another process that holds the run's lock (as a live run does) until it is killed."""
-    script = ("import sys, time; from flowerkit.layout import RunLayout; from flowerkit.rundir import RunLock; "
+    script = ("import sys, time; from flowerkit.run.layout import RunLayout; from flowerkit.run.rundir import RunLock; "
               "lock = RunLock(RunLayout.for_run(sys.argv[1])); lock.acquire(); print('locked', flush=True); time.sleep(120)")
     holder = subprocess.Popen([sys.executable, "-c", script, str(run_dir)], stdout=subprocess.PIPE, text=True)
     assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
@@ -127,8 +127,8 @@ def hold_run_lock(run_dir: Path) -> subprocess.Popen:
 def test_a_run_has_one_writer_at_a_time(tiny_run: Path, flowers_root: Path, tmp_path: Path) -> None:
     """--resume of a run another live process writes is refused with exit 4 naming the owner; once that
     process is gone (its lock file stays behind), the lock no longer blocks."""
-    from flowerkit.layout import RunLayout
-    from flowerkit.rundir import RunLock
+    from flowerkit.run.layout import RunLayout
+    from flowerkit.run.rundir import RunLock
 
     output = tmp_path / "out"
     copy_run(tiny_run, output, "flower_mps", started=datetime.now(timezone.utc))

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from flowerkit.cli import app
-from flowerkit.runs import find_runs, last_train_row, run_progress
+from flowerkit.run.runs import find_runs, last_train_row, run_progress
 from tui.runs_reader import RunsIndex
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from flowerkit.config import TrainConfig, load_config
+from flowerkit.run.config import TrainConfig, load_config
 from flowerkit.data.flowers102 import open_flowers102
 from flowerkit.data.pipeline import build_table
 from flowerkit.engine import trainer

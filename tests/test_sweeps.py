@@ -115,7 +115,7 @@ def test_a_2x2_grid_runs_locally_as_ordinary_runs(grid_sweep: Path) -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactCollectionFilter, ArtifactCollectionFilterKey
 
-    from flowerkit.runs import find_runs
+    from flowerkit.run.runs import find_runs
 
     sweep = read_sweep(grid_sweep)
     output_dir = sweep.trials[0].config.output_dir
@@ -260,7 +260,7 @@ def test_a_trial_another_process_holds_is_reported_as_busy_not_failed(
     the others, and says so (exit 4, one writer per run), never that the trial failed."""
     from flowerkit.errors import RunExistsError
     from flowerkit.flows.sweep import sweep_flow
-    from flowerkit.rundir import RunLock, claim_run_dir
+    from flowerkit.run.rundir import RunLock, claim_run_dir
 
     base = TINY | {"data_root": str(flowers_root), "output_dir": str(tmp_path / "out")}
     path = write_sweep(tmp_path, {"name": "held", "base": base, "grid": {"seed": [1, 2]}})

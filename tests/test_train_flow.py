@@ -165,7 +165,7 @@ def _without(flags: list[str], overrides: list[str]) -> list[str]:
 def test_fine_tunes_from_a_google_npz(prefect_harness, flowers_root: Path, workdir: Path) -> None:
     import numpy as np
 
-    from flowerkit.config import TrainConfig, load_config
+    from flowerkit.run.config import TrainConfig, load_config
     from flowerkit.models.configs import get_config
     from flowerkit.flows.train import train_flow
     from tests.test_models import google_npz

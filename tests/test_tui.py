@@ -40,7 +40,7 @@ def train_rows(steps: int, total: int, loss0: float = 4.6) -> list[dict[str, Any
 
 def resolved_config(name: str, output: Path, recipe: dict[str, Any]) -> str:
     """config_resolved.yaml as a train run writes it: every option, the recipe's on top of the defaults."""
-    from flowerkit.config import TrainConfig, load_config
+    from flowerkit.run.config import TrainConfig, load_config
 
     options = {"dataset": "flower102_synthetic", "model_type": "testing", "img_size": 64, "num_steps": 10}
     return load_config(TrainConfig, {**options, **recipe, "name": name, "output_dir": output}).resolved_yaml()
@@ -151,7 +151,7 @@ def test_index_lists_runs_with_status(output: Path) -> None:
 
 def test_runs_list_cli_reads_runs_as_the_dashboard_does(output: Path) -> None:
     from flowerkit.cli import app as cli
-    from flowerkit.runs import find_runs
+    from flowerkit.run.runs import find_runs
 
     (output / ".launch").mkdir()
     (output / ".launch" / "run_record.json").write_text("{}")  # the dashboard's launch logs are not a run
@@ -306,7 +306,7 @@ async def test_run_view_shows_the_selected_checkpoint_and_the_processes(output: 
 def write_sweep(output: Path, name: str, trials: list[tuple[dict[str, Any], float | None]]) -> list[str]:
     """A sweep's folder as ``flowerkit sweep`` writes it (trials.json) and a run per trial; a trial scored
     None has not started (no run directory). Returns the trials' names."""
-    from flowerkit.layout import SweepLayout
+    from flowerkit.run.layout import SweepLayout
 
     entries = []
     for index, (values, score) in enumerate(trials):
@@ -433,7 +433,7 @@ async def test_launch_starts_a_real_run_that_completes(prefect_harness, output: 
         assert table_rows(app)["launched"][3] == "complete", launched.log_path.read_text()[-2000:]
         assert table_rows(app)["launched"][5] == "10/10"
         await wait_for(pilot, lambda: launched.process.returncode is not None)  # reaped while the app runs
-    from flowerkit.prepare import load_plan
+    from flowerkit.run.prepare import load_plan
 
     planned = load_plan(Path(launched.process.args[-1]))  # `flowerkit run PLAN`: the form's values, planned once
     assert planned.config.prefer_mps and planned.config.num_steps == int(flags["--num_steps"])
@@ -441,7 +441,7 @@ async def test_launch_starts_a_real_run_that_completes(prefect_harness, output: 
 
 @pytest.mark.anyio
 async def test_launch_form_offers_every_option_grouped(output: Path) -> None:
-    from flowerkit.config import CONFIG_CLASSES
+    from flowerkit.run.config import CONFIG_CLASSES
 
     app = DashboardApp(output, refresh_s=30)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -506,7 +506,7 @@ def test_launcher_sends_resume_to_the_run(output: Path) -> None:
     """The plan the dashboard writes for a launch carries --resume (an incomplete run of that name exists)."""
     from flowerkit.tui.launcher import plan_run
 
-    from flowerkit.config import TrainConfig, load_config
+    from flowerkit.run.config import TrainConfig, load_config
 
     values = {"name": "again", "dataset": "flower102_synthetic", "num_steps": 3}
     assert not plan_run("train", values, output).resume
@@ -564,7 +564,7 @@ async def test_predict_a_folder_from_the_run_view_records_a_predict_run(prefect_
     import shutil
 
     from flowerkit.cli import app as cli_app
-    from flowerkit.config import PredictRunConfig
+    from flowerkit.run.config import PredictRunConfig
 
     monkeypatch.setenv("PREFECT_API_URL", prefect_harness.url)  # the session's server: no temporary one
     shutil.copytree(tiny_run, output / tiny_run.name)
@@ -714,7 +714,7 @@ def test_a_launch_writes_its_plan_for_the_real_cli(tmp_path: Path) -> None:
     from typer.main import get_command
 
     from flowerkit.cli import app
-    from flowerkit.prepare import load_plan
+    from flowerkit.run.prepare import load_plan
     from flowerkit.tui.launcher import launch_command, plan_run
 
     values = {"name": "parsed", "dataset": "flower102_synthetic", "prefer_mps": False, "num_steps": 3}

@@ -216,7 +216,7 @@ def test_dry_run_names_format_source_and_sha256(checkpoints: dict[str, Path], fl
 def test_pretrained_dir_is_an_alias_in_every_source(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The seed's --pretrained_dir keeps working as flag, YAML key and FLOWERKIT_ variable, each at its level."""
     from flowerkit.cli.options import _option
-    from flowerkit.config import TrainConfig, load_config
+    from flowerkit.run.config import TrainConfig, load_config
 
     flags = _option("pretrained", TrainConfig.model_fields["pretrained"])[1].param_decls
     assert list(flags) == ["--pretrained", "--pretrained_dir"]  # --pretrained-dir: dashes normalise to underscores

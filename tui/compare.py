@@ -14,7 +14,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Header, TabbedContent, TabPane
 
-from flowerkit.runs import as_float, describe_selection, differing_options
+from flowerkit.run.runs import as_float, describe_selection, differing_options
 from flowerkit.tui.live_screen import LiveScreen
 from flowerkit.tui.formatting import number, status_text, steps
 from flowerkit.tui.plots import MetricPlot

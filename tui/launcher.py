@@ -23,13 +23,13 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from flowerkit.fields import option_type
-from flowerkit.config import CONFIG_CLASSES, PredictRunConfig, load_config, load_predict_config
+from flowerkit.run.config import CONFIG_CLASSES, PredictRunConfig, load_config, load_predict_config
 from flowerkit.artifacts.files import atomic_write_text
-from flowerkit.layout import RunLayout
-from flowerkit.runs import read_json_or_none, run_status
+from flowerkit.run.layout import RunLayout
+from flowerkit.run.runs import read_json_or_none, run_status
 
 if TYPE_CHECKING:  # the plan's modules import torch: imported when a run is planned
-    from flowerkit.plan import Plan, RunPlan
+    from flowerkit.run.plan import Plan, RunPlan
 
 LAUNCH_LOG_DIR = ".dashboard"
 FORM_CLASSES: dict[str, type[BaseModel]] = {**CONFIG_CLASSES, "predict": PredictRunConfig}
@@ -101,7 +101,7 @@ def resumable(output_dir: Path, name: str) -> bool:
 def plan_run(flow: str, values: dict[str, Any], output_dir: Path, resume: bool = False) -> RunPlan:
     """The run's plan from the form's values, as the CLI builds it: ConfigError naming ``--option``,
     MissingInputError, RunExistsError ..."""
-    from flowerkit.prepare import prepare_plan
+    from flowerkit.run.prepare import prepare_plan
 
     return prepare_plan(flow, load_config(CONFIG_CLASSES[flow], {**values, "output_dir": output_dir}), resume)
 

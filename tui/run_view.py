@@ -21,7 +21,7 @@ from textual.widgets import (
     TabPane,
 )
 
-from flowerkit.runs import describe_processes, describe_selection
+from flowerkit.run.runs import describe_processes, describe_selection
 from flowerkit.tui import prefect_states
 from flowerkit.tui.live_screen import LiveScreen
 from flowerkit.tui.formatting import number, short_time, status_text, steps

@@ -145,7 +145,7 @@ class RunsScreen(Screen):
 
     @work(thread=True, exclusive=True, group="scan")
     def _scan(self, sweep: str | None) -> None:
-        from flowerkit.runs import sweep_trials
+        from flowerkit.run.runs import sweep_trials
         from flowerkit.flows.orchestration.crashed_runs import reconcile_all
 
         assert self._index is not None

@@ -1,6 +1,6 @@
 """Plain-Python reader of run directories (no Textual): what the dashboard shows, read defensively.
 
-Finding runs and summarising them from their files is ``flowerkit.runs``' job; this module adds the live parts
+Finding runs and summarising them from their files is ``flowerkit.run.runs``' job; this module adds the live parts
 (a metrics tail for progress and loss, the run view's detail). Runs are written by other processes while we read
 them, so every reader here tolerates a missing file, a run directory that vanishes, and a torn last line of
 ``metrics.jsonl`` (formats: docs/artifacts.md).
@@ -15,10 +15,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from flowerkit.layout import RunLayout
+from flowerkit.run.layout import RunLayout
 from flowerkit.tasks import recorded_tasks
-from flowerkit.runs import RunSummary, as_float, find_run_dirs, read_config, read_json_or_none
-from flowerkit.runs import summarize as summarize_files
+from flowerkit.run.runs import RunSummary, as_float, find_run_dirs, read_config, read_json_or_none
+from flowerkit.run.runs import summarize as summarize_files
 from flowerkit.tracking import mlflow_line
 
 
@@ -84,7 +84,7 @@ class MetricsTail:
 
 
 def summarize(run_dir: Path, tail: MetricsTail) -> RunSummary:
-    """The list row of one run: its files' summary (progress from ``flowerkit.runs.run_progress``, fed this tail's
+    """The list row of one run: its files' summary (progress from ``flowerkit.run.runs.run_progress``, fed this tail's
     last train row), with the latest loss, and the latest evaluation's accuracy until the run has final metrics."""
     tail.poll()
     train_rows, eval_rows = tail.rows("train"), tail.rows("eval")

@@ -18,7 +18,7 @@ from flowerkit.artifacts.files import atomic_write, atomic_write_json
 from flowerkit.artifacts.predictions import prediction_rows, write_predictions
 from flowerkit.artifacts.scalars import ScalarLog
 from flowerkit.artifacts.sinks import ScalarSink
-from flowerkit.layout import RunLayout
+from flowerkit.run.layout import RunLayout
 from flowerkit.data.flowers102 import CATEGORY_NAMES, image_relpath, labelmap
 
 SUMMARY_KEYS = ("num_samples", "loss", "accuracy", "top5_accuracy", "macro_f1", "worst_classes")

@@ -1,7 +1,7 @@
 """The one atomic writer and the content hashes, shared by every artifact writer.
 
 Every file flowerkit writes goes through ``atomic_write`` (bytes, text, JSON, or a callback that writes to
-a file object): the data goes to a temporary sibling named by ``flowerkit.layout.temp_name`` and is renamed
+a file object): the data goes to a temporary sibling named by ``flowerkit.run.layout.temp_name`` and is renamed
 into place, so readers see the old file or the new one, never a torn one. The file gets the usual mode for
 the process's umask (not mkstemp's 0600). A full disk raises ``DiskFullError`` naming the path.
 
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from flowerkit.errors import DiskFullError, FlowerkitError, RunExistsError
-from flowerkit.layout import TEMP_MARK, temp_name
+from flowerkit.run.layout import TEMP_MARK, temp_name
 
 NEARLY_FULL_BYTES = 64 * 1024  # a write that fails with less room than this left failed for lack of room
 # os.link's errors on a filesystem that has no hard links (some FUSE, SMB and FAT mounts).

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from flowerkit.artifacts.files import atomic_write_json, read_json, sha256_file, utc_now
-from flowerkit.layout import RECORD_NAME, RunLayout
+from flowerkit.run.layout import RECORD_NAME, RunLayout
 
 SCHEMA_VERSION = 1
 _lock = threading.RLock()

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from flowerkit.artifacts.files import atomic_write_text
-from flowerkit.layout import RunLayout
+from flowerkit.run.layout import RunLayout
 
 MIN_RETENTION_DAYS = 90
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"

@@ -16,7 +16,7 @@ from flowerkit.artifacts.confusion_figure import CELL_PX, confusion_figure
 from flowerkit.artifacts.files import atomic_write_text, naming_a_full_disk, utc_now
 from flowerkit.artifacts.sinks import ScalarSink
 from flowerkit.interrupts import held_interrupts
-from flowerkit.layout import temp_name
+from flowerkit.run.layout import temp_name
 
 
 # TensorBoard's writer thread also wakes up every flush interval (120 s by default). A signal whose exception

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from flowerkit.artifacts.files import atomic_write_text, utc_now
-from flowerkit.paths import cache_root
+from flowerkit.io.paths import cache_root
 
 log = logging.getLogger(__name__)
 

@@ -62,7 +62,7 @@ def load(
     address: str = ADDRESS,
 ) -> None:
     """Load RUN's fiftyone/predictions.jsonl into a persistent FiftyOne dataset and print its evaluation."""
-    from flowerkit.fiftyone_load import load_run
+    from flowerkit.fiftyone.load import load_run
 
     with user_errors():
         # With --launch, a run loaded before is opened, not refused: looking again needs no --overwrite.
@@ -100,7 +100,7 @@ def compare(
     address: str = ADDRESS,
 ) -> None:
     """See COMPARE_HELP (one paragraph there: the help text is not re-wrapped)."""
-    from flowerkit.fiftyone_compare import DISAGREE, DISAGREEMENTS_VIEW, compare_runs
+    from flowerkit.fiftyone.compare import DISAGREE, DISAGREEMENTS_VIEW, compare_runs
 
     with user_errors():
         result = compare_runs([_resolve_run_dir(r, output_dir) for r in runs], dataset_name=dataset_name,
@@ -123,7 +123,7 @@ def compare(
 
 def _launch(dataset_name: str, port: int, address: str) -> None:
     """Open the App on the dataset and wait: until Ctrl-C without a display (remote), else a moment."""
-    from flowerkit.fiftyone_runtime import import_fiftyone
+    from flowerkit.fiftyone.runtime import import_fiftyone
 
     with user_errors():
         fo = import_fiftyone()

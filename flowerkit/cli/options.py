@@ -17,7 +17,7 @@ from typing import Any
 import typer
 from pydantic.fields import FieldInfo
 
-from flowerkit.config import RunConfig
+from flowerkit.run.config import RunConfig
 from flowerkit.fields import aliases, choices, default_text, option_type
 
 EXTRA_OPTIONS = {

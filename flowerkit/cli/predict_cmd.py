@@ -113,7 +113,7 @@ def _record(given: dict, *, onnx: Path | None, out: Path | None, as_json: bool, 
     """``--name``: the recorded run, through the Prefect flow; only this path starts Prefect (start-up matters
     for predicting a photo or two)."""
     with user_errors(debug, resume_hint=PREDICT_RUN_HINT):
-        from flowerkit.config import load_predict_config
+        from flowerkit.run.config import load_predict_config
         from flowerkit.errors import ConfigError
 
         refused = [flag for flag, value in (("--onnx", onnx), ("--out", out), ("--json", as_json or None))
@@ -152,7 +152,7 @@ def run_recorded(plan: PredictRunPlan, debug: bool) -> None:
 def _check_out(out: Path) -> tuple[Path, str]:
     from flowerkit.errors import ConfigError
     from flowerkit.predict.rows import FORMATS
-    from flowerkit.writable import check_writable_folder
+    from flowerkit.io.writable import check_writable_folder
 
     fmt = FORMATS.get(out.suffix.lower())
     if fmt is None:

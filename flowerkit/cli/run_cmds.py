@@ -12,13 +12,13 @@ import typer
 from flowerkit.cli.errors import hide_repeated_run_errors, hide_user_error_tracebacks, user_errors
 from flowerkit.cli.options import CONTEXT_SETTINGS, command_from_config
 from flowerkit.flows.orchestration.prefect_env import check_prefect_environment, start_ephemeral_server
-from flowerkit.config import CONFIG_CLASSES, EvalConfig, RunConfig, TrainConfig, load_config
+from flowerkit.run.config import CONFIG_CLASSES, EvalConfig, RunConfig, TrainConfig, load_config
 from flowerkit.errors import ConfigError
 
 if TYPE_CHECKING:  # the flows and the plan are imported when a run starts: --help stays fast
     from flowerkit.engine.progress import Listener
     from flowerkit.flows.common import RunOutcome
-    from flowerkit.plan import RunPlan
+    from flowerkit.run.plan import RunPlan
 
 def register(app: typer.Typer) -> None:
     app.command("train", help="Train a ViT on Flowers-102 (Prefect flow 'train'); writes OUTPUT_DIR/NAME.",
@@ -37,7 +37,7 @@ def run_plan_file(plan_file: Path = typer.Argument(..., help="The plan to run: a
                   debug: bool = typer.Option(False, "--debug", help="Show tracebacks.")) -> None:
     """Run the plan as it was decided: no option is read again, nothing is planned twice."""
     from flowerkit.cli.predict_cmd import PREDICT_RUN_HINT, run_recorded
-    from flowerkit.prepare import load_plan
+    from flowerkit.run.prepare import load_plan
 
     with user_errors(debug):
         plan = load_plan(plan_file)
@@ -56,7 +56,7 @@ def _run(flow: str, given: dict[str, Any], config_file: Path | None, resume: boo
         config = _as_launched(flow, load_config(CONFIG_CLASSES[flow], given, config_file))
         if isinstance(config, TrainConfig) and _trains_a_share(config, dry_run):
             return
-        from flowerkit.prepare import describe_plan, prepare_plan
+        from flowerkit.run.prepare import describe_plan, prepare_plan
 
         plan = prepare_plan(flow, config, resume)  # fails fast, before Prefect starts or anything is written
         prefect = check_prefect_environment()
@@ -102,7 +102,7 @@ def _trains_a_share(config: TrainConfig, dry_run: bool) -> bool:
 
     if not is_follower(config):
         return False
-    from flowerkit.prepare import prepare_share, share_description
+    from flowerkit.run.prepare import prepare_share, share_description
 
     plan = prepare_share(config)
     who = f"{share_description(plan)} of run '{config.name}'"
@@ -131,7 +131,7 @@ def run_plan(plan: RunPlan, on_progress: Listener | None = None) -> RunOutcome:
 def _settle_crashed(config: RunConfig) -> None:
     """A resumed run whose process died: its old flow run must not stay Running on the server."""
     from flowerkit.flows.orchestration.crashed_runs import reconcile
-    from flowerkit.runs import summarize
+    from flowerkit.run.runs import summarize
 
     if config.layout.record.is_file():
         reconcile(summarize(config.layout.run_dir))

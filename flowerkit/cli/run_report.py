@@ -9,8 +9,8 @@ from rich.console import RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from flowerkit.layout import RunLayout
-from flowerkit.runs import describe_processes, describe_selection, last_train_row, run_progress, run_status
+from flowerkit.run.layout import RunLayout
+from flowerkit.run.runs import describe_processes, describe_selection, last_train_row, run_progress, run_status
 
 IDENTITY = [("run id", "run_id"), ("flow", "flow"), ("Prefect flow run", "flow_run_id"), ("device", "device"),
             ("stage", "stage"), ("started (UTC)", "started_utc"), ("ended (UTC)", "ended_utc"),

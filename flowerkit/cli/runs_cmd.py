@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from flowerkit.cli.errors import user_errors
-from flowerkit.config import NAME_PATTERN
+from flowerkit.run.config import NAME_PATTERN
 from flowerkit.errors import ConfigError
 
 app = typer.Typer(help="List, inspect, verify and prune runs.", no_args_is_help=True)
@@ -48,7 +48,7 @@ def list_runs(output_dir: Path = OUTPUT,
 
     from flowerkit.cli.fit_table import fitted_table
     from flowerkit.flows.orchestration.crashed_runs import MARKED, UNREACHABLE, api_url, reconcile_all
-    from flowerkit.runs import describe_selection, find_runs
+    from flowerkit.run.runs import describe_selection, find_runs
 
     with user_errors():
         if sweep is not None:
@@ -116,8 +116,8 @@ def show(name: str = typer.Argument(..., help="Run name."), output_dir: Path = O
 
     from flowerkit.artifacts.record import read_record
     from flowerkit.cli.run_report import render_run
-    from flowerkit.layout import RunLayout
-    from flowerkit.runs import run_dir_of
+    from flowerkit.run.layout import RunLayout
+    from flowerkit.run.runs import run_dir_of
 
     with user_errors():
         run_dir = run_dir_of(output_dir, check_run_name(name))
@@ -128,7 +128,7 @@ def show(name: str = typer.Argument(..., help="Run name."), output_dir: Path = O
 @app.command("verify")
 def verify(name: str = typer.Argument(..., help="Run name."), output_dir: Path = OUTPUT) -> None:
     """Recompute every sha256 in the artifact index; exit 2 if any file is missing, changed or unlisted."""
-    from flowerkit.runs import verify_run
+    from flowerkit.run.runs import verify_run
 
     with user_errors():
         report = verify_run(output_dir, check_run_name(name))
@@ -177,8 +177,8 @@ def prune(
 def _prune_crashed(output_dir: Path, dry_run: bool, force: bool) -> None:
     """Crashed runs: a predict run is deleted (nothing can continue it); a train or eval run is kept unless
     --force, since ``--resume`` continues it from its last checkpoint. Kept runs are no error (exit 0)."""
-    from flowerkit.rundir import delete_crashed
-    from flowerkit.runs import crashed_runs
+    from flowerkit.run.rundir import delete_crashed
+    from flowerkit.run.runs import crashed_runs
 
     runs = crashed_runs(output_dir)
     if not runs:
@@ -199,7 +199,7 @@ def _prune_crashed(output_dir: Path, dry_run: bool, force: bool) -> None:
 
 
 def _prune_expired(output_dir: Path, dry_run: bool, force: bool) -> None:
-    from flowerkit.runs import delete_run, expired_runs
+    from flowerkit.run.runs import delete_run, expired_runs
 
     candidates = expired_runs(output_dir)
     if not candidates:
@@ -226,7 +226,7 @@ def sync_mlflow(name: str = typer.Argument(..., help="Run name."), output_dir: P
                 experiment: str = typer.Option(None, "--experiment", help="MLflow experiment (default: the run's "
                                                                           "--mlflow_experiment).")) -> None:
     """Send a finished run's params, metrics, artifacts and model to MLflow (MLFLOW_TRACKING_URI); idempotent."""
-    from flowerkit.runs import run_dir_of
+    from flowerkit.run.runs import run_dir_of
 
     with user_errors():
         run_dir = run_dir_of(output_dir, name)

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from flowerkit.cli.errors import user_errors
-from flowerkit.paths import cache_root
+from flowerkit.io.paths import cache_root
 
 app = typer.Typer(help="Pretrained weights.", no_args_is_help=True)
 

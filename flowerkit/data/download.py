@@ -3,7 +3,7 @@
 The file names, URL and md5 table are torchvision's (``torchvision.datasets.Flowers102``; a test keeps them
 equal), written out here because importing torchvision costs seconds that every run's plan would pay;
 extraction uses torchvision's utility. Downloads are resumable and a file appears under its own name only
-once verified (``flowerkit.fetch``); the images are extracted into a staging folder and renamed into
+once verified (``flowerkit.io.fetch``); the images are extracted into a staging folder and renamed into
 ``DIR/jpg`` when complete. A second call finds everything verified and does nothing.
 """
 
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flowerkit.errors import ConfigError
-from flowerkit.fetch import checksum_error, fetch
+from flowerkit.io.fetch import checksum_error, fetch
 
 log = logging.getLogger(__name__)
 

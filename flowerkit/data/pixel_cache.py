@@ -17,7 +17,7 @@ import numpy as np
 from flowerkit.data.eval_transform import draft_for_cache, squash_for_cache
 from flowerkit.data.flowers102 import undecodable_error
 from flowerkit.data.table import SampleTable
-from flowerkit.paths import cache_root
+from flowerkit.io.paths import cache_root
 
 CACHE_FORMAT = 1
 PARALLEL_BUILD_MIN = 256  # below this, worker start-up costs more than it saves

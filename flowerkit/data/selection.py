@@ -21,7 +21,7 @@ from flowerkit.data.flowers102 import (
 from flowerkit.data.table import SampleTable, build_table
 from flowerkit.data.subsets import ids_hash, resolve_subset, select_ids
 from flowerkit.data.synth import SynthSpec, generate
-from flowerkit.paths import cache_root
+from flowerkit.io.paths import cache_root
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import numpy as np
 import yaml
 
 from flowerkit.errors import ConfigError, MissingInputError
-from flowerkit.inputs import read_utf8
+from flowerkit.io.inputs import read_utf8
 
 BUILTIN_DIR = Path(__file__).parent / "subsets"
 MAX_BATCHES = 2

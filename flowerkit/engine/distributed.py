@@ -36,13 +36,13 @@ import torch
 
 from flowerkit.artifacts.record import read_record
 from flowerkit.artifacts.sinks import ScalarSink
-from flowerkit.config import TrainConfig
+from flowerkit.run.config import TrainConfig
 from flowerkit.data.selection import Selection
 from flowerkit.engine.progress import Progress, RecordProgress
 from flowerkit.engine.trainer import TrainResult
 from flowerkit.engine.world import World
 from flowerkit.errors import ConfigError, DistributedError, FlowerkitError, Terminated
-from flowerkit.plan import Execution, RunPlan, backend_for
+from flowerkit.run.plan import Execution, RunPlan, backend_for
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def adopt_torchrun(config: TrainConfig) -> TrainConfig:
         {"master_port": int(os.environ["MASTER_PORT"])} if "MASTER_PORT" in os.environ else {})
     from pydantic import ValidationError
 
-    from flowerkit.config import describe_validation_error
+    from flowerkit.run.config import describe_validation_error
 
     try:
         return TrainConfig.model_validate(config.model_dump() | layout | where)

@@ -17,7 +17,7 @@ from flowerkit.engine.checkpoint import read_checkpoint
 from flowerkit.engine.evaluator import evaluate_checkpoint
 from flowerkit.engine.trainer import make_pipeline
 from flowerkit.errors import ConfigError
-from flowerkit.plan import RunPlan
+from flowerkit.run.plan import RunPlan
 
 
 @dataclass(frozen=True, kw_only=True)

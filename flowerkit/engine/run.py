@@ -16,7 +16,7 @@ from flowerkit.data.selection import Selection
 from flowerkit.engine import distributed, trainer
 from flowerkit.engine.progress import Progress, RecordProgress
 from flowerkit.engine.trainer import TrainResult
-from flowerkit.plan import RunPlan
+from flowerkit.run.plan import RunPlan
 
 
 def run_training(plan: RunPlan, train: Selection, val: Selection,

@@ -26,7 +26,7 @@ import torch
 from flowerkit.artifacts.classification import classification_report
 from flowerkit.artifacts.scalars import ScalarLog
 from flowerkit.artifacts.sinks import ScalarSink
-from flowerkit.config import TrainConfig
+from flowerkit.run.config import TrainConfig
 from flowerkit.data.flowers102 import CATEGORY_NAMES, NUM_CLASSES, labelmap
 from flowerkit.data.pipeline import BatchPlan, EvalRange, InputPipeline, SampleTable, shard_bounds
 from flowerkit.engine.augment import BatchMixer
@@ -39,7 +39,7 @@ from flowerkit.engine.schedules import make_scheduler
 from flowerkit.engine.selection import Decision, Selector
 from flowerkit.engine.world import SINGLE, World
 from flowerkit.errors import NonFiniteLossError, PeerStoppedError
-from flowerkit.layout import RunLayout
+from flowerkit.run.layout import RunLayout
 from flowerkit.models.weights import WeightsSource, load_weights
 from flowerkit.models.vit import build_model
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flowerkit.errors import ConfigError
-from flowerkit.fetch import fetch
+from flowerkit.io.fetch import fetch
 
 BUCKET = "https://storage.googleapis.com/vit_models/"
 VARIANTS = ("imagenet21k", "imagenet21k+imagenet2012")

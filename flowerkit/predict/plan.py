@@ -63,9 +63,9 @@ class PredictPlan:
 def selected_checkpoint(output_dir: Path, run: str) -> Path:
     """A run's checkpoint as predict uses it: ``best.bin`` (selected on validation) where it exists, else
     ``ckpt.bin`` (the latest); a missing run or a run with neither is a MissingInputError (exit 3)."""
-    from flowerkit.config import NAME_PATTERN
-    from flowerkit.layout import RunLayout
-    from flowerkit.runs import run_dir_of
+    from flowerkit.run.config import NAME_PATTERN
+    from flowerkit.run.layout import RunLayout
+    from flowerkit.run.runs import run_dir_of
 
     if not re.fullmatch(NAME_PATTERN, run):
         raise ConfigError(f"--run '{run}' is not a run name: a run name is a folder name under --output_dir "

@@ -13,16 +13,16 @@ from pathlib import Path
 from typing import IO, Any
 
 from flowerkit.artifacts.files import atomic_write, atomic_write_json
-from flowerkit.config import PredictRunConfig
+from flowerkit.run.config import PredictRunConfig
 from flowerkit.device import DeviceChoice, detect_device
 from flowerkit.errors import MissingInputError
-from flowerkit.layout import RunLayout
-from flowerkit.plan import Plan
+from flowerkit.run.layout import RunLayout
+from flowerkit.run.plan import Plan
 from flowerkit.predict.inputs import STDIN, iter_inputs, peek_stdin
 from flowerkit.predict.plan import PredictOptions, PredictPlan, prepare_predict
 from flowerkit.predict.rows import RowWriter
 from flowerkit.predict.runner import PredictSummary, require_predictions, run_predictions
-from flowerkit.rundir import check_claimable
+from flowerkit.run.rundir import check_claimable
 
 FLOW = "predict"
 

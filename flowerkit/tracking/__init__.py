@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from flowerkit.artifacts.sinks import ScalarSink
 
 if TYPE_CHECKING:  # a config is handed in; the tracker sits above it
-    from flowerkit.config import RunConfig
+    from flowerkit.run.config import RunConfig
 
 
 def mlflow_line(record: dict[str, Any]) -> str | None:

@@ -7,7 +7,7 @@ import threading
 from dataclasses import dataclass
 
 from flowerkit.artifacts.record import read_record, update_record
-from flowerkit.layout import RunLayout
+from flowerkit.run.layout import RunLayout
 from flowerkit.tracking import run_data
 from flowerkit.tracking.mlflow_sink import PROBE_TIMEOUT_S, MlflowSink
 

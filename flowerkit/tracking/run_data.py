@@ -19,8 +19,8 @@ import numpy as np
 import yaml
 
 from flowerkit.artifacts.files import read_json
-from flowerkit.inputs import read_utf8
-from flowerkit.layout import RECORD_NAME, RunLayout
+from flowerkit.io.inputs import read_utf8
+from flowerkit.run.layout import RECORD_NAME, RunLayout
 
 # ScalarLog's callers log metrics.jsonl rows of kind "train" under TensorBoard prefix "train" and rows of kind
 # "eval" under "val" (flowerkit/engine/trainer.py, flowerkit/artifacts/export.py).

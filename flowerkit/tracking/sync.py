@@ -15,7 +15,7 @@ from flowerkit.artifacts.record import read_record, update_record
 from flowerkit.artifacts.scalars import confusion_pixels
 from flowerkit.data.flowers102 import NUM_CLASSES
 from flowerkit.errors import ConfigError, FlowerkitError, MissingInputError
-from flowerkit.layout import RunLayout
+from flowerkit.run.layout import RunLayout
 from flowerkit.tracking import run_data
 
 OPEN_WAIT_S = 60.0

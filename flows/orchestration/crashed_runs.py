@@ -1,6 +1,6 @@
 """Tell the Prefect server about runs whose process died, so their flow runs do not stay Running forever.
 
-The library only reports a run as ``crashed`` (``flowerkit.runs.run_status``: the record says running, but its
+The library only reports a run as ``crashed`` (``flowerkit.run.runs.run_status``: the record says running, but its
 process on this host is gone). A killed process never reports its own end, so its flow run stays Running on
 the server. Whenever a front end meets such a run (``flowerkit runs list``, the dashboard, ``--resume``), it
 calls ``reconcile`` here, which sets that flow run to Crashed (forced) when the server is reachable.
@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 from uuid import UUID
 
-from flowerkit.layout import RunLayout
-from flowerkit.runs import RunSummary, read_json_or_none
+from flowerkit.run.layout import RunLayout
+from flowerkit.run.runs import RunSummary, read_json_or_none
 
 MARKED, FINAL, NO_SERVER, UNREACHABLE, UNKNOWN = "marked crashed", "already final", "no server", "unreachable", "unknown"
 RETRY_UNREACHABLE_S = 30.0  # the dashboard meets a crashed run every refresh: do not knock every second

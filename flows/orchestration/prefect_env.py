@@ -25,7 +25,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from flowerkit.errors import ConfigError, MissingInputError
-from flowerkit.writable import check_writable_folder
+from flowerkit.io.writable import check_writable_folder
 
 STARTUP_TIMEOUT_VAR = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
 DEFAULT_STARTUP_TIMEOUT_S = 120

@@ -35,8 +35,8 @@ from pydantic_settings import (
 )
 
 from flowerkit.errors import ConfigError
-from flowerkit.inputs import USER_FILE_MAX_BYTES, read_utf8
-from flowerkit.layout import SWEEPS_ROOT, TB_ROOT, RunLayout
+from flowerkit.io.inputs import USER_FILE_MAX_BYTES, read_utf8
+from flowerkit.run.layout import SWEEPS_ROOT, TB_ROOT, RunLayout
 from flowerkit.models.configs import MODEL_CONFIGS
 from flowerkit.models.weights import HUB_PREFIX
 from flowerkit.optional import MLFLOW
@@ -237,7 +237,7 @@ class RunConfig(BaseSettings):
 
     @property
     def layout(self) -> RunLayout:
-        """Every path this run writes (``flowerkit.layout``)."""
+        """Every path this run writes (``flowerkit.run.layout``)."""
         return RunLayout.for_config(self)
 
     # Where this process meets the others of a distributed run, not what the run computes: left out of

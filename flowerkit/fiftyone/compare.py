@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from flowerkit.errors import ConfigError
-from flowerkit.fiftyone_load import (
+from flowerkit.fiftyone.load import (
     DatasetExistsError,
     PredictionRow,
     read_labelmap,
@@ -25,7 +25,7 @@ from flowerkit.fiftyone_load import (
     read_run_info,
     require_run_dir,
 )
-from flowerkit.fiftyone_runtime import import_fiftyone
+from flowerkit.fiftyone.runtime import import_fiftyone
 
 DISAGREE = "disagree"  # the tag and the boolean field of samples where the runs' predictions differ
 DISAGREEMENTS_VIEW = "disagreements"

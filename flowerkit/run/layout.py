@@ -104,7 +104,7 @@ class RunLayout:
 
     @property
     def plan(self) -> Path:
-        """Everything the run decided before it started (``flowerkit.plan``), as JSON."""
+        """Everything the run decided before it started (``flowerkit.run.plan``), as JSON."""
         return self.run_dir / "plan.json"
 
     @property

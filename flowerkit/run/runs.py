@@ -17,7 +17,7 @@ from flowerkit.artifacts import run_index
 from flowerkit.artifacts.files import sha256_file
 from flowerkit.artifacts.record import read_record
 from flowerkit.artifacts.retention import expiry_of
-from flowerkit.layout import RECORD_NAME, STAMP_NAME, SWEEPS_ROOT, TB_ROOT, RunLayout, SweepLayout
+from flowerkit.run.layout import RECORD_NAME, STAMP_NAME, SWEEPS_ROOT, TB_ROOT, RunLayout, SweepLayout
 from flowerkit.errors import ConfigError, MissingInputError
 
 # The TensorBoard root and the sweeps' folder; dot-folders (the dashboard's launch logs) are skipped too.
@@ -260,7 +260,7 @@ def differing_options(configs: list[dict[str, Any]]) -> list[str]:
     Paths, names and tracking settings are left out (every run has its own), so what remains is the recipe:
     optimizer, learning rate, augmentation, EMA, seed, model, ... .
     """
-    from flowerkit.config import CONFIG_CLASSES
+    from flowerkit.run.config import CONFIG_CLASSES
 
     groups = {name: (info.json_schema_extra or {}).get("group") for cls in CONFIG_CLASSES.values()
               for name, info in cls.model_fields.items()}

@@ -19,10 +19,10 @@ from typing import IO, Any, Protocol
 from flowerkit.artifacts import run_index
 from flowerkit.artifacts.files import atomic_write_text, utc_now
 from flowerkit.artifacts.record import new_record, owner, read_record, write_record
-from flowerkit.config import PredictRunConfig, RunConfig
+from flowerkit.run.config import PredictRunConfig, RunConfig
 from flowerkit.errors import ConfigError, DiskFullError, FlowerkitError, RunExistsError
-from flowerkit.layout import RunLayout
-from flowerkit.runs import CrashedRun, read_json_or_none, run_status
+from flowerkit.run.layout import RunLayout
+from flowerkit.run.runs import CrashedRun, read_json_or_none, run_status
 
 
 RESERVE_BYTES = 256 * 1024

@@ -2,7 +2,7 @@
 
 Reads the run-artifact files documented in docs/artifacts.md:
 ``fiftyone/predictions.jsonl``, ``labelmap.json``, ``run_record.json`` and ``config_resolved.yaml``.
-FiftyOne itself is imported only inside ``load_run`` (through ``flowerkit.fiftyone_runtime``).
+FiftyOne itself is imported only inside ``load_run`` (through ``flowerkit.fiftyone.runtime``).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from flowerkit.errors import ConfigError, FlowerkitError, MissingInputError
-from flowerkit.fiftyone_runtime import import_fiftyone
-from flowerkit.inputs import read_utf8
+from flowerkit.fiftyone.runtime import import_fiftyone
+from flowerkit.io.inputs import read_utf8
 
 PREDICTIONS_PATH = Path("fiftyone") / "predictions.jsonl"
 LABELMAP_PATH = Path("labelmap.json")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from flowerkit.config import (
+from flowerkit.run.config import (
     CONFIG_CLASSES,
     EvalConfig,
     PredictRunConfig,
@@ -30,12 +30,12 @@ from flowerkit.engine.checkpoint import checkpoint_model, read_checkpoint
 from flowerkit.engine.distributed import execution_of
 from flowerkit.engine.world import check_world_device
 from flowerkit.errors import ConfigError
-from flowerkit.inputs import read_utf8
-from flowerkit.paths import cache_root
+from flowerkit.io.inputs import read_utf8
+from flowerkit.io.paths import cache_root
 from flowerkit.models.weights import WeightsSource
-from flowerkit.plan import CheckpointInfo, Execution, Plan, RunPlan, select, split_requests
-from flowerkit.rundir import check_claimable
-from flowerkit.writable import check_writable_folder
+from flowerkit.run.plan import CheckpointInfo, Execution, Plan, RunPlan, select, split_requests
+from flowerkit.run.rundir import check_claimable
+from flowerkit.io.writable import check_writable_folder
 
 
 def prepare_plan(flow: str, config: RunConfig, resume: bool) -> RunPlan:

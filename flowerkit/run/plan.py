@@ -1,14 +1,14 @@
 """The run's plan: everything a run will do, decided once, as frozen records that flow one way.
 
 A front end (the CLI, the dashboard, ``train.py``/``eval.py``) or a deployment's flow run builds the plan once
-with ``flowerkit.prepare.prepare_plan`` (a predict run: ``prepare_predict_run``); the flow takes it whole, and
+with ``flowerkit.run.prepare.prepare_plan`` (a predict run: ``prepare_predict_run``); the flow takes it whole, and
 each task takes the parts of it that it needs and returns typed records (``Selection``, ``TrainResult``,
 ``Evaluation``) to the next task. Nothing decided here is decided again further down: the device, the
 precision, which splits and images are read, which checkpoint an eval run evaluates (with its sha256), which
 weights a training run starts from, and, once the run directory is claimed, the run's id and start time.
 
 ``Plan`` is what every run's plan shares (train, eval and predict); it is written to the run folder as
-``plan.json`` when the run is claimed, and ``flowerkit.prepare.load_plan`` reads it back as an equal plan.
+``plan.json`` when the run is claimed, and ``flowerkit.run.prepare.load_plan`` reads it back as an equal plan.
 
 This module holds only the records and the one mapping of a run onto its splits; it sits below the engine
 (which runs a plan) and above the config, data and device modules it is made of.
@@ -20,10 +20,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Self
 
-from flowerkit.config import EvalConfig, RunConfig, TrainConfig
+from flowerkit.run.config import EvalConfig, RunConfig, TrainConfig
 from flowerkit.data.selection import Selection, select_split
 from flowerkit.device import DeviceChoice
-from flowerkit.layout import RunLayout
+from flowerkit.run.layout import RunLayout
 from flowerkit.models.weights import WeightsSource
 
 
@@ -120,7 +120,7 @@ class Plan:
         return replace(self, claim=Claim(run_id=record["run_id"], started_utc=record["started_utc"]))
 
     def to_json(self) -> str:
-        """``plan.json``: every field; ``flowerkit.prepare.load_plan`` reads it back as an equal plan."""
+        """``plan.json``: every field; ``flowerkit.run.prepare.load_plan`` reads it back as an equal plan."""
         import json
 
         from pydantic import TypeAdapter
