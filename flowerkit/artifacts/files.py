@@ -57,7 +57,7 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], Any], *, clobber: bool
         # os.open applies the umask to 0o666, as open() does; mkstemp would force 0600.
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
         with os.fdopen(fd, "wb") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)  # held until published: a live writer's temporary is never stale
+            _lock_while_writing(fh)
             write(fh)
             fh.flush()
             _publish(tmp, path, clobber)
@@ -69,6 +69,13 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], Any], *, clobber: bool
             raise DiskFullError(path) from None
         raise
     return path
+
+
+def _lock_while_writing(fh: IO[bytes]) -> None:
+    """flock the temporary until it is published, so that no other process takes a live writer's file for a
+    stale one (``remove_stale_temps``). Where the filesystem has no locks, the pid in the name has to do."""
+    with contextlib.suppress(OSError):
+        fcntl.flock(fh, fcntl.LOCK_EX)
 
 
 def _publish(tmp: Path, path: Path, clobber: bool) -> None:
@@ -98,7 +105,7 @@ def remove_stale_temps(path: Path) -> list[Path]:
 
     A temporary is stale when the pid in its name is not a live process of this host and no process holds its
     ``flock`` (the lock is what counts for a writer on another host sharing the folder, whose pid means nothing
-    here). Anything that cannot be checked is left alone."""
+    here; a filesystem without locks leaves the pid alone to decide). A file that cannot be opened is left."""
     prefix = f".{path.name}{TEMP_MARK}"
     removed = []
     try:
@@ -115,10 +122,16 @@ def remove_stale_temps(path: Path) -> list[Path]:
             continue  # gone already, a symlink, or not ours to open
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue  # locked: its writer is alive after all (on another host)
+        except OSError:
+            pass  # a filesystem without locks: the dead pid decides
+        try:
             os.unlink(entry.path)
             removed.append(Path(entry.path))
         except OSError:
-            continue  # locked: a writer is alive after all
+            pass
         finally:
             os.close(fd)
     return removed
