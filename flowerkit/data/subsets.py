@@ -13,7 +13,7 @@ import numpy as np
 import yaml
 
 from flowerkit.errors import ConfigError, MissingInputError
-from flowerkit.io.inputs import read_utf8
+from flowerkit.io.inputs import USER_FILE_MAX_BYTES, read_utf8
 
 BUILTIN_DIR = Path(__file__).parent / "subsets"
 MAX_BATCHES = 2
@@ -41,14 +41,14 @@ def resolve_subset(value: str | None) -> SubsetSpec | None:
         return SubsetSpec(value, builtins[value].resolve(), definition["strategy"], {})
     path = Path(value).expanduser()
     looks_like_path = path.suffix or "/" in value or "\\" in value
-    if not path.is_file():
+    if not path.exists():  # a FIFO or device is a path that exists: read_utf8 refuses it in its own words
         if looks_like_path:
             raise MissingInputError(f"The subset manifest {path} does not exist. Pass a built-in subset name "
                                     f"({', '.join(builtins)}) or an existing YAML/JSON manifest file.")
         raise ConfigError(f"Unknown subset '{value}'. Built-in subsets: {', '.join(builtins)}; "
                           "or pass the path of a manifest file mapping train/val/test to lists of image ids.")
     try:
-        data = yaml.safe_load(read_utf8(path, "The subset manifest"))  # YAML is a superset of JSON
+        data = yaml.safe_load(read_utf8(path, "The subset manifest", max_bytes=USER_FILE_MAX_BYTES))  # YAML ⊃ JSON
         ids = {split: [int(i) for i in data.get(split) or []] for split in ("train", "val", "test")}
         if not isinstance(data, dict) or not any(ids.values()):
             raise ValueError("no ids")

@@ -28,13 +28,15 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from flowerkit.errors import ConfigError, MissingInputError
+from flowerkit.errors import ConfigError
+from flowerkit.io.inputs import read_utf8
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".dib", ".gif",
                               ".tif", ".tiff", ".heic", ".heif", ".hif"})
 GLOB_CHARS = frozenset("*?[")
 STDIN = "-"
 LIST_PREFIX = "@"
+LIST_MAX_BYTES = 64 * 1024 * 1024  # half a million paths; standard input (-) streams a list of any length
 
 
 # Why a file met below a folder (or matched by a pattern) is passed over: no row, but the summary counts it
@@ -82,15 +84,9 @@ def check_inputs(args: Iterable[str]) -> tuple[str, ...]:
         raise ConfigError("- (read paths from standard input) may be given once only.")
     for arg in args:
         if arg.startswith(LIST_PREFIX) and not Path(arg).exists():
-            listing = Path(arg[1:])
-            if not listing.is_file():
-                raise MissingInputError(f"The list file {listing} (from {arg}) does not exist or is not a file. "
-                                        "@FILE names a text file with one image path per line.")
-            try:
-                listing.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as exc:
-                raise ConfigError(f"The list file {listing} cannot be read as UTF-8 text ({exc}). @FILE names a "
-                                  "text file with one image path per line.") from None
+            # A regular UTF-8 file within LIST_MAX_BYTES: a FIFO or /dev/zero is refused (exit 2), never read.
+            read_utf8(Path(arg[1:]), "The list file", "@FILE names a text file with one image path "
+                      "per line; a longer list can be piped on standard input (-).", max_bytes=LIST_MAX_BYTES)
     return args
 
 

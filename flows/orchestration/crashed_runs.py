@@ -69,8 +69,10 @@ def reconcile(run: RunSummary) -> str | None:
     flow_run_id = record.get("flow_run_id")
     if not flow_run_id:
         return None
+    advice = ("a predict run cannot be continued: `flowerkit runs prune --crashed` deletes it" if run.flow == "predict"
+              else f"`flowerkit {run.flow} --resume` continues it")
     return mark_crashed(str(flow_run_id), f"The process of flowerkit run '{run.name}' died (found by flowerkit); "
-                                          f"`flowerkit {run.flow} --resume` continues it.")
+                                          f"{advice}.")
 
 
 def reconcile_all(runs: list[RunSummary]) -> dict[str, str]:
