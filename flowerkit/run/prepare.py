@@ -91,12 +91,12 @@ def load_plan(path: Path) -> Plan:
 
     from flowerkit.predict.run import PredictRunPlan
 
-    hint = " Give the plan.json of a run, or one the dashboard or a sweep wrote."
+    hint = "Give the plan.json of a run, or one the dashboard or a sweep wrote."
     text = read_utf8(Path(path), "The plan", hint, max_bytes=PLAN_MAX_BYTES)
     try:
         data = json.loads(text)
     except ValueError as exc:
-        raise ConfigError(f"The plan {path} is not JSON ({exc}).{hint}") from None
+        raise ConfigError(f"The plan {path} is not JSON ({exc}). {hint}") from None
     try:
         flow = data["flow"]
         config_class = PredictRunConfig if flow == "predict" else CONFIG_CLASSES[flow]
