@@ -105,3 +105,16 @@ def test_no_watcher_without_a_real_server() -> None:
 
     assert watch("6f1c3c52-3a43-4e0a-9d7a-2f2f4d1c9a10", "x", "train", None) is None  # ephemeral mode
     assert watch(None, "x", "train", "http://127.0.0.1:9/api") is None  # no flow run
+
+
+def test_a_flow_run_that_ended_before_its_process_is_left_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run's process exits within a state poll of its flow run's end: the watcher asks once more before it
+    imports Prefect (a second of CPU for every run) to mark a flow run that is not final."""
+    from flowerkit.flows.orchestration import crashed_runs, watcher
+
+    monkeypatch.setattr(watcher, "flow_run_state", lambda api_url, flow_run_id: "COMPLETED")
+    monkeypatch.setattr(crashed_runs, "mark_crashed", lambda *args: pytest.fail("a completed flow run was marked"))
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    assert watcher.watch_until_done(gone.pid, None, "http://127.0.0.1:9/api", "a-flow-run", "died") == \
+        "the flow run ended"

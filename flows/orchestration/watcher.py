@@ -104,6 +104,10 @@ def watch_until_done(pid: int, started: str | None, api_url: str, flow_run_id: s
                 return "the flow run ended"
             next_state_check = now + STATE_POLL_S
         time.sleep(PID_POLL_S)
+    # The process usually exits within a state poll of its flow run's end: ask once more before importing
+    # Prefect (a second of CPU, on the machine the next run needs) to mark a run that ended normally.
+    if flow_run_state(api_url, flow_run_id) in FINAL_STATES:
+        return "the flow run ended"
     from flowerkit.flows.orchestration.crashed_runs import MARKED, UNREACHABLE, mark_crashed
 
     deadline = time.monotonic() + GIVE_UP_S
