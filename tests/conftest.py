@@ -135,13 +135,18 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 def prefect_harness(prefect_server):
     """This process's flows and clients report to the session's Prefect server, as Prefect's own test
     harness points them at its server: also in contexts copied before this fixture (an async test's loop,
-    a dashboard's worker threads). Logs and events are drained before the server stops."""
+    a dashboard's worker threads). Logs and events are drained before the server stops.
+
+    The flows run here as the CLI runs them (``watching`` in flows/orchestration/watcher.py): without
+    Prefect's flow heartbeat thread, whose join at the end of every flow run (a sweep's trials included)
+    waited up to a second, for nothing: the suite's in-process flows spent about a minute in it."""
     import prefect.context
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
     from tests.servers import drain_prefect_workers
 
-    with temporary_settings(updates={PREFECT_API_URL: prefect_server.url}), \
+    updates = {PREFECT_API_URL: prefect_server.url, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
+    with temporary_settings(updates=updates), \
             prefect.context._temporary_global_settings_context(prefect.context.get_settings_context()):
         yield prefect_server
         drain_prefect_workers()
@@ -208,12 +213,28 @@ def small_run(prefect_harness, flowers_root: Path, tmp_path_factory: pytest.Temp
 
 
 REAL_PROCESS_MARKS = ("slow", "prefect_server", "distributed")
+# `make test-fast` runs the tests marked `fast` (`-m fast`): every test that carries none of these markers and
+# needs none of these fixtures, which start a server or a process of their own (the session's Prefect server,
+# and through it prefect_harness, tiny_run and small_run; the MLflow server). A new test joins the tier by
+# itself unless it uses one of them, or starts a real process importing torch (then it is marked `slow`).
+HEAVY_MARKS = ("slow", "prefect_server", "distributed", "fiftyone", "cuda")
+HEAVY_FIXTURES = ("prefect_database", "mlflow_server")
 
 
+def is_fast(item: pytest.Item) -> bool:
+    fixtures = getattr(item, "fixturenames", ())
+    return not any(item.get_closest_marker(m) for m in HEAVY_MARKS) and not any(f in fixtures
+                                                                                for f in HEAVY_FIXTURES)
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects: the `fast` marker is there to be selected
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (``make test``), files go to the workers whole and in collection order: hand out the
-    files with the most real-process tests first, so that no long file starts last while the other workers
-    sit idle. A plain ``pytest`` keeps the files' order."""
+    """Mark the `fast` tier. Under pytest-xdist (``make test``), files go to the workers whole and in collection
+    order: hand out the files with the most real-process tests first, so that no long file starts last while
+    the other workers sit idle. A plain ``pytest`` keeps the files' order."""
+    for item in items:
+        if is_fast(item):
+            item.add_marker(pytest.mark.fast)
     if not os.environ.get("PYTEST_XDIST_WORKER"):
         return
     weight: dict[Path, int] = {}

@@ -100,17 +100,22 @@ def anyio_backend() -> str:
 def test_watched_runs_leave_prefects_heartbeats_to_the_watcher_unless_the_user_set_them() -> None:
     """The engine waits up to a second for its heartbeat thread at every flow run's end; the watcher already
     reports a dead process. A frequency the user chose is theirs."""
-    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, get_current_settings, temporary_settings
+    from prefect.context import SettingsContext, get_settings_context
+    from prefect.settings import (PREFECT_FLOWS_HEARTBEAT_FREQUENCY, Settings, get_current_settings,
+                                  temporary_settings)
 
     from flowerkit.flows.orchestration import watcher
 
-    default = get_current_settings().flows.heartbeat_frequency
-    assert default is not None  # Prefect's default: on
-    with watcher.watching():
-        assert get_current_settings().flows.heartbeat_frequency is None and watcher._enabled
-    assert get_current_settings().flows.heartbeat_frequency == default and not watcher._enabled
-    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: 45}), watcher.watching():
-        assert get_current_settings().flows.heartbeat_frequency == 45
+    # The settings a new process reads (environment, profile, defaults), not those of the session's
+    # prefect_harness, which turns the heartbeats of the flows it runs off.
+    with SettingsContext(profile=get_settings_context().profile, settings=Settings()):
+        default = get_current_settings().flows.heartbeat_frequency
+        assert default is not None  # Prefect's default: on
+        with watcher.watching():
+            assert get_current_settings().flows.heartbeat_frequency is None and watcher._enabled
+        assert get_current_settings().flows.heartbeat_frequency == default and not watcher._enabled
+        with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: 45}), watcher.watching():
+            assert get_current_settings().flows.heartbeat_frequency == 45
     chosen = subprocess.run(  # the way a user sets it: the environment (or a profile) of a new process
         [sys.executable, "-c", "from prefect.settings import get_current_settings as s\n"
          "from flowerkit.flows.orchestration.watcher import watching\n"
