@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 READY := $(VENV)/.flowerkit-installed
 DEMO := demo-$(shell date -u +%Y%m%d-%H%M%S)
 
-.PHONY: setup demo test bench docs docs-serve clean-venv
+.PHONY: setup demo test test-fast bench docs docs-serve clean-venv
 
 setup: $(READY)
 
@@ -29,8 +29,14 @@ demo: setup
 # The suite starts about a hundred Python processes (CLI commands, workers, servers): with
 # PYTHONDONTWRITEBYTECODE set in the environment each one compiles flowerkit's modules again, and each pytest
 # process rewrites every test module again. The tests keep their bytecode (in __pycache__, git-ignored).
+# Every run reports its 15 slowest tests (docs/performance.md, section 6, records them).
 test: setup
-	PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest -n auto --maxprocesses 4 --dist loadfile
+	PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest -n auto --maxprocesses 4 --dist loadfile --durations=15
+
+# The edit-test loop, under a minute: the tests tests/conftest.py marks `fast`, those with none of the markers
+# slow, prefect_server, distributed, fiftyone, cuda and none of the fixtures that start a server (CONTRIBUTING.md).
+test-fast: setup
+	PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest -m fast -n auto --maxprocesses 4 --dist loadfile --durations=15
 
 bench: setup
 	$(BIN)/flowerkit bench

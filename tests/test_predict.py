@@ -119,6 +119,7 @@ def _eval_logits_by_path(run_dir: Path) -> dict[str, np.ndarray]:
     return {r["filepath"]: by_id[r["image_id"]] for r in rows}
 
 
+@pytest.mark.usefixtures("prefect_harness")  # what both runs are made through: not in `make test-fast`
 @pytest.mark.parametrize("run_fixture", ["small_run", "tiny_run"])
 def test_predicting_a_runs_evaluated_images_gives_its_eval_logits(run_fixture: str, request) -> None:
     run_dir = request.getfixturevalue(run_fixture)
