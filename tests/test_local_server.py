@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -31,9 +32,14 @@ def free_port() -> int:
 
 @pytest.mark.prefect_server
 @pytest.mark.slow
-def test_runs_use_the_started_server_until_it_stops(flowers_root: Path, tmp_path: Path) -> None:
+def test_runs_use_the_started_server_until_it_stops(prefect_database: Path, flowers_root: Path,
+                                                    tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"} | {
         "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    # A home whose database is already migrated, as after a user's first start: the server's own migrations
+    # cost 8 s of CPU here and are what the session's servers start from (tests/servers.py).
+    (tmp_path / "prefect").mkdir()
+    shutil.copyfile(prefect_database, tmp_path / "prefect" / "prefect.db")
     assert flowerkit(["server", "status"], env, tmp_path).returncode == 1
     started = flowerkit(["server", "start", "--port", str(free_port())], env, tmp_path)
     try:

@@ -1,9 +1,12 @@
 """``flowerkit predict`` fed hostile inputs and huge images (issue 29): every case ends with a row's words or a
 count in the summary and the documented exit code, the batch goes on, and memory stays bounded by the batch.
 
-Each case runs ``flowerkit predict`` as a real process on real files (links that loop, pipes, a folder this
-user may not read, a 196-megapixel PNG of 200 KB); the model is a fresh ``testing`` checkpoint (its numbers
-do not matter here: tests/test_predict.py pins them against evaluation).
+Each case runs ``flowerkit predict`` on real files (links that loop, pipes, a folder this user may not read, a
+196-megapixel PNG of 200 KB): as a real process where the case depends on the process (its permissions, its
+standard input, the encoding of its standard output, what Pillow's warnings print on its stderr), otherwise in
+this one through Typer's runner, which gives the same exit code, stdout and stderr without importing torch
+again. The model is a fresh ``testing`` checkpoint (its numbers do not matter here: tests/test_predict.py pins
+them against evaluation).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import subprocess
 import sys
 import zlib
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -49,6 +53,12 @@ def predict(*args: str | Path, checkpoint: Path, stdin: str | None = None, prefi
                           errors="surrogateescape")  # the table prints a file name's own bytes
 
 
+def predict_here(*args: str | Path, checkpoint: Path) -> SimpleNamespace:
+    """``flowerkit predict ARGS --checkpoint C`` in this process: what ``predict`` returns, from Typer's runner."""
+    result = CliRunner().invoke(app, ["predict", *map(str, args), "--checkpoint", str(checkpoint)])
+    return SimpleNamespace(returncode=result.exit_code, stdout=result.stdout, stderr=result.stderr)
+
+
 def rows_of(stdout: str) -> dict[str, dict]:
     """JSON rows by file name."""
     rows = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
@@ -71,7 +81,7 @@ def test_a_symlink_loop_in_a_folder_or_given_is_an_error_row_and_the_batch_goes_
     (folder / "loop.jpg").symlink_to("loop.jpg")
     (tmp_path / "ring1.png").symlink_to("ring2.png")
     (tmp_path / "ring2.png").symlink_to("ring1.png")
-    done = predict(folder, tmp_path / "ring1.png", "--json", checkpoint=checkpoint)
+    done = predict_here(folder, tmp_path / "ring1.png", "--json", checkpoint=checkpoint)
     assert done.returncode == 0, done.stderr
     rows = rows_of(done.stdout)
     assert list(rows) == ["a.png", "loop.jpg", "ring1.png"]
@@ -91,7 +101,7 @@ def test_a_recursive_pattern_does_not_follow_a_link_back_up(checkpoint: Path, tm
     photo(folder / "a.png")
     photo(folder / "sub" / "b.png", seed=1)
     (folder / "sub" / "up").symlink_to("..")
-    done = predict(f"{folder}/**/*.png", "--json", checkpoint=checkpoint)
+    done = predict_here(f"{folder}/**/*.png", "--json", checkpoint=checkpoint)
     assert done.returncode == 0, done.stderr
     rows = [json.loads(line) for line in done.stdout.splitlines()]
     assert [row["filepath"] for row in rows] == [str(folder / "a.png"), str(folder / "sub" / "b.png")]
@@ -109,7 +119,7 @@ def test_every_file_below_a_folder_is_predicted_or_counted(checkpoint: Path, tmp
     (folder / "elsewhere").symlink_to(folder / "sub")  # a link to a folder: not followed
     (folder / ".thumbnail.jpg").write_bytes(b"")
     (folder / "notes.txt").write_text("not an image extension\n")
-    done = predict(folder, "--json", checkpoint=checkpoint)
+    done = predict_here(folder, "--json", checkpoint=checkpoint)
     assert done.returncode == 0, done.stderr
     assert list(rows_of(done.stdout)) == ["a.png", "b.png"]
     assert ("2 of 2 image(s) predicted, 0 could not be" in flat(done.stderr)
@@ -136,6 +146,7 @@ def without_root_bypass(locked: Path) -> tuple[str, ...]:
     return prefix
 
 
+@pytest.mark.slow  # a real process, importing torch
 def test_an_unreadable_folder_or_file_has_its_own_words(checkpoint: Path, tmp_path: Path) -> None:
     """A sub-folder that could not be listed vanished silently with its images; a file that may not be read
     was 'truncated or damaged'."""
@@ -160,6 +171,7 @@ def test_an_unreadable_folder_or_file_has_its_own_words(checkpoint: Path, tmp_pa
     assert "1 of 3 image(s) predicted, 2 could not be" in done.stderr
 
 
+@pytest.mark.slow  # real processes (their stdout's encoding), importing torch
 def test_out_csv_writes_a_file_name_that_is_not_utf8(checkpoint: Path, tmp_path: Path) -> None:
     """--out rows.csv ended with exit 1 (UnicodeEncodeError) and no file; the JSON rows escape the byte."""
     folder = tmp_path / "photos"
@@ -174,6 +186,7 @@ def test_out_csv_writes_a_file_name_that_is_not_utf8(checkpoint: Path, tmp_path:
     assert "caf\\udce9.png" in (tmp_path / "rows.jsonl").read_text(encoding="utf-8")  # the same escape
 
 
+@pytest.mark.slow  # real processes: what the refused check read of stdin ends with them
 def test_stdin_naming_nothing_is_refused_before_a_named_run_starts(checkpoint: Path, tmp_path: Path) -> None:
     """`predict - --name N` started Prefect and made the run folder before finding nothing to predict."""
     for stdin, words in (("missing.jpg\n# a comment\n", "missing.jpg (listed in standard input) does not exist"),
@@ -228,6 +241,7 @@ def gray_png(path: Path, width: int, height: int) -> Path:
     return path
 
 
+@pytest.mark.slow  # a real process, importing torch
 def test_a_decompression_bomb_is_refused_in_its_row_and_a_large_photo_is_predicted(checkpoint: Path,
                                                                                     tmp_path: Path) -> None:
     """Above Pillow's refusal (179 megapixels) the row said 'truncated or damaged'; between its warning and its

@@ -321,8 +321,9 @@ def test_resume_after_the_process_is_killed(prefect_harness, flowers_root: Path,
     listed = runner.invoke(app, ["runs", "list", "--output-dir", str(workdir / "output")])
     assert "crashed" in listed.output  # its process is gone: not shown as running forever
 
-    resumed = subprocess.run([*cmd, "--resume"], env=env, capture_output=True, text=True, cwd=workdir)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    # The kill needs a process of its own; the resume runs here, on the same session server (workdir is the cwd).
+    resumed = runner.invoke(app, [*cmd[3:], "--resume"])
+    assert resumed.exit_code == 0, resumed.output[-2000:]
     record = json.loads((workdir / "output" / "killed" / "run_record.json").read_text())
     assert record["stage_status"] == "complete" and record["progress"]["step"] == 200 and record["resumed"] == 1
     assert "resuming from" in (workdir / "output" / "killed" / "run.log").read_text()
