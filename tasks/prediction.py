@@ -15,6 +15,6 @@ from flowerkit.tasks.common import run_task
 @run_task("predict_images", cache_policy=NO_CACHE)
 def predict_images(plan: PredictRunPlan) -> PredictSummary:
     """One row per input (an error row for a file that cannot be predicted); the counts."""
-    summary = write_predictions(plan.predict, plan.layout.predictions)
+    summary = write_predictions(plan.predict, plan.layout.predictions, plan.stdin_read_ahead)
     write_labelmap(plan.layout, plan.predict.info.class_names)
     return summary

@@ -23,7 +23,6 @@ import glob
 import os
 import stat
 import sys
-from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,22 +89,17 @@ def check_inputs(args: Iterable[str]) -> tuple[str, ...]:
     return args
 
 
-# Lines of standard input that a check before a run read (``peek_stdin``): the run reads them first. Standard
-# input can be read once only, and a recorded run is refused before it starts when it names no file.
-_READ_AHEAD: deque[str] = deque()
-
-
-def peek_stdin() -> Iterator[str]:
-    """Standard input's lines for a check before the run; each line read is kept for the run to read again."""
+def peek_stdin(kept: list[str]) -> Iterator[str]:
+    """Standard input's lines for a check before a run, each one kept in ``kept``: standard input can be read
+    once only, so the run reads the kept lines first (``stdin_lines``), then the rest."""
     for line in sys.stdin:
-        _READ_AHEAD.append(line)
+        kept.append(line)
         yield line
 
 
-def stdin_lines() -> Iterator[str]:
+def stdin_lines(read_ahead: Iterable[str] = ()) -> Iterator[str]:
     """Standard input's lines: first those a check read ahead (``peek_stdin``), then the rest."""
-    while _READ_AHEAD:
-        yield _READ_AHEAD.popleft()
+    yield from read_ahead
     yield from sys.stdin
 
 

@@ -18,7 +18,7 @@ from flowerkit.device import DeviceChoice, detect_device
 from flowerkit.errors import MissingInputError
 from flowerkit.run.layout import RunLayout
 from flowerkit.run.plan import Plan
-from flowerkit.predict.inputs import STDIN, iter_inputs, peek_stdin
+from flowerkit.predict.inputs import STDIN, iter_inputs, peek_stdin, stdin_lines
 from flowerkit.predict.plan import PredictOptions, PredictPlan, prepare_predict
 from flowerkit.predict.rows import RowWriter
 from flowerkit.predict.runner import PredictSummary, require_predictions, run_predictions
@@ -39,6 +39,8 @@ class PredictRunPlan(Plan):
     predict: PredictPlan
     flow: str = FLOW
     precision: str = "fp32"  # the predict backends run the model in fp32
+    # Lines of standard input (-) the plan's check read (it can be read once only): the run reads them first.
+    stdin_read_ahead: tuple[str, ...] = ()
 
     @property
     def resumable(self) -> bool:
@@ -55,24 +57,25 @@ def prepare_predict_run(config: PredictRunConfig, workers: int = 0) -> PredictRu
     ``workers`` (decoding threads) is not part of the config: it changes how fast, never what is predicted.
     """
     check_claimable(config, resume=False)  # exit 4 before the model is read
-    check_something_to_predict(config.inputs)
+    read_ahead = check_something_to_predict(config.inputs)
     device = detect_device(config.device)
     options = PredictOptions(config.top_k, config.min_confidence, config.tta, config.export_logits,
                              config.batch_size, workers)
     plan = prepare_predict(config.inputs, run=config.run, checkpoint=config.checkpoint, output_dir=config.output_dir,
                            device=device, options=options, load=False)
-    return PredictRunPlan(config=config, predict=plan, device=device)
+    return PredictRunPlan(config=config, predict=plan, device=device, stdin_read_ahead=read_ahead)
 
 
-def check_something_to_predict(inputs: list[str]) -> None:
+def check_something_to_predict(inputs: list[str]) -> tuple[str, ...]:
     """MissingInputError (exit 3) when no input names a file to try (a missing or empty folder, a glob that
     matches nothing, standard input listing no existing path): a recorded run that could only fail is not
-    started. Stops at the first file found. Unreadable files still get their error rows in the run; the lines
-    of standard input read here are read again by the run (``peek_stdin``)."""
-    errors = []
-    for item in iter_inputs(inputs, stdin=peek_stdin() if STDIN in inputs else None):
+    started. Stops at the first file found. Unreadable files still get their error rows in the run. Returns the
+    lines of standard input read here, which the run reads first (the plan's ``stdin_read_ahead``)."""
+    errors: list[str] = []
+    kept: list[str] = []
+    for item in iter_inputs(inputs, stdin=peek_stdin(kept) if STDIN in inputs else None):
         if item.error is None and item.skipped is None:
-            return
+            return tuple(kept)
         if item.error is not None:
             errors.append(item.error.rstrip("."))
     if not errors:
@@ -81,15 +84,17 @@ def check_something_to_predict(inputs: list[str]) -> None:
                             "files or a glob that matches some; the run was not started.")
 
 
-def write_predictions(plan: PredictPlan, target: Path) -> PredictSummary:
+def write_predictions(plan: PredictPlan, target: Path, stdin_read_ahead: tuple[str, ...] = ()) -> PredictSummary:
     """Stream every row into ``target`` (jsonl) through a temporary sibling renamed at the end: a failure, or
-    no image predicted (MissingInputError), leaves no file."""
+    no image predicted (MissingInputError), leaves no file. ``stdin_read_ahead``: the lines of standard input
+    a check before the run read (they come first)."""
     result: list[PredictSummary] = []
 
     def write(fh: IO[bytes]) -> None:
         text = io.TextIOWrapper(fh, encoding="utf-8", newline="")
         writer = RowWriter(text, "jsonl")
-        result.append(require_predictions(run_predictions(plan, writer.write)))
+        stdin = stdin_lines(stdin_read_ahead) if STDIN in plan.inputs else None
+        result.append(require_predictions(run_predictions(plan, writer.write, stdin)))
         text.flush()
         text.detach()  # atomic_write closes the binary file
 
