@@ -2,15 +2,16 @@
 count in the summary and the documented exit code, the batch goes on, and memory stays bounded by the batch.
 
 Each case runs ``flowerkit predict`` on real files (links that loop, pipes, a folder this user may not read, a
-196-megapixel PNG of 200 KB): as a real process where the case depends on the process (its permissions, its
-standard input, the encoding of its standard output, what Pillow's warnings print on its stderr), otherwise in
-this one through Typer's runner, which gives the same exit code, stdout and stderr without importing torch
-again. The model is a fresh ``testing`` checkpoint (its numbers do not matter here: tests/test_predict.py pins
-them against evaluation).
+196-megapixel PNG of 200 KB): as a real process where the case depends on the process (its permissions, the
+encoding of its standard output, what Pillow's warnings print on its stderr), otherwise in this one through
+Typer's runner, which gives the same exit code, stdout and stderr without importing torch again. The model
+is a fresh ``testing`` checkpoint (its numbers do not matter here: tests/test_predict.py pins them against
+evaluation).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -53,9 +54,12 @@ def predict(*args: str | Path, checkpoint: Path, stdin: str | None = None, prefi
                           errors="surrogateescape")  # the table prints a file name's own bytes
 
 
-def predict_here(*args: str | Path, checkpoint: Path) -> SimpleNamespace:
+def predict_here(*args: str | Path, checkpoint: Path, stdin: str | None = None,
+                 cwd: Path | None = None) -> SimpleNamespace:
     """``flowerkit predict ARGS --checkpoint C`` in this process: what ``predict`` returns, from Typer's runner."""
-    result = CliRunner().invoke(app, ["predict", *map(str, args), "--checkpoint", str(checkpoint)])
+    with contextlib.chdir(cwd) if cwd is not None else contextlib.nullcontext():
+        result = CliRunner().invoke(app, ["predict", *map(str, args), "--checkpoint", str(checkpoint)],
+                                    input=stdin)
     return SimpleNamespace(returncode=result.exit_code, stdout=result.stdout, stderr=result.stderr)
 
 
@@ -186,13 +190,12 @@ def test_out_csv_writes_a_file_name_that_is_not_utf8(checkpoint: Path, tmp_path:
     assert "caf\\udce9.png" in (tmp_path / "rows.jsonl").read_text(encoding="utf-8")  # the same escape
 
 
-@pytest.mark.slow  # real processes: what the refused check read of stdin ends with them
 def test_stdin_naming_nothing_is_refused_before_a_named_run_starts(checkpoint: Path, tmp_path: Path) -> None:
     """`predict - --name N` started Prefect and made the run folder before finding nothing to predict."""
     for stdin, words in (("missing.jpg\n# a comment\n", "missing.jpg (listed in standard input) does not exist"),
                          ("", "standard input (-) lists no path")):
-        done = predict("-", "--name", "scored", "--output_dir", tmp_path / "out", checkpoint=checkpoint,
-                       stdin=stdin, cwd=tmp_path)
+        done = predict_here("-", "--name", "scored", "--output_dir", tmp_path / "out", checkpoint=checkpoint,
+                            stdin=stdin, cwd=tmp_path)
         assert done.returncode == 3, done.stderr
         assert f"Nothing to predict: {words}" in flat(done.stderr) and "the run was not started" in flat(done.stderr)
         assert not (tmp_path / "out").exists()
