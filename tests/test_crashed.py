@@ -112,8 +112,8 @@ def test_watched_runs_leave_prefects_heartbeats_to_the_watcher_unless_the_user_s
         default = get_current_settings().flows.heartbeat_frequency
         assert default is not None  # Prefect's default: on
         with watcher.watching():
-            assert get_current_settings().flows.heartbeat_frequency is None and watcher._enabled
-        assert get_current_settings().flows.heartbeat_frequency == default and not watcher._enabled
+            assert get_current_settings().flows.heartbeat_frequency is None
+        assert get_current_settings().flows.heartbeat_frequency == default
         with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: 45}), watcher.watching():
             assert get_current_settings().flows.heartbeat_frequency == 45
     chosen = subprocess.run(  # the way a user sets it: the environment (or a profile) of a new process

@@ -40,30 +40,21 @@ STATE_POLL_S = 3.0
 GIVE_UP_S = 120.0  # a server that does not answer for this long after the death: leave it to crashed_runs
 FINAL_STATES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # a local server never via a proxy
-# Only flows the CLI runs in its own process are watched (``watching``): a worker or ``flowerkit serve`` reports
-# the death of the flow-run processes it starts, and a test process's flows end with it.
-_enabled = False
 
 
 @contextlib.contextmanager
 def watching() -> Iterator[None]:
-    """Watch the flow runs this process runs in the block (the CLI runs its flow in one).
+    """Leave the flow runs of the block to their watchers (the CLI runs its flow in one).
 
     The watcher stands in for Prefect's own flow heartbeats (on by default, every 180 s), which add nothing
     here and cost time: the flow engine waits up to a second for its heartbeat thread at the end of every
     flow run. They are off in the block unless the user set a frequency (``PREFECT_FLOWS_HEARTBEAT_FREQUENCY``
     in the environment, a profile or ``prefect.toml``), for an automation of their own, say."""
-    global _enabled
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, get_current_settings, temporary_settings
 
     asked = "heartbeat_frequency" in get_current_settings().flows.model_fields_set
-    _enabled = True
-    try:
-        with contextlib.nullcontext() if asked else temporary_settings(
-                updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-            yield
-    finally:
-        _enabled = False
+    with contextlib.nullcontext() if asked else temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        yield
 
 
 def process_start_time(pid: int) -> str | None:
@@ -140,15 +131,18 @@ def watch(flow_run_id: str | None, run_name: str, flow: str, api_url: str | None
 
 def watch_current_flow_run(run_name: str, flow: str) -> int | None:
     """``watch`` the flow run this process is running, on the server Prefect is configured for (none in
-    ephemeral mode); logs the watcher's pid. Nothing outside ``watching``."""
-    if not _enabled:
-        return None
-    from prefect.runtime import flow_run
+    ephemeral mode); logs the watcher's pid.
+
+    A deployment's flow run is left alone: the worker or ``flowerkit serve`` that started its process reports
+    that process's death itself. Every other flow run (the CLI's, a sweep's trials, a test's) is watched."""
+    from prefect.context import FlowRunContext
     from prefect.settings import get_current_settings
 
+    context = FlowRunContext.get()
+    if context is None or context.flow_run is None or context.flow_run.deployment_id:
+        return None
     try:
-        pid = watch(str(flow_run.id) if flow_run.id else None, run_name, flow,
-                    get_current_settings().api.url or None)
+        pid = watch(str(context.flow_run.id), run_name, flow, get_current_settings().api.url or None)
     except (OSError, ValueError, subprocess.SubprocessError) as exc:  # never fails the run it would watch
         logging.getLogger("flowerkit").warning("could not start the flow run's watcher (%s): if this process is "
                                                "killed, its flow run stays Running until flowerkit meets the run "
