@@ -55,9 +55,9 @@ LIBRARY = sorted(m for m in modules() if not within(m, FRONT_ENDS + ORCHESTRATIO
 
 # The library's own layers, lowest first: a module imports only from its own layer or below (docs/architecture.md).
 LIBRARY_LAYERS = (
-    ("foundations", ("flowerkit.errors", "flowerkit.fields", "flowerkit.throttle", "flowerkit.optional",
-                     "flowerkit.interrupts", "flowerkit.io", "flowerkit.run.layout", "flowerkit.artifacts.files",
-                     "flowerkit.artifacts.sinks")),
+    ("foundations", ("flowerkit.errors", "flowerkit.fields", "flowerkit.columns", "flowerkit.throttle",
+                     "flowerkit.optional", "flowerkit.interrupts", "flowerkit.io", "flowerkit.run.layout",
+                     "flowerkit.artifacts.files", "flowerkit.artifacts.sinks")),
     ("data and models", ("flowerkit.data", "flowerkit.models", "flowerkit.device")),
     ("artifact writers", ("flowerkit.artifacts",)),
     ("the option model", ("flowerkit.run.config",)),

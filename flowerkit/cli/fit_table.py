@@ -9,6 +9,8 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from flowerkit.columns import fit_columns
+
 UNLIMITED = 10_000  # a console this wide never wraps: what the table needs when nothing is squeezed
 
 
@@ -20,15 +22,9 @@ def fitted_table(headers: Sequence[str], rows: Sequence[Sequence[str]], width: i
     table is too wide, the next column of ``drop_order`` (least useful first) is left out. Columns not named
     there are always kept (the table may then still be wider than ``width``, and the terminal wraps it).
     """
-    keep, dropped = list(headers), []
-    for name in (None, *drop_order):
-        if name is not None and name in keep:
-            keep.remove(name)
-            dropped.append(name)
-        table = _table(headers, rows, keep)
-        if _natural_width(table) <= width:
-            break
-    return table, dropped
+    keep, dropped = fit_columns(headers, drop_order,
+                                lambda kept: _natural_width(_table(headers, rows, kept)) <= width)
+    return _table(headers, rows, keep), dropped
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], keep: list[str]) -> Table:
