@@ -10,6 +10,7 @@ import sys
 import click
 import pytest
 import typer
+from rich.text import Text
 from typer.testing import CliRunner
 
 from flowerkit.cli import app
@@ -59,6 +60,50 @@ def test_every_commands_help_shows_every_option_name_whole_at_80_columns(path, c
         if isinstance(param, click.Option) and not param.hidden:
             for name in (*param.opts, *param.secondary_opts):
                 assert name in words, f"{' '.join(path)} --help does not show {name} whole:\n{shown.output}"
+
+
+def _help(path: tuple[str, ...]) -> str:
+    shown = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": "80", "TERMINAL_WIDTH": "80"})
+    assert shown.exit_code == 0, shown.output
+    return shown.output
+
+
+def _options(command: click.Command) -> list[click.Option]:
+    return [p for p in command.params if isinstance(p, click.Option)]
+
+
+TYPERS_OWN = {"--install-completion", "--show-completion"}  # Typer's, on the root command only
+DECLARED = {name for _, command in ALL_COMMANDS for option in _options(command) for name in option.opts} - TYPERS_OWN
+
+
+def test_help_shows_literal_text_as_written() -> None:
+    """Typer reads help as Rich markup: an unescaped ``[mlflow]`` would vanish from ``flowerkit[mlflow]``."""
+    for flow in ("train", "eval"):
+        assert "pip install 'flowerkit[mlflow]'" in " ".join(_help((flow,)).replace("│", " ").split())
+    for path, command in ALL_COMMANDS:
+        for text in [command.help or "", *(getattr(param, "help", None) or "" for param in command.params)]:
+            assert Text.from_markup(text).plain.count("[") == text.count("["), f"{' '.join(path)}: {text}"
+
+
+@pytest.mark.parametrize("path", [p for p, _ in ALL_COMMANDS], ids=[" ".join(p) or "flowerkit" for p, _ in ALL_COMMANDS])
+def test_help_shows_one_underscore_spelling_and_no_type_for_switches(path) -> None:
+    shown = _help(path)
+    assert "<bool>" not in shown, shown  # a switch takes no value
+    dashed = set(re.findall(r"(?<![\w-])--[a-z]+(?:-[a-z]+)+", shown)) - TYPERS_OWN
+    assert not {name for name in dashed if name.replace("-", "_") in DECLARED}, shown
+    assert all("-" not in name[2:] for name in DECLARED), sorted(n for n in DECLARED if "-" in n[2:])
+
+
+@pytest.mark.parametrize("path,command", ALL_COMMANDS, ids=[" ".join(p) or "flowerkit" for p, _ in ALL_COMMANDS])
+def test_every_option_parses_in_both_spellings(path, command) -> None:
+    """``--output_dir`` and ``--output-dir`` alike, on every command (``--help`` ends the command once the
+    options have parsed; an unknown spelling would end it with exit 2 first)."""
+    for option in _options(command):
+        value = [] if option.is_flag or option.name == "help" else ["1"]
+        for name in (name for name in option.opts if name.startswith("--")):
+            for spelling in {name, "--" + name[2:].replace("_", "-"), "--" + name[2:].replace("-", "_")}:
+                result = CliRunner().invoke(app, [*path, spelling, *value, "--help"])
+                assert result.exit_code == 0, f"{' '.join(path)} {spelling}: {result.output}"
 
 
 @pytest.mark.parametrize("path,spellings", [(("runs", "list"), ("--output-dir", "--output_dir")),

@@ -8,7 +8,7 @@ import typer
 
 
 def dashboard(
-    output_dir: Path = typer.Option(Path("output"), "--output-dir",
+    output_dir: Path = typer.Option(Path("output"), "--output_dir",
                                     help="Root folder of the runs to show (runs started here land there too)."),
     refresh: float = typer.Option(1.0, "--refresh", min=0.2, help="Seconds between re-reads of the run files."),
 ) -> None:

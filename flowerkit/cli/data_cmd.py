@@ -20,7 +20,7 @@ def _data() -> None:
 @app.command()
 def synth(
     out: Path = typer.Option(..., "--out", help="Folder to create (must not exist yet)."),
-    images_per_class: int = typer.Option(30, "--images-per-class", min=1,
+    images_per_class: int = typer.Option(30, "--images_per_class", min=1,
                                          help="Images per class: the official 10 train and 10 val, the rest test."),
     size: int = typer.Option(500, "--size", min=16, help="Short side of each JPEG in pixels (the real set: ~500)."),
     seed: int = typer.Option(0, "--seed", help="Random seed of the generator."),

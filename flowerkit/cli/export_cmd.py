@@ -18,7 +18,7 @@ FORMATS = {"npz": ".npz", "onnx": ".onnx"}
 
 
 def export_npz(
-    run: str = typer.Argument(..., help="Run name (a folder under --output-dir)."),
+    run: str = typer.Argument(..., help="Run name (a folder under --output_dir)."),
     checkpoint: str = typer.Option("best", "--checkpoint",
                                    help="best: checkpoints/best.bin, the one selected on validation; latest: "
                                         "checkpoints/ckpt.bin, the last one written."),

@@ -13,10 +13,12 @@ from pathlib import Path
 import typer
 
 from flowerkit.cli.errors import user_errors
+from flowerkit.cli.options import CONTEXT_SETTINGS
 
 app = typer.Typer(
     help="Explore a run's predictions in FiftyOne (load them as a dataset, evaluate, open the App).",
     no_args_is_help=True,
+    context_settings=CONTEXT_SETTINGS,  # --output-dir reads as --output_dir when a test invokes this group alone
 )
 
 
@@ -43,7 +45,7 @@ def _has_display() -> bool:
 
 LAUNCH_HELP = "Open the FiftyOne App on the dataset and wait (an existing dataset of the same runs opens as it is)."
 # Options that load and compare share: one declaration each (Typer reads them as metadata, never mutates them).
-OUTPUT_DIR = typer.Option(Path("output"), "--output-dir", help="Folder holding the runs.")
+OUTPUT_DIR = typer.Option(Path("output"), "--output_dir", help="Folder holding the runs.")
 LAUNCH = typer.Option(False, "--launch", help=LAUNCH_HELP)
 PORT = typer.Option(5151, "--port", help="Port of the FiftyOne App (with --launch).")
 ADDRESS = typer.Option("127.0.0.1", "--address", help="Address the App listens on (with --launch).")
@@ -51,10 +53,10 @@ ADDRESS = typer.Option("127.0.0.1", "--address", help="Address the App listens o
 
 @app.command("load")
 def load(
-    run: str = typer.Argument(..., help="Run name under --output-dir, or the path of a run directory."),
+    run: str = typer.Argument(..., help="Run name under --output_dir, or the path of a run directory."),
     output_dir: Path = OUTPUT_DIR,
     dataset_name: str | None = typer.Option(
-        None, "--dataset-name", help="FiftyOne dataset name (default: flowerkit-<run name>)."
+        None, "--dataset_name", help="FiftyOne dataset name (default: flowerkit-<run name>)."
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the dataset if it exists (reload the run)."),
     launch: bool = LAUNCH,
@@ -89,10 +91,10 @@ COMPARE_HELP = (
 
 @app.command("compare", help=COMPARE_HELP)
 def compare(
-    runs: list[str] = typer.Argument(..., help="Two or more runs: names under --output-dir, or run directories."),
+    runs: list[str] = typer.Argument(..., help="Two or more runs: names under --output_dir, or run directories."),
     output_dir: Path = OUTPUT_DIR,
     dataset_name: str | None = typer.Option(
-        None, "--dataset-name", help="FiftyOne dataset name (default: flowerkit-compare-<run>-<run>...)."
+        None, "--dataset_name", help="FiftyOne dataset name (default: flowerkit-compare-<run>-<run>...)."
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the dataset if it exists."),
     launch: bool = LAUNCH,

@@ -1,10 +1,12 @@
 """CLI options generated from the config models, so the CLI, Prefect and the TUI never disagree.
 
 Every field becomes ``--field_name`` (the seed commands use underscores); ``--field-name`` is accepted too,
-through the commands' ``CONTEXT_SETTINGS`` (dashes in option names read as underscores), so the help lists
-one spelling and fits 80 columns. A switch also gets ``--no_field_name``, hidden from the help (its text
-names it). Help text and default come from the field. Only options the user actually typed are passed on,
-so the config's own precedence (CLI > --config YAML > FLOWERKIT_* env > .env > defaults) holds.
+through ``CONTEXT_SETTINGS`` (dashes in option names read as underscores), so the help lists one spelling,
+the underscore one, for every command, and fits 80 columns. A switch also gets ``--no_field_name``, hidden
+from the help (its text names it). Help text and default come from the field, shown literally (Typer reads
+help as Rich markup, which would drop ``[mlflow]`` from ``pip install 'flowerkit[mlflow]'``). Only options
+the user actually typed are passed on, so the config's own precedence (CLI > --config YAML > FLOWERKIT_* env >
+.env > defaults) holds.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from typing import Any
 
 import typer
 from pydantic.fields import FieldInfo
+from rich.markup import escape
+from typer.core import TyperOption
 
 from flowerkit.run.config import RunConfig
 from flowerkit.fields import aliases, choices, default_text, option_type
@@ -45,6 +49,20 @@ def _underscores(token: str) -> str:
 CONTEXT_SETTINGS = {"token_normalize_func": _underscores}
 
 
+def _no_type_for_switches() -> None:
+    """A switch takes no value, yet Typer's help shows its type (``--quiet <bool>``): show none, for every
+    command's switches and ``--help`` alike (Typer has no setting for it)."""
+    value_type = TyperOption.display_type_rich
+
+    def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
+        return None if self.is_flag else value_type(self, ctx)
+
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_no_type_for_switches()
+
+
 def help_text(field: FieldInfo, note: str = "") -> str:
     extra = f" One of: {', '.join(choices(field))}." if choices(field) else ""
     alias = f" Alias: {', '.join('--' + a for a in aliases(field))}." if aliases(field) else ""
@@ -56,9 +74,10 @@ def _option(name: str, field: FieldInfo) -> tuple[Any, Any]:
     panel = (field.json_schema_extra or {}).get("group", "options").title()
     if kind is bool:
         help_ = help_text(field, f" --{NEGATION}{name} turns it off (over --config, env or .env).")
-        return bool | None, typer.Option(None, f"--{name}", help=help_, show_default=False, rich_help_panel=panel)
+        return bool | None, typer.Option(None, f"--{name}", help=escape(help_), show_default=False,
+                                         rich_help_panel=panel)
     flags = [f"--{n}" for n in (name, *aliases(field))]  # older names stay accepted (e.g. --pretrained_dir)
-    return kind | None, typer.Option(None, *flags, help=help_text(field), show_default=False,
+    return kind | None, typer.Option(None, *flags, help=escape(help_text(field)), show_default=False,
                                      rich_help_panel=panel)
 
 
@@ -95,16 +114,6 @@ def command_from_config(cls: type[RunConfig], run: Callable[..., None]) -> Calla
         run(given, **extras)
 
     command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
-    command.__doc__ = cls.__doc__
+    command.__doc__ = escape(cls.__doc__ or "")
     return command
 
-
-def options_markdown(cls: type[RunConfig]) -> str:
-    """The README's option table for ``cls`` (a test keeps the README in step with this)."""
-    lines = ["| option | default | description |", "| --- | --- | --- |"]
-    for name, field in cls.model_fields.items():
-        desc = help_text(field).rsplit(" (default:", 1)[0].replace("|", "\\|")
-        lines.append(f"| `--{name}` | `{default_text(field)}` | {desc} |")
-    for name, (_, option) in EXTRA_OPTIONS.items():
-        lines.append(f"| `{option.param_decls[0]}` | | {option.help} |")
-    return "\n".join(lines)

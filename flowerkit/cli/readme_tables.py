@@ -39,6 +39,13 @@ def listed_params(command: Any) -> list[Any]:
     return [p for p in command.params if not getattr(p, "hidden", False)]
 
 
+def _shown(text: str) -> str:
+    """Help text as ``--help`` shows it: Typer reads it as Rich markup (``\\[mlflow]`` shows ``[mlflow]``)."""
+    from rich.text import Text
+
+    return Text.from_markup(text).plain
+
+
 def _md(text: str) -> str:
     """Help text as Markdown on one line: ``|`` escaped (table cells), and outside `code` spans no raw HTML
     (``best-<step>.bin``) and no emphasis from ``*`` (``FLOWERKIT_*``, ``F**(L-i)``)."""
@@ -49,7 +56,7 @@ def _md(text: str) -> str:
 
 
 def _default_and_help(param: Any) -> tuple[str, str]:
-    help_ = str(getattr(param, "help", "") or "").split("\f")[0].strip()
+    help_ = _shown(str(getattr(param, "help", "") or "").split("\f")[0].strip())
     help_ = " ".join(help_.split())
     head, sep, tail = help_.rpartition(" (default: ")
     if sep and tail.endswith(")"):  # options generated from the config models state their default in the help
@@ -94,7 +101,7 @@ def _usage(path: tuple[str, ...], command: Any) -> str:
 
 
 def _help_paragraphs(command: Any) -> str:
-    text = str(command.help or "").split("\f")[0].strip()
+    text = _shown(str(command.help or "").split("\f")[0].strip())
     return "\n\n".join(_md(p) for p in text.split("\n\n") if p.strip())
 
 
@@ -113,7 +120,7 @@ def cli_reference_markdown() -> str:
             out += ["| command | what it does |", "| --- | --- |"]
             for name, sub in subcommands:
                 anchor = "-".join(("flowerkit", *path, name)).lower()
-                summary = _md(sub.get_short_help_str(limit=300))
+                summary = _md(_shown(sub.get_short_help_str(limit=300)))
                 out.append(f"| [`{name}`](#{anchor}) | {summary} |")
             out.append("")
         if listed_params(command):

@@ -9,30 +9,32 @@ from pathlib import Path
 import typer
 
 from flowerkit.cli.errors import user_errors
+from flowerkit.cli.options import CONTEXT_SETTINGS
 from flowerkit.run.config import NAME_PATTERN
 from flowerkit.errors import ConfigError
 
-app = typer.Typer(help="List, inspect, verify and prune runs.", no_args_is_help=True)
+app = typer.Typer(help="List, inspect, verify and prune runs.", no_args_is_help=True,
+                  context_settings=CONTEXT_SETTINGS)  # also when a test invokes this group alone
 LIST_COLUMNS = ("name", "flow", "status", "device", "step", "selected", "monitored", "accuracy", "started (UTC)",
                 "age")
 # Left out in this order when the terminal is too narrow: the age says when a run started, the monitored value
 # says more than the selected step, and name, status, step and accuracy always stay.
 LIST_DROP_ORDER = ("started (UTC)", "device", "flow", "selected", "monitored", "age")
-OUTPUT = typer.Option(Path("output"), "--output-dir", help="Root folder of the runs.")
+OUTPUT = typer.Option(Path("output"), "--output_dir", help="Root folder of the runs.")
 
 
 def check_output_dir(output_dir: Path) -> Path:
     """A file where the runs' folder belongs is a mistake to name, not an empty folder ("No runs")."""
     if output_dir.exists() and not output_dir.is_dir():
-        raise ConfigError(f"--output-dir {output_dir} is a file, not a folder of runs. Pass the folder the runs "
+        raise ConfigError(f"--output_dir {output_dir} is a file, not a folder of runs. Pass the folder the runs "
                           "were written to (train's --output_dir).")
     return output_dir
 
 
 def check_run_name(name: str) -> str:
-    """A run name is one folder name under --output-dir (config.py's pattern), never a path like ../x or /etc."""
+    """A run name is one folder name under --output_dir (config.py's pattern), never a path like ../x or /etc."""
     if not re.fullmatch(NAME_PATTERN, name):
-        raise ConfigError(f"'{name}' is not a run name: a run name is a folder name under --output-dir (letters, "
+        raise ConfigError(f"'{name}' is not a run name: a run name is a folder name under --output_dir (letters, "
                           "digits, '.', '_' and '-', starting with a letter or digit), not a path. `flowerkit runs "
                           "list` shows the names.")
     return name
@@ -149,13 +151,13 @@ def verify(name: str = typer.Argument(..., help="Run name."), output_dir: Path =
 
 @app.command("prune")
 def prune(
-    older_than_retention: bool = typer.Option(False, "--older-than-retention",
+    older_than_retention: bool = typer.Option(False, "--older_than_retention",
                                               help="Delete runs whose retention period (from the run record) has "
                                                    "expired."),
     crashed: bool = typer.Option(False, "--crashed",
                                  help="Delete crashed predict runs (their process died; a predict run cannot be "
                                       "continued). Crashed train and eval runs are kept: --resume continues them."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Only say what would be deleted."),
+    dry_run: bool = typer.Option(False, "--dry_run", help="Only say what would be deleted."),
     force: bool = typer.Option(False, "--force", help="Also delete expired runs whose files fail verification, and "
                                                       "with --crashed, crashed train and eval runs."),
     output_dir: Path = OUTPUT,
@@ -164,7 +166,7 @@ def prune(
     else is reported and kept."""
     with user_errors():
         if not (older_than_retention or crashed):
-            typer.echo("Nothing to do: pass --older-than-retention and/or --crashed (with --dry-run first to see "
+            typer.echo("Nothing to do: pass --older_than_retention and/or --crashed (with --dry_run first to see "
                        "what it deletes).", err=True)
             raise typer.Exit(2)
         check_output_dir(output_dir)
