@@ -60,4 +60,4 @@ def _predict(plan: PredictRunPlan) -> PredictOutcome:
 
 def _counts(summary: PredictSummary) -> dict[str, int]:
     return {"inputs": summary.inputs, "predicted": summary.predicted, "failed": summary.failed,
-            "unknown": summary.unknown}
+            "unknown": summary.unknown, "skipped": sum(summary.skipped.values())}

@@ -41,7 +41,8 @@ def test_a_named_predict_run_is_recorded_and_never_overwritten(prefect_harness, 
     assert "retention_days: 90" in (run_dir / "RETENTION.txt").read_text()
     record = read_record(run_dir)
     assert record["flow"] == "predict" and record["stage_status"] == "complete", record.get("error")
-    assert record["metrics"] == {"inputs": IMAGES, "predicted": IMAGES, "failed": 0, "unknown": 0}
+    assert record["metrics"] == {"inputs": IMAGES, "predicted": IMAGES, "failed": 0, "unknown": 0,
+                                 "skipped": 0}
     indexed = {entry["relative_path"]: entry["sha256"] for entry in record["artifact_index"]}
     for name in ("fiftyone/predictions.jsonl", "env_stamp.json", "RETENTION.txt", "labelmap.json",
                  "config_resolved.yaml", "run.log"):
