@@ -290,6 +290,25 @@ def test_out_jsonl_and_csv_and_the_terminal_table(small_run: Path, photos: Path,
             assert good["top_k"].count("|") == 4 and good["prediction_name"] in good["top_k"].split("|")[0]
 
 
+def test_the_table_names_files_relative_to_their_input(tmp_path: Path, base: np.ndarray, monkeypatch) -> None:
+    """Two roses in two sub-folders are two lines, not the same base name twice."""
+    from tests.test_fail_closed_inputs import write_checkpoint
+
+    checkpoint = write_checkpoint(tmp_path / "ckpt.bin")
+    for sub in ("a", "b"):
+        (tmp_path / "photos" / sub).mkdir(parents=True)
+        Image.fromarray(base).save(tmp_path / "photos" / sub / "rose.jpg")
+    monkeypatch.chdir(tmp_path)
+
+    def files(*inputs: str) -> list[str]:  # the first column of the table's rows (long cells wrap below them)
+        result = cli(*inputs, "--checkpoint", str(checkpoint))
+        assert result.exit_code == 0, result.output
+        return [line.split()[0] for line in result.stdout.splitlines()[1:] if line[:1].strip()]
+
+    assert files("photos") == ["a/rose.jpg", "b/rose.jpg"]
+    assert files("photos/a", "photos/b/rose.jpg") == ["photos/a/rose.jpg", "photos/b/rose.jpg"]
+
+
 def test_inputs_from_a_list_file_stdin_and_globs(small_run: Path, photos: Path, tmp_path: Path) -> None:
     listing = tmp_path / "list.txt"
     listing.write_text(f"# my photos\n{photos / 'plain.png'}\n\n{photos / 'plain.bmp'}\n")

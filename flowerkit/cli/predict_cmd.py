@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -82,7 +82,7 @@ def predict(
             typer.echo(f"Note: {plan.model.path} predates recorded evaluation transforms; using its config's "
                        f"({plan.info.transform.kind}, {plan.info.transform.decode_size} px cache).", err=True)
         typer.echo(f"Model: {plan.info.description}", err=True)
-        display = _Display(as_json, plan.options.min_confidence)
+        display = _Display(as_json, plan.options.min_confidence, inputs)
         summary = _run(plan, display, None) if target is None else _run_to_file(plan, display, target, fmt)
         display.flush()
         typer.echo(summary.line() + (f" Rows: {target}" if target is not None else ""), err=True)
@@ -197,8 +197,9 @@ def _run_to_file(plan, display, target: Path, fmt: str):
 class _Display:
     """JSON lines on stdout, or a rich table printed every TABLE_EVERY rows."""
 
-    def __init__(self, as_json: bool, min_confidence: float | None) -> None:
+    def __init__(self, as_json: bool, min_confidence: float | None, inputs: list[str]) -> None:
         self.as_json, self.min_confidence = as_json, min_confidence
+        self.shown = _shown_paths(inputs)
         self.rows: list[dict] = []
         self.printed = False
 
@@ -218,18 +219,38 @@ class _Display:
             sys.stdout.flush()
             return
         from rich.console import Console
+        from rich.markup import escape
         from rich.table import Table
 
         table = Table(show_header=not self.printed, box=None, pad_edge=False)
         table.add_column("file", overflow="fold", ratio=1)
         table.add_column("prediction (probability)", overflow="fold", ratio=2)
         for row in self.rows:
-            table.add_row(Path(row["filepath"]).name, _cell(row))
+            table.add_row(escape(self.shown(row["filepath"])), _cell(row))
         try:
             Console(soft_wrap=False).print(table)
         except BrokenPipeError:
             raise _stdout_closed() from None
         self.rows, self.printed = [], True
+
+
+def _shown_paths(inputs: list[str]) -> Callable[[str], str]:
+    """How the table names a row's file (its ``filepath`` is absolute): relative to the folder INPUT it was
+    found in, so ``a/rose.jpg`` and ``b/rose.jpg`` stay apart, led by that folder as typed when there are
+    several inputs; any other file relative to the current folder, or whole when outside it."""
+    folders = [(arg, Path(arg).expanduser().resolve()) for arg in inputs if Path(arg).expanduser().is_dir()]
+    folders.sort(key=lambda folder: -len(folder[1].parts))  # a folder given inside another one is closer
+    here = Path.cwd().resolve()
+
+    def shown(filepath: str) -> str:
+        path = Path(filepath)
+        for arg, root in folders:
+            if path.is_relative_to(root):
+                inside = path.relative_to(root)
+                return str(inside if len(inputs) == 1 else Path(arg) / inside)
+        return str(path.relative_to(here) if path.is_relative_to(here) else path)
+
+    return shown
 
 
 def _stdout_closed():
