@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -68,12 +69,20 @@ def metrics(record: dict[str, Any]) -> Table:
     return _pairs("metrics", rows or [("(none yet)", "")])
 
 
+def _in_run(layout: RunLayout, path: Path) -> Path:
+    """A path inside the run directory relative to it (at 80 columns a whole one wraps mid-name), any other
+    one whole, so that the two never read alike."""
+    return path.relative_to(layout.run_dir) if path.is_relative_to(layout.run_dir) else path.absolute()
+
+
 def files(layout: RunLayout, record: dict[str, Any]) -> Table:
     index = record.get("artifact_index") or []
-    return _pairs("files", [("run directory", layout.run_dir), ("TensorBoard", layout.tb_dir),
-                            ("FiftyOne", layout.fiftyone_dir), ("checkpoint", layout.checkpoint),
-                            ("selected checkpoint", layout.best_checkpoint if layout.best_checkpoint.exists() else None),
-                            ("indexed files", f"{len(index)} with sha256 (flowerkit runs verify {layout.name})")])
+    best = layout.best_checkpoint if layout.best_checkpoint.exists() else None
+    return _pairs("files (relative paths are inside the run directory)", [
+        ("run directory", layout.run_dir.absolute()), ("TensorBoard", _in_run(layout, layout.tb_dir)),
+        ("FiftyOne", _in_run(layout, layout.fiftyone_dir)), ("checkpoint", _in_run(layout, layout.checkpoint)),
+        ("selected checkpoint", best and _in_run(layout, best)),
+        ("indexed files", f"{len(index)} with sha256 (flowerkit runs verify {layout.name})")])
 
 
 def configuration(layout: RunLayout) -> RenderableType:
@@ -81,7 +90,8 @@ def configuration(layout: RunLayout) -> RenderableType:
         values = yaml.safe_load(layout.config.read_text(encoding="utf-8")) or {}
     except (OSError, ValueError, yaml.YAMLError):  # ValueError: bytes that are not UTF-8 (a damaged file)
         return Text(f"configuration: {layout.config} is missing or unreadable", style="yellow")
-    return _pairs(f"configuration ({layout.config})", [(f"--{key}", value) for key, value in values.items()])
+    return _pairs(f"configuration ({_in_run(layout, layout.config)})",
+                  [(f"--{key}", value) for key, value in values.items()])
 
 
 def render_run(layout: RunLayout, record: dict[str, Any]) -> list[RenderableType]:

@@ -124,7 +124,8 @@ def show(name: str = typer.Argument(..., help="Run name."), output_dir: Path = O
     with user_errors():
         run_dir = run_dir_of(output_dir, check_run_name(name))
         record = read_record(run_dir)
-        Console(width=max(100, Console().width)).print(*render_run(RunLayout.for_run(run_dir, record), record))
+        # The terminal's width (COLUMNS, else 80 in a pipe): long values wrap inside their cells.
+        Console().print(*render_run(RunLayout.for_run(run_dir, record), record))
 
 
 @app.command("verify")
