@@ -163,6 +163,15 @@ def trial_name(sweep: str, index: int) -> str:
     return f"{sweep}-{index:03d}"
 
 
+def sweep_of(output_dir: Path, run_name: str) -> str | None:
+    """The sweep whose trial the run OUTPUT_DIR/RUN_NAME is (the sweep's folder holds the trial's config),
+    whichever way the trial was started; else None."""
+    sweep, _, index = run_name.rpartition("-")
+    if sweep and index.isdigit() and SweepLayout(output_dir, sweep).trial_config(run_name).is_file():
+        return sweep
+    return None
+
+
 def read_sweep(path: Path) -> Sweep:
     """Read, expand and validate a sweep file; raises ConfigError (exit 2) / MissingInputError (exit 3)."""
     path = Path(path)

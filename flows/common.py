@@ -23,6 +23,7 @@ from flowerkit.run.plan import Plan, RunPlan
 from flowerkit.run.rundir import RunLock, claim_run_dir
 from flowerkit.tasks import PLANNING_TASKS
 from flowerkit.tracking import tracked_run
+from flowerkit.flows.orchestration.labels import label_flow_run, run_tags
 from flowerkit.flows.orchestration.watcher import watch_current_flow_run
 
 LOGGERS = ("flowerkit", "prefect.flow_runs", "prefect.task_runs")
@@ -63,6 +64,7 @@ def run_lifecycle(plan: P, determinism: dict) -> Iterator[tuple[P, ScalarSink | 
     sink (None without ``--tracker``), which the flow hands to the tasks that log scalars."""
     config = plan.config
     lock = RunLock(plan.layout)
+    label_flow_run(config.name, run_tags(plan))
     record = claim_run_dir(config, plan.flow, plan.resume, flow_run_id(), plan.total_steps, lock)
     plan = plan.claimed(record)
     watch_current_flow_run(config.name, plan.flow)  # a killed process's flow run still ends Crashed

@@ -12,6 +12,7 @@ from flowerkit.artifacts.record import update_record
 from flowerkit.run.config import EvalConfig
 from flowerkit.engine.trainer import seed_everything
 from flowerkit.flows.common import RunOutcome, outcome, run_lifecycle
+from flowerkit.flows.orchestration.labels import run_name
 from flowerkit.run.plan import RunPlan
 from flowerkit.run.prepare import plan_for
 from flowerkit.tasks.evaluation import evaluate, export_predictions
@@ -20,7 +21,7 @@ from flowerkit.tasks.reporting import publish_results
 from flowerkit.tasks.setup import detect_device, load_subset
 
 
-@flow(name="eval", persist_result=True, validate_parameters=False)
+@flow(name="eval", flow_run_name=run_name, persist_result=True, validate_parameters=False)
 def eval_flow(config: EvalConfig, resume: bool = False, plan: RunPlan | None = None) -> RunOutcome:
     """Evaluate OUTPUT_DIR/RUN/checkpoints/ckpt.bin-style checkpoints; never trains.
 

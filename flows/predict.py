@@ -18,10 +18,12 @@ from prefect import flow
 from flowerkit.artifacts.record import update_record
 from flowerkit.run.config import PredictRunConfig, load_predict_config
 from flowerkit.flows.common import run_lifecycle
+from flowerkit.flows.orchestration.labels import run_name
 from flowerkit.predict.run import PredictRunPlan, prepare_predict_run
 from flowerkit.predict.runner import PredictSummary
 from flowerkit.tasks.prediction import predict_images
 from flowerkit.tasks.provenance import write_predict_stamp, write_retention
+from flowerkit.tasks.reporting import publish_predict_results
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -33,7 +35,7 @@ class PredictOutcome:
     summary: PredictSummary
 
 
-@flow(name="predict", validate_parameters=False)
+@flow(name="predict", flow_run_name=run_name, validate_parameters=False)
 def predict_flow(config: PredictRunConfig, plan: PredictRunPlan | None = None) -> PredictOutcome:
     """Predict the flower class of every image of a folder and record it as the run OUTPUT_DIR/NAME.
 
@@ -55,6 +57,7 @@ def _predict(plan: PredictRunPlan) -> PredictOutcome:
                       progress={"step": summary.inputs, "total_steps": summary.inputs})
         write_predict_stamp(plan)
         write_retention(plan)
+        publish_predict_results(plan, summary)
     return PredictOutcome(run_dir=run_dir, predictions=plan.layout.predictions, summary=summary)
 
 

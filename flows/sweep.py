@@ -41,6 +41,7 @@ from flowerkit.sweep import (
     write_expansion,
     write_results,
 )
+from flowerkit.flows.orchestration.labels import label_flow_run
 from flowerkit.flows.sweep_progress import SweepProgress
 from flowerkit.tracking.sweep_run import close_sweep_run, open_sweep_run, trial_job_variables
 
@@ -71,6 +72,7 @@ def sweep_flow(sweep_file: str, max_parallel: int = 1, backend: Literal["local",
 
 def _run_sweep(sweep: Sweep, max_parallel: int, backend: str, deployment: str) -> list[dict]:
     """One pass over the sweep's trials, under its lock."""
+    label_flow_run(sweep.name, sweep_tags(sweep))
     check_same_sweep(sweep)
     write_expansion(sweep)
     actions = {trial.name: action_for(trial) for trial in sweep.trials}
@@ -96,6 +98,13 @@ def _run_sweep(sweep: Sweep, max_parallel: int, backend: str, deployment: str) -
     if problem is not None:
         raise problem
     return rows
+
+
+def sweep_tags(sweep: Sweep) -> list[str]:
+    """The sweep flow run's tags: its name, and the model types and datasets its trials train."""
+    configs = [trial.config for trial in sweep.trials]
+    return ["flowerkit", "sweep", f"sweep:{sweep.name}", *sorted({f"model:{c.model_type}" for c in configs}),
+            *sorted({f"dataset:{c.dataset}" for c in configs})]
 
 
 def run_subflow(trial: Trial, action: str, progress: SweepProgress) -> Outcome:

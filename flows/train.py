@@ -15,6 +15,7 @@ from flowerkit.run.config import TrainConfig
 from flowerkit.engine.progress import Listener
 from flowerkit.engine.trainer import seed_everything
 from flowerkit.flows.common import RunOutcome, outcome, run_lifecycle
+from flowerkit.flows.orchestration.labels import run_name
 from flowerkit.run.plan import RunPlan
 from flowerkit.run.prepare import plan_for
 from flowerkit.tasks.evaluation import evaluate, export_predictions
@@ -24,7 +25,7 @@ from flowerkit.tasks.setup import detect_device, load_subset
 from flowerkit.tasks.training import train
 
 
-@flow(name="train", persist_result=True, validate_parameters=False)
+@flow(name="train", flow_run_name=run_name, persist_result=True, validate_parameters=False)
 def train_flow(config: TrainConfig, resume: bool = False, plan: RunPlan | None = None,
                on_progress: Listener | None = None) -> RunOutcome:
     """Train a ViT on Flowers-102 and leave every artifact of the run under OUTPUT_DIR/NAME.

@@ -10,7 +10,7 @@ FLOW_TASKS: dict[str, tuple[str, ...]] = {
               "write_retention", "publish_results"),
     "eval": ("detect_device", "load_subset", "evaluate", "export_predictions", "write_stamp", "write_retention",
              "publish_results"),
-    "predict": ("predict_images", "write_stamp", "write_retention"),
+    "predict": ("predict_images", "write_stamp", "write_retention", "publish_results"),
 }
 # Run before the run directory exists: the record lists them as done once it does.
 PLANNING_TASKS = ("detect_device", "load_subset")

@@ -21,10 +21,13 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
+from flowerkit.artifacts.classification import scores_text
 from flowerkit.artifacts.files import read_json
 from flowerkit.artifacts.record import read_record
 from flowerkit.engine.progress import Progress, StepRate, describe
 from flowerkit.engine.trainer import TrainResult
+from flowerkit.predict.run import PredictRunPlan
+from flowerkit.predict.runner import PredictSummary
 from flowerkit.run.plan import RunPlan
 from flowerkit.tasks.common import run_task
 from flowerkit.throttle import Throttle
@@ -162,6 +165,32 @@ def publish_sweep_table(sweep_name: str, rows: list[dict]) -> UUID:
                                              "validation metric")
 
 
+def predict_markdown(plan: PredictRunPlan, summary: PredictSummary) -> str:
+    """A predict run's summary: the model the rows came from, the counts, and where the rows are."""
+    model, info = plan.predict.model, plan.predict.info
+    source = f"run `{model.run}`: `{model.path}`" if model.run else f"{model.kind} `{model.path}`"
+    lines = [f"# flowerkit predict: `{plan.config.name}`", "",
+             f"- run id: `{plan.run_id}`",
+             f"- model: {source} ({info.model_type})",
+             f"- device: `{plan.device.device}` ({plan.precision})",
+             f"- rows: `{plan.layout.predictions}`",
+             "", "| count | value |", "| --- | --- |",
+             f"| inputs | {summary.inputs} |", f"| predicted | {summary.predicted} |",
+             f"| errors | {summary.failed} |", f"| unknown (below --min_confidence) | {summary.unknown} |",
+             f"| skipped | {sum(summary.skipped.values())} |", "", "## Files", ""]
+    lines += [f"- `{path}`" for path in plan.layout.key_files()]
+    return "\n".join(lines) + "\n"
+
+
+@run_task("publish_results", recorded=False)
+def publish_predict_results(plan: PredictRunPlan, summary: PredictSummary) -> dict:
+    """The predict run's summary as a markdown artifact (its rows are in the run, not the UI)."""
+    summary_id = create_markdown_artifact(predict_markdown(plan, summary),
+                                          key=artifact_key("predict", plan.config.name, "summary"),
+                                          description=f"flowerkit predict run '{plan.config.name}': summary")
+    return {"summary": str(summary_id)}
+
+
 @run_task("publish_results", recorded=False)
 def publish_results(plan: RunPlan, metrics: dict, trained: TrainResult | None = None) -> dict:
     """Markdown summary (device, config hash, metrics, file paths, the MLflow run) and a per-class table."""
@@ -175,4 +204,7 @@ def publish_results(plan: RunPlan, metrics: dict, trained: TrainResult | None = 
                                 config.config_hash(), metrics, [*layout.key_files(), layout.tb_dir], training,
                                 checkpoint, mlflow)
     summary_id, table_id = publish_summary(plan.flow, config.name, markdown, layout.per_class)
+    # The result in the run's log too (run.log, and the flow run's logs in the UI): the CLI prints it as a table.
+    log.info("%s run '%s': %s split (%d samples): %s", plan.flow, config.name, metrics["split"],
+             metrics["num_samples"], scores_text(metrics))
     return {"summary": str(summary_id), "per_class": str(table_id)}

@@ -76,7 +76,10 @@ def worker(server: PrefectServer, api: str) -> Iterator[None]:
         client.create_work_pool(WorkPoolCreate(name=POOL, type="process",
                                                base_job_template=ProcessWorker.get_default_base_job_template()))
     log = server.logs / "worker.log"
-    proc = _start([*PREFECT, "worker", "start", "--pool", POOL], server.env, log, server.logs)
+    # Started as a team starts it, without the setting flowerkit's CLI makes: what reaches a flow run's logs
+    # must come from the deployment (prefect.yaml's job variables).
+    env = {key: value for key, value in server.env.items() if key != "PREFECT_LOGGING_EXTRA_LOGGERS"}
+    proc = _start([*PREFECT, "worker", "start", "--pool", POOL], env, log, server.logs)
     try:
         # Deploy while the worker starts: prefect.yaml exactly as committed, from the repo root.
         deployed = subprocess.run([*PREFECT, "--no-prompt", "deploy", "--all"], cwd=REPO, env=server.env,
@@ -166,6 +169,29 @@ def _artifacts(run_id: UUID) -> dict[str, Any]:
             if (artifact.key or "").endswith(f"-{kind}")}
 
 
+def _flowerkit_lines(run_id: UUID, last: str, timeout_s: float = 30) -> list[str]:
+    """The flow run's log lines in the API from flowerkit's own loggers, once one holding ``last`` is there: the
+    run's process sends its last lines as it exits, just after its final state."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    deadline = time.monotonic() + timeout_s
+    with get_client(sync_client=True) as client:
+        while True:
+            logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
+            lines = [log.message for log in logs if log.name.startswith("flowerkit")]
+            if any(last in line for line in lines) or time.monotonic() > deadline:
+                return lines
+            time.sleep(0.5)
+
+
+def _flow_run(run_id: UUID) -> Any:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(run_id)
+
+
 def _assert_intact(run_dir: Path) -> dict:
     """Complete, and every file the run indexed still has the sha256 it was indexed with."""
     record = read_record(run_dir)
@@ -246,6 +272,23 @@ def test_train_run_leaves_its_files_and_prefect_artifacts(train_runs: TrainRuns)
 
 
 @pytest.mark.prefect_server
+def test_a_worker_run_is_named_tagged_and_logged_like_a_cli_run(train_runs: TrainRuns) -> None:
+    """The deployment's flow run carries the run's name and tags, and flowerkit's own lines are in its logs:
+    the worker's process gets PREFECT_LOGGING_EXTRA_LOGGERS from prefect.yaml's job variables."""
+    (run_id,) = train_runs.ids["trained"]
+    flow_run = _flow_run(run_id)
+    assert flow_run.name == "trained"
+    assert {"flowerkit", "train", "model:testing", "dataset:flower102"} <= set(flow_run.tags)
+    assert not any(tag.startswith("sweep:") for tag in flow_run.tags)
+    lines = _flowerkit_lines(run_id, "train run 'trained': val split")
+    assert any(line.startswith("step 10/10 ") for line in lines), lines
+    assert any(line.startswith("eval at step 10: accuracy") for line in lines), lines
+    assert any(line.startswith("train run 'trained': val split (4 samples): accuracy") for line in lines), lines
+    # The refused twin is named after its run too.
+    assert {_flow_run(i).name for i in train_runs.ids["twin"]} == {"twin"}
+
+
+@pytest.mark.prefect_server
 def test_eval_run_of_the_trained_checkpoint(train_runs: TrainRuns, flowers_root: Path) -> None:
     checkpoint = train_runs.output_dir / "trained" / "checkpoints" / "ckpt.bin"
     assert checkpoint.is_file()
@@ -280,6 +323,17 @@ def test_predict_deployment_scores_a_folder_with_a_run(worker, tiny_run: Path, f
     assert len((run_dir / "fiftyone" / "predictions.jsonl").read_text().splitlines()) == 3
     indexed = {entry["relative_path"] for entry in record["artifact_index"]}
     assert {"scored-folder/env_stamp.json", "scored-folder/RETENTION.txt", "scored-folder/labelmap.json"} <= indexed
+    # In the Prefect UI: the run's name and tags, its counts in its logs, and a summary naming the rows' path.
+    flow_run = _flow_run(run_id)
+    assert flow_run.name == "scored-folder"
+    assert {"flowerkit", "predict", "model:testing"} <= set(flow_run.tags)
+    lines = _flowerkit_lines(run_id, "image(s) predicted")
+    assert any(line.startswith("3 of 3 image(s) predicted, 0 could not be") for line in lines), lines
+    summary = _artifacts(run_id)["summary"]
+    assert summary.key == "flowerkit-predict-scored-folder-summary"
+    assert f"- rows: `{run_dir / 'fiftyone' / 'predictions.jsonl'}`" in summary.data
+    assert f"run `{tiny_run.name}`: `{tiny_run / 'checkpoints' / 'best.bin'}`" in summary.data
+    assert "| predicted | 3 |" in summary.data and "| errors | 0 |" in summary.data
 
 
 @pytest.mark.prefect_server
@@ -386,6 +440,8 @@ def test_a_sweep_runs_on_the_work_pool_within_max_parallel(worker, server: Prefe
         assert client.read_global_concurrency_limit_by_name(concurrency_limit_name("pooled")).limit == 2
         assert {run.deployment_id for run in runs} == {client.read_deployment_by_name(TRAIN).id}
     assert sorted(run.name for run in runs) == [f"pooled-{i:03d}" for i in range(3)]
+    assert all({"train", "sweep:pooled", "model:testing", "dataset:flower102"} <= set(run.tags) for run in runs)
+    assert any(line.startswith("step 2/2 ") for line in _flowerkit_lines(runs[0].id, "train run 'pooled-"))
     # The sweep holds one of the limit's slots per trial from submission to its final state: no trial is even
     # created while two are unfinished, and so never more than two run at once. (How many actually overlap
     # depends on how fast the worker starts them, so it is not asserted.)

@@ -59,3 +59,10 @@ def classification_report(logits: np.ndarray, labels: np.ndarray, class_names: l
         "per_class": per_class,
         "confusion": confusion,
     }
+
+
+def scores_text(metrics: dict[str, Any], prefix: str = "") -> str:
+    """``accuracy 0.2500, top-5 0.7500, macro F1 0.1000, loss 4.6159``: a report's scores on one line
+    (``prefix`` "test_": the --test_after ones)."""
+    return (f"accuracy {metrics[prefix + 'accuracy']:.4f}, top-5 {metrics[prefix + 'top5_accuracy']:.4f}, "
+            f"macro F1 {metrics[prefix + 'macro_f1']:.4f}, loss {metrics[prefix + 'loss']:.4f}")

@@ -144,14 +144,11 @@ def selection_text(metrics: dict) -> str:
     return text + (f"; stopped early: {metrics['stop_reason']}" if metrics.get("stopped_early") else "")
 
 
-def _scores(metrics: dict, prefix: str = "") -> str:
-    return (f"accuracy {metrics[prefix + 'accuracy']:.4f}, top-5 {metrics[prefix + 'top5_accuracy']:.4f}, "
-            f"macro F1 {metrics[prefix + 'macro_f1']:.4f}, loss {metrics[prefix + 'loss']:.4f}")
-
-
 def print_summary(plan: RunPlan, result: RunOutcome) -> None:
     from rich.console import Console
     from rich.table import Table
+
+    from flowerkit.artifacts.classification import scores_text
 
     config, metrics, device = plan.config, result.metrics, result.device
     table = Table(title=f"flowerkit {plan.flow}: run '{config.name}' complete", show_header=False,
@@ -163,9 +160,9 @@ def print_summary(plan: RunPlan, result: RunOutcome) -> None:
                                   f"{trained.final_loss:.4f}, {trained.images_per_second:.1f} img/s")
     if "selected_step" in metrics:
         table.add_row("selected", selection_text(metrics))
-    table.add_row(f"eval ({metrics['split']}, {metrics['num_samples']} samples)", _scores(metrics))
+    table.add_row(f"eval ({metrics['split']}, {metrics['num_samples']} samples)", scores_text(metrics))
     if "test_accuracy" in metrics:  # --test_after: the selected checkpoint once on the test split
-        table.add_row(f"test ({metrics['test_num_samples']} samples)", _scores(metrics, "test_"))
+        table.add_row(f"test ({metrics['test_num_samples']} samples)", scores_text(metrics, "test_"))
     worst = ", ".join(f"{w['class_name']} ({w['f1']:.2f})" for w in metrics["worst_classes"][:3])
     table.add_row("worst classes", worst or "-")
     layout = config.layout
