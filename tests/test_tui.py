@@ -812,3 +812,135 @@ async def test_a_read_that_lands_after_the_run_view_closed_is_dropped(output: Pa
         await pilot.pause()
         view._show(detail, "run_record.json")  # and once the screen is gone
         assert type(app.screen).__name__ == "RunsScreen"
+
+
+# Names as long as real ones: a recipe and seed in a train run's, `RUN-predict-TIME` in a predict run's (the
+# predict form's suggestion). At 80x24 the list, the header and the run view show each whole or shortened in the
+# middle, and every status stays in view.
+LONG_TRAIN = "vit-ti16-flowers-modern-recipe-seed-7"
+LONG_PREDICT = f"{LONG_TRAIN}-predict-20260115T093000"
+
+
+def write_predict_run(output: Path, name: str) -> Path:
+    """A predict run's directory as ``flowerkit predict --run R --name N`` leaves it (docs/artifacts.md): two
+    photos named alike in two folders, one below --min_confidence, a file that is no image, one file skipped."""
+    run = output / name
+    (run / "fiftyone").mkdir(parents=True)
+    tasks = {t: {"state": "completed", "attempt": 1, "updated_utc": STARTED}
+             for t in ("predict_images", "write_stamp", "write_retention")}
+    record = {"schema_version": 1, "run_id": f"{name}-20260115T093000Z-abc123", "name": name, "flow": "predict",
+              "flow_run_id": None, "stage_status": "complete", "stage": "write_retention", "started_utc": STARTED,
+              "ended_utc": STARTED, "config_hash": "0" * 64, "device": "cpu",
+              "progress": {"step": 3, "total_steps": 3}, "tasks": tasks, "determinism": {}, "error": None,
+              "metrics": {"inputs": 3, "predicted": 2, "failed": 1, "unknown": 1, "skipped": 1},
+              "artifact_index": []}
+    (run / "run_record.json").write_text(json.dumps(record))
+    rows = [{"sample_id": "photo_000001", "filepath": "/photos/a/broken.jpg",
+             "error": "broken.jpg is not an image file Pillow can read (JPEG, PNG, WebP, BMP, GIF, TIFF, HEIC)."},
+            {"sample_id": "photo_000002", "filepath": "/photos/a/rose.jpg", "prediction": 0,
+             "prediction_name": CLASSES[0], "confidence": 0.91, "unknown": False},
+            {"sample_id": "photo_000003", "filepath": "/photos/b/rose.jpg", "prediction": 3,
+             "prediction_name": CLASSES[3], "confidence": 0.42, "unknown": True}]
+    (run / "fiftyone" / "predictions.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    (run / "run.log").write_text("2026-01-15 09:30:00 INFO flowerkit: 2 of 3 image(s) predicted, 1 could not be.\n")
+    return run
+
+
+@pytest.fixture
+def named_output(workdir: Path) -> Path:
+    """A train run and a predict run of its model, both with long names."""
+    out = Path("output")
+    write_run(out, LONG_TRAIN)
+    write_predict_run(out, LONG_PREDICT)
+    return out
+
+
+def screen_lines(app: DashboardApp) -> list[str]:
+    """The screen as a person sees it, line by line."""
+    return [strip.text for strip in app.screen._compositor.render_strips()]
+
+
+def shows_name(line: str, name: str) -> bool:
+    """The name is on the line whole, or with its middle replaced by "…": its start and end kept, not cut."""
+    for word in line.split():
+        head, _, tail = word.partition("…")
+        if word == name or (head and tail and name.startswith(head) and name.endswith(tail)):
+            return True
+    return False
+
+
+async def open_named_list(pilot) -> None:
+    await wait_for(pilot, lambda: len(table_rows(pilot.app)) == 2)
+    await pilot.pause(0.2)
+
+
+async def open_named_run(pilot, row: int) -> None:
+    await open_named_list(pilot)
+    await open_run_view_at(pilot, row)
+
+
+async def open_run_view_at(pilot, row: int) -> None:
+    await wait_for(pilot, lambda: type(pilot.app.screen).__name__ == "RunsScreen")
+    pilot.app.screen.query_one("RunsTable").move_cursor(row=row)
+    await pilot.press("enter")
+    await wait_for(pilot, lambda: getattr(pilot.app.screen, "detail", None) is not None)
+    await pilot.pause(0.2)
+
+
+def test_a_long_name_keeps_its_start_and_end() -> None:
+    from flowerkit.columns import shorten_middle
+
+    assert shorten_middle(LONG_PREDICT, len(LONG_PREDICT)) == LONG_PREDICT
+    assert shorten_middle(LONG_PREDICT, 21) == "vit-ti16-f…115T093000"
+    assert [len(shorten_middle(LONG_PREDICT, width)) for width in (1, 2, 16)] == [1, 2, 16]
+
+
+@pytest.mark.anyio
+async def test_at_80x24_no_name_is_cut_and_every_status_is_in_view(named_output: Path) -> None:
+    app = DashboardApp(named_output, refresh_s=30)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_named_list(pilot)
+        lines = screen_lines(app)
+        labels = lines[1].split()  # each column whole or left out: never "s" for "started UTC"
+        assert set(labels) <= {"name", "flow", "status", "device", "step", "loss", "acc", "started", "UTC"}, lines
+        assert ("started" in labels) == ("UTC" in labels) and "status" in labels, lines
+        for name in (LONG_TRAIN, LONG_PREDICT):
+            line = next(line for line in lines[2:4] if shows_name(line, name))
+            assert "complete" in line, lines
+        for row, name in enumerate((LONG_TRAIN, LONG_PREDICT)):
+            await open_run_view_at(pilot, row)
+            lines = screen_lines(app)
+            assert shows_name(lines[0], name) and shows_name(lines[1], name) and "complete" in lines[1], lines
+            assert not lines[1].rstrip().endswith("…"), lines
+            await pilot.press("escape")
+
+
+@pytest.mark.anyio
+async def test_a_predict_run_view_shows_its_counts_and_rows_not_training_plots(named_output: Path) -> None:
+    app = DashboardApp(named_output, refresh_s=30)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_named_run(pilot, 1)
+        screen = app.screen
+        summary = str(screen.query_one("#summary").render()).splitlines()
+        assert summary[1] == "predicted 2 of 3  errors 1  skipped 1  unknown 1"
+        tabs = screen.query_one("TabbedContent")
+        shown = [pane for pane in ("plots", "rows", "tasks", "log", "classes", "worst")
+                 if tabs.get_tab(pane).display]
+        assert (shown, tabs.active) == (["rows", "tasks", "log"], "rows")
+        table = screen.query_one("PredictedTable")
+        rows = [[str(cell) for cell in table.get_row_at(i)] for i in range(table.row_count)]
+        assert [row[0] for row in rows] == ["a/broken.jpg", "a/rose.jpg", "b/rose.jpg"]  # from the shared folder
+        assert rows[1:] == [["a/rose.jpg", "pink primrose", "0.910"], ["b/rose.jpg", "sweet pea?", "0.420"]]
+        assert rows[0][1].startswith("broken.jpg is not an image") and rows[0][2] == "-"
+
+
+@pytest.mark.parametrize("row", [0, 1], ids=["train", "predict"])
+def test_snapshot_long_named_run_view(snap_compare, named_output: Path, row: int) -> None:
+    async def open_run(pilot) -> None:
+        await open_named_run(pilot, row)
+
+    assert snap_compare(snapshot_app(named_output), terminal_size=(80, 24), run_before=open_run)
+
+
+def test_snapshot_long_named_list(snap_compare, named_output: Path) -> None:
+    assert snap_compare(snapshot_app(named_output), terminal_size=(80, 24), run_before=open_named_list)

@@ -5,12 +5,18 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from rich.cells import cell_len
 from textual.app import App
 from textual.binding import Binding
+from textual.content import Content
+from textual.widgets import Header
 
+from flowerkit.columns import shorten_middle
 from flowerkit.tui.launcher import LaunchedRun
 from flowerkit.tui.runs_list import RunsScreen
 from flowerkit.tui.runs_reader import RunSummary
+
+HEADER_SIDES = 18  # cells of the header's icon (8) and clock space (10), left and right of its title
 
 
 class DashboardApp(App):
@@ -28,6 +34,19 @@ class DashboardApp(App):
 
     def get_default_screen(self) -> RunsScreen:
         return RunsScreen()
+
+    def format_title(self, title: str, sub_title: str) -> Content:
+        """The header's title within the screen's width: the app's name goes first, then the subtitle (a run's
+        name, the output directory) is shortened in the middle, never cut at its end."""
+        room = self.size.width - HEADER_SIDES
+        if sub_title and cell_len(f"{title} — {sub_title}") > room:
+            return Content(shorten_middle(sub_title, room))
+        return super().format_title(title, sub_title)
+
+    def on_resize(self) -> None:
+        # The header formats its title only when the title changes: fit it to the new width too.
+        for header in self.screen.query(Header):
+            header.query_one("HeaderTitle").update(header.format_title())
 
     def track(self, launched: LaunchedRun) -> None:
         """Show a run started here, and reap its process when it ends (else it stays a zombie until we quit)."""

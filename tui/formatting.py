@@ -8,6 +8,7 @@ STATUS_STYLES = {"running": "bold cyan", "retrying": "bold yellow", "complete": 
                  "diverged": "bold red italic",
                  "crashed": "bold magenta", "starting": "cyan", "completed": "green", "pending": "dim",
                  "damaged": "bold red reverse", "unknown": "dim"}
+NAME_MIN = 16  # cells a long run name keeps (start and end) before a column or a field gives way
 
 
 def status_text(status: str) -> Text:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+from rich.cells import cell_len
 from rich.markup import escape
 from rich.text import Text
 from textual import work
@@ -21,21 +23,24 @@ from textual.widgets import (
     TabPane,
 )
 
+from flowerkit.columns import shorten_middle
 from flowerkit.run.runs import describe_processes, describe_selection
 from flowerkit.tui import prefect_states
 from flowerkit.tui.live_screen import LiveScreen
-from flowerkit.tui.formatting import number, short_time, status_text, steps
+from flowerkit.tui.formatting import NAME_MIN, number, short_time, status_text, steps
 from flowerkit.tui.plots import MetricPlot
-from flowerkit.tui.runs_reader import RunDetail, flow_run_id, metrics_tail, read_detail
+from flowerkit.tui.runs_reader import PREDICTED_SHOWN, RunDetail, flow_run_id, metrics_tail, read_detail
 
 
-def summary_line(detail: RunDetail) -> str:
-    """Lines within 80 columns: who and where, how it is doing, then (once known) the checkpoint it reports
-    and, for a multi-process run, its processes."""
+def summary_line(detail: RunDetail, width: int = 78) -> str:
+    """Lines within ``width`` columns: who and where (a long name shortened in the middle, so the status stays
+    in view), how it is doing, then (once known) the checkpoint it reports and, for a multi-process run, its
+    processes."""
     run = detail.summary
     train, evals = detail.train_rows, detail.eval_rows
-    first = (f"[b]{run.name}[/b]  {run.flow} {status_text(run.status).markup} on {run.device}  "
-             f"step {steps(run.step, run.total_steps)}  started {short_time(run.started_utc)} UTC")
+    where = f" on {run.device}  step {steps(run.step, run.total_steps)}  started {short_time(run.started_utc)} UTC"
+    name = shorten_middle(run.name, max(NAME_MIN, width - cell_len(f"  {run.flow} {run.status}{where}")))
+    first = f"[b]{name}[/b]  {run.flow} {status_text(run.status).markup}{where}"
     second = [predict_counts(run.metrics)] if run.flow == "predict" and run.metrics else []
     if train:
         second.append(f"loss {number(train[-1].get('loss'))}  lr {number(train[-1].get('lr'), 5)}")
@@ -56,15 +61,18 @@ def summary_line(detail: RunDetail) -> str:
 
 
 def predict_counts(metrics: dict) -> str:
-    """A predict run's record metrics (``flows/predict.py``) as its CLI summary line says them."""
-    from flowerkit.predict.runner import PredictSummary
-
-    return PredictSummary(**{key: int(metrics.get(key) or 0)
-                             for key in ("inputs", "predicted", "failed", "unknown")}).line()
+    """A predict run's record counts (``flows/predict.py``): images predicted, those that could not be, other
+    files skipped (not in records older than that count) and guesses below ``--min_confidence``."""
+    count = {key: int(metrics.get(key) or 0) for key in ("inputs", "predicted", "failed", "skipped", "unknown")}
+    parts = [f"predicted {count['predicted']} of {count['inputs']}", f"errors {count['failed']}"]
+    if "skipped" in metrics:
+        parts.append(f"skipped {count['skipped']}")
+    if count["unknown"]:
+        parts.append(f"unknown {count['unknown']}")
+    return "  ".join(parts)
 
 
 NO_EVALUATION = "No evaluation yet."
-NO_LABELS = "A predict run has no labels to score: its rows are in fiftyone/predictions.jsonl."
 
 
 class TasksTable(DataTable):
@@ -122,6 +130,44 @@ class WorstTable(DataTable):
                          str(row.get("prediction_name", row.get("prediction"))), number(row.get("confidence"), 3))
 
 
+class PredictedTable(DataTable):
+    """A predict run's rows: each file (from the folder the files share), its top-1 class and confidence, or
+    why it could not be predicted."""
+
+    def on_mount(self) -> None:
+        self.cursor_type = "row"
+
+    def show(self, rows: list[dict], width: int) -> None:
+        files = [str(row.get("filepath", row.get("sample_id"))) for row in rows]
+        folder = os.path.commonpath([os.path.dirname(f) for f in files]) if files else ""
+        files = [os.path.relpath(f, folder) if folder else f for f in files]  # a/rose.jpg and b/rose.jpg differ
+        classes = [predicted_class(row) for row in rows]
+        # Files first (shortened in the middle if they must be), then a class name whole; an error's sentence
+        # takes what is left.
+        room = width - len("conf") - 6 * self.cell_padding
+        class_natural = max([len("class"), *(cell_len(label.plain) for label in classes)])
+        file_room = max(NAME_MIN, room - min(class_natural, CLASS_WIDTH))
+        file_width = min(max([len("file"), *map(cell_len, files)]), file_room)
+        class_width = min(class_natural, max(len("class"), room - file_width))
+        self.clear(columns=True)
+        self.add_column("file", width=file_width)
+        self.add_column("class", width=class_width)
+        self.add_column("conf")
+        for file, label, row in zip(files, classes, rows):
+            label.truncate(class_width, overflow="ellipsis")  # an error's sentence, not a name
+            self.add_row(shorten_middle(file, file_width), label, number(row.get("confidence"), 3))
+
+
+CLASS_WIDTH = 26  # the longest Flowers-102 class name is 25 cells
+
+
+def predicted_class(row: dict) -> Text:
+    if "error" in row:
+        return Text(str(row["error"]), style="bold red")
+    name = str(row.get("prediction_name", row.get("prediction")))
+    return Text(f"{name}?", style="dim") if row.get("unknown") else Text(name)  # below --min_confidence
+
+
 class RunScreen(LiveScreen):
     """Re-read every refresh period in a worker; a run that disappears leaves the last view, marked as gone."""
 
@@ -135,6 +181,8 @@ class RunScreen(LiveScreen):
         self._tail = metrics_tail(self.run_dir)
         self._log_lines: list[str] = []
         self._shown_classes: list[dict] = []
+        self._shown_predicted: tuple[list[dict], int] | None = None
+        self._task_source = ""
         self.detail: RunDetail | None = None
 
     def compose(self) -> ComposeResult:
@@ -148,6 +196,9 @@ class RunScreen(LiveScreen):
                     with Vertical():
                         yield MetricPlot("learning rate", id="lr-plot")
                         yield MetricPlot("eval accuracy", id="acc-plot")
+            with TabPane("Rows", id="rows"):
+                yield Static(id="rows-source")
+                yield PredictedTable()
             with TabPane("Tasks", id="tasks"):
                 yield Static(id="tasks-source")
                 yield TasksTable()
@@ -164,6 +215,7 @@ class RunScreen(LiveScreen):
 
     def on_mount(self) -> None:
         self.sub_title = self.run_dir.name
+        self.query_one(TabbedContent).hide_tab("rows")
         self.action_refresh()
         self.set_interval(self.app.refresh_s, self.action_refresh)
 
@@ -191,11 +243,14 @@ class RunScreen(LiveScreen):
     def _show(self, detail: RunDetail, task_source: str) -> None:
         if self.closed:  # escape while the read was in flight: its widgets are going or gone
             return
-        self.detail = detail
+        self.detail, self._task_source = detail, task_source
         run = detail.summary
-        self.query_one("#summary", Static).update(summary_line(detail))
+        self.query_one("#summary", Static).update(summary_line(detail, self.size.width - 2))
         self.query_one(ProgressBar).update(total=max(run.total_steps, 1), progress=run.step)
-        self._plot(detail)
+        if run.flow == "predict":
+            self._show_predicted(detail.predicted)
+        else:
+            self._plot(detail)
         self.query_one("#tasks-source", Static).update(f"task states from {task_source}" + (
             f"; error: {detail.error.get('type')}: {detail.error.get('message')}" if detail.error else ""))
         self.query_one(TasksTable).show(detail.tasks)
@@ -210,9 +265,27 @@ class RunScreen(LiveScreen):
             self.query_one(PerClassTable).show(detail.per_class)
             self.query_one(WorstTable).show(detail.worst)
         for placeholder in ("#classes-empty", "#worst-empty"):
-            shown = self.query_one(placeholder, Static)
-            shown.display = not detail.per_class
-            shown.update(NO_LABELS if run.flow == "predict" else NO_EVALUATION)
+            self.query_one(placeholder, Static).display = not detail.per_class
+
+    def on_resize(self) -> None:
+        if self.detail is not None:
+            self._show(self.detail, self._task_source)  # fit the summary and the rows to the new width
+
+    def _show_predicted(self, rows: list[dict]) -> None:
+        """A predict run has rows, not training plots or labels to score: the Rows tab instead of those."""
+        tabs = self.query_one(TabbedContent)
+        if self._shown_predicted is None:
+            tabs.show_tab("rows")
+            tabs.active = "rows"
+            for pane in ("plots", "classes", "worst"):
+                tabs.hide_tab(pane)
+        width = self.size.width - self.styles.scrollbar_size_vertical
+        if self._shown_predicted != (rows, width):
+            self._shown_predicted = (rows, width)
+            self.query_one(PredictedTable).show(rows, width)
+            capped = f", the first {len(rows)}" if len(rows) == PREDICTED_SHOWN else ""
+            self.query_one("#rows-source", Static).update(
+                f"{len(rows)} row(s) of fiftyone/predictions.jsonl{capped}: file, top-1 class, confidence")
 
     def _plot(self, detail: RunDetail) -> None:
         train, evals = detail.train_rows, detail.eval_rows

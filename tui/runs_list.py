@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from rich.cells import cell_len
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
@@ -17,11 +18,15 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
-from flowerkit.tui.formatting import number, short_time, status_text, steps
+from flowerkit.columns import fit_columns, shorten_middle
+from flowerkit.tui.formatting import NAME_MIN, number, short_time, status_text, steps
 from flowerkit.tui.runs_reader import RunsIndex, RunSummary
 
 COLUMNS = [("mark", " "), ("name", "name"), ("flow", "flow"), ("status", "status"), ("device", "device"),
            ("step", "step"), ("loss", "loss"), ("acc", "acc"), ("started", "started UTC")]
+# Left out in this order when the list is wider than the screen, as `flowerkit runs list` leaves out its own
+# (flowerkit.columns): the run view says when and where a run started; mark, name, status, step and acc stay.
+DROP_ORDER = ("started", "device", "flow", "loss")
 SWEEP_KEY = "sweep:"  # row key prefix of a sweep's row; run names never hold ':', so keys never collide
 
 
@@ -54,37 +59,77 @@ def row_key(row: Row) -> str:
     return row.key if isinstance(row, SweepHeader) else row.name
 
 
+def shown(column: str, cell: str | Text, name_width: int) -> str | Text:
+    """A cell as the table shows it: a name longer than its column keeps its start and end."""
+    if column != "name":
+        return cell
+    if isinstance(cell, Text):
+        return Text(shorten_middle(cell.plain, name_width), style=cell.style)
+    return shorten_middle(cell, name_width)
+
+
+Layout = tuple[tuple[str, ...], int]  # the columns shown and the name column's width
+
+
 class RunsTable(DataTable):
     """One row per run, keyed by run name (a sweep's row by ``sweep:NAME``); rows update in place so the
-    cursor stays on its run."""
+    cursor stays on its run. Columns that do not fit the width are left out, long names shortened."""
+
+    _rows: list[Row] = []
+    _marked: set[str] = set()
+    _layout: Layout | None = None
 
     def on_mount(self) -> None:
         self.cursor_type = "row"
         self.zebra_stripes = True
-        for key, label in COLUMNS:
-            self.add_column(label, key=key)
+
+    def on_resize(self) -> None:
+        self.show(self._rows, self._marked)  # fit the new width
 
     def show(self, rows: list[Row], marked: set[str]) -> None:
-        keys = [row_key(row) for row in rows]
-        if keys != [str(key.value) for key in self.rows]:
-            self._rebuild(rows, marked)
+        self._rows, self._marked = rows, marked
+        cells = {row_key(row): dict(zip((key for key, _ in COLUMNS), self._cells(row, marked))) for row in rows}
+        layout = self._fit(list(cells.values()))
+        if layout != self._layout or list(cells) != [str(key.value) for key in self.rows]:
+            self._rebuild(cells, layout)
             return
-        for row in rows:
-            for key, cell in zip((k for k, _ in COLUMNS), self._cells(row, marked)):
-                if self.get_cell(row_key(row), key) != cell:
-                    self.update_cell(row_key(row), key, cell, update_width=True)
+        columns, name_width = layout
+        for key, row in cells.items():
+            for column in columns:
+                cell = shown(column, row[column], name_width)
+                if self.get_cell(key, column) != cell:
+                    self.update_cell(key, column, cell, update_width=True)
 
-    def _rebuild(self, rows: list[Row], marked: set[str]) -> None:
+    def _fit(self, rows: list[dict[str, str | Text]]) -> Layout:
+        """The columns that fit the table's width, by ``DROP_ORDER``, and the width left for names."""
+        pad = 2 * self.cell_padding
+        natural = {key: max([cell_len(label), *(cell_len(str(row[key])) for row in rows)]) + pad
+                   for key, label in COLUMNS}
+        room = self.size.width - self.styles.scrollbar_size_vertical  # a long list's scrollbar hides nothing
+        name_min = min(natural["name"], NAME_MIN + pad)
+
+        def others(kept: list[str]) -> int:
+            return sum(natural[key] for key in kept if key != "name")
+
+        kept, _ = fit_columns([key for key, _ in COLUMNS], DROP_ORDER, lambda kept: others(kept) + name_min <= room)
+        return tuple(kept), min(natural["name"], max(name_min, room - others(kept))) - pad
+
+    def _rebuild(self, cells: dict[str, dict[str, str | Text]], layout: Layout) -> None:
         current = self.selected_name()
-        self.clear()
-        for row in rows:
-            self.add_row(*self._cells(row, marked), key=row_key(row))
-        keys = [row_key(row) for row in rows]
+        columns, name_width = layout
+        self.clear(columns=True)
+        for key, label in COLUMNS:
+            if key in columns:
+                self.add_column(label, key=key, width=name_width if key == "name" else None)
+        for key, row in cells.items():
+            self.add_row(*(shown(column, row[column], name_width) for column in columns), key=key)
+        self._layout = layout
+        keys = list(cells)
         if current in keys:
             self.move_cursor(row=keys.index(current))
 
     @staticmethod
-    def _cells(row: Row, marked: set[str]) -> list:
+    def _cells(row: Row, marked: set[str]) -> list[str | Text]:
         if isinstance(row, SweepHeader):
             return [" ", Text(row.name, style="bold"), "sweep", f"{row.complete}/{row.trials} done", "", "", "",
                     "", ""]

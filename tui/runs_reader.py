@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import os
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ from flowerkit.run.runs import RunSummary, as_float, find_run_dirs, read_config,
 from flowerkit.run.runs import summarize as summarize_files
 from flowerkit.tracking import mlflow_line
 
+PREDICTED_SHOWN = 1000  # a predict run's rows the run view lists; the file holds them all
 
 
 def layout_of(run_dir: Path) -> RunLayout:
@@ -121,6 +124,7 @@ class RunDetail:
     worst: list[dict[str, Any]]
     error: dict[str, Any] | None = None
     mlflow: str | None = None  # "MLflow: <run link>" line, when the run is tracked in MLflow
+    predicted: list[dict[str, Any]] = field(default_factory=list)  # a predict run's rows, the first PREDICTED_SHOWN
     config: dict[str, Any] = field(default_factory=dict)  # config_resolved.yaml: the recipe compare diffs
 
 
@@ -150,9 +154,8 @@ def per_class_rows(layout: RunLayout) -> list[dict[str, Any]]:
     return [c for c in classes or [] if isinstance(c, dict)]
 
 
-def worst_predictions(layout: RunLayout, limit: int = 50) -> list[dict[str, Any]]:
-    """Wrong predictions, the most confident first: where the model is sure and wrong."""
-    wrong = []
+def prediction_rows(layout: RunLayout) -> Iterator[dict[str, Any]]:
+    """The rows of ``fiftyone/predictions.jsonl``; a corrupt line is skipped, a missing file has none."""
     try:
         with open(layout.predictions) as fh:
             for line in fh:
@@ -160,11 +163,16 @@ def worst_predictions(layout: RunLayout, limit: int = 50) -> list[dict[str, Any]
                     row = json.loads(line)
                 except ValueError:
                     continue
-                # A predict run's rows have no label (and error rows no prediction): nothing to call wrong.
-                if isinstance(row, dict) and "label" in row and row.get("label") != row.get("prediction"):
-                    wrong.append(row)
+                if isinstance(row, dict):
+                    yield row
     except OSError:
-        return []
+        return
+
+
+def worst_predictions(layout: RunLayout, limit: int = 50) -> list[dict[str, Any]]:
+    """Wrong predictions, the most confident first: where the model is sure and wrong."""
+    # A predict run's rows have no label (and error rows no prediction): nothing to call wrong.
+    wrong = [row for row in prediction_rows(layout) if "label" in row and row.get("label") != row.get("prediction")]
     wrong.sort(key=lambda r: (-float(r.get("confidence") or 0.0), str(r.get("sample_id"))))
     return wrong[:limit]
 
@@ -178,7 +186,9 @@ def read_detail(run_dir: Path, tail: MetricsTail) -> RunDetail:
                      tasks=task_states(record), log_tail=log_tail(layout.run_log),
                      per_class=per_class_rows(layout), worst=worst_predictions(layout),
                      error=record.get("error") if isinstance(record.get("error"), dict) else None,
-                     mlflow=mlflow_line(record), config=read_config(run_dir))
+                     mlflow=mlflow_line(record), config=read_config(run_dir),
+                     predicted=list(islice(prediction_rows(layout), PREDICTED_SHOWN)) if summary.flow == "predict"
+                     else [])
 
 
 def flow_run_id(run_dir: Path) -> str | None:
