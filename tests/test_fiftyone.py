@@ -388,3 +388,100 @@ def test_cli_compare_refuses_runs_on_different_samples(fo, run_dir, broken_run):
     assert "Runs tiny-run and fewer evaluated different samples" in text and "2 only in tiny-run" in text
     assert result.output.count("Error:") == 1
     assert not fo.dataset_exists("fk-test-refused")
+
+
+# --------------------------------------------------------------------------------------------------
+# A predict run: load it on its own, compare it with an eval run of the same images
+
+
+@pytest.fixture(scope="session")
+def predict_run(prefect_harness, flowers_root: Path, run_dir: Path, tmp_path_factory) -> Path:
+    """A real `flowerkit predict --name` run with tiny-run's model on all but two of the images tiny-run evaluated,
+    one image it did not evaluate, and a photo that cannot be decoded (an error row)."""
+    from typer.testing import CliRunner
+
+    from flowerkit.cli import app
+
+    evaluated = [row["filepath"] for row in _rows(run_dir)]
+    other = next(p for p in sorted((flowers_root / "jpg").glob("*.jpg")) if str(p.resolve()) not in evaluated)
+    broken = tmp_path_factory.mktemp("photos") / "broken.jpg"
+    broken.write_bytes(other.read_bytes()[: other.stat().st_size // 2])
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("PREFECT_API_URL", prefect_harness.url)  # the session's server: no temporary one
+        result = CliRunner().invoke(app, ["predict", *evaluated[2:], str(other), str(broken), "--run", run_dir.name,
+                                          "--output_dir", str(run_dir.parent), "--name", "tiny-predict",
+                                          "--export_logits"])
+    assert result.exit_code == 0, result.output
+    return run_dir.parent / "tiny-predict"
+
+
+def test_cli_load_predict_run_has_predictions_and_no_ground_truth(fo, predict_run):
+    from typer.testing import CliRunner
+
+    from flowerkit.cli.fiftyone_cmd import app
+
+    rows = _rows(predict_run)
+    predicted = {r["filepath"]: r for r in rows if "prediction" in r}
+    assert len(predicted) == len(rows) - 1  # the broken photo's row holds an error
+    result = CliRunner().invoke(app, ["load", str(predict_run), "--overwrite"])
+    assert result.exit_code == 0, result.output
+    assert f"Loaded {len(predicted)} predicted images of run tiny-predict" in result.output
+    assert "Left out: 1 input(s) the run could not predict" in result.output
+    assert "evaluation skipped: a predict run's images have no ground truth" in " ".join(result.output.split())
+
+    dataset = fo.load_dataset("flowerkit-tiny-predict")
+    schema = dataset.get_field_schema()
+    assert len(dataset) == len(predicted) and "predictions" in schema and "ground_truth" not in schema
+    assert dataset.list_evaluations() == []
+    for sample in dataset:
+        row = predicted[sample.filepath]
+        assert sample.predictions.label == row["prediction_name"] and sample["sample_id"] == row["sample_id"]
+        assert sample.predictions.confidence == pytest.approx(row["confidence"])
+        assert list(sample.predictions.logits) == pytest.approx(row["logits"])
+    again = load_run(predict_run, reuse=True)  # what `load --launch` does: the dataset as it is
+    assert again.reused and again.num_samples == len(predicted) and again.accuracy is None
+
+
+def test_cli_compare_predict_run_beside_eval_run(fo, run_dir, predict_run):
+    from typer.testing import CliRunner
+
+    from flowerkit.cli.fiftyone_cmd import app
+
+    truth = {r["filepath"]: r for r in _rows(run_dir)}
+    predicted = {r["filepath"]: r for r in _rows(predict_run) if "prediction" in r}
+    shared = set(truth) & set(predicted)
+    assert len(shared) == len(truth) - 2
+    result = CliRunner().invoke(app, ["compare", str(predict_run), str(run_dir), "--overwrite"])
+    assert result.exit_code == 0, result.output
+    assert f"the {len(shared)} image(s) they share (3 left out: not in every run)" in result.output
+    assert "ground truth: from run tiny-run" in result.output
+
+    dataset = fo.load_dataset("flowerkit-compare-tiny_predict-tiny_run")
+    assert {s.filepath for s in dataset} == shared
+    for sample in dataset:
+        eval_row, predict_row = truth[sample.filepath], predicted[sample.filepath]
+        assert sample["sample_id"] == eval_row["sample_id"] and sample.ground_truth.label == eval_row["label_name"]
+        assert sample.tiny_predict.label == predict_row["prediction_name"]
+        assert sample.tiny_run.label == eval_row["prediction_name"]
+        assert sample["eval_tiny_predict"] == (predict_row["prediction"] == eval_row["label"])
+        assert sample["disagree"] == (predict_row["prediction"] != eval_row["prediction"])
+    accuracy = sum(predicted[p]["prediction"] == truth[p]["label"] for p in shared) / len(shared)
+    assert f"field 'tiny_predict', eval key 'eval_tiny_predict', accuracy {accuracy:.4f}" in result.output
+
+
+def test_cli_compare_refuses_a_predict_run_that_shares_no_image(fo, run_dir, predict_run, tmp_path):
+    from typer.testing import CliRunner
+
+    from flowerkit.cli.fiftyone_cmd import app
+
+    other = tmp_path / "elsewhere"
+    shutil.copytree(predict_run, other)
+    evaluated = {r["filepath"] for r in _rows(run_dir)}
+    kept = [json.dumps(r) for r in _rows(predict_run) if r["filepath"] not in evaluated]
+    (other / "fiftyone" / "predictions.jsonl").write_text("\n".join(kept) + "\n")  # the other image, the error
+    result = CliRunner().invoke(app, ["compare", str(run_dir), str(other)])
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert "The runs tiny-run, tiny-predict share no image" in text and "matched to the other runs by the file" in text
+    assert result.output.count("Error:") == 1
+    assert not fo.dataset_exists("flowerkit-compare-tiny_run-tiny_predict")

@@ -72,11 +72,18 @@ def load(
                           reuse=launch)
 
     state = " (loaded before; --overwrite reloads it)" if result.reused else ""
-    typer.echo(f"Per-class report for run {result.run_name} ({', '.join(result.splits) or 'unknown split'}, "
-               f"{result.num_samples} samples){state}:")
-    result.print_report()
-    typer.echo(f"accuracy: {result.accuracy:.4f}")
-    typer.echo(f"FiftyOne dataset: {result.dataset_name} (evaluation key 'eval')")
+    if result.evaluation_skipped is None:
+        typer.echo(f"Per-class report for run {result.run_name} ({', '.join(result.splits) or 'unknown split'}, "
+                   f"{result.num_samples} samples){state}:")
+        result.print_report()
+        typer.echo(f"accuracy: {result.accuracy:.4f}")
+        typer.echo(f"FiftyOne dataset: {result.dataset_name} (evaluation key 'eval')")
+    else:
+        typer.echo(f"Loaded {result.num_samples} predicted images of run {result.run_name}{state}.")
+        if result.left_out:
+            typer.echo(f"Left out: {result.left_out} input(s) the run could not predict (rows holding an error).")
+        typer.echo(f"Note: {result.evaluation_skipped}.")
+        typer.echo(f"FiftyOne dataset: {result.dataset_name}")
     if launch:
         _launch(result.dataset_name, port, address)
 
@@ -85,7 +92,9 @@ COMPARE_HELP = (
     "Put the predictions of runs that evaluated the same samples side by side in one FiftyOne dataset.\n\n"
     "Each run's predictions are a field named after the run, evaluated under eval key eval_<field>; samples "
     "where the runs disagree are tagged 'disagree' (saved view 'disagreements'). Runs with exported logits also "
-    "get FiftyOne Brain's mistakenness_<field> and hardness_<field>. Runs on different samples are refused (exit 2)."
+    "get FiftyOne Brain's mistakenness_<field> and hardness_<field>. Runs on different samples are refused (exit 2). "
+    "A predict run is matched to the others by file path, on the images they share, and evaluated against the "
+    "ground truth of a run that has one."
 )
 
 
@@ -102,17 +111,24 @@ def compare(
     address: str = ADDRESS,
 ) -> None:
     """See COMPARE_HELP (one paragraph there: the help text is not re-wrapped)."""
-    from flowerkit.fiftyone.compare import DISAGREE, DISAGREEMENTS_VIEW, compare_runs
+    from flowerkit.fiftyone.compare import DISAGREE, DISAGREEMENTS_VIEW, compare_runs, ground_truth_run
 
     with user_errors():
         result = compare_runs([_resolve_run_dir(r, output_dir) for r in runs], dataset_name=dataset_name,
                               overwrite=overwrite, reuse=launch)
 
     state = " (compared before; --overwrite rebuilds it)" if result.reused else ""
-    typer.echo(f"Compared {len(result.runs)} runs on the same {result.num_samples} samples{state}:")
+    shared = (f"the {result.num_samples} image(s) they share ({result.left_out} left out: not in every run)"
+              if result.left_out else f"the same {result.num_samples} samples")
+    typer.echo(f"Compared {len(result.runs)} runs on {shared}{state}:")
     for run in result.runs:
-        typer.echo(f"  {run.run_name}: field '{run.field}', eval key '{run.eval_key}', "
-                   f"accuracy {result.accuracy[run.field]:.4f}")
+        scored = (f", eval key '{run.eval_key}', accuracy {result.accuracy[run.field]:.4f}"
+                  if run.field in result.accuracy else "")
+        typer.echo(f"  {run.run_name}: field '{run.field}'{scored}")
+    if not all(run.labelled for run in result.runs):
+        truth = ground_truth_run(result.runs)
+        typer.echo(f"ground truth: from run {truth.run_name}" if truth else
+                   "ground truth: none (only predict runs), so nothing was evaluated")
     typer.echo(f"disagreements: {result.disagreements} samples (tag '{DISAGREE}', saved view '{DISAGREEMENTS_VIEW}')")
     if result.brain_fields:
         typer.echo(f"FiftyOne Brain: {', '.join(result.brain_fields)}")

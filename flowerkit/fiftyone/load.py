@@ -26,6 +26,9 @@ EVAL_KEY = "eval"
 BATCH_SIZE = 1000
 REQUIRED_KEYS = ("sample_id", "filepath", "label", "prediction", "confidence")
 UNLABELLED_KEYS = tuple(k for k in REQUIRED_KEYS if k != "label")  # flowerkit predict's rows
+PREDICT_FLOW = "predict"  # the flow of a run whose rows have no label (run_record.json's "flow")
+NO_GROUND_TRUTH = ("evaluation skipped: a predict run's images have no ground truth (compare the run with an "
+                   "eval run of the same images: `flowerkit fiftyone compare PREDICT_RUN EVAL_RUN`)")
 
 
 class DatasetExistsError(FlowerkitError):
@@ -47,6 +50,17 @@ class PredictionRow:
     confidence: float
     top5: list[int] | None = None
     logits: list[float] | None = None
+    unknown: bool | None = None  # predict's --min_confidence: the top-1 probability is below it
+
+
+@dataclass
+class RunInfo:
+    """What a run's record and resolved config say about it."""
+
+    name: str
+    config_hash: str | None
+    config: dict[str, Any] | None
+    labelled: bool  # False for a predict run: its rows have predictions and no ground truth
 
 
 @dataclass
@@ -60,14 +74,17 @@ class LoadResult:
     splits: list[str]
     config_hash: str | None
     classes: list[str]
-    metrics: dict[str, Any]  # results.metrics(): accuracy, precision, recall, fscore, support
-    report: dict[str, Any]  # results.report(): sklearn classification_report(output_dict=True)
+    # All three None for a predict run (no ground truth, so no evaluation; ``evaluation_skipped`` says so).
+    metrics: dict[str, Any] | None  # results.metrics(): accuracy, precision, recall, fscore, support
+    report: dict[str, Any] | None  # results.report(): sklearn classification_report(output_dict=True)
     results: Any = field(repr=False)  # fiftyone ClassificationResults (print_report, confusion_matrix)
     reused: bool = False  # an existing dataset of this run, opened as it was (``reuse``)
+    left_out: int = 0  # a predict run's inputs that could not be predicted (error rows): nothing to load
+    evaluation_skipped: str | None = None
 
     @property
-    def accuracy(self) -> float:
-        return float(self.metrics["accuracy"])
+    def accuracy(self) -> float | None:
+        return None if self.metrics is None else float(self.metrics["accuracy"])
 
     def print_report(self, digits: int = 3) -> None:
         """Print FiftyOne's per-class report (precision, recall, F1, support) to stdout."""
@@ -106,11 +123,13 @@ def _int(value: Any) -> int:
     return value
 
 
-def iter_prediction_rows(path: Path, classes: list[str], labels_optional: bool = False) -> Iterator[PredictionRow]:
+def iter_prediction_rows(path: Path, classes: list[str], labels_optional: bool = False,
+                         skipped: list[str] | None = None) -> Iterator[PredictionRow]:
     """Parse and validate ``predictions.jsonl`` line by line (see docs/artifacts.md).
 
     ``labels_optional``: also read ``flowerkit predict``'s rows, which have no label fields; its rows of inputs
     that could not be predicted (an ``error`` and no ``prediction``) are skipped: there is nothing to load.
+    ``skipped``, when given, collects the file paths of those rows.
     """
     required = UNLABELLED_KEYS if labels_optional else REQUIRED_KEYS
     # Read whole through the shared reader: a non-UTF-8 byte is one paragraph (exit 2), never a traceback.
@@ -126,6 +145,8 @@ def iter_prediction_rows(path: Path, classes: list[str], labels_optional: bool =
         if not isinstance(row, dict):
             raise ConfigError(f"The predictions file {where} is not a JSON object.")
         if labels_optional and "error" in row and "prediction" not in row:
+            if skipped is not None:
+                skipped.append(str(row.get("filepath")))
             continue
         missing = [k for k in required if k not in row]
         if missing:
@@ -180,20 +201,25 @@ def iter_prediction_rows(path: Path, classes: list[str], labels_optional: bool =
             confidence=confidence,
             top5=top5,
             logits=logits,
+            unknown=None if row.get("unknown") is None else bool(row["unknown"]),
         )
 
 
-def read_predictions(run_dir: Path, classes: list[str]) -> list[PredictionRow]:
-    """All rows of the run's ``predictions.jsonl``, validated; every image file must exist."""
+def read_predictions(run_dir: Path, classes: list[str], labelled: bool = True) -> tuple[list[PredictionRow], int]:
+    """The rows of the run's ``predictions.jsonl``, validated (every image file must exist), and how many rows
+    were left out: a predict run's (``labelled=False``) rows of inputs that could not be predicted."""
     path = run_dir / PREDICTIONS_PATH
     if not path.is_file():
         raise MissingInputError(
             f"The run {run_dir} has no {PREDICTIONS_PATH}. It is written by evaluation; run "
             "`flowerkit eval` for this run (or check that the training run finished) and try again."
         )
-    rows = list(iter_prediction_rows(path, classes))
+    skipped: list[str] = []
+    rows = list(iter_prediction_rows(path, classes, labels_optional=not labelled, skipped=skipped))
     if not rows:
-        raise ConfigError(f"The predictions file {path} has no rows; there is nothing to load.")
+        failed = f" (its {len(skipped)} rows are inputs that could not be predicted)" if skipped else ""
+        raise ConfigError(f"The predictions file {path} has no rows of predicted images{failed}; there is "
+                          "nothing to load.")
     seen: set[str] = set()
     for r in rows:
         if r.sample_id in seen:
@@ -204,14 +230,15 @@ def read_predictions(run_dir: Path, classes: list[str]) -> list[PredictionRow]:
         shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
         raise MissingInputError(
             f"{len(missing)} of the {len(rows)} images listed in {path} do not exist: {shown}. "
-            "The run's data root has moved or been deleted; restore the Flowers-102 images at the "
-            "paths the run used, then load again."
+            "The images have moved or been deleted since the run (a train or eval run's Flowers-102 data root, "
+            "a predict run's photos); restore them at the paths the run used, then load again."
         )
-    return rows
+    return rows, len(skipped)
 
 
-def read_run_info(run_dir: Path) -> tuple[str, str | None, dict[str, Any] | None]:
-    """(run name, config hash, resolved config) from ``run_record.json`` and ``config_resolved.yaml``."""
+def read_run_info(run_dir: Path) -> RunInfo:
+    """The run's name, config hash, resolved config and whether its rows are labelled, from
+    ``run_record.json`` and ``config_resolved.yaml``."""
     record = _read_json(run_dir / RUN_RECORD_PATH, "run record")
     if not isinstance(record, dict):
         raise ConfigError(f"The run record {run_dir / RUN_RECORD_PATH} is not a JSON object.")
@@ -230,7 +257,7 @@ def read_run_info(run_dir: Path) -> tuple[str, str | None, dict[str, Any] | None
             config = loaded if isinstance(loaded, dict) else None
         except Exception as exc:  # noqa: BLE001 - any YAML problem is a malformed input
             raise ConfigError(f"The resolved configuration {config_path} is not valid YAML: {exc}.") from exc
-    return run_name, config_hash, config
+    return RunInfo(run_name, config_hash, config, labelled=record.get("flow") != PREDICT_FLOW)
 
 
 def default_dataset_name(run_name: str) -> str:
@@ -243,7 +270,7 @@ def require_run_dir(run_dir: Path) -> Path:
     if not run_dir.is_dir():
         raise MissingInputError(
             f"The run directory {run_dir} does not exist. Give a run name under the output directory "
-            "(for example `flowerkit fiftyone load my-run --output-dir output`) or a path to a run directory."
+            "(for example `flowerkit fiftyone load my-run --output_dir output`) or a path to a run directory."
         )
     return run_dir
 
@@ -254,6 +281,8 @@ def load_run(run_dir: Path, dataset_name: str | None = None, overwrite: bool = F
 
     One sample per row of ``fiftyone/predictions.jsonl``; ``ground_truth`` and ``predictions`` are
     ``fo.Classification`` fields; ``dataset.info`` holds the run name, config hash and split(s).
+    A predict run's samples have ``predictions`` and no ``ground_truth``, and are not evaluated
+    (``evaluation_skipped`` says why); its rows of inputs that could not be predicted are left out.
     An existing dataset is replaced with ``overwrite``; with ``reuse`` (and no ``overwrite``), an existing
     dataset of this same run is returned as it is, with its stored evaluation (``--launch`` opens it).
     Raises a ``FlowerkitError`` subclass with a user-facing message on bad input.
@@ -261,52 +290,57 @@ def load_run(run_dir: Path, dataset_name: str | None = None, overwrite: bool = F
     run_dir = require_run_dir(run_dir)
     # Validate every input before starting FiftyOne: bad input should fail in milliseconds.
     classes = read_labelmap(run_dir)
-    run_name, config_hash, config = read_run_info(run_dir)
-    rows = read_predictions(run_dir, classes)
-    name = dataset_name or default_dataset_name(run_name)
+    info = read_run_info(run_dir)
+    rows, left_out = read_predictions(run_dir, classes, info.labelled)
+    name = dataset_name or default_dataset_name(info.name)
     splits = sorted({r.split for r in rows if r.split is not None})
 
     fo = import_fiftyone()
     if fo.dataset_exists(name):
-        if reuse and not overwrite and _is_dataset_of(fo.load_dataset(name), run_dir):
-            return _stored_result(fo.load_dataset(name), run_dir, rows, classes)
+        if reuse and not overwrite and _is_dataset_of(fo.load_dataset(name), run_dir, info.labelled):
+            stored = fo.load_dataset(name)
+            results = stored.load_evaluation_results(EVAL_KEY) if info.labelled else None
+            return _result(stored, run_dir, rows, classes, results, left_out, reused=True)
         if not overwrite:
             raise DatasetExistsError(
                 f"The FiftyOne dataset {name!r} exists already. Pass --overwrite to replace it, or "
-                "--dataset-name to load the run under another name."
+                "--dataset_name to load the run under another name."
             )
         fo.delete_dataset(name)
 
     dataset = fo.Dataset(name, persistent=True)
     try:
         dataset.info = {
-            "flowerkit_run_name": run_name,
+            "flowerkit_run_name": info.name,
             "run_dir": str(run_dir.resolve()),
-            "config_hash": config_hash,
+            "config_hash": info.config_hash,
             "split": splits[0] if len(splits) == 1 else ",".join(splits),
             "splits": splits,
             "classes": classes,
             "num_rows": len(rows),
-            "config": config,
+            "left_out": left_out,
+            "config": info.config,
         }
         dataset.default_classes = list(classes)
         dataset.save()
         for start in range(0, len(rows), BATCH_SIZE):
             dataset.add_samples([_to_sample(fo, r) for r in rows[start : start + BATCH_SIZE]], progress=False)
-        results = dataset.evaluate_classifications(
-            pred_field="predictions",
-            gt_field="ground_truth",
-            eval_key=EVAL_KEY,
-            classes=list(classes),
-            progress=False,
-        )
+        results = None
+        if info.labelled:
+            results = dataset.evaluate_classifications(
+                pred_field="predictions",
+                gt_field="ground_truth",
+                eval_key=EVAL_KEY,
+                classes=list(classes),
+                progress=False,
+            )
     except Exception:
         # Leave no half-built dataset behind.
         if fo.dataset_exists(name):
             fo.delete_dataset(name)
         raise
 
-    return _result(dataset, run_dir, rows, classes, results)
+    return _result(dataset, run_dir, rows, classes, results, left_out)
 
 
 def occurring_classes(rows: list[PredictionRow], classes: list[str]) -> list[str]:
@@ -316,7 +350,9 @@ def occurring_classes(rows: list[PredictionRow], classes: list[str]) -> list[str
     return [c for i, c in enumerate(classes) if i in seen]
 
 
-def _result(dataset: Any, run_dir: Path, rows: list[PredictionRow], classes: list[str], results: Any) -> LoadResult:
+def _result(dataset: Any, run_dir: Path, rows: list[PredictionRow], classes: list[str], results: Any,
+            left_out: int, reused: bool = False) -> LoadResult:
+    """What ``load_run`` returns; ``results`` None: a predict run, not evaluated."""
     report_classes = occurring_classes(rows, classes)
     info = dataset.info
     return LoadResult(
@@ -327,31 +363,27 @@ def _result(dataset: Any, run_dir: Path, rows: list[PredictionRow], classes: lis
         splits=list(info.get("splits") or []),
         config_hash=info.get("config_hash"),
         classes=report_classes,
-        metrics=dict(results.metrics(classes=report_classes)),
-        report=results.report(classes=report_classes),
+        metrics=None if results is None else dict(results.metrics(classes=report_classes)),
+        report=None if results is None else results.report(classes=report_classes),
         results=results,
+        reused=reused,
+        left_out=left_out,
+        evaluation_skipped=NO_GROUND_TRUTH if results is None else None,
     )
 
 
-def _is_dataset_of(dataset: Any, run_dir: Path) -> bool:
-    """Whether ``dataset`` was loaded by flowerkit from this run directory (and evaluated)."""
+def _is_dataset_of(dataset: Any, run_dir: Path, labelled: bool) -> bool:
+    """Whether ``dataset`` was loaded by flowerkit from this run directory (and evaluated, if it can be)."""
     info = dataset.info or {}
-    return info.get("run_dir") == str(run_dir.resolve()) and EVAL_KEY in dataset.list_evaluations()
-
-
-def _stored_result(dataset: Any, run_dir: Path, rows: list[PredictionRow], classes: list[str]) -> LoadResult:
-    result = _result(dataset, run_dir, rows, classes, dataset.load_evaluation_results(EVAL_KEY))
-    result.reused = True
-    return result
+    evaluated = EVAL_KEY in dataset.list_evaluations() or not labelled
+    return info.get("run_dir") == str(run_dir.resolve()) and evaluated
 
 
 def _to_sample(fo: Any, r: PredictionRow) -> Any:
     prediction = fo.Classification(label=r.prediction_name, confidence=r.confidence)
     if r.logits is not None:
         prediction.logits = r.logits
-    return fo.Sample(
-        filepath=r.filepath,
-        tags=[r.split] if r.split else [],
+    fields = dict(
         sample_id=r.sample_id,
         image_id=r.image_id,
         split=r.split,
@@ -360,13 +392,18 @@ def _to_sample(fo: Any, r: PredictionRow) -> Any:
         label_id=r.label,
         prediction_id=r.prediction,
         top5=r.top5,
+        unknown=r.unknown,
     )
+    # A field a row lacks (a predict run's ground truth, split, image id) is not created at all.
+    return fo.Sample(filepath=r.filepath, tags=[r.split] if r.split else [],
+                     **{k: v for k, v in fields.items() if v is not None})
 
 
 __all__ = [
     "DatasetExistsError",
     "LoadResult",
     "PredictionRow",
+    "RunInfo",
     "default_dataset_name",
     "iter_prediction_rows",
     "load_run",
