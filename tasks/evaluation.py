@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from flowerkit.artifacts.export import Exported, export_evaluation
+from flowerkit.artifacts.scalars import run_hparams
 from flowerkit.artifacts.sinks import ScalarSink
 from flowerkit.data.selection import Selection
 from flowerkit.engine.evaluation import Evaluation, evaluate_selection
@@ -25,12 +26,13 @@ def evaluate(plan: RunPlan, checkpoint: Path, selection: Selection, held_out: bo
 def export_predictions(plan: RunPlan, evaluation: Evaluation, selection: Selection,
                        trained: TrainResult | None = None, held_out: bool = False,
                        sink: ScalarSink | None = None) -> Exported:
-    """predictions.jsonl, per-class metrics, metrics.json, labelmap.json and TensorBoard eval scalars (see
+    """predictions.jsonl, per-class metrics, metrics.json, labelmap.json, TensorBoard eval scalars and hparams (see
     ``export_evaluation`` for a held-out split). A training run's main report also says which checkpoint was
     selected and why; its evaluation row and confusion matrix were logged by the training loop already."""
     summary_extra = trained.selection(plan.layout) if trained is not None and not held_out else None
     summary, files = export_evaluation(evaluation.outputs, Path(selection.root), selection.split, plan.layout,
                                        evaluation.step, plan.total_steps, plan.config.export_logits,
                                        summary_extra=summary_extra, held_out=held_out,
-                                       log_summary=plan.flow != "train", sink=sink)
+                                       log_summary=plan.flow != "train", sink=sink,
+                                       hparams=run_hparams(plan.config, plan.flow))
     return Exported(summary, tuple(files.all()))

@@ -92,6 +92,12 @@ def test_eval_tensorboard_has_metrics_and_a_confusion_matrix(eval_run: Path) -> 
     assert {"accuracy", "top5_accuracy", "macro_f1", "worst_classes"} <= set(metrics)
 
 
+def test_eval_tensorboard_hparams_hold_the_config_and_final_metrics(eval_run: Path) -> None:
+    from tests.test_train_flow import check_hparams
+
+    check_hparams(eval_run, eval_run.parent / "tb", "eval", ("accuracy", "top5_accuracy", "macro_f1", "loss"))
+
+
 def test_predictions_agree_with_a_direct_forward_pass(eval_run: Path, tiny_run: Path, flowers_root: Path) -> None:
     state = load_checkpoint(tiny_run / "checkpoints" / "ckpt.bin")
     model = build_model(state["model_type"], state["img_size"], 102)

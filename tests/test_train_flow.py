@@ -41,6 +41,50 @@ def test_tensorboard_scalars_are_readable_by_tensorboard(tiny_run: Path) -> None
     assert "val/confusion_matrix" in tb["_images"]
 
 
+def hparams_of(tb_root: Path) -> dict[str, tuple[dict, dict[str, float]]]:
+    """Each run's hparams and metrics as TensorBoard's HParams dashboard reads them from the logdir ``tb_root``:
+    its plugin's experiment and session groups, by session (a run's folder), over TensorBoard's data provider."""
+    from google.protobuf.json_format import MessageToDict
+    from tensorboard import context
+    from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
+    from tensorboard.plugins import base_plugin
+    from tensorboard.plugins.hparams import api_pb2, backend_context, get_experiment, list_session_groups
+
+    multiplexer = plugin_event_multiplexer.EventMultiplexer()
+    multiplexer.AddRunsFromDirectory(str(tb_root))
+    multiplexer.Reload()
+    provider = data_provider.MultiplexerDataProvider(multiplexer, str(tb_root))
+    backend = backend_context.Context(base_plugin.TBContext(logdir=str(tb_root), data_provider=provider,
+                                                            multiplexer=multiplexer))
+    ctx = context.RequestContext()
+    experiment = get_experiment.Handler(ctx, backend, "", api_pb2.GetExperimentRequest()).run()
+    request = api_pb2.ListSessionGroupsRequest(slice_size=100, include_metrics=True,
+                                               allowed_statuses=[api_pb2.STATUS_SUCCESS])
+    request.col_params.extend([api_pb2.ColParams(hparam=info.name) for info in experiment.hparam_infos])
+    request.col_params.extend([api_pb2.ColParams(metric=info.name) for info in experiment.metric_infos])
+    groups = list_session_groups.Handler(ctx, backend, "", request).run().session_groups
+    return {session.name: ({name: MessageToDict(value) for name, value in group.hparams.items()},
+                           {metric.name.tag: metric.value for metric in group.metric_values})
+            for group in groups for session in group.sessions}
+
+
+def check_hparams(run_dir: Path, tb_root: Path, flow: str, metric_keys: tuple[str, ...]) -> None:
+    """The run is a session of its own folder, with its configuration (as config_resolved.yaml) and the final
+    metrics of metrics.json."""
+    config = yaml.safe_load((run_dir / "config_resolved.yaml").read_text())
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    hparams, values = hparams_of(tb_root)[run_dir.name]
+    assert hparams == {"flow": flow} | {key: float(value) if isinstance(value, int) and not isinstance(value, bool)
+                                        else value for key, value in config.items() if value is not None}
+    assert values == {f"final/{key}": pytest.approx(metrics[key], abs=1e-6) for key in metric_keys}
+
+
+def test_tensorboard_hparams_hold_the_config_and_final_metrics(tiny_run: Path) -> None:
+    check_hparams(tiny_run, tiny_run.parent / "tb", "train", ("accuracy", "top5_accuracy", "macro_f1", "loss",
+                                                              "test_accuracy", "test_top5_accuracy",
+                                                              "test_macro_f1", "test_loss"))
+
+
 def test_a_labelled_confusion_matrix_at_every_evaluation(tiny_run: Path) -> None:
     from PIL import Image
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

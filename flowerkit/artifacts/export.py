@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from flowerkit.artifacts.classification import classification_report
 from flowerkit.artifacts.files import atomic_write, atomic_write_json
 from flowerkit.artifacts.predictions import prediction_rows, write_predictions
-from flowerkit.artifacts.scalars import ScalarLog
+from flowerkit.artifacts.scalars import HPARAM_METRICS, ScalarLog
 from flowerkit.artifacts.sinks import ScalarSink
 from flowerkit.run.layout import RunLayout
 from flowerkit.data.flowers102 import CATEGORY_NAMES, image_relpath, labelmap
@@ -49,14 +50,15 @@ class Exported:
 
 def export_evaluation(outputs: Path, dataset_root: Path, split: str, layout: RunLayout, step: int,
                       total_steps: int, export_logits: bool, *, summary_extra: dict | None = None,
-                      held_out: bool = False, log_summary: bool = True,
-                      sink: ScalarSink | None = None) -> tuple[dict, ExportedFiles]:
+                      held_out: bool = False, log_summary: bool = True, sink: ScalarSink | None = None,
+                      hparams: dict[str, Any] | None = None) -> tuple[dict, ExportedFiles]:
     """The run's main report (``held_out=False``): predictions.jsonl, per-class metrics, metrics.json.
 
     ``held_out=True`` (the test split after training) writes ``test_predictions.jsonl`` and
     ``test_per_class_metrics.json`` beside them and adds ``test_*`` keys to metrics.json, so the two reports
     never mix. ``summary_extra`` (what was selected and why) goes into metrics.json as is; ``log_summary=False``
-    leaves out the eval row and confusion matrix the training loop already logged for that step.
+    leaves out the eval row and confusion matrix the training loop already logged for that step. ``hparams``
+    (``run_hparams``) go to TensorBoard's HParams dashboard with the report's metrics.
     """
     with np.load(outputs, allow_pickle=False) as data:
         image_ids, labels, logits = data["image_ids"], data["labels"], data["logits"]
@@ -91,6 +93,9 @@ def export_evaluation(outputs: Path, dataset_root: Path, split: str, layout: Run
         scalars.per_class(step, report["per_class"], tag)
         if log_summary or held_out:  # otherwise the training loop logged this step's matrix already
             scalars.confusion_image(step, report["confusion"], f"{tag}/confusion_matrix")
+        if hparams is not None:
+            prefix = f"{split}_" if held_out else ""
+            scalars.hparams(hparams, {prefix + key: report[key] for key in HPARAM_METRICS}, step)
     finally:
         scalars.close()
     return summary, files

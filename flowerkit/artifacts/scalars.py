@@ -1,5 +1,9 @@
 """Scalars go to TensorBoard (``OUTPUT/tb/<run>``), to ``metrics.jsonl`` (read live by the dashboard) and, when
-the flow opened one, to the run's tracker (the ``ScalarSink`` it hands down), under the same tags and steps."""
+the flow opened one, to the run's tracker (the ``ScalarSink`` it hands down), under the same tags and steps.
+
+The final report also writes the run's hparams (its configuration and final metrics) for TensorBoard's HParams
+dashboard, which compares runs side by side.
+"""
 
 from __future__ import annotations
 
@@ -24,6 +28,11 @@ from flowerkit.run.layout import temp_name
 # close() waits for it: a SIGTERM to a run took two minutes to end. A short interval bounds that, and a
 # TensorBoard watching the run sees its scalars seconds after they are logged.
 TB_FLUSH_SECS = 2
+
+# The HParams dashboard's metrics: the final report's (metrics.json), one value per run under final/ (the val/
+# tags hold every evaluation of a training run), and a held-out test split's after training under final/test_.
+HPARAM_METRICS = ("accuracy", "top5_accuracy", "macro_f1", "loss")
+FINAL_METRIC_TAGS = tuple(f"final/{split}{key}" for split in ("", "test_") for key in HPARAM_METRICS)
 
 
 class ScalarLog:
@@ -102,6 +111,16 @@ class ScalarLog:
         with naming_a_full_disk(self.tb_dir), held_interrupts():
             self.writer.add_image(tag, figure, step, dataformats="HWC")
 
+    def hparams(self, hparams: dict[str, Any], metrics: dict[str, float], step: int) -> None:
+        """The run's configuration (``run_hparams``) and final metrics (``final/<key>``) for the HParams
+        dashboard, in the run's own events: torch's ``add_hparams`` would write them to a sub-folder, which
+        TensorBoard lists as a run of its own, apart from the run's scalars."""
+        with naming_a_full_disk(self.tb_dir), held_interrupts():
+            for summary in hparams_summaries(hparams):
+                self.writer.file_writer.add_summary(summary, step)
+            for key, value in metrics.items():
+                self.writer.add_scalar(f"final/{key}", float(value), step)
+
     def close(self) -> None:
         if self._writer is None:
             return
@@ -115,6 +134,55 @@ class ScalarLog:
                 os.replace(path, self.tb_dir / self.final_events)
             shutil.rmtree(self._staging, ignore_errors=True)
             self._staging = None
+
+
+def run_hparams(config: Any, flow: str) -> dict[str, Any]:
+    """The hparams of a run: its flow and its configuration as config_resolved.yaml holds it."""
+    return {"flow": flow} | config.model_dump(mode="json", exclude=set(config.PLACEMENT))
+
+
+def _hparam_types() -> dict[str, int]:
+    """Every hparam any run may have, with its TensorBoard type: each run writes this same experiment (the
+    dashboard reads the first one it finds), so train and eval runs compare in one table."""
+    from tensorboard.plugins.hparams.api_pb2 import DataType
+
+    from flowerkit.fields import option_type
+    from flowerkit.run.config import CONFIG_CLASSES
+
+    kinds = {bool: DataType.DATA_TYPE_BOOL, int: DataType.DATA_TYPE_FLOAT64, float: DataType.DATA_TYPE_FLOAT64}
+    types = {"flow": DataType.DATA_TYPE_STRING}
+    for cls in CONFIG_CLASSES.values():
+        for name, field in cls.model_fields.items():
+            if name not in cls.PLACEMENT:
+                types[name] = kinds.get(option_type(field.annotation), DataType.DATA_TYPE_STRING)
+    return types
+
+
+def hparams_summaries(hparams: dict[str, Any]) -> list[Any]:
+    """The HParams plugin's experiment (hparams and metrics to show), this run's values (``None`` left out)
+    and its end, as the TensorBoard summaries its data provider reads."""
+    from tensorboard.compat.proto.summary_pb2 import Summary
+    from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
+
+    types = _hparam_types()
+    experiment = api_pb2.Experiment(
+        hparam_infos=[api_pb2.HParamInfo(name=name, type=kind) for name, kind in types.items()],
+        metric_infos=[api_pb2.MetricInfo(name=api_pb2.MetricName(tag=tag)) for tag in FINAL_METRIC_TAGS])
+    start = plugin_data_pb2.SessionStartInfo()
+    for name, value in ((name, value) for name, value in hparams.items() if value is not None):
+        kind = types.get(name, api_pb2.DATA_TYPE_STRING)
+        if kind == api_pb2.DATA_TYPE_BOOL:
+            start.hparams[name].bool_value = bool(value)
+        elif kind == api_pb2.DATA_TYPE_FLOAT64:
+            start.hparams[name].number_value = float(value)
+        else:
+            start.hparams[name].string_value = str(value)
+    end = plugin_data_pb2.SessionEndInfo(status=api_pb2.STATUS_SUCCESS)
+    data = {metadata.EXPERIMENT_TAG: plugin_data_pb2.HParamsPluginData(experiment=experiment),
+            metadata.SESSION_START_INFO_TAG: plugin_data_pb2.HParamsPluginData(session_start_info=start),
+            metadata.SESSION_END_INFO_TAG: plugin_data_pb2.HParamsPluginData(session_end_info=end)}
+    return [Summary(value=[Summary.Value(tag=tag, metadata=metadata.create_summary_metadata(content))])
+            for tag, content in data.items()]
 
 
 def _kind_step(line: str) -> tuple[Any, Any] | None:
