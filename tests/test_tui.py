@@ -916,6 +916,19 @@ async def test_at_80x24_no_name_is_cut_and_every_status_is_in_view(named_output:
 
 
 @pytest.mark.anyio
+async def test_a_narrower_terminal_shortens_the_header_s_name_in_the_middle(named_output: Path) -> None:
+    app = DashboardApp(named_output, refresh_s=30)
+    async with app.run_test(size=(120, 24)) as pilot:
+        await open_named_run(pilot, 1)
+        assert "flowerkit dashboard" in screen_lines(app)[0] and shows_name(screen_lines(app)[0], LONG_PREDICT)
+        await pilot.resize_terminal(60, 24)
+        await pilot.pause(0.3)
+        header = screen_lines(app)[0]
+        assert shows_name(header, LONG_PREDICT) and LONG_PREDICT not in header, header
+        assert shows_name(screen_lines(app)[1], LONG_PREDICT) and "complete" in screen_lines(app)[1]
+
+
+@pytest.mark.anyio
 async def test_a_predict_run_view_shows_its_counts_and_rows_not_training_plots(named_output: Path) -> None:
     app = DashboardApp(named_output, refresh_s=30)
     async with app.run_test(size=(80, 24)) as pilot:

@@ -44,7 +44,11 @@ class DashboardApp(App):
         return super().format_title(title, sub_title)
 
     def on_resize(self) -> None:
-        # The header formats its title only when the title changes: fit it to the new width too.
+        # The header formats its title only when the title changes: fit it to the new width too, once App's own
+        # handler (which runs after this one) has taken the new size.
+        self.call_after_refresh(self._fit_titles)
+
+    def _fit_titles(self) -> None:
         for header in self.screen.query(Header):
             header.query_one("HeaderTitle").update(header.format_title())
 
