@@ -12,7 +12,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -21,6 +21,9 @@ from flowerkit.artifacts.files import atomic_write_text, naming_a_full_disk, utc
 from flowerkit.artifacts.sinks import ScalarSink
 from flowerkit.interrupts import held_interrupts
 from flowerkit.run.layout import temp_name
+
+if TYPE_CHECKING:
+    from flowerkit.run.config import RunConfig
 
 
 # TensorBoard's writer thread also wakes up every flush interval (120 s by default). A signal whose exception
@@ -136,7 +139,7 @@ class ScalarLog:
             self._staging = None
 
 
-def run_hparams(config: Any, flow: str) -> dict[str, Any]:
+def run_hparams(config: RunConfig, flow: str) -> dict[str, Any]:
     """The hparams of a run: its flow and its configuration as config_resolved.yaml holds it."""
     return {"flow": flow} | config.model_dump(mode="json", exclude=set(config.PLACEMENT))
 
@@ -169,8 +172,10 @@ def hparams_summaries(hparams: dict[str, Any]) -> list[Any]:
         hparam_infos=[api_pb2.HParamInfo(name=name, type=kind) for name, kind in types.items()],
         metric_infos=[api_pb2.MetricInfo(name=api_pb2.MetricName(tag=tag)) for tag in FINAL_METRIC_TAGS])
     start = plugin_data_pb2.SessionStartInfo()
-    for name, value in ((name, value) for name, value in hparams.items() if value is not None):
+    for name, value in hparams.items():
         kind = types.get(name, api_pb2.DATA_TYPE_STRING)
+        if value is None:  # an option left unset: an empty cell
+            continue
         if kind == api_pb2.DATA_TYPE_BOOL:
             start.hparams[name].bool_value = bool(value)
         elif kind == api_pb2.DATA_TYPE_FLOAT64:
