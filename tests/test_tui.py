@@ -757,8 +757,8 @@ async def test_run_view_at_80x24_keeps_its_header_and_wraps_log_lines(output: Pa
         await wait_for(pilot, lambda: getattr(app.screen, "detail", None) is not None)
         summary = str(app.screen.query_one("#summary").render()).splitlines()
         assert len(summary) == 3 and all(len(line) <= 78 for line in summary), summary
-        assert summary[0].startswith("alpha") and "started 01-15 09:30 UTC" in summary[0]
-        assert summary[1] == "loss 4.1000  lr 0.00000  eval acc 0.500 @ 10"
+        assert summary[0] == "alpha  train complete on cpu  step 10/10"
+        assert summary[1] == "loss 4.1000  lr 0.00000  eval acc 0.500 @ 10  started 01-15 09:30 UTC"
         assert summary[2] == "selected step 10 (raw)  val_accuracy 0.5000"
         app.screen.query_one("TabbedContent").active = "log"
         await pilot.pause(0.3)
@@ -935,7 +935,7 @@ async def test_a_predict_run_view_shows_its_counts_and_rows_not_training_plots(n
         await open_named_run(pilot, 1)
         screen = app.screen
         summary = str(screen.query_one("#summary").render()).splitlines()
-        assert summary[1] == "predicted 2 of 3  errors 1  skipped 1  unknown 1"
+        assert summary[1] == "predicted 2 of 3  errors 1  skipped 1  unknown 1  started 01-15 09:30 UTC"
         tabs = screen.query_one("TabbedContent")
         shown = [pane for pane in ("plots", "rows", "tasks", "log", "classes", "worst")
                  if tabs.get_tab(pane).display]

@@ -34,11 +34,11 @@ from flowerkit.tui.runs_reader import PREDICTED_SHOWN, RunDetail, flow_run_id, m
 
 def summary_line(detail: RunDetail, width: int = 78) -> str:
     """Lines within ``width`` columns: who and where (a long name shortened in the middle, so the status stays
-    in view), how it is doing, then (once known) the checkpoint it reports and, for a multi-process run, its
-    processes."""
+    in view), how it is doing and since when, then (once known) the checkpoint it reports and, for a
+    multi-process run, its processes."""
     run = detail.summary
     train, evals = detail.train_rows, detail.eval_rows
-    where = f" on {run.device}  step {steps(run.step, run.total_steps)}  started {short_time(run.started_utc)} UTC"
+    where = f" on {run.device}  step {steps(run.step, run.total_steps)}"
     name = shorten_middle(run.name, max(NAME_MIN, width - cell_len(f"  {run.flow} {run.status}{where}")))
     first = f"[b]{name}[/b]  {run.flow} {status_text(run.status).markup}{where}"
     second = [predict_counts(run.metrics)] if run.flow == "predict" and run.metrics else []
@@ -46,7 +46,8 @@ def summary_line(detail: RunDetail, width: int = 78) -> str:
         second.append(f"loss {number(train[-1].get('loss'))}  lr {number(train[-1].get('lr'), 5)}")
     if evals:
         second.append(f"eval acc {number(evals[-1].get('accuracy'), 3)} @ {evals[-1]['step']}")
-    lines = [first, "  ".join(second) or "no steps yet"]
+    started = f"started {short_time(run.started_utc)} UTC"  # on this line, so that the first has room for the name
+    lines = [first, "  ".join([*(second or ["no steps yet"]), started])]
     selected = describe_selection(run.selection)
     if selected:
         step, monitored = selected
