@@ -101,6 +101,7 @@ def test_a_train_run_is_in_mlflow(tracked: Path, server: MlflowServer) -> None:
     assert entry["url"] == f"{server.uri}/#/experiments/{entry['experiment_id']}/runs/{entry['run_id']}"
     run = client(server).get_run(entry["run_id"])
     assert run.info.status == "FINISHED" and run.info.run_name == "tracked"
+    assert (tracked / "run.log").read_text().count(f"MLflow run {entry['run_id']}") == 1  # said once
     assert client(server).get_experiment(run.info.experiment_id).name == "flowerkit"
 
     config = yaml.safe_load((tracked / "config_resolved.yaml").read_text())
@@ -126,11 +127,28 @@ def test_metric_histories_equal_metrics_jsonl(tracked: Path, server: MlflowServe
     assert "val_per_class/f1/019_giant white arum lily" in got
 
 
-def test_artifacts_and_model(tracked: Path, server: MlflowServer) -> None:
-    import mlflow.pytorch
+def logged_onnx_model(run_id: str, name: str, folder: Path):
+    """The run's logged model ``name``, checked to be an onnx-flavour model with no pickled file; as onnx's
+    ModelProto."""
+    import mlflow.onnx
+
+    info = mlflow.models.get_model_info(f"runs:/{run_id}/{name}")
+    assert set(info.flavors) == {"onnx", "python_function"}, info.flavors  # no pytorch flavour
+    assert info.flavors["python_function"]["loader_module"] == "mlflow.onnx"
+    assert info.signature is not None and info.saved_input_example_info is not None
+    local = Path(mlflow.artifacts.download_artifacts(f"runs:/{run_id}/{name}", dst_path=str(folder)))
+    assert not [p.name for p in local.rglob("*") if p.suffix in (".pkl", ".pickle", ".pt", ".pth", ".pt2")]
+    return mlflow.onnx.load_model(f"runs:/{run_id}/{name}")
+
+
+def test_artifacts_and_model(tracked: Path, server: MlflowServer, tmp_path: Path) -> None:
+    """The model is the ONNX export, in MLflow's onnx flavour: no pickle, and no pickle warning."""
+    import numpy as np
+    import onnxruntime
     import torch
 
-    from flowerkit.tracking.model import model_from_checkpoint
+    from flowerkit.engine.checkpoint import load_checkpoint
+    from flowerkit.predict.onnx_export import served_model
 
     run_id = mlflow_entry(tracked)["run_id"]
     paths = artifact_paths(server, run_id)
@@ -139,13 +157,27 @@ def test_artifacts_and_model(tracked: Path, server: MlflowServer) -> None:
     local = Path(client(server).download_artifacts(run_id, "metrics.json", str(tracked.parent / "dl")))
     assert local.read_bytes() == (tracked / "metrics.json").read_bytes()
 
-    loaded = mlflow.pytorch.load_model(f"runs:/{run_id}/model")
-    ours = model_from_checkpoint(tracked / "checkpoints" / "ckpt.bin")
-    x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    proto = logged_onnx_model(run_id, "model", tmp_path)
+    session = onnxruntime.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    side = session.get_inputs()[0].shape[1]
+    pixels = np.random.default_rng(0).integers(0, 256, (3, side, side, 3), dtype=np.uint8)
+    ours, _ = served_model(load_checkpoint(tracked / "checkpoints" / "ckpt.bin"))
     with torch.no_grad():
-        assert torch.equal(loaded.eval()(x), ours(x))
-    info = mlflow.models.get_model_info(f"runs:/{run_id}/model")
-    assert info.signature is not None and info.saved_input_example_info is not None
+        expected = ours(torch.from_numpy(pixels)).numpy()
+    assert np.abs(session.run(None, {"pixels": pixels})[0] - expected).max() <= 1e-4
+    assert "pickle" not in (tracked / "run.log").read_text().lower()
+
+
+def test_an_onnx_export_is_logged_to_the_runs_mlflow_run(tracked: Path, server: MlflowServer,
+                                                         tmp_path: Path) -> None:
+    out = tmp_path / "tracked-best.onnx"
+    result = runner.invoke(app, ["export", "tracked", "--format", "onnx", "--output_dir", str(tracked.parent),
+                                 "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    entry = mlflow_entry(tracked)
+    assert f"Logged to the run's MLflow run as the onnx model onnx-best: {entry['url']}" in result.output
+    logged = logged_onnx_model(entry["run_id"], "onnx-best", tmp_path / "dl")
+    assert logged.SerializeToString() == out.read_bytes()  # the very file the export wrote
 
 
 def test_eval_run_links_to_its_training_run(tracked: Path, server: MlflowServer, flowers_root: Path) -> None:
@@ -295,6 +327,13 @@ def test_a_sweep_is_a_parent_run_with_one_nested_run_per_trial(tracked_sweep: Pa
     assert artifact_paths(server, parent_id) == {"results.md", "results.json"}
     local = client(server).download_artifacts(parent_id, "results.md", str(tracked_sweep.parent / "dl"))
     assert Path(local).read_text() == (tracked_sweep / "results.md").read_text()
+    results = json.loads((tracked_sweep / "results.json").read_text())["trials"]
+    assert parent.data.metrics == {"trials": 2.0, "trials_complete": 2.0,
+                                   "best_val_accuracy": results[0]["monitor_value"]}
+    assert parent.data.tags["flowerkit.best_trial"] == results[0]["trial"]
+    ranking = json.loads(Path(client(server).download_artifacts(parent_id, "results.json",
+                                                                str(tracked_sweep.parent / "dl"))).read_text())
+    assert [row["rank"] for row in ranking["trials"]] == [1, 2]
 
     children = client(server).search_runs([parent.info.experiment_id],
                                           filter_string=f"tags.mlflow.parentRunId = '{parent_id}'")

@@ -58,41 +58,27 @@ def export(
 def _export_onnx(run: str, checkpoint: str, out: Path | None, output_dir: Path) -> None:
     from flowerkit.artifacts.files import sha256_file
     from flowerkit.engine.checkpoint import load_checkpoint
-    from flowerkit.predict.onnx_export import check_servable, export_onnx, proof_batch
+    from flowerkit.predict.onnx_export import check_servable, export_checkpoint
     from flowerkit.predict.predictor import require_onnx
+    from flowerkit.tracking.sync import log_export
 
     require_onnx()  # before any work: exit 2 naming the extra
     source = checkpoint_file(output_dir, run, checkpoint)
     target = check_target(out or Path(f"{run}-{checkpoint}.onnx"), ".onnx")
     state = load_checkpoint(source)
     check_servable(state)  # exit 2 before the export's minutes of work, not at predict time
-    proof, proof_source = proof_batch(run_images(source.parent.parent), state)
-    typer.echo(f"Exporting {state['model_type']} at {state['img_size']} px, step {state['step']} to ONNX "
-               f"(checked on {proof_source})...", err=True)
-    result = export_onnx(state, proof, proof_source, run=run, checkpoint_sha256=sha256_file(source))
+    typer.echo(f"Exporting {state['model_type']} at {state['img_size']} px, step {state['step']} to ONNX...",
+               err=True)
+    result = export_checkpoint(source, state)
     publish(target, lambda fh: fh.write(result.data))
     typer.echo(f"Wrote {target}: {state['model_type']} at {state['img_size']} px, step {state['step']}, "
                f"{weights_of(state, checkpoint)} weights, from {source}\nChecked: onnxruntime = torch within "
                f"{result.max_difference:.2g} (batches of {' and '.join(map(str, result.checked_batches))}, "
-               f"{proof_source})\nsha256 {sha256_file(target)}\nUse it with: flowerkit predict PHOTOS --onnx {target}")
-
-
-def run_images(run_dir: Path, limit: int = 16) -> list[Path]:
-    """A few image paths the run evaluated (its predictions.jsonl), for the export's proof batch."""
-    import json
-
-    from flowerkit.run.layout import RunLayout
-
-    paths: list[Path] = []
-    try:
-        with open(RunLayout.for_run(run_dir).predictions, encoding="utf-8") as fh:
-            for line in fh:
-                paths.append(Path(json.loads(line)["filepath"]))
-                if len(paths) == limit:
-                    break
-    except (OSError, ValueError, KeyError, TypeError):
-        pass  # no predictions yet: the proof falls back to random inputs and says so
-    return paths
+               f"{result.proof_source})\nsha256 {sha256_file(target)}\n"
+               f"Use it with: flowerkit predict PHOTOS --onnx {target}")
+    logged = log_export(source.parent.parent, result.data, f"onnx-{checkpoint}")  # when the run has an MLflow run
+    if logged:
+        typer.echo(logged, err=True)
 
 
 def _export_npz(run: str, checkpoint: str, out: Path | None, output_dir: Path) -> None:

@@ -121,6 +121,35 @@ def export_onnx(state: dict[str, Any], proof: np.ndarray, proof_source: str, *, 
     return OnnxExport(data, worst, CHECK_BATCHES, proof_source)
 
 
+def export_checkpoint(checkpoint: Path, state: dict[str, Any] | None = None) -> OnnxExport:
+    """A run's checkpoint (``RUN/checkpoints/*.bin``; ``state``: it loaded already) exported and proven on the
+    run's own images."""
+    from flowerkit.artifacts.files import sha256_file
+    from flowerkit.engine.checkpoint import load_checkpoint
+
+    state = state if state is not None else load_checkpoint(checkpoint)
+    check_servable(state)
+    run_dir = checkpoint.parent.parent
+    proof, proof_source = proof_batch(run_images(run_dir), state)
+    return export_onnx(state, proof, proof_source, run=run_dir.name, checkpoint_sha256=sha256_file(checkpoint))
+
+
+def run_images(run_dir: Path, limit: int = 16) -> list[Path]:
+    """A few image paths the run evaluated (its predictions.jsonl), for the export's proof batch."""
+    from flowerkit.run.layout import RunLayout
+
+    paths: list[Path] = []
+    try:
+        with open(RunLayout.for_run(run_dir).predictions, encoding="utf-8") as fh:
+            for line in fh:
+                paths.append(Path(json.loads(line)["filepath"]))
+                if len(paths) == limit:
+                    break
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # no predictions yet: the proof falls back to random inputs and says so
+    return paths
+
+
 def proof_batch(image_paths: list[Path], state: dict[str, Any], count: int = 3) -> tuple[np.ndarray, str]:
     """Up to ``count`` of the run's own images, decoded as predict decodes them; random pixels fill the rest
     (a run whose images have moved), and the returned sentence says which were used."""

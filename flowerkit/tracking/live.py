@@ -45,14 +45,13 @@ class LiveMlflowRun:
             sink = MlflowSink(experiment, layout.name, run_id=previous)
             sink.on_open = lambda: cls._opened(layout, sink)  # a server slower than OPEN_WAIT_S
             # A server that does not answer the probe costs the run only the probe (mlflow_sink.probe).
-            sink.open(run_data.params(layout), run_data.tags(layout, record), OPEN_WAIT_S, PROBE_TIMEOUT_S)
+            opened = sink.open(run_data.params(layout), run_data.tags(layout, record), OPEN_WAIT_S, PROBE_TIMEOUT_S)
         except Exception as exc:  # e.g. a malformed MLFLOW_TRACKING_URI: the run itself is fine
             log.warning("MLflow tracking is off for this run: %s: %s", type(exc).__name__, exc)
             update_record(layout.run_dir, mlflow={"run_id": previous, "complete": False,
                                                   "error": f"{type(exc).__name__}: {exc}", "not_sent": ["all"]})
             return cls(layout, flow, None)
-        if sink.run_id:
-            sink.on_open = None
+        if opened:  # else the sink's thread says it, once, when the run opens late (never both)
             cls._opened(layout, sink)
         else:
             if sink.failure is None:

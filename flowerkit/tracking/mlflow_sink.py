@@ -41,9 +41,17 @@ FLUSH_INTERVAL_S = 2.0
 PROBE_TIMEOUT_S = 1.0
 UNOPENED_CLOSE_WAIT_S = 2.0  # at the end of a run whose MLflow run never opened
 MAX_BATCH = 1000  # MLflow's limit of metrics per log_batch request
-# MLflow's defaults (120 s timeout, 7 retries with backoff) would let one request hang for many minutes; a
-# user's own MLFLOW_HTTP_REQUEST_* settings win.
-HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "10", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2"}
+# MLflow's defaults (120 s timeout, 7 retries with backoff) would let one request hang for many minutes, and it
+# prints "View run ... at: URL" on stdout whenever a run ends (the record and flowerkit's log line say where the
+# run is, once); a user's own settings of these variables win.
+ENV_DEFAULTS = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "10", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+                "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
+
+
+def set_mlflow_defaults() -> None:
+    """``ENV_DEFAULTS`` where the environment does not set them, before MLflow reads them."""
+    for key, value in ENV_DEFAULTS.items():
+        os.environ.setdefault(key, value)
 
 
 # Loggers that repeat, per retried request, what the sink reports once: urllib3's "Retrying (Retry(total=...))"
@@ -147,8 +155,7 @@ class MlflowSink:
 
     def __init__(self, experiment: str, run_name: str, run_id: str | None = None,
                  tracking_uri: str | None = None) -> None:
-        for key, value in HTTP_DEFAULTS.items():
-            os.environ.setdefault(key, value)
+        set_mlflow_defaults()
         if tracking_uri:
             import mlflow
 
@@ -166,6 +173,10 @@ class MlflowSink:
         self._pending_lock = threading.Lock()
         self._jobs: queue.Queue = queue.Queue()
         self._opened = threading.Event()
+        # Who says the run opened: ``open``'s caller while it still waits, else the worker (``on_open``); decided
+        # under this lock, so the line is said once.
+        self._open_lock = threading.Lock()
+        self._caller_waits = True
         self.on_open: Callable[[], None] | None = None  # called from the worker once a late open succeeded
         self._thread = threading.Thread(target=self._work, name="flowerkit-mlflow", daemon=True)
 
@@ -184,7 +195,9 @@ class MlflowSink:
         self._thread.start()
         self._jobs.put(("open", lambda: self._open(params, tags), 1))
         self._opened.wait(wait_s)
-        return self.run_id is not None and self.failure is None
+        with self._open_lock:
+            self._caller_waits = False
+            return self._opened.is_set() and self.run_id is not None and self.failure is None
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
         self.add_points([Point(metric_key(tag), float(v), step, now_ms()) for tag, v in values.items()])
@@ -272,8 +285,9 @@ class MlflowSink:
             what, job, count = item
             opened = self._run(what, job, count)
             if what == "open":
-                late = not self._opened.is_set() and self.on_open is not None
-                self._opened.set()
+                with self._open_lock:
+                    self._opened.set()
+                    late = not self._caller_waits and self.on_open is not None
                 if opened and late:
                     self._announce()
 
@@ -385,8 +399,8 @@ class MlflowSink:
     def _log_model(self, checkpoint: Path) -> None:
         if self.model_logged:
             return
-        from flowerkit.tracking.model import log_pytorch_model
+        from flowerkit.tracking.model import log_model
 
-        log_pytorch_model(self.run_id, checkpoint)
+        log_model(self._client, self.run_id, checkpoint)
         self._client.set_tag(self.run_id, MODEL_TAG, "true")
         self.model_logged = True

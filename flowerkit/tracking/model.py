@@ -1,49 +1,58 @@
-"""Log a flowerkit checkpoint's model with ``mlflow.pytorch.log_model``, ready for MLflow's model registry."""
+"""Log a flowerkit model to MLflow in a format that loads without pickle: the ONNX export through MLflow's onnx
+flavour when the onnx extra is installed, else the checkpoint's weights alone, as a file artifact.
+
+MLflow's pytorch flavour pickles the module (its pt2 format pins the batch size), and warns about it on every
+run; the ONNX export is the model ``flowerkit predict --onnx`` serves, proven equal to torch when it is made.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import torch
 
-from flowerkit.engine.checkpoint import load_checkpoint
-from flowerkit.models.vit import as_torchvision, build_model
-
-MODEL_NAME = "model"
+MODEL_NAME = "model"  # the artifact folder: runs:/RUN_ID/model
 
 
-def model_from_checkpoint(path: Path) -> torch.nn.Module:
-    """The checkpoint's model on the CPU, in eval mode."""
-    state = load_checkpoint(path, map_location="cpu")
-    model = build_model(state["model_type"], int(state["img_size"]), int(state["num_classes"]))
-    model.load_state_dict(state["model"])
-    return model.eval()
-
-
-def log_pytorch_model(run_id: str, checkpoint: Path) -> None:
-    """Log the model into MLflow run ``run_id`` with an input example and a signature.
-
-    The input is a normalised float32 batch (N, 3, H, W), as the run's input pipeline feeds the model; the
-    output is the (N, 102) logits.
-    """
-    import mlflow
-    import mlflow.pytorch
+def log_onnx_model(run_id: str, onnx_bytes: bytes, name: str = MODEL_NAME) -> None:
+    """Log a serialised flowerkit ONNX model (``flowerkit.predict.onnx_export``) into MLflow run ``run_id`` as
+    an onnx-flavour model named ``name``, with its signature: uint8 pixels (N, D, D, 3) in, logits (N, classes)
+    out."""
+    import mlflow.onnx
+    import onnx
+    import onnxruntime
     from mlflow.models import infer_signature
 
-    model = as_torchvision(model_from_checkpoint(checkpoint))  # loads where torchvision is, flowerkit or not
-    size = model.image_size
-    example = np.zeros((1, 3, size, size), dtype=np.float32)
-    with torch.no_grad():
-        logits = model(torch.from_numpy(example)).numpy()
-    signature = infer_signature(example, logits)
-    # Explicit requirements: MLflow would otherwise infer them by importing the model in a subprocess (slow).
-    import torchvision
+    model = onnx.load_from_string(onnx_bytes)
+    session = onnxruntime.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    side = session.get_inputs()[0].shape[1]
+    example = np.zeros((1, side, side, 3), dtype=np.uint8)
+    logits = session.run(None, {session.get_inputs()[0].name: example})[0]
+    # Explicit requirements: MLflow would otherwise infer them by loading the model in a subprocess (slow).
+    requirements = [f"onnx=={onnx.__version__}", f"onnxruntime=={onnxruntime.__version__}",
+                    f"numpy=={np.__version__}"]
+    # The logged model is made here, in the run's experiment: left to MLflow, a run that is not its fluent
+    # active run gets a model in the default experiment, which runs:/RUN_ID/NAME never finds.
+    client = mlflow.MlflowClient()
+    experiment_id = client.get_run(run_id).info.experiment_id
+    logged = client.create_logged_model(experiment_id, name=name, source_run_id=run_id)
+    mlflow.onnx.log_model(model, name=name, run_id=run_id, model_id=logged.model_id, input_example=example,
+                          signature=infer_signature(example, logits), pip_requirements=requirements,
+                          onnx_execution_providers=onnxruntime.get_available_providers(),
+                          save_as_external_data=False)
 
-    requirements = [f"torch=={torch.__version__.split('+')[0]}",
-                    f"torchvision=={torchvision.__version__.split('+')[0]}", f"numpy=={np.__version__}"]
-    # pickle, not MLflow's default pt2: torch.export pins the batch size to the example's, and the pickled
-    # module loads as the same nn.Module (torchvision's VisionTransformer) for any batch.
-    with mlflow.start_run(run_id=run_id):
-        mlflow.pytorch.log_model(model, name=MODEL_NAME, input_example=example, signature=signature,
-                                 pip_requirements=requirements, serialization_format="pickle")
+
+def log_model(client: Any, run_id: str, checkpoint: Path) -> str:
+    """Log a run's checkpoint into MLflow run ``run_id``; returns how: ``onnx`` (an onnx-flavour model, proven
+    on the run's own images) or ``weights`` (the checkpoint file under ``model/``, without the onnx extra)."""
+    from flowerkit.optional import ONNX
+
+    if not ONNX.installed():
+        client.log_artifact(run_id, str(checkpoint), MODEL_NAME)
+        return "weights"
+    from flowerkit.predict.onnx_export import export_checkpoint
+
+    log_onnx_model(run_id, export_checkpoint(checkpoint).data)
+    return "onnx"
+

@@ -5,7 +5,8 @@ experiment and exports its id as ``MLFLOW_PARENT_RUN_ID``. A trial's tracked run
 (``run_data.parent_run_id``) and sets MLflow's nesting tag ``mlflow.parentRunId``, whether it runs as a
 subflow in this process or as a ``flowerkit train`` process started from it. Trials on a work pool run in a
 worker's process: the variable must reach them through the flow run's environment (README, MLflow section).
-``close_sweep_run`` attaches the ranked results (``results.md``, ``results.json``) to the parent and ends it.
+``close_sweep_run`` logs the sweep's metrics on the parent (``trials``, ``trials_complete``, the best trial's
+monitored value as ``best_<monitor>``) and the ranking (``results.md``, ``results.json``), and ends it.
 
 Like a run's own tracking, the parent never fails a sweep: a server problem is one warning, and the trials
 are then tracked as runs of their own. The parent's id is kept in the sweep's folder (``mlflow.json``).
@@ -22,12 +23,13 @@ from typing import Any
 from flowerkit.artifacts.files import atomic_write_json
 from flowerkit.sweep import Sweep
 from flowerkit.tracking import run_data
-from flowerkit.tracking.mlflow_sink import HTTP_DEFAULTS, describe, public_uri, quiet_requests
+from flowerkit.tracking.mlflow_sink import describe, public_uri, quiet_requests, set_mlflow_defaults
 
-log = logging.getLogger("flowerkit.tracking")
+log = logging.getLogger("flowerkit.sweep")  # the sweep's own lines: its console shows them (cli/sweep_display.py)
 
 PARENT_FILE = "mlflow.json"  # in OUTPUT_DIR/sweeps/NAME/: the parent run a re-run of the sweep reopens
 SWEEP_TAG = "flowerkit.sweep"
+BEST_TAG = "flowerkit.best_trial"
 
 
 @dataclass
@@ -56,8 +58,7 @@ def open_sweep_run(sweep: Sweep, flow_run_id: str | None = None) -> SweepRun | N
     experiment = tracked_experiment(sweep)
     if experiment is None:
         return None
-    for key, value in HTTP_DEFAULTS.items():  # as for a run: a down server must not hold the sweep for minutes
-        os.environ.setdefault(key, value)
+    set_mlflow_defaults()  # as for a run: a down server must not hold the sweep for minutes
     try:
         with quiet_requests():
             parent = _open(sweep, experiment, flow_run_id)
@@ -82,7 +83,7 @@ def close_sweep_run(parent: SweepRun | None, sweep: Sweep, rows: list[dict[str, 
     status = "FINISHED" if rows and all(row.get("status") == "complete" for row in rows) else "FAILED"
     try:
         with quiet_requests():
-            _close(parent, sweep, status)
+            _close(parent, sweep, rows, status)
     except Exception as exc:  # the trials' runs and the sweep's own files are complete either way
         log.warning("MLflow: could not attach the results of sweep %s to its parent run %s (%s)", sweep.name,
                     parent.run_id, describe(exc))
@@ -131,14 +132,34 @@ def _reusable_run(client: Any, sweep: Sweep, experiment_id: str) -> str | None:
     return run_id
 
 
-def _close(parent: SweepRun, sweep: Sweep, status: str) -> None:
+def _close(parent: SweepRun, sweep: Sweep, rows: list[dict[str, Any]], status: str) -> None:
     from mlflow import MlflowClient
 
     client = MlflowClient(parent.tracking_uri)
-    for path in (sweep.layout.table, sweep.layout.results):
+    for key, value in summary_metrics(rows).items():
+        client.log_metric(parent.run_id, key, value)
+    best = best_row(rows)
+    if best is not None:
+        client.set_tag(parent.run_id, BEST_TAG, best["trial"])
+    for path in (sweep.layout.table, sweep.layout.results):  # the ranking, as Markdown and JSON
         if path.is_file():
             client.log_artifact(parent.run_id, str(path))
     client.set_terminated(parent.run_id, status)
+
+
+def summary_metrics(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """The parent run's metrics: ``trials``, ``trials_complete`` and the best trial's monitored value as
+    ``best_<monitor>`` (``best_val_accuracy``), so sweeps compare in MLflow's runs table."""
+    metrics = {"trials": float(len(rows)), "trials_complete": float(sum(r["status"] == "complete" for r in rows))}
+    best = best_row(rows)
+    if best is not None and best.get("monitor") and best.get("monitor_value") is not None:
+        metrics[f"best_{best['monitor']}"] = float(best["monitor_value"])
+    return metrics
+
+
+def best_row(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The first of the ranked rows when it has a rank (a complete trial with a monitored value)."""
+    return rows[0] if rows and rows[0].get("rank") == 1 else None
 
 
 def _restore_env(previous: str | None) -> None:

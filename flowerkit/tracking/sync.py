@@ -1,4 +1,5 @@
-"""``flowerkit runs sync-mlflow RUN``: send a finished run's params, metrics and artifacts from its directory.
+"""``flowerkit runs sync-mlflow RUN``: send a finished run's params, metrics and artifacts from its directory;
+``log_export``: send an ONNX export of a finished run (``flowerkit export --format onnx``) to its MLflow run.
 
 Completes the MLflow run the record names (or creates one when there is none on the server); running it
 again sends nothing twice (metrics are matched by key and step, artifacts overwrite themselves, the model is
@@ -63,3 +64,30 @@ def _send(sink, layout: RunLayout, record: dict[str, Any]) -> None:
         sink.log_artifact(path, folder)
     if record.get("flow") == "train" and layout.checkpoint.is_file():
         sink.log_model(layout.checkpoint)
+
+
+def log_export(run_dir: Path, onnx_bytes: bytes, name: str) -> str | None:
+    """Log an ONNX export of a run into the MLflow run its record names, as the model ``name``; None when it
+    names none, else the line that says what happened. A server that is down, or MLflow missing, is said, never
+    raised: the exported file is what was asked for, and it is written."""
+    from flowerkit.optional import MLFLOW
+    from flowerkit.tracking.mlflow_sink import describe, public_uri, quiet_requests, set_mlflow_defaults
+    from flowerkit.tracking.model import log_onnx_model
+
+    entry = read_record(run_dir).get("mlflow") or {}
+    run_id = entry.get("run_id") if isinstance(entry, dict) else None
+    if not run_id:
+        return None
+    if not MLFLOW.installed():
+        return f"Not logged to the run's MLflow run {run_id}: {MLFLOW.missing()}."
+    import mlflow
+
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or entry.get("tracking_uri")  # credentials live in the environment
+    set_mlflow_defaults()
+    try:
+        mlflow.set_tracking_uri(uri)
+        with quiet_requests():
+            log_onnx_model(run_id, onnx_bytes, name)
+    except Exception as exc:  # noqa: BLE001 - any MLflow or network error: the file is written all the same
+        return f"Not logged to the run's MLflow run {run_id} at {public_uri(str(uri))}: {describe(exc)}."
+    return f"Logged to the run's MLflow run as the onnx model {name}: {entry.get('url') or run_id}"
