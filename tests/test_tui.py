@@ -916,6 +916,20 @@ async def test_at_80x24_no_name_is_cut_and_every_status_is_in_view(named_output:
 
 
 @pytest.mark.anyio
+async def test_compare_shortens_long_names_in_the_middle(named_output: Path) -> None:
+    from flowerkit.tui.formatting import NAME_MIN
+
+    app = DashboardApp(named_output, refresh_s=30)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_named_list(pilot)
+        await pilot.press("space", "down", "space", "c")
+        await wait_for(pilot, lambda: pilot.app.screen.query_one("DataTable").row_count > 0)
+        labels = [str(column.label) for column in app.screen.query_one("CompareTable").columns.values()]
+        assert [shows_name(label, name) for label, name in zip(labels[1:], (LONG_TRAIN, LONG_PREDICT))] == [True] * 2
+        assert all(NAME_MIN <= len(label) < 20 for label in labels[1:]), labels  # as wide as the values below
+
+
+@pytest.mark.anyio
 async def test_a_narrower_terminal_shortens_the_header_s_name_in_the_middle(named_output: Path) -> None:
     app = DashboardApp(named_output, refresh_s=30)
     async with app.run_test(size=(120, 24)) as pilot:

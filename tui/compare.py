@@ -14,9 +14,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Header, TabbedContent, TabPane
 
+from flowerkit.columns import shorten_middle
 from flowerkit.run.runs import as_float, describe_selection, differing_options
 from flowerkit.tui.live_screen import LiveScreen
-from flowerkit.tui.formatting import number, status_text, steps
+from flowerkit.tui.formatting import NAME_MIN, number, status_text, steps
 from flowerkit.tui.plots import MetricPlot
 from flowerkit.tui.runs_reader import RunDetail, metrics_tail, read_detail
 
@@ -120,7 +121,9 @@ class CompareTable(DataTable):
         # can show the columns at their headers' widths.
         self.add_column("run", key=":label", width=_width("run", [label for _, label, _ in rows]))
         for i, name in enumerate(names):
-            self.add_column(name, key=name, width=_width(name, [cells[i] for _, _, cells in rows]))
+            column = [cells[i] for _, _, cells in rows]
+            label = shorten_middle(name, max(NAME_MIN, _width("", column)))  # a long name keeps its start and end
+            self.add_column(label, key=name, width=_width(label, column))
         for key, label, cells in rows:
             self.add_row(label, *cells, key=key)
 
