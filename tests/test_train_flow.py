@@ -150,6 +150,13 @@ def test_run_record_indexes_every_artifact(tiny_run: Path) -> None:
     assert len(record["tasks"]) == 7
 
 
+def test_run_record_keeps_the_loops_own_seconds(tiny_run: Path) -> None:
+    """What benchmarks/run_phases.py subtracts from a run's wall time to find its fixed cost."""
+    phases = json.loads((tiny_run / "run_record.json").read_text())["phases"]
+    assert set(phases) == {"training_loop_s", "evaluation_loops_s"}
+    assert all(isinstance(seconds, float) and seconds >= 0 for seconds in phases.values())
+
+
 def test_metrics_jsonl_streams_train_and_eval_rows(tiny_run: Path) -> None:
     rows = read_jsonl(tiny_run / "metrics.jsonl")
     assert [r["step"] for r in rows if r["kind"] == "train"] == list(range(1, 11))

@@ -86,6 +86,17 @@ def set_task_state(run_dir: Path, task: str, state: str, attempt: int) -> None:
     update_record(run_dir, mutate)
 
 
+def add_phases(run_dir: Path, **seconds: float) -> None:
+    """Add to the record's ``phases``, the seconds its loops took (a second evaluation adds to the first):
+    with Prefect's task runs and the process's wall time, they split a run into its loops and its fixed cost."""
+    def mutate(record: dict[str, Any]) -> None:
+        phases = record.setdefault("phases", {})
+        for name, value in seconds.items():
+            phases[name] = round(phases.get(name, 0.0) + value, 3)
+
+    update_record(run_dir, mutate)
+
+
 def set_progress(run_dir: Path, step: int, total_steps: int, **detail: Any) -> None:
     """``detail``: what rank 0 of a distributed run adds (``images_per_second``, ``last_eval``) for the
     launching process, which shows the progress of training that runs in other processes."""

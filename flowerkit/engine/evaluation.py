@@ -6,12 +6,14 @@ from the saved outputs by ``flowerkit.artifacts.export``.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from flowerkit.artifacts.export import save_outputs
+from flowerkit.artifacts.record import add_phases
 from flowerkit.data.selection import Selection
 from flowerkit.engine.checkpoint import read_checkpoint
 from flowerkit.engine.evaluator import evaluate_checkpoint
@@ -46,7 +48,9 @@ def evaluate_selection(plan: RunPlan, checkpoint: Path, selection: Selection, *,
                           f"{planned.sha256[:12]} then, {sha256[:12]} now). Evaluate it again with a new --name.")
     table = selection.table()
     pipeline = make_pipeline(plan.config, table, int(state["img_size"]), torch.device(plan.device.device))
+    started = time.perf_counter()
     logits = evaluate_checkpoint(state, pipeline, plan.config.eval_batch_size, plan.precision)
+    add_phases(plan.layout.run_dir, evaluation_loops_s=time.perf_counter() - started)
     layout = plan.layout
     target = layout.eval_outputs_of(selection.split) if held_out else layout.eval_outputs
     outputs = save_outputs(target, table.image_ids, table.labels, logits)

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import torch
 
+from flowerkit.artifacts.record import add_phases
 from flowerkit.artifacts.sinks import ScalarSink
 from flowerkit.data.selection import Selection
 from flowerkit.engine import distributed, trainer
@@ -32,9 +33,13 @@ def run_training(plan: RunPlan, train: Selection, val: Selection,
     writes = plan.role == "run"
     if plan.execution.launcher == "torchrun":
         recorded = RecordProgress(plan.layout.run_dir, on_progress) if writes else None
-        return distributed.run_torchrun_rank(plan, train, val, recorded, sink if writes else None)
-    if plan.execution.launcher == "flowerkit":  # rank 0's worker records; its progress comes back through the record
-        return distributed.launch(plan, train, val, on_progress if writes else None)
-    return trainer.train(plan.train_config, torch.device(plan.device.device), plan.precision, train.table(),
-                         val.table(), plan.layout, RecordProgress(plan.layout.run_dir, on_progress),
-                         planned_weights=plan.weights, sink=sink)
+        result = distributed.run_torchrun_rank(plan, train, val, recorded, sink if writes else None)
+    elif plan.execution.launcher == "flowerkit":  # rank 0's worker records; its progress comes back through the record
+        result = distributed.launch(plan, train, val, on_progress if writes else None)
+    else:
+        result = trainer.train(plan.train_config, torch.device(plan.device.device), plan.precision, train.table(),
+                               val.table(), plan.layout, RecordProgress(plan.layout.run_dir, on_progress),
+                               planned_weights=plan.weights, sink=sink)
+    if result is not None and writes:
+        add_phases(plan.layout.run_dir, training_loop_s=result.loop_seconds, evaluation_loops_s=result.eval_seconds)
+    return result

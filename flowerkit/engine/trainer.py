@@ -88,6 +88,8 @@ class TrainResult:
     images_per_second: float
     selected: SelectedCheckpoint
     stop_reason: str | None = None  # set when early stopping ended the run before --num_steps
+    loop_seconds: float = 0.0  # the training loop's time, its evaluations excluded
+    eval_seconds: float = 0.0  # the evaluations during training (validation, selection, checkpoints)
 
     @property
     def stopped_early(self) -> bool:
@@ -315,7 +317,7 @@ def train(config: TrainConfig, device: torch.device, precision: str, train_table
 
     model.train()
     step, images, t0 = start_step, 0, time.perf_counter()
-    last_eval = None
+    last_eval, eval_seconds = None, 0.0
     saved = start_step if state is not None else None  # the step ckpt.bin holds: a divergence names it
     batches = iter(train_pipe(plan.batches(start_step * accumulation, config.num_steps * accumulation,
                                            world.rank, world.size)))
@@ -332,7 +334,9 @@ def train(config: TrainConfig, device: torch.device, precision: str, train_table
                     log.info("step %d/%d  loss %.4f  lr %.5f  %.1f img/s", step, config.num_steps, loss_value, lr,
                              images / (time.perf_counter() - t0))
             if step % config.eval_every == 0 or step == config.num_steps:
+                evaluated = time.perf_counter()
                 last_eval, stopped_early = evaluation(step, loss_value)
+                eval_seconds += time.perf_counter() - evaluated
                 saved = step  # every evaluation ends by writing ckpt.bin (rank 0), once its weights are finite
             if on_progress:
                 on_progress(Progress(step, config.num_steps, images / (time.perf_counter() - t0), last_eval))
@@ -351,7 +355,8 @@ def train(config: TrainConfig, device: torch.device, precision: str, train_table
                                   monitor=config.monitor, value=best.value)
     return TrainResult(checkpoint=ckpt_path, weights=weights, start_step=start_step, steps=step,
                        final_loss=float(loss_value), images_per_second=images / elapsed if elapsed else 0.0,
-                       selected=selected, stop_reason=selector.stop_reason() if stopped_early else None)
+                       selected=selected, stop_reason=selector.stop_reason() if stopped_early else None,
+                       loop_seconds=elapsed - eval_seconds, eval_seconds=eval_seconds)
 
 
 @dataclass(frozen=True, kw_only=True)
