@@ -138,7 +138,7 @@ class Trial:
     config: TrainConfig
 
     def describe(self) -> str:
-        return ", ".join(f"{k}={_short(v)}" for k, v in self.values.items()) or "(the base configuration)"
+        return short_values(self.values) or "(the base configuration)"
 
 
 @dataclass
@@ -250,6 +250,11 @@ def _trial_config(name: str, base: dict[str, Any], values: dict[str, Any], base_
 
 def _short(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def short_values(values: dict[str, Any]) -> str:
+    """``seed=1, learning_rate=0.01``: what a trial sets, floats to 4 significant digits."""
+    return ", ".join(f"{k}={_short(v)}" for k, v in values.items())
 
 
 class SweepFailedError(FlowerkitError):
@@ -427,15 +432,21 @@ def rank(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return ranked
 
 
+RESULT_COLUMNS = ("rank", "trial", "status", "values", "monitor", "value", "step", "accuracy")
+
+
+def result_cells(row: dict[str, Any]) -> list[str]:
+    """A ranked row's cells, in ``RESULT_COLUMNS`` order (results.md, the CLI's table)."""
+    return [str(row["rank"] or "-"), row["trial"], row["status"], short_values(row["values"]) or "-",
+            row["monitor"] or "-", _number(row["monitor_value"]),
+            "-" if row["selected_step"] is None else str(row["selected_step"]), _number(row["accuracy"])]
+
+
 def results_markdown(sweep_name: str, rows: list[dict[str, Any]]) -> str:
-    lines = [f"# Sweep {sweep_name}", "", "| rank | trial | status | values | monitor | value | step | accuracy |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [f"# Sweep {sweep_name}", "", "| " + " | ".join(RESULT_COLUMNS) + " |",
+             "| " + " | ".join("---" for _ in RESULT_COLUMNS) + " |"]
     for row in rows:
-        values = ", ".join(f"{k}={_short(v)}" for k, v in row["values"].items())
-        cells = [row["rank"] or "-", row["trial"], row["status"], values or "-", row["monitor"] or "-",
-                 _number(row["monitor_value"]), row["selected_step"] if row["selected_step"] is not None else "-",
-                 _number(row["accuracy"])]
-        lines.append("| " + " | ".join(map(str, cells)) + " |")
+        lines.append("| " + " | ".join(result_cells(row)) + " |")
     failed = [row for row in rows if row["status"] != "complete"]
     if failed:
         lines += ["", "## Not complete", ""]

@@ -50,9 +50,10 @@ POLL_S = 2.0
 MAX_THREADS = 32  # trials waiting on the concurrency limit each hold a thread; more only queue here
 
 
-@flow(name="sweep", persist_result=False)
+@flow(name="sweep", persist_result=False, validate_parameters=False)
 def sweep_flow(sweep_file: str, max_parallel: int = 1, backend: Literal["local", "pool"] = "local",
-               deployment: str = TRAIN_DEPLOYMENT) -> list[dict]:
+               deployment: str = TRAIN_DEPLOYMENT,
+               on_progress: Callable[[SweepProgress], None] | None = None) -> list[dict]:
     """Run every trial of a sweep file that is not complete yet, then write and publish the ranked results.
 
     Args:
@@ -60,17 +61,20 @@ def sweep_flow(sweep_file: str, max_parallel: int = 1, backend: Literal["local",
         max_parallel: At most this many trials run at once.
         backend: local (this machine) or pool (the train deployment's work pool).
         deployment: The train deployment trials are submitted to (backend pool).
+        on_progress: The front end's display of the trials (the CLI's live table), in this process: handed
+            the sweep's progress once its trials are known. Prefect records only its type name.
     """
     sweep = read_sweep(Path(sweep_file))  # exit 2 before any trial, naming a bad trial and option
     lock = SweepLock(sweep.layout)
     lock.acquire()  # one writer per sweep: a second process exits 4 naming this one
     try:
-        return _run_sweep(sweep, max_parallel, backend, deployment)
+        return _run_sweep(sweep, max_parallel, backend, deployment, on_progress)
     finally:
         lock.release()
 
 
-def _run_sweep(sweep: Sweep, max_parallel: int, backend: str, deployment: str) -> list[dict]:
+def _run_sweep(sweep: Sweep, max_parallel: int, backend: str, deployment: str,
+               on_progress: Callable[[SweepProgress], None] | None) -> list[dict]:
     """One pass over the sweep's trials, under its lock."""
     label_flow_run(sweep.name, sweep_tags(sweep))
     check_same_sweep(sweep)
@@ -82,7 +86,9 @@ def _run_sweep(sweep: Sweep, max_parallel: int, backend: str, deployment: str) -
                 for name, action in actions.items() if action in ("skip", "busy")}
     parent = open_sweep_run(sweep, current_flow_run.id)  # MLflow parent of the trials' runs (--tracker mlflow)
     at_once = max_parallel if backend == "pool" or (max_parallel > 1 and len(todo) > 1) else 1
-    progress = SweepProgress(sweep.name, len(todo), at_once, skipped=len(sweep.trials) - len(todo))
+    progress = SweepProgress(sweep.name, todo, at_once, skipped=len(sweep.trials) - len(todo))
+    if on_progress is not None:
+        on_progress(progress)
     if backend == "pool":
         outcomes |= run_on_pool(sweep, todo, actions, max_parallel, deployment, progress)
     elif max_parallel > 1 and len(todo) > 1:

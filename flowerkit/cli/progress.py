@@ -60,12 +60,12 @@ class LiveProgress:
     @contextlib.contextmanager
     def showing(self) -> Iterator[None]:
         """Run the bar; log records printed meanwhile go above it instead of breaking it."""
-        with self.bar, _logs_through(self.bar.console):
+        with self.bar, logs_through(self.bar.console):
             yield
 
 
 @contextlib.contextmanager
-def _logs_through(console) -> Iterator[None]:
+def logs_through(console) -> Iterator[None]:
     # Prefect's console handlers print with a rich Console of their own, bound to the stderr of the time
     # they were made; printing through the bar's console instead puts each record above the live bar.
     # Prefect makes those handlers when it is first imported, which the CLI does only when it starts the

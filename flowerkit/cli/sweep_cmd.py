@@ -23,12 +23,15 @@ def sweep(
     dry_run: bool = typer.Option(False, "--dry_run", help="List the trials and what each needs; run nothing."),
     quiet: bool = typer.Option(False, "--quiet", help="Only warnings, errors and the final table: no line per "
                                                       "trial, no INFO log lines."),
+    verbose: bool = typer.Option(False, "--verbose", help="Also show the trials' own log lines (steps, "
+                                                          "evaluations); they always go to each run.log."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
     """Expand a sweep file into train runs named <sweep>-<index>, run those not complete, rank them all.
 
     Prints a line per trial as it is submitted, starts, finishes (with its monitored value) or fails, with its
-    Prefect flow run link when the server's UI is known, and the sweep's ETA; --quiet keeps only the table.
+    Prefect flow run link when the server's UI is known, and the sweep's ETA; in a terminal, a live table of the
+    trials follows them under an overall progress bar. --quiet keeps only the final table.
     """
     if quiet:
         from flowerkit.cli.quiet import quiet_console_logs
@@ -55,16 +58,18 @@ def sweep(
         if not debug:
             hide_user_error_tracebacks()
         start_ephemeral_server()
+        from flowerkit.cli.sweep_display import print_ranking, sweep_display
         from flowerkit.flows.sweep import sweep_flow
         from flowerkit.flows.orchestration.watcher import watching
 
         try:
-            with watching():  # trials run in this process end Crashed on the server even if it is killed
+            # watching: trials run in this process end Crashed on the server even if it is killed
+            with watching(), sweep_display(quiet, verbose) as live:
                 sweep_flow.with_options(flow_run_name=found.name)(str(sweep_file), max_parallel=max_parallel,
-                                                                  backend=backend)
+                                                                  backend=backend,
+                                                                  on_progress=live.follow if live else None)
         finally:
-            if found.layout.table.is_file():
-                typer.echo(found.layout.table.read_text())
+            print_ranking(found)
 
 
 def choose_backend(local: bool) -> tuple[str, str]:
