@@ -168,6 +168,21 @@ def test_artifacts_and_model(tracked: Path, server: MlflowServer, tmp_path: Path
     assert "pickle" not in (tracked / "run.log").read_text().lower()
 
 
+def test_without_the_onnx_extra_the_model_is_its_weights_alone(tracked: Path, server: MlflowServer,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from flowerkit import optional
+    from flowerkit.tracking.model import log_model
+
+    monkeypatch.setattr(optional, "ONNX", optional.Extra("onnx", ("flowerkit_absent_module",), "ONNX", "onnx"))
+    mlflow_client = client(server)
+    run_id = mlflow_client.create_run(mlflow_entry(tracked)["experiment_id"], run_name="weights-only").info.run_id
+    checkpoint = tracked / "checkpoints" / "ckpt.bin"
+    assert log_model(mlflow_client, run_id, checkpoint) == "weights"
+    assert artifact_paths(server, run_id) == {"model/ckpt.bin"}
+    local = Path(mlflow_client.download_artifacts(run_id, "model/ckpt.bin", str(tracked.parent / "weights")))
+    assert local.read_bytes() == checkpoint.read_bytes()
+
+
 def test_an_onnx_export_is_logged_to_the_runs_mlflow_run(tracked: Path, server: MlflowServer,
                                                          tmp_path: Path) -> None:
     out = tmp_path / "tracked-best.onnx"
