@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from flowerkit.artifacts.export import Exported, export_evaluation
-from flowerkit.artifacts.scalars import run_hparams
 from flowerkit.artifacts.sinks import ScalarSink
 from flowerkit.data.selection import Selection
 from flowerkit.engine.evaluation import Evaluation, evaluate_selection
 from flowerkit.engine.trainer import TrainResult
+from flowerkit.run.config import run_hparams
 from flowerkit.run.plan import RunPlan
 from flowerkit.tasks.caching import evaluate_cache_key, export_cache_key
 from flowerkit.tasks.common import run_task

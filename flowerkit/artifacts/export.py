@@ -51,7 +51,7 @@ class Exported:
 def export_evaluation(outputs: Path, dataset_root: Path, split: str, layout: RunLayout, step: int,
                       total_steps: int, export_logits: bool, *, summary_extra: dict | None = None,
                       held_out: bool = False, log_summary: bool = True, sink: ScalarSink | None = None,
-                      hparams: dict[str, Any] | None = None) -> tuple[dict, ExportedFiles]:
+                      hparams: dict[str, tuple[type, Any]] | None = None) -> tuple[dict, ExportedFiles]:
     """The run's main report (``held_out=False``): predictions.jsonl, per-class metrics, metrics.json.
 
     ``held_out=True`` (the test split after training) writes ``test_predictions.jsonl`` and

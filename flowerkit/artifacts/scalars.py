@@ -12,7 +12,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -21,10 +21,6 @@ from flowerkit.artifacts.files import atomic_write_text, naming_a_full_disk, utc
 from flowerkit.artifacts.sinks import ScalarSink
 from flowerkit.interrupts import held_interrupts
 from flowerkit.run.layout import temp_name
-
-if TYPE_CHECKING:
-    from flowerkit.run.config import RunConfig
-
 
 # TensorBoard's writer thread also wakes up every flush interval (120 s by default). A signal whose exception
 # lands inside its queue put (after the item, before the wake-up) leaves that thread asleep until then, and
@@ -114,7 +110,7 @@ class ScalarLog:
         with naming_a_full_disk(self.tb_dir), held_interrupts():
             self.writer.add_image(tag, figure, step, dataformats="HWC")
 
-    def hparams(self, hparams: dict[str, Any], metrics: dict[str, float], step: int) -> None:
+    def hparams(self, hparams: dict[str, tuple[type, Any]], metrics: dict[str, float], step: int) -> None:
         """The run's configuration (``run_hparams``) and final metrics (``final/<key>``) for the HParams
         dashboard, in the run's own events: torch's ``add_hparams`` would write them to a sub-folder, which
         TensorBoard lists as a run of its own, apart from the run's scalars."""
@@ -139,41 +135,20 @@ class ScalarLog:
             self._staging = None
 
 
-def run_hparams(config: RunConfig, flow: str) -> dict[str, Any]:
-    """The hparams of a run: its flow and its configuration as config_resolved.yaml holds it."""
-    return {"flow": flow} | config.model_dump(mode="json", exclude=set(config.PLACEMENT))
-
-
-def _hparam_types() -> dict[str, int]:
-    """Every hparam any run may have, with its TensorBoard type: each run writes this same experiment (the
-    dashboard reads the first one it finds), so train and eval runs compare in one table."""
-    from tensorboard.plugins.hparams.api_pb2 import DataType
-
-    from flowerkit.fields import option_type
-    from flowerkit.run.config import CONFIG_CLASSES
-
-    kinds = {bool: DataType.DATA_TYPE_BOOL, int: DataType.DATA_TYPE_FLOAT64, float: DataType.DATA_TYPE_FLOAT64}
-    types = {"flow": DataType.DATA_TYPE_STRING}
-    for cls in CONFIG_CLASSES.values():
-        for name, field in cls.model_fields.items():
-            if name not in cls.PLACEMENT:
-                types[name] = kinds.get(option_type(field.annotation), DataType.DATA_TYPE_STRING)
-    return types
-
-
-def hparams_summaries(hparams: dict[str, Any]) -> list[Any]:
-    """The HParams plugin's experiment (hparams and metrics to show), this run's values (``None`` left out)
-    and its end, as the TensorBoard summaries its data provider reads."""
+def hparams_summaries(hparams: dict[str, tuple[type, Any]]) -> list[Any]:
+    """The HParams plugin's experiment (every hparam, by its type, and the metrics to show), this run's values
+    (``None`` left out) and its end, as the TensorBoard summaries its data provider reads."""
     from tensorboard.compat.proto.summary_pb2 import Summary
     from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 
-    types = _hparam_types()
+    kinds = {bool: api_pb2.DATA_TYPE_BOOL, int: api_pb2.DATA_TYPE_FLOAT64, float: api_pb2.DATA_TYPE_FLOAT64}
+    types = {name: kinds.get(kind, api_pb2.DATA_TYPE_STRING) for name, (kind, _) in hparams.items()}
     experiment = api_pb2.Experiment(
         hparam_infos=[api_pb2.HParamInfo(name=name, type=kind) for name, kind in types.items()],
         metric_infos=[api_pb2.MetricInfo(name=api_pb2.MetricName(tag=tag)) for tag in FINAL_METRIC_TAGS])
     start = plugin_data_pb2.SessionStartInfo()
-    for name, value in hparams.items():
-        kind = types.get(name, api_pb2.DATA_TYPE_STRING)
+    for name, (_, value) in hparams.items():
+        kind = types[name]
         if value is None:  # an option left unset: an empty cell
             continue
         if kind == api_pb2.DATA_TYPE_BOOL:

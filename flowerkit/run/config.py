@@ -475,6 +475,21 @@ def check_cache_size(cache_size: int | None, img_size: int | None) -> None:
 CONFIG_CLASSES: dict[str, type[RunConfig]] = {"train": TrainConfig, "eval": EvalConfig}
 
 
+def run_hparams(config: RunConfig, flow: str) -> dict[str, tuple[type, Any]]:
+    """A run's hparams for TensorBoard's HParams dashboard: every option a train or eval run may have (each
+    run writes the same list, as the dashboard reads the first one it finds, so train and eval runs share one
+    table), with its type and this run's value as config_resolved.yaml holds it (``None`` where it has none)."""
+    from flowerkit.fields import option_type
+
+    values = {"flow": flow} | config.model_dump(mode="json", exclude=set(config.PLACEMENT))
+    hparams: dict[str, tuple[type, Any]] = {"flow": (str, flow)}
+    for cls in CONFIG_CLASSES.values():
+        for name, field in cls.model_fields.items():
+            if name not in cls.PLACEMENT:
+                hparams[name] = (option_type(field.annotation), values.get(name))
+    return hparams
+
+
 def load_config(cls: type[RunConfig], overrides: dict[str, Any], config_file: Path | None = None) -> RunConfig:
     """Build a config from explicit overrides, an optional YAML file, the environment and ``.env``.
 
