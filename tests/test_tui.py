@@ -959,6 +959,9 @@ async def test_a_predict_run_view_shows_its_counts_and_rows_not_training_plots(n
         assert [row[0] for row in rows] == ["a/broken.jpg", "a/rose.jpg", "b/rose.jpg"]  # from the shared folder
         assert rows[1:] == [["a/rose.jpg", "pink primrose", "0.910"], ["b/rose.jpg", "sweet pea?", "0.420"]]
         assert rows[0][1].startswith("broken.jpg is not an image") and rows[0][2] == "-"
+        await pilot.pause()
+        keys = {active.binding.action for active in screen.active_bindings.values()}
+        assert "sort_f1" not in keys and "predict" not in keys and "refresh" in keys  # nothing there to sort
 
 
 @pytest.mark.parametrize("row", [0, 1], ids=["train", "predict"])

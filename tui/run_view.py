@@ -223,6 +223,12 @@ class RunScreen(LiveScreen):
     def action_refresh(self) -> None:
         self._read()
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """A predict run has no classes to sort and no model of its own: its footer leaves those keys out
+        (False hides a binding; None would show it dimmed)."""
+        is_predict = self.detail is not None and self.detail.summary.flow == "predict"
+        return not (is_predict and action in ("sort_f1", "predict"))
+
     @work(thread=True, exclusive=True, group="run-view")
     def _read(self) -> None:
         if not self.run_dir.is_dir():
@@ -280,6 +286,7 @@ class RunScreen(LiveScreen):
             tabs.active = "rows"
             for pane in ("plots", "classes", "worst"):
                 tabs.hide_tab(pane)
+            self.refresh_bindings()
         width = self.size.width - self.styles.scrollbar_size_vertical
         if self._shown_predicted != (rows, width):
             self._shown_predicted = (rows, width)
