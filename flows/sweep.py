@@ -118,8 +118,7 @@ def run_subflow(trial: Trial, action: str, progress: SweepProgress) -> Outcome:
     from flowerkit.flows.train import train_flow
 
     progress.started(trial)
-    state = train_flow.with_options(flow_run_name=trial.name)(trial.config, resume=action == "resume",
-                                                               return_state=True)
+    state = train_flow(trial.config, resume=action == "resume", return_state=True)  # named after the trial
     outcome = Outcome(action, state.type.value, None if state.is_completed() else state.message,
                       str(state.state_details.flow_run_id))
     progress.ended(trial, outcome)

@@ -136,7 +136,11 @@ def test_a_2x2_grid_runs_locally_as_ordinary_runs(grid_sweep: Path) -> None:
     with get_client(sync_client=True) as client:
         (table,) = client.read_latest_artifacts(
             artifact_filter=ArtifactCollectionFilter(key=ArtifactCollectionFilterKey(any_=[key])))
+        trial_runs = [client.read_flow_run(json.loads(t.config.layout.record.read_text())["flow_run_id"])
+                      for t in sweep.trials]
     assert [row["trial"] for row in json.loads(table.data)] == [row["trial"] for row in results]
+    assert [run.name for run in trial_runs] == [t.name for t in sweep.trials]  # the subflows are the trials
+    assert all({"flowerkit", "train", "sweep:grid"} <= set(run.tags) for run in trial_runs)
 
 
 def test_rerunning_a_sweep_skips_completed_trials(grid_sweep: Path) -> None:
