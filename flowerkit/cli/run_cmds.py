@@ -4,6 +4,7 @@ flow (or show it); ``flowerkit run PLAN``: run a plan written earlier (a sweep's
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -11,7 +12,12 @@ import typer
 
 from flowerkit.cli.errors import hide_repeated_run_errors, hide_user_error_tracebacks, user_errors
 from flowerkit.cli.options import CONTEXT_SETTINGS, command_from_config
-from flowerkit.flows.orchestration.prefect_env import check_prefect_environment, start_ephemeral_server
+from flowerkit.flows.orchestration.prefect_env import (
+    EarlyServer,
+    check_prefect_environment,
+    launch_ephemeral_server,
+    start_ephemeral_server,
+)
 from flowerkit.run.config import CONFIG_CLASSES, EvalConfig, RunConfig, TrainConfig, load_config
 from flowerkit.errors import ConfigError
 
@@ -46,32 +52,37 @@ def run_plan_file(plan_file: Path = typer.Argument(..., help="The plan to run: a
             run_recorded(plan, debug)
         return
     with user_errors(debug):
+        server = launch_ephemeral_server()  # starts up while Prefect is imported
         check_prefect_environment()
-        _start(plan, quiet, debug)
+        _start(plan, quiet, debug, server)
 
 
 def _run(flow: str, given: dict[str, Any], config_file: Path | None, resume: bool, dry_run: bool, quiet: bool,
          debug: bool) -> None:
     with user_errors(debug):
-        config = _as_launched(flow, load_config(CONFIG_CLASSES[flow], given, config_file))
+        loaded = load_config(CONFIG_CLASSES[flow], given, config_file)
+        # Prefect's temporary server starts up while torch is imported and the run planned; the flow takes it.
+        server = None if dry_run or _may_follow(loaded) else launch_ephemeral_server()
+        config = _as_launched(flow, loaded)
         if isinstance(config, TrainConfig) and _trains_a_share(config, dry_run):
             return
         from flowerkit.run.prepare import describe_plan, prepare_plan
 
-        plan = prepare_plan(flow, config, resume)  # fails fast, before Prefect starts or anything is written
+        plan = prepare_plan(flow, config, resume)  # fails fast, before anything is written
         prefect = check_prefect_environment()
         if dry_run:
             typer.echo(describe_plan(plan, {"prefect": prefect}))
             return
-        _start(plan, quiet, debug)
+        _start(plan, quiet, debug, server)
 
 
-def _start(plan: RunPlan, quiet: bool, debug: bool) -> None:
-    """Run a train or eval plan as its flow in this process, with the live display, then print its summary."""
+def _start(plan: RunPlan, quiet: bool, debug: bool, server: EarlyServer | None = None) -> None:
+    """Run a train or eval plan as its flow in this process, with the live display, then print its summary;
+    ``server``: Prefect's temporary server, launched earlier."""
     if plan.resume:
         _settle_crashed(plan.config)
     logging.getLogger("flowerkit").setLevel(logging.INFO)
-    start_ephemeral_server()  # first: it checks Prefect's settings, which importing Prefect below would raise on
+    start_ephemeral_server(server)  # first: it checks Prefect's settings, which importing Prefect below raises on
     if not debug:
         hide_user_error_tracebacks()
         hide_repeated_run_errors()
@@ -93,6 +104,12 @@ def _as_launched(flow: str, config: RunConfig) -> RunConfig:
     if torchrun_env() is not None:
         raise ConfigError(f"flowerkit {flow} runs in one process; run it without torchrun.")
     return config
+
+
+def _may_follow(config: RunConfig) -> bool:
+    """Whether this command may train a share of a run another command runs, and so need no server; told
+    without importing torch (``engine.distributed.is_follower`` decides), since the server overlaps that."""
+    return os.environ.get("RANK", "0") != "0" or getattr(config, "node_rank", 0) != 0
 
 
 def _trains_a_share(config: TrainConfig, dry_run: bool) -> bool:

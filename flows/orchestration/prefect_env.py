@@ -8,6 +8,9 @@ and exit 3 instead of minutes of server tracebacks and an "unexpected error".
   session: a terminal's Ctrl-C signals the whole foreground process group, and a server that dies with the
   run turns a clean interrupt (exit 130, run marked failed, resumable) into connection errors. Its start-up
   may take longer than Prefect's default 20 s on a busy machine, so the default here is generous.
+- The train and eval commands launch that server's process (``launch_ephemeral_server``) before they import
+  torch and plan the run, and hand it to Prefect when the flow starts: its start-up (about 5 s of its own CPU,
+  measured in docs/performance.md, section 7) runs beside theirs instead of after it.
 
 The checks before the run read the process environment only (importing Prefect to read its settings costs
 a second and a half); when the run starts, a server named by Prefect's own settings (the active profile, a
@@ -16,6 +19,8 @@ a second and a half); when the run starts, a server named by Prefect's own setti
 
 from __future__ import annotations
 
+import atexit
+import importlib.util
 import os
 import signal
 import subprocess
@@ -26,6 +31,7 @@ from typing import Any
 
 from flowerkit.errors import ConfigError, MissingInputError
 from flowerkit.io.writable import check_writable_folder
+from flowerkit.flows.orchestration.local_server import free_port
 
 STARTUP_TIMEOUT_VAR = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
 DEFAULT_STARTUP_TIMEOUT_S = 120
@@ -89,6 +95,46 @@ def _own_session_popen(*args, **kwargs) -> subprocess.Popen:
     return subprocess.Popen(*args, start_new_session=True, preexec_fn=_die_with_parent, **kwargs)
 
 
+# What Prefect's SubprocessASGIServer runs (3.x): uvicorn on its app factory, without the UI.
+EPHEMERAL_ENV = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
+
+
+def _uvicorn_command(port: int) -> list[str]:
+    app_dir = Path(importlib.util.find_spec("prefect").origin).parent.parent  # found, not imported (seconds)
+    return [sys.executable, "-m", "uvicorn", "--app-dir", str(app_dir), "--factory",
+            "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port),
+            "--log-level", "error", "--lifespan", "on"]
+
+
+class EarlyServer:
+    """Prefect's temporary server process, launched before the run is planned; ``start_ephemeral_server``
+    hands it to Prefect. Stopped at exit when it was never handed over (a plan that failed, a dry run)."""
+
+    def __init__(self) -> None:
+        self.port = free_port(0)
+        self.process = _own_session_popen(_uvicorn_command(self.port), env=os.environ | EPHEMERAL_ENV)
+        atexit.register(self.stop)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def launch_ephemeral_server() -> EarlyServer | None:
+    """Launch the temporary server's process now, when the run will need one (no PREFECT_API_URL); its
+    start-up then overlaps the imports and the plan. A server named by Prefect's own settings (a profile) is
+    only known once Prefect is imported: ``start_ephemeral_server`` stops this one then."""
+    if os.environ.get("PREFECT_API_URL", "").strip():
+        return None
+    check_prefect_home()  # a read-only PREFECT_HOME: one paragraph, not the server's tracebacks
+    return EarlyServer()
+
+
 def check_prefect_settings() -> Any:
     """Prefect's settings (environment, profile, ``prefect.toml``, ``.env``); a value Prefect refuses is a
     ConfigError (exit 2) naming it, before the run starts, instead of an unexpected error inside it."""
@@ -105,17 +151,20 @@ def check_prefect_settings() -> Any:
                           "lists them), prefect.toml or .env.") from None
 
 
-def start_ephemeral_server() -> None:
+def start_ephemeral_server(early: EarlyServer | None = None) -> None:
     """Start Prefect's temporary server (when no PREFECT_API_URL) outside our process group; exit 3 if it fails.
 
     Prefect keeps one server instance per process and reuses it, so the flow then talks to this one. Prefect's
-    settings are checked first, whichever server the run reports to.
+    settings are checked first, whichever server the run reports to. ``early``: the server's process, launched
+    before the run was planned; Prefect's instance takes it over and waits until it answers.
     """
     settings = check_prefect_settings()
     if os.environ.get("PREFECT_API_URL", "").strip():
         return  # checked with the plan
     configured = (settings.api.url or "").strip()
     if configured:  # a profile's, a .env's or prefect.toml's server: Prefect will use it
+        if early is not None:
+            early.stop()
         _require_answer(configured, "The PREFECT_API_URL of your Prefect settings (`prefect config view`)")
         return
     from prefect.server.api import server as prefect_server
@@ -125,6 +174,8 @@ def start_ephemeral_server() -> None:
     real = prefect_server.subprocess
     prefect_server.subprocess = SimpleNamespace(**{**vars(real), "Popen": _own_session_popen})
     server = prefect_server.SubprocessASGIServer()
+    if early is not None:
+        _adopt(server, early)
     try:
         server.start()
     except Exception as exc:  # noqa: BLE001 - Prefect raises RuntimeError or httpx errors here
@@ -135,3 +186,12 @@ def start_ephemeral_server() -> None:
                                 + SERVER_FIX.format(timeout=timeout)) from None
     finally:
         prefect_server.subprocess = real
+
+
+def _adopt(server: Any, early: EarlyServer) -> None:
+    """Have Prefect's ``start`` take the early process as its first launch: it then waits for it as for its
+    own, and launches its own on another port only if that one exits because its port was taken."""
+    own, launches = server._run_uvicorn_command, iter([lambda: early.process])
+    server.port = early.port
+    atexit.unregister(early.stop)  # Prefect's instance stops it from now on
+    server._run_uvicorn_command = lambda: next(launches, own)()
