@@ -25,6 +25,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -108,12 +109,23 @@ def _uvicorn_command(port: int) -> list[str]:
 
 class EarlyServer:
     """Prefect's temporary server process, launched before the run is planned; ``start_ephemeral_server``
-    hands it to Prefect. Stopped at exit when it was never handed over (a plan that failed, a dry run)."""
+    hands it to Prefect. Stopped at exit when it was never handed over (a plan that failed, a dry run).
+
+    Its output goes to a temporary file, not the terminal: launched before Prefect's settings are checked, a
+    server that refuses them would print its own traceback beside flowerkit's one paragraph about them."""
 
     def __init__(self) -> None:
         self.port = free_port(0)
-        self.process = _own_session_popen(_uvicorn_command(self.port), env=os.environ | EPHEMERAL_ENV)
+        self.output = tempfile.TemporaryFile()
+        self.process = _own_session_popen(_uvicorn_command(self.port), env=os.environ | EPHEMERAL_ENV,
+                                          stdout=self.output, stderr=subprocess.STDOUT)
         atexit.register(self.stop)
+
+    def last_line(self) -> str:
+        """The last line the server printed (why it did not start), or ''."""
+        self.output.seek(0)
+        lines = self.output.read().decode(errors="replace").strip().splitlines()
+        return lines[-1].strip() if lines else ""
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -182,6 +194,8 @@ def start_ephemeral_server(early: EarlyServer | None = None) -> None:
         server.stop()  # a server still starting up must not outlive this error
         timeout = os.environ.get(STARTUP_TIMEOUT_VAR, DEFAULT_STARTUP_TIMEOUT_S)
         first = str(exc).split(" stdout:")[0].splitlines()[0] if str(exc) else type(exc).__name__
+        said = early.last_line() if early is not None else ""
+        first += f"; it said: {said}" if said else ""
         raise MissingInputError(f"Prefect's temporary local server did not start ({first}). "
                                 + SERVER_FIX.format(timeout=timeout)) from None
     finally:
