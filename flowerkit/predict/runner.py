@@ -45,7 +45,7 @@ class PredictSummary:
 
     def line(self) -> str:
         unknown = f", {self.unknown} below --min_confidence (unknown)" if self.unknown else ""
-        rate = f" in {self.seconds:.1f} s ({self.predicted / self.seconds:.1f} img/s)" if self.seconds > 0 else ""
+        rate = f"; {self.seconds:.1f} s ({self.predicted / self.seconds:.1f} img/s)" if self.seconds > 0 else ""
         skipped = (f"; {sum(self.skipped.values())} other file(s) skipped: {skipped_words(self.skipped)}"
                    if self.skipped else "")
         return (f"{self.predicted} of {self.inputs} image(s) predicted, {self.failed} could not be{unknown}{rate}"
