@@ -26,9 +26,5 @@ def short_time(iso_utc: str) -> str:
     return f"{iso_utc[5:10]} {iso_utc[11:16]}"
 
 
-def full_time(iso_utc: str) -> str:
-    return iso_utc.replace("T", " ").replace("Z", " UTC") if iso_utc else "-"
-
-
 def steps(step: int, total: int) -> str:
     return f"{step}/{total}" if total else str(step)

@@ -8,7 +8,6 @@ its markers.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 START, END = "<!-- cli-reference -->", "<!-- /cli-reference -->"
@@ -135,10 +134,3 @@ def render_option_tables(text: str) -> str:
         return text
     head, rest = text.split(START, 1)
     return f"{head}{START}\n\n{cli_reference_markdown()}\n{END}{rest.split(END, 1)[1]}"
-
-
-def stale_pages(root: Path) -> list[str]:
-    """The generated pages under ``root`` whose generated part differs from what the commands give now."""
-    return [page for page in GENERATED_PAGES
-            if render_option_tables((root / page).read_text(encoding="utf-8")) != (root / page).read_text(
-                encoding="utf-8")]
