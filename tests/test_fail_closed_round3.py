@@ -412,7 +412,8 @@ def test_a_killed_predict_run_is_crashed_and_prune_crashed_clears_it(prefect_har
             record = json.loads(record_path.read_text())
         except (OSError, ValueError):
             return None
-        return record if record.get("stage_status") == "started" else None
+        # Claimed: "started", then "running" once its task runs (a poll can miss the first, a short moment).
+        return record if record.get("stage_status") in ("started", "running") else None
 
     try:
         wait_for(started, process, "the run's record")
