@@ -459,6 +459,21 @@ async def test_launch_form_offers_every_option_grouped(output: Path) -> None:
 
 
 @pytest.mark.anyio
+async def test_launch_form_shows_the_environments_values_as_the_defaults(output: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A blank field takes what FLOWERKIT_* gives the run, as the CLI would: the form shows that, not the
+    model's default (it showed ViT-B_16 and 224 px while the launched run trained ViT-Ti/16 at 32 px)."""
+    monkeypatch.setenv("FLOWERKIT_MODEL_TYPE", "ViT-Ti_16")
+    monkeypatch.setenv("FLOWERKIT_PREFER_MPS", "true")
+    app = DashboardApp(output, refresh_s=30)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("n")
+        assert app.screen.query_one("#train-model_type").placeholder == "ViT-Ti_16 (environment)"
+        assert app.screen.query_one("#train-prefer_mps").prompt == "default: true (environment)"
+        assert app.screen.query_one("#train-img_size").placeholder == "224"  # not set: the model's default
+
+
+@pytest.mark.anyio
 async def test_launch_form_first_tab_lands_on_the_first_field(output: Path) -> None:
     app = DashboardApp(output, refresh_s=30)
     async with app.run_test(size=(80, 24)) as pilot:

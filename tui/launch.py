@@ -16,14 +16,15 @@ from textual.widgets import Button, Footer, Header, Input, Label, Select, Static
 
 from flowerkit.fields import choices, default_text
 from flowerkit.errors import FlowerkitError
-from flowerkit.tui.launcher import field_kind, form_fields, form_values, group_of, launch, resumable
+from flowerkit.run.config import environment_values
+from flowerkit.tui.launcher import FORM_CLASSES, field_kind, form_fields, form_values, group_of, launch, resumable
 
 FLOWS = ("train", "eval")
 BOOL_CHOICES = [("true", "true"), ("false", "false")]
 
 
-def field_widget(flow: str, name: str, field: FieldInfo) -> Widget:
-    """Select for choices and switches (blank: the default, as the CLI leaves an option out), Input otherwise.
+def field_widget(flow: str, name: str, field: FieldInfo, default: str) -> Widget:
+    """Select for choices and switches (blank: ``default``, as the CLI leaves an option out), Input otherwise.
 
     A switch is a true/false Select rather than a checkbox: it can also be left blank, so a value from
     --config, FLOWERKIT_* or .env is not overridden, and it draws with plain text in any terminal font.
@@ -31,21 +32,22 @@ def field_widget(flow: str, name: str, field: FieldInfo) -> Widget:
     widget_id = f"{flow}-{name}"
     options = BOOL_CHOICES if field_kind(field) is bool else [(c, c) for c in choices(field)]
     if options:
-        return Select(options, prompt=f"default: {default_text(field)}", id=widget_id, compact=True,
-                      tooltip=field.description)
-    return Input(placeholder=default_text(field), id=widget_id, compact=True, tooltip=field.description)
+        return Select(options, prompt=f"default: {default}", id=widget_id, compact=True, tooltip=field.description)
+    return Input(placeholder=default, id=widget_id, compact=True, tooltip=field.description)
 
 
 def flow_form(flow: str) -> ComposeResult:
-    """The flow's fields under one heading per group."""
-    group = None
+    """The flow's fields under one heading per group; a blank field's default is what the run would take,
+    FLOWERKIT_* or .env included."""
+    group, environment = None, environment_values(FORM_CLASSES[flow])
     for name, field in form_fields(flow):
         if group_of(field) != group:
             group = group_of(field)
             yield Static(group, classes="group")
         with Horizontal(classes="field"):
             yield Label(f"--{name}", classes="option")
-            yield field_widget(flow, name, field)
+            given = environment.get(name)
+            yield field_widget(flow, name, field, default_text(field) if given is None else f"{given} (environment)")
 
 
 def form_raw_values(screen: Screen, flow: str) -> dict[str, Any]:

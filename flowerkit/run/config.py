@@ -536,6 +536,19 @@ def check_known_options(cls: type[RunConfig], names: Any, where: str, allowed: t
             f"Known options: {', '.join(cls.model_fields)}.")
 
 
+def environment_values(cls: type[BaseModel]) -> dict[str, Any]:
+    """What FLOWERKIT_* variables and the .env file set for ``cls``'s options (the environment beats .env, as
+    in ``load_config``): the value an option left out takes, which the dashboard's form shows as its default."""
+    if not issubclass(cls, BaseSettings):
+        return {}  # predict's options: no environment source
+    from pydantic_settings import DotEnvSettingsSource, EnvSettingsSource
+
+    found: dict[str, Any] = {}
+    for source in (DotEnvSettingsSource(cls), EnvSettingsSource(cls)):
+        found |= _AliasedSource(cls, source)()
+    return found
+
+
 def value_sources(cls: type[RunConfig], overrides: dict[str, Any], config_file: Path | None,
                   yaml_data: dict[str, Any]) -> dict[str, str]:
     """Where each explicitly set option came from, in words; the highest-precedence source wins."""
