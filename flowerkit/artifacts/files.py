@@ -114,7 +114,7 @@ def remove_stale_temps(path: Path) -> list[Path]:
         return removed
     for entry in entries:
         pid = entry.name[len(prefix):].split("-", 1)[0]
-        if not pid.isdigit() or _process_exists(int(pid)):
+        if not pid.isdigit() or process_exists(int(pid)):
             continue
         try:
             fd = os.open(entry.path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -137,7 +137,8 @@ def remove_stale_temps(path: Path) -> list[Path]:
     return removed
 
 
-def _process_exists(pid: int) -> bool:
+def process_exists(pid: int) -> bool:
+    """Whether a process with this pid is alive (another user's counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

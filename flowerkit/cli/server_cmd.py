@@ -7,10 +7,10 @@ import os
 
 import typer
 
+from flowerkit.artifacts.files import process_exists
 from flowerkit.flows.orchestration.local_server import (
     DEFAULT_PORT,
     START_TIMEOUT_S,
-    alive,
     healthy,
     recorded,
     start_server,
@@ -28,7 +28,7 @@ def start(port: int = typer.Option(DEFAULT_PORT, "--port", help="Port on 127.0.0
           ) -> None:
     """Start `prefect server start` on 127.0.0.1 in the background; later runs report to it."""
     running = recorded()
-    if running is not None and alive(running.pid) and healthy(running):
+    if running is not None and process_exists(running.pid) and healthy(running):
         typer.echo(f"A flowerkit Prefect server is already running: {running.ui_url} (pid {running.pid}).")
         return
     try:
@@ -48,7 +48,7 @@ def stop() -> None:
     if server is None:
         typer.echo("No flowerkit Prefect server is recorded; nothing to stop.")
         return
-    if alive(server.pid):
+    if process_exists(server.pid):
         terminate(server.pid)
     state_path().unlink(missing_ok=True)
     typer.echo(f"Stopped the Prefect server on port {server.port} (pid {server.pid}).")
@@ -58,7 +58,7 @@ def stop() -> None:
 def status() -> None:
     """Whether the server is running, and where; exit 1 when it is not."""
     server = recorded()
-    if server is None or not alive(server.pid):
+    if server is None or not process_exists(server.pid):
         typer.echo("No flowerkit Prefect server is running: each run starts an ephemeral one "
                    "(`flowerkit server start` starts a shared one).")
         raise typer.Exit(1)

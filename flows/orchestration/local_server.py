@@ -20,7 +20,7 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from flowerkit.artifacts.files import atomic_write_json
+from flowerkit.artifacts.files import atomic_write_json, process_exists
 
 STATE_NAME = "flowerkit-server.json"
 DEFAULT_PORT = 4200
@@ -67,16 +67,6 @@ def healthy(server: LocalServer, timeout_s: float = 1.0) -> bool:
         return False
 
 
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def listening(server: LocalServer, timeout_s: float = 1.0) -> bool:
     """Whether something accepts connections on the server's port (the kernel completes the handshake even
     while the server is too busy to answer a request)."""
@@ -98,7 +88,7 @@ def use_local_server() -> str | None:
     if os.environ.get("PREFECT_API_URL"):
         return None
     server = recorded()
-    if server is None or not alive(server.pid) or not listening(server):
+    if server is None or not process_exists(server.pid) or not listening(server):
         return None  # no server, a stale record, or one still starting: ephemeral mode as usual
     os.environ["PREFECT_API_URL"] = server.api_url
     return server.api_url
@@ -146,10 +136,10 @@ def terminate(pid: int, timeout_s: float = 20.0) -> None:
         except ProcessLookupError:
             return
         deadline = time.monotonic() + wait_s
-        while alive(pid) and time.monotonic() < deadline:
+        while process_exists(pid) and time.monotonic() < deadline:
             reap(pid)
             time.sleep(0.2)
-        if not alive(pid):
+        if not process_exists(pid):
             return
 
 
